@@ -1,0 +1,163 @@
+//! Building the service apart from serving it, so tests run the real thing on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::{FsyncPolicy, Settings};
+use crate::http::{self, auth::KeyRing, AppState};
+use crate::ingest::route::Routing;
+use crate::ingest::{Pipeline, TierWriter, Workers};
+use crate::telemetry::Counters;
+use crate::tiers::files::RollingFiles;
+use crate::tiers::postgres::{self, PgStore};
+use crate::tiers::redis::RedisHotTier;
+use crate::tiers::{DurableStore, HotTier};
+
+/// A built service: listener bound, tiers opened, writers running.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    workers: Workers,
+}
+
+impl Application {
+    /// Opens every tier of `settings` and binds its listen address.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let addr = settings.listen_addr()?;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        Application::build_with_listener(settings, listener).await
+    }
+
+    /// Like [`Application::build`] on a listener the caller bound.
+    pub async fn build_with_listener(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
+        let counters = Arc::new(Counters::default());
+        let pg = PgStore::connect_lazy(&settings.postgres).context("postgres.url (DATABASE_URL)")?;
+        if settings.postgres.migrate_on_start {
+            postgres::migrate(pg.pool()).await.context("cannot migrate the database")?;
+        }
+        let store: Arc<dyn DurableStore> = Arc::new(pg);
+        let hot: Option<Arc<dyn HotTier>> = if settings.redis.enabled {
+            let tier = RedisHotTier::new(&settings.redis).context("redis.url (REDIS_URL)")?;
+            Some(Arc::new(tier))
+        } else {
+            None
+        };
+        let files = if settings.files.enabled {
+            let files = RollingFiles::open(&settings.files).context("cannot open the file tier (LOGGING_FILE)")?;
+            Some(Arc::new(files))
+        } else {
+            None
+        };
+        Ok(Application::assemble(settings, listener, counters, Some(store), hot, files))
+    }
+
+    /// Wires opened tiers into the pipeline and the router.
+    pub fn assemble(
+        settings: Settings,
+        listener: TcpListener,
+        counters: Arc<Counters>,
+        store: Option<Arc<dyn DurableStore>>,
+        hot: Option<Arc<dyn HotTier>>,
+        files: Option<Arc<RollingFiles>>,
+    ) -> Application {
+        let writer = Arc::new(TierWriter {
+            routing: Routing::new(&settings),
+            store: store.clone(),
+            hot: hot.clone(),
+            files: files.clone(),
+            counters: counters.clone(),
+        });
+        let (pipeline, workers) = Pipeline::start(&settings, writer, counters.clone());
+        let state = AppState {
+            keys: KeyRing::new(&settings.server.bootstrap_key),
+            settings: Arc::new(settings),
+            pipeline,
+            counters,
+            store,
+            hot,
+            files,
+        };
+        Application { listener, state, workers }
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The service's counters.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.state.counters.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests, drains the
+    /// queue through the writers and fsyncs the files.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Application { listener, state, workers } = self;
+        let files = state.files.clone();
+        let interval_sync = spawn_interval_fsync(&state);
+        tracing::info!(listen = %listener.local_addr()?, "tierlog serving");
+        axum::serve(listener, http::router(state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("http server failed")?;
+        tracing::info!("draining the ingest queue");
+        workers.stop().await;
+        if let Some(task) = interval_sync {
+            task.abort();
+        }
+        if let Some(files) = files {
+            tokio::task::spawn_blocking(move || files.sync()).await?.context("final fsync of the file tier")?;
+        }
+        tracing::info!("tierlog stopped");
+        Ok(())
+    }
+}
+
+fn spawn_interval_fsync(state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
+    let files = state.files.clone()?;
+    if state.settings.files.fsync != FsyncPolicy::Interval {
+        return None;
+    }
+    let every = Duration::from_millis(state.settings.files.fsync_interval_ms.max(1));
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let files = files.clone();
+            match tokio::task::spawn_blocking(move || files.sync()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = ?e, "interval fsync failed"),
+                Err(e) => tracing::error!(error = %e, "interval fsync task failed"),
+            }
+        }
+    }))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}

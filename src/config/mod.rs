@@ -1,0 +1,439 @@
+//! Configuration: built-in defaults (`config/default.toml`), an optional TOML file,
+//! `TIERLOG__SECTION__KEY` environment variables, and the variable names existing
+//! deployments use (see [`legacy`]). [`Settings::validate`] refuses bad values with a
+//! message that names the setting.
+
+mod legacy;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::event::{Category, Level, Limits};
+use crate::tiers::Table;
+
+/// The defaults, compiled in so the binary needs no file to start.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// A setting that cannot be used, named as the operator wrote it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] ::config::ConfigError),
+    #[error("configuration: {setting}: {reason}")]
+    Invalid { setting: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(setting: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { setting: setting.to_owned(), reason: reason.into() }
+    }
+}
+
+/// Everything tierlog can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub limits: Limits,
+    pub ingest: IngestSettings,
+    pub postgres: PostgresSettings,
+    pub redis: RedisSettings,
+    pub files: FileSettings,
+    pub logging: LoggingSettings,
+    pub categories: BTreeMap<Category, CategoryPolicy>,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub bootstrap_key: String,
+}
+
+/// The queue and batching between HTTP and the writers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    pub queue_capacity: usize,
+    pub batch_max_events: usize,
+    pub batch_max_delay_ms: u64,
+    pub writers: usize,
+    pub retry_after_seconds: u64,
+}
+
+/// The durable store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout_ms: u64,
+    pub migrate_on_start: bool,
+}
+
+/// The hot tier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub enabled: bool,
+    pub url: String,
+    pub db: Option<i64>,
+    pub key_prefix: String,
+    pub ttl_seconds: u64,
+    pub max_len: u64,
+    pub timeout_ms: u64,
+    pub retry_interval_ms: u64,
+}
+
+/// When the file tier calls fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// After every batch, before the acknowledgement.
+    Batch,
+    /// Every `fsync_interval_ms`; an acknowledgement may precede it.
+    Interval,
+    /// Never explicitly.
+    Never,
+}
+
+/// The rolling JSON-lines files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    pub enabled: bool,
+    pub path: PathBuf,
+    pub max_size_mb: u64,
+    pub backup_count: usize,
+    pub daily: bool,
+    pub fsync: FsyncPolicy,
+    pub fsync_interval_ms: u64,
+}
+
+/// tierlog's own logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSettings {
+    pub level: String,
+    pub format: String,
+}
+
+/// Where a category's events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableChoice {
+    AuditLogs,
+    SecurityEvents,
+    FinancialAuditLogs,
+    /// Not persisted: Redis and files only.
+    None,
+}
+
+/// One category's routing and retention.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryPolicy {
+    pub table: TableChoice,
+    pub persist_min_level: Level,
+    pub retention_days: u32,
+    pub redis_ttl_seconds: Option<u64>,
+    pub redis_max_len: Option<u64>,
+}
+
+impl CategoryPolicy {
+    /// The table an event of this category and `level` is persisted to, if any.
+    pub fn table_for(&self, level: Level) -> Option<Table> {
+        if level < self.persist_min_level {
+            return None;
+        }
+        match self.table {
+            TableChoice::AuditLogs => Some(Table::AuditLogs),
+            TableChoice::SecurityEvents => Some(Table::SecurityEvents),
+            TableChoice::FinancialAuditLogs => Some(Table::FinancialAuditLogs),
+            TableChoice::None => None,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (required when given), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Settings::load_from(file, &env)
+    }
+
+    /// Like [`Settings::load`] with an explicit environment, for tests.
+    pub fn load_from(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Settings, ConfigError> {
+        let default_file = Path::new("config/tierlog.toml");
+        let mut builder = ::config::Config::builder()
+            .add_source(::config::File::from_str(DEFAULT_TOML, ::config::FileFormat::Toml));
+        builder = match file {
+            Some(path) => builder.add_source(::config::File::from(path).required(true)),
+            None => builder.add_source(::config::File::from(default_file).required(false)),
+        };
+        let prefixed: HashMap<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("TIERLOG__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            ::config::Environment::with_prefix("TIERLOG")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(prefixed)),
+        );
+        builder = legacy::apply(builder, env)?;
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Defaults only, with the given database and Redis URLs: a base for tests and tools.
+    pub fn defaults() -> Settings {
+        let built = ::config::Config::builder()
+            .add_source(::config::File::from_str(DEFAULT_TOML, ::config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize::<Settings>());
+        match built {
+            Ok(settings) => settings,
+            // The compiled-in defaults are covered by a unit test.
+            Err(e) => panic!("built-in defaults do not parse: {e}"),
+        }
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if !self.server.bootstrap_key.is_empty() && self.server.bootstrap_key.len() < 16 {
+            return Err(ConfigError::invalid(
+                "server.bootstrap_key (TIERLOG_BOOTSTRAP_KEY)",
+                "must be at least 16 characters",
+            ));
+        }
+        let limits = &self.limits;
+        for (name, value) in [
+            ("limits.max_event_bytes", limits.max_event_bytes),
+            ("limits.max_request_bytes", limits.max_request_bytes),
+            ("limits.max_batch_events", limits.max_batch_events),
+            ("limits.max_field_chars", limits.max_field_chars),
+            ("limits.max_message_chars", limits.max_message_chars),
+            ("ingest.batch_max_events", self.ingest.batch_max_events),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(name, "must be greater than 0"));
+            }
+        }
+        if self.ingest.queue_capacity < limits.max_batch_events {
+            return Err(ConfigError::invalid(
+                "ingest.queue_capacity",
+                format!("must be at least limits.max_batch_events ({})", limits.max_batch_events),
+            ));
+        }
+        if !(1..=64).contains(&self.ingest.writers) {
+            return Err(ConfigError::invalid("ingest.writers", "must be between 1 and 64"));
+        }
+        if self.postgres.url.is_empty() {
+            return Err(ConfigError::invalid(
+                "postgres.url (DATABASE_URL)",
+                "must be set, e.g. postgres://tierlog@127.0.0.1:5432/tierlog",
+            ));
+        }
+        if !self.postgres.url.starts_with("postgres://") && !self.postgres.url.starts_with("postgresql://") {
+            return Err(ConfigError::invalid("postgres.url (DATABASE_URL)", "must be a postgres:// URL"));
+        }
+        if self.postgres.max_connections < self.ingest.writers as u32 + 1 {
+            return Err(ConfigError::invalid(
+                "postgres.max_connections",
+                format!("must exceed ingest.writers ({})", self.ingest.writers),
+            ));
+        }
+        if self.redis.enabled {
+            if self.redis.url.is_empty() {
+                return Err(ConfigError::invalid(
+                    "redis.url (REDIS_URL)",
+                    "must be set while the hot tier is enabled (or set REDIS_LOG_ENABLED=false)",
+                ));
+            }
+            ::redis::parse_redis_url(&self.redis.url).ok_or_else(|| {
+                ConfigError::invalid("redis.url (REDIS_URL)", "must be a redis:// URL")
+            })?;
+        }
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
+            return Err(ConfigError::invalid(
+                "redis.key_prefix",
+                "must be non-empty without braces or spaces",
+            ));
+        }
+        if self.redis.ttl_seconds == 0 || self.redis.max_len == 0 {
+            return Err(ConfigError::invalid(
+                "redis.ttl_seconds / redis.max_len (REDIS_LOG_TTL / REDIS_MAX_LOGS)",
+                "must be greater than 0",
+            ));
+        }
+        if self.files.max_size_mb == 0 {
+            return Err(ConfigError::invalid("files.max_size_mb (LOGGING_MAX_SIZE_MB)", "must be greater than 0"));
+        }
+        if self.files.path.file_name().is_none() {
+            return Err(ConfigError::invalid("files.path (LOGGING_FILE)", "must name a file"));
+        }
+        self.log_filter()?;
+        if !matches!(self.logging.format.as_str(), "json" | "pretty") {
+            return Err(ConfigError::invalid("logging.format", "must be \"json\" or \"pretty\""));
+        }
+        for category in Category::ALL {
+            let Some(policy) = self.categories.get(&category) else {
+                return Err(ConfigError::invalid(&format!("categories.{category}"), "is missing"));
+            };
+            if policy.retention_days == 0 {
+                return Err(ConfigError::invalid(
+                    &format!("categories.{category}.retention_days"),
+                    "must be greater than 0",
+                ));
+            }
+            if policy.redis_ttl_seconds == Some(0) || policy.redis_max_len == Some(0) {
+                return Err(ConfigError::invalid(
+                    &format!("categories.{category}"),
+                    "redis_ttl_seconds and redis_max_len must be greater than 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The parsed listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.listen.parse().map_err(|_| {
+            ConfigError::invalid("server.listen (TIERLOG_LISTEN)", format!("{:?} is not host:port", self.server.listen))
+        })
+    }
+
+    /// The tracing filter directive for `logging.level`.
+    pub fn log_filter(&self) -> Result<&'static str, ConfigError> {
+        match self.logging.level.to_ascii_uppercase().as_str() {
+            "TRACE" => Ok("trace"),
+            "DEBUG" => Ok("debug"),
+            "INFO" => Ok("info"),
+            "WARNING" | "WARN" => Ok("warn"),
+            "ERROR" | "CRITICAL" => Ok("error"),
+            _ => Err(ConfigError::invalid(
+                "logging.level (LOGGING_LEVEL)",
+                "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+            )),
+        }
+    }
+
+    /// The policy of `category` (validated to exist).
+    pub fn category(&self, category: Category) -> &CategoryPolicy {
+        &self.categories[&category]
+    }
+
+    /// Redis TTL of `category`'s lists.
+    pub fn redis_ttl(&self, category: Category) -> u64 {
+        self.category(category).redis_ttl_seconds.unwrap_or(self.redis.ttl_seconds)
+    }
+
+    /// Redis length cap of `category`'s lists.
+    pub fn redis_max_len(&self, category: Category) -> u64 {
+        self.category(category).redis_max_len.unwrap_or(self.redis.max_len)
+    }
+
+    /// The longest a batch waits for more events.
+    pub fn batch_max_delay(&self) -> Duration {
+        Duration::from_millis(self.ingest.batch_max_delay_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut map: HashMap<String, String> = [
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1/tierlog"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        map.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        map
+    }
+
+    fn load_error(pairs: &[(&str, &str)]) -> String {
+        match Settings::load_from(None, &env(pairs)) {
+            Ok(_) => String::from("loaded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn built_in_defaults_follow_the_product_tiers() {
+        let settings = Settings::load_from(None, &env(&[])).expect("defaults load");
+        let table = |c, l| settings.category(c).table_for(l);
+        assert_eq!(table(Category::Auth, Level::Debug), Some(Table::AuditLogs));
+        assert_eq!(table(Category::Security, Level::Info), Some(Table::SecurityEvents));
+        assert_eq!(table(Category::Financial, Level::Info), Some(Table::FinancialAuditLogs));
+        assert_eq!(table(Category::Audit, Level::Info), Some(Table::AuditLogs));
+        assert_eq!(table(Category::Api, Level::Warning), None);
+        assert_eq!(table(Category::Api, Level::Error), Some(Table::AuditLogs));
+        assert_eq!(table(Category::Error, Level::Critical), Some(Table::AuditLogs));
+        assert_eq!(settings.redis_ttl(Category::Auth), 7 * 24 * 3600);
+        assert_eq!(settings.redis_max_len(Category::Financial), 10_000);
+        assert_eq!(settings.files.backup_count, 5);
+        assert_eq!(settings.category(Category::Financial).retention_days, 2557);
+    }
+
+    #[test]
+    fn deployment_variable_names_override_the_file() {
+        let settings = Settings::load_from(
+            None,
+            &env(&[
+                ("REDIS_LOG_DB", "3"),
+                ("REDIS_LOG_TTL", "60"),
+                ("REDIS_MAX_LOGS", "5"),
+                ("REDIS_LOG_ENABLED", "false"),
+                ("LOGGING_ENABLED", "False"),
+                ("LOGGING_LEVEL", "WARNING"),
+                ("LOGGING_FILE", "/var/log/tierlog/events.log"),
+                ("LOGGING_MAX_SIZE_MB", "2"),
+                ("LOGGING_BACKUP_COUNT", "9"),
+                ("TIERLOG_LISTEN", "0.0.0.0:9000"),
+                ("TIERLOG_BOOTSTRAP_KEY", "0123456789abcdef0123"),
+                ("TIERLOG__CATEGORIES__API__REDIS_MAX_LEN", "7"),
+                ("TIERLOG__INGEST__WRITERS", "3"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(settings.redis.db, Some(3));
+        assert_eq!(settings.redis_ttl(Category::Auth), 60);
+        assert_eq!(settings.redis_max_len(Category::Auth), 5);
+        assert_eq!(settings.redis_max_len(Category::Api), 7);
+        assert!(!settings.redis.enabled);
+        assert!(!settings.files.enabled);
+        assert_eq!(settings.log_filter().expect("level"), "warn");
+        assert_eq!(settings.files.path, PathBuf::from("/var/log/tierlog/events.log"));
+        assert_eq!(settings.files.max_size_mb, 2);
+        assert_eq!(settings.files.backup_count, 9);
+        assert_eq!(settings.listen_addr().expect("addr").port(), 9000);
+        assert_eq!(settings.server.bootstrap_key, "0123456789abcdef0123");
+        assert_eq!(settings.ingest.writers, 3);
+    }
+
+    #[test]
+    fn a_bad_setting_is_named_in_the_error() {
+        assert!(load_error(&[("REDIS_LOG_TTL", "soon")]).contains("REDIS_LOG_TTL"));
+        assert!(load_error(&[("REDIS_LOG_ENABLED", "maybe")]).contains("REDIS_LOG_ENABLED"));
+        assert!(load_error(&[("TIERLOG_LISTEN", "nowhere")]).contains("TIERLOG_LISTEN"));
+        assert!(load_error(&[("LOGGING_LEVEL", "LOUD")]).contains("LOGGING_LEVEL"));
+        assert!(load_error(&[("DATABASE_URL", "")]).contains("DATABASE_URL"));
+        assert!(load_error(&[("TIERLOG__INGEST__QUEUE_CAPACITY", "10")]).contains("ingest.queue_capacity"));
+        assert!(load_error(&[("TIERLOG__INGEST__WRITERZ", "1")]).contains("writerz"));
+        assert!(load_error(&[("TIERLOG__CATEGORIES__AUTH__TABLE", "nowhere")]).contains("table"));
+    }
+}

@@ -1,0 +1,101 @@
+//! Operations endpoints: liveness, readiness per tier, and counters.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+
+use super::AppState;
+use crate::telemetry::Counters;
+
+/// `GET /healthz`: the process is alive.
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// One tier's state.
+#[derive(Debug, Serialize)]
+struct TierState {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl TierState {
+    fn from_result<E: std::fmt::Display>(result: Result<(), E>) -> TierState {
+        match result {
+            Ok(()) => TierState { status: "up", error: None },
+            Err(e) => TierState { status: "down", error: Some(e.to_string()) },
+        }
+    }
+
+    fn disabled() -> TierState {
+        TierState { status: "disabled", error: None }
+    }
+
+    fn is_down(&self) -> bool {
+        self.status == "down"
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Readiness {
+    /// `ready`, `degraded` (the hot tier is down: ingest still works) or `down`.
+    status: &'static str,
+    postgres: TierState,
+    redis: TierState,
+    files: TierState,
+    redis_misses: u64,
+}
+
+/// `GET /readyz`: 200 while events can be acknowledged (`ready` or `degraded`), 503
+/// when a system of record is down.
+pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let deadline = Duration::from_secs(2);
+    let postgres = match &state.store {
+        None => TierState::disabled(),
+        Some(store) => TierState::from_result(
+            tokio::time::timeout(deadline, store.ping()).await.unwrap_or_else(|_| {
+                Err(crate::tiers::StoreError::Unavailable(sqlx::Error::PoolTimedOut))
+            }),
+        ),
+    };
+    let redis = match &state.hot {
+        None => TierState::disabled(),
+        Some(hot) => TierState::from_result(hot.ping().await),
+    };
+    let files = match &state.files {
+        None => TierState::disabled(),
+        Some(files) => TierState::from_result(
+            std::fs::metadata(files.dir())
+                .map_err(|e| e.to_string())
+                .and_then(|m| if m.permissions().readonly() { Err("directory is read-only".to_owned()) } else { Ok(()) }),
+        ),
+    };
+    let (status, code) = if postgres.is_down() || files.is_down() {
+        ("down", StatusCode::SERVICE_UNAVAILABLE)
+    } else if redis.is_down() {
+        ("degraded", StatusCode::OK)
+    } else {
+        ("ready", StatusCode::OK)
+    };
+    let readiness = Readiness {
+        status,
+        postgres,
+        redis,
+        files,
+        redis_misses: Counters::get(&state.counters.redis_misses),
+    };
+    (code, Json(readiness))
+}
+
+/// `GET /metrics`: counters in the Prometheus text format.
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.counters.render_prometheus(),
+    )
+}

@@ -1,0 +1,100 @@
+//! `POST /audit/events`: one event, a JSON array, or NDJSON.
+//!
+//! Checks run cheapest first, and nothing is queued until every item passed:
+//! key (401/403), content type (415), size (413), framing and count (400/413), then
+//! each item's fields (400 naming index, field and reason).
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use chrono::Utc;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::auth::{Permission, Principal};
+use super::error::ApiError;
+use super::AppState;
+use crate::event::body::{split_items, BodyError, BodyFormat};
+use crate::event::{AuditEvent, EventParser, FieldError};
+use crate::ingest::SubmitError;
+use crate::telemetry::Counters;
+
+/// The acknowledgement: every listed event is durable in its system of record.
+#[derive(Debug, Serialize)]
+pub struct IngestResponse {
+    /// How many events the request held.
+    pub accepted: usize,
+    /// Their ids, in request order (assigned ones included).
+    pub ids: Vec<Uuid>,
+}
+
+#[tracing::instrument(skip_all, fields(key.id = %principal.key_id, events = tracing::field::Empty))]
+pub(super) async fn ingest(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestResponse>, ApiError> {
+    principal.require(Permission::EventsWrite)?;
+    let limits = state.settings.limits;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let format = BodyFormat::from_content_type(content_type).ok_or_else(|| {
+        ApiError::unsupported_media_type(
+            "send application/json (an event or an array of events) or application/x-ndjson",
+        )
+    })?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large = || ApiError::too_large(format!("the body is larger than {} bytes", limits.max_request_bytes));
+    if declared.is_some_and(|len| len > limits.max_request_bytes) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limits.max_request_bytes).await.map_err(|e| {
+        if e.into_inner().is::<http_body_util::LengthLimitError>() {
+            too_large()
+        } else {
+            ApiError::bad_request("the body could not be read")
+        }
+    })?;
+    let items = split_items(&bytes, format, limits.max_event_bytes, limits.max_batch_events).map_err(|e| match e {
+        BodyError::EventTooLarge { .. } | BodyError::TooManyEvents { .. } => ApiError::too_large(e.to_string()),
+        _ => ApiError::bad_request(e.to_string()),
+    })?;
+    tracing::Span::current().record("events", items.len());
+
+    let parser = EventParser::new(limits, principal.tenant.clone(), Utc::now());
+    let mut events: Vec<AuditEvent> = Vec::with_capacity(items.len());
+    let mut problems: Vec<FieldError> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        match parser.parse(index, item) {
+            Ok(event) => events.push(event),
+            Err(mut errors) => problems.append(&mut errors),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
+
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let retry_after = state.settings.ingest.retry_after_seconds;
+    state.pipeline.submit(events).await.map_err(|e| match e {
+        SubmitError::QueueFull => ApiError::unavailable(
+            "queue_full",
+            "the ingest queue is full; nothing was written, retry later",
+            retry_after,
+        ),
+        SubmitError::ShuttingDown => {
+            ApiError::unavailable("shutting_down", "tierlog is shutting down; retry on another node", retry_after)
+        }
+        SubmitError::Failed(_) => ApiError::unavailable(
+            "storage_unavailable",
+            "the events could not be made durable; nothing was acknowledged, retry with the same ids",
+            retry_after,
+        ),
+    })?;
+    Counters::add(&state.counters.bytes_accepted, bytes.len() as u64);
+    Ok(Json(IngestResponse { accepted: ids.len(), ids }))
+}

@@ -1,0 +1,42 @@
+//! The HTTP API: routes, the shared state, errors and authentication.
+
+pub mod auth;
+pub mod error;
+mod health;
+mod ingest;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::config::Settings;
+use crate::ingest::Pipeline;
+use crate::telemetry::Counters;
+use crate::tiers::files::RollingFiles;
+use crate::tiers::{DurableStore, HotTier};
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub pipeline: Pipeline,
+    pub keys: auth::KeyRing,
+    pub counters: Arc<Counters>,
+    pub store: Option<Arc<dyn DurableStore>>,
+    pub hot: Option<Arc<dyn HotTier>>,
+    pub files: Option<Arc<RollingFiles>>,
+}
+
+/// The complete router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/audit/events", post(ingest::ingest))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}

@@ -1,0 +1,76 @@
+//! Which tiers an event goes to, from the per-category policy in configuration.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::config::Settings;
+use crate::event::{AuditEvent, Category};
+use crate::tiers::{HotEntry, PersistRequest, Table};
+
+/// One category's resolved policy.
+#[derive(Debug, Clone, Copy)]
+struct CategoryRoute {
+    category: Category,
+    persist: crate::config::CategoryPolicy,
+    ttl_seconds: u64,
+    max_len: u64,
+}
+
+/// The routing table of a running service.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    routes: Vec<CategoryRoute>,
+}
+
+impl Routing {
+    /// Resolves every category's policy from validated settings.
+    pub fn new(settings: &Settings) -> Routing {
+        let routes = Category::ALL
+            .into_iter()
+            .map(|category| CategoryRoute {
+                category,
+                persist: settings.category(category).clone(),
+                ttl_seconds: settings.redis_ttl(category),
+                max_len: settings.redis_max_len(category),
+            })
+            .collect();
+        Routing { routes }
+    }
+
+    fn route(&self, category: Category) -> &CategoryRoute {
+        // `new` covers every category.
+        &self.routes[Category::ALL.iter().position(|c| *c == category).unwrap_or(0)]
+    }
+
+    /// The table `event` is persisted to, if its category and level call for it.
+    pub fn table(&self, event: &AuditEvent) -> Option<Table> {
+        self.route(event.category).persist.table_for(event.level)
+    }
+
+    /// When a persisted `event` expires: fixed at ingest from the policy then in force.
+    pub fn expires_at(&self, event: &AuditEvent) -> DateTime<Utc> {
+        let days = self.route(event.category).persist.retention_days;
+        event.received_at + Duration::days(i64::from(days))
+    }
+
+    /// The durable writes of a batch.
+    pub fn persist_requests<'a>(&self, events: &[&'a AuditEvent]) -> Vec<PersistRequest<'a>> {
+        events
+            .iter()
+            .filter_map(|event| {
+                self.table(event).map(|table| PersistRequest { table, expires_at: self.expires_at(event), event })
+            })
+            .collect()
+    }
+
+    /// The hot-tier writes of a batch (every event).
+    pub fn hot_entries<'a>(&self, events: &[&'a AuditEvent]) -> Vec<HotEntry<'a>> {
+        events
+            .iter()
+            .map(|event| {
+                let route = self.route(event.category);
+                debug_assert_eq!(route.category, event.category);
+                HotEntry { event, ttl_seconds: route.ttl_seconds, max_len: route.max_len }
+            })
+            .collect()
+    }
+}

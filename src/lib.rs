@@ -1,0 +1,26 @@
+//! tierlog: a tiered audit-logging backend.
+//!
+//! The life of an event, and the module that handles each step:
+//!
+//! 1. [`http`] receives `POST /audit/events`, authenticates the key
+//!    ([`http::auth`]) and checks the body's type and size.
+//! 2. [`event`] splits the body into items and validates each one into an
+//!    [`event::AuditEvent`]; a bad item rejects the whole request.
+//! 3. [`ingest`] queues the request's events (bounded: a full queue answers 503) and
+//!    its writer tasks gather them into batches.
+//! 4. [`ingest::route`] decides each event's tiers from the per-category policy in
+//!    [`config`].
+//! 5. [`tiers`] write the batch: [`tiers::postgres`] first (hash-chained rows, see
+//!    [`integrity`]), then [`tiers::files`] and [`tiers::redis`] side by side.
+//! 6. The request is answered only after its events are durable.
+//!
+//! [`app`] builds and serves the whole; [`telemetry`] holds logs and counters.
+
+pub mod app;
+pub mod config;
+pub mod event;
+pub mod http;
+pub mod ingest;
+pub mod integrity;
+pub mod telemetry;
+pub mod tiers;

@@ -1,0 +1,391 @@
+//! The file tier: rolling JSON-lines files, one event per line, shipped to Loki by
+//! Promtail or Alloy and kept as a file backup.
+//!
+//! Files are named `<stem>.<yyyymmdd>.<seq>.<ext>` beside the configured path
+//! (`logs/audit.jsonl` gives `logs/audit.20261123.000001.jsonl`). A file is created
+//! under its final name and never renamed, so a shipper that tracks files by path
+//! (Promtail does) reads every line exactly once across rotations; the shipper's glob
+//! is `<stem>.*.<ext>`. At most `backup_count` closed files are kept besides the open
+//! one. An id already present in a kept file is not written again, so a retried
+//! request leaves one line per event.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use uuid::Uuid;
+
+use crate::config::{FileSettings, FsyncPolicy};
+use crate::event::AuditEvent;
+
+/// A failed file operation, naming the path.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {path}")]
+pub struct FileError {
+    action: &'static str,
+    path: PathBuf,
+    #[source]
+    source: io::Error,
+}
+
+fn file_error<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> FileError + 'p {
+    move |source| FileError { action, path: path.to_owned(), source }
+}
+
+/// What identifies an event for de-duplication.
+type EventKey = (Box<str>, Uuid);
+
+fn event_key(event: &AuditEvent) -> EventKey {
+    (event.tenant_id.as_str().into(), event.id)
+}
+
+/// A file that is no longer written, with the events it holds.
+#[derive(Debug)]
+struct ClosedFile {
+    path: PathBuf,
+    keys: Vec<EventKey>,
+}
+
+/// The file being appended to.
+#[derive(Debug)]
+struct OpenFile {
+    path: PathBuf,
+    seq: u64,
+    date: NaiveDate,
+    file: File,
+    size: u64,
+    keys: Vec<EventKey>,
+    /// Bytes written since the last fsync.
+    unsynced: bool,
+}
+
+/// How files are named.
+#[derive(Debug, Clone)]
+struct Naming {
+    dir: PathBuf,
+    stem: String,
+    ext: Option<String>,
+}
+
+impl Naming {
+    fn new(path: &Path) -> Naming {
+        let dir = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let ext = path.extension().map(|s| s.to_string_lossy().into_owned());
+        Naming { dir, stem, ext }
+    }
+
+    fn path(&self, date: NaiveDate, seq: u64) -> PathBuf {
+        let mut name = format!("{}.{}.{seq:06}", self.stem, date.format("%Y%m%d"));
+        if let Some(ext) = &self.ext {
+            name.push('.');
+            name.push_str(ext);
+        }
+        self.dir.join(name)
+    }
+
+    /// The date and sequence of a file name this naming produced.
+    fn parse(&self, name: &str) -> Option<(NaiveDate, u64)> {
+        let rest = name.strip_prefix(&self.stem)?.strip_prefix('.')?;
+        let rest = match &self.ext {
+            Some(ext) => rest.strip_suffix(ext.as_str())?.strip_suffix('.')?,
+            None => rest,
+        };
+        let (date, seq) = rest.split_once('.')?;
+        if date.len() != 8 || seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some((NaiveDate::parse_from_str(date, "%Y%m%d").ok()?, seq.parse().ok()?))
+    }
+
+    /// The glob a shipper uses to find every file.
+    fn glob(&self) -> String {
+        match &self.ext {
+            Some(ext) => format!("{}.*.{ext}", self.stem),
+            None => format!("{}.*", self.stem),
+        }
+    }
+}
+
+struct State {
+    current: Option<OpenFile>,
+    closed: VecDeque<ClosedFile>,
+    seen: HashSet<EventKey>,
+    next_seq: u64,
+}
+
+/// The rolling JSON-lines writer. Calls block; run them on a blocking thread.
+pub struct RollingFiles {
+    naming: Naming,
+    max_bytes: u64,
+    backup_count: usize,
+    daily: bool,
+    fsync: FsyncPolicy,
+    state: Mutex<State>,
+}
+
+impl RollingFiles {
+    /// Opens the directory, learns the ids of the kept files, cuts a torn last line
+    /// (a write interrupted by a crash, never acknowledged) and resumes the newest file.
+    pub fn open(settings: &FileSettings) -> Result<RollingFiles, FileError> {
+        let naming = Naming::new(&settings.path);
+        fs::create_dir_all(&naming.dir).map_err(file_error("create directory", &naming.dir))?;
+        let mut found: Vec<(u64, NaiveDate, PathBuf)> = Vec::new();
+        for entry in fs::read_dir(&naming.dir).map_err(file_error("list", &naming.dir))? {
+            let entry = entry.map_err(file_error("list", &naming.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some((date, seq)) = naming.parse(&name) {
+                found.push((seq, date, entry.path()));
+            }
+        }
+        found.sort();
+        let mut state = State {
+            current: None,
+            closed: VecDeque::new(),
+            seen: HashSet::new(),
+            next_seq: found.last().map(|(seq, _, _)| seq + 1).unwrap_or(1),
+        };
+        let newest = found.pop();
+        for (_, _, path) in found {
+            let keys = read_keys(&path)?;
+            state.seen.extend(keys.iter().cloned());
+            state.closed.push_back(ClosedFile { path, keys });
+        }
+        if let Some((seq, date, path)) = newest {
+            cut_torn_tail(&path)?;
+            let keys = read_keys(&path)?;
+            state.seen.extend(keys.iter().cloned());
+            let file = OpenOptions::new().append(true).open(&path).map_err(file_error("open", &path))?;
+            let size = file.metadata().map_err(file_error("stat", &path))?.len();
+            state.current = Some(OpenFile { path, seq, date, file, size, keys, unsynced: false });
+        }
+        let files = RollingFiles {
+            naming,
+            max_bytes: settings.max_size_mb.saturating_mul(1024 * 1024),
+            backup_count: settings.backup_count,
+            daily: settings.daily,
+            fsync: settings.fsync,
+            state: Mutex::new(state),
+        };
+        Ok(files)
+    }
+
+    /// Like [`RollingFiles::open`] with the size limit in bytes, for tests of rotation.
+    pub fn open_with_max_bytes(settings: &FileSettings, max_bytes: u64) -> Result<RollingFiles, FileError> {
+        let mut files = RollingFiles::open(settings)?;
+        files.max_bytes = max_bytes.max(1);
+        Ok(files)
+    }
+
+    /// The glob (relative to [`RollingFiles::dir`]) matching every file written.
+    pub fn glob(&self) -> String {
+        self.naming.glob()
+    }
+
+    /// The directory holding the files.
+    pub fn dir(&self) -> &Path {
+        &self.naming.dir
+    }
+
+    /// Appends one line per event not yet in a kept file, rotating by size and day,
+    /// and fsyncs per policy before returning. Returns how many lines were written.
+    /// A failed write is cut back so no partial line remains; lines of the call that
+    /// reached a file before the failure stay and are recognised when it is retried.
+    pub fn append(&self, events: &[&AuditEvent], now: DateTime<Utc>) -> Result<usize, FileError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch_keys: HashSet<EventKey> = HashSet::new();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut pending_keys: Vec<EventKey> = Vec::new();
+        let mut written = 0;
+        let today = now.date_naive();
+        for event in events {
+            let key = event_key(event);
+            if state.seen.contains(&key) || !batch_keys.insert(key.clone()) {
+                continue;
+            }
+            let mut line = event.to_json_line();
+            line.push(b'\n');
+            let needs_new_file = match &state.current {
+                None => true,
+                Some(open) => {
+                    let size = open.size + pending.len() as u64;
+                    (size > 0 && size + line.len() as u64 > self.max_bytes)
+                        || (self.daily && open.date != today)
+                }
+            };
+            if needs_new_file {
+                written += self.flush(&mut state, &mut pending, &mut pending_keys)?;
+                self.rotate(&mut state, today)?;
+            }
+            pending.extend_from_slice(&line);
+            pending_keys.push(key);
+        }
+        written += self.flush(&mut state, &mut pending, &mut pending_keys)?;
+        if let Some(open) = state.current.as_mut() {
+            if self.fsync == FsyncPolicy::Batch && open.unsynced {
+                open.file.sync_data().map_err(file_error("fsync", &open.path))?;
+                open.unsynced = false;
+            }
+        }
+        Ok(written)
+    }
+
+    /// Fsyncs the open file if it has unsynced lines (the interval policy's tick, and
+    /// shutdown).
+    pub fn sync(&self) -> Result<(), FileError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = state.current.as_mut() {
+            if open.unsynced {
+                open.file.sync_data().map_err(file_error("fsync", &open.path))?;
+                open.unsynced = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Paths of the kept files, oldest first.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut paths: Vec<PathBuf> = state.closed.iter().map(|c| c.path.clone()).collect();
+        paths.extend(state.current.as_ref().map(|open| open.path.clone()));
+        paths
+    }
+
+    /// Writes `pending` to the open file; on failure cuts the file back so no partial
+    /// line stays behind.
+    fn flush(
+        &self,
+        state: &mut State,
+        pending: &mut Vec<u8>,
+        pending_keys: &mut Vec<EventKey>,
+    ) -> Result<usize, FileError> {
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let Some(open) = state.current.as_mut() else { return Ok(0) };
+        if let Err(source) = open.file.write_all(pending) {
+            let _ = open.file.set_len(open.size);
+            return Err(FileError { action: "write", path: open.path.clone(), source });
+        }
+        open.size += pending.len() as u64;
+        open.unsynced = true;
+        let count = pending_keys.len();
+        state.seen.extend(pending_keys.iter().cloned());
+        open.keys.append(pending_keys);
+        pending.clear();
+        Ok(count)
+    }
+
+    /// Closes the open file (fsynced unless the policy is `never`) and starts the next
+    /// one, then deletes the oldest files beyond `backup_count`.
+    fn rotate(&self, state: &mut State, today: NaiveDate) -> Result<(), FileError> {
+        let path = self.naming.path(today, state.next_seq);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(file_error("create", &path))?;
+        if self.fsync != FsyncPolicy::Never {
+            File::open(&self.naming.dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(file_error("fsync directory", &self.naming.dir))?;
+        }
+        let opened = OpenFile { path, seq: state.next_seq, date: today, file, size: 0, keys: Vec::new(), unsynced: false };
+        state.next_seq += 1;
+        if let Some(old) = state.current.replace(opened) {
+            if self.fsync != FsyncPolicy::Never && old.unsynced {
+                old.file.sync_data().map_err(file_error("fsync", &old.path))?;
+            }
+            tracing::debug!(file.path = %old.path.display(), file.seq = old.seq, "file rotated");
+            state.closed.push_back(ClosedFile { path: old.path, keys: old.keys });
+        }
+        while state.closed.len() > self.backup_count {
+            let Some(oldest) = state.closed.pop_front() else { break };
+            match fs::remove_file(&oldest.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    state.closed.push_front(oldest);
+                    return Err(FileError { action: "delete", path: state.closed[0].path.clone(), source });
+                }
+            }
+            for key in &oldest.keys {
+                state.seen.remove(key);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The (tenant, id) of every complete line of a file; lines that do not parse are
+/// skipped (they cannot be retries of anything).
+fn read_keys(path: &Path) -> Result<Vec<EventKey>, FileError> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        id: Uuid,
+        tenant_id: String,
+    }
+    let file = File::open(path).map_err(file_error("open", path))?;
+    let mut keys = Vec::new();
+    for line in BufReader::new(file).split(b'\n') {
+        let line = line.map_err(file_error("read", path))?;
+        if let Ok(parsed) = serde_json::from_slice::<Line>(&line) {
+            keys.push((parsed.tenant_id.into_boxed_str(), parsed.id));
+        }
+    }
+    Ok(keys)
+}
+
+/// Truncates a file after its last newline.
+fn cut_torn_tail(path: &Path) -> Result<(), FileError> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(file_error("open", path))?;
+    let len = file.metadata().map_err(file_error("stat", path))?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    // Scan backwards in blocks for the last newline.
+    let mut end = len;
+    let mut block = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let chunk = &mut block[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start)).map_err(file_error("seek", path))?;
+        io::Read::read_exact(&mut file, chunk).map_err(file_error("read", path))?;
+        if let Some(pos) = chunk.iter().rposition(|b| *b == b'\n') {
+            let keep = start + pos as u64 + 1;
+            if keep < len {
+                tracing::warn!(file.path = %path.display(), bytes = len - keep, "cutting torn last line");
+                file.set_len(keep).map_err(file_error("truncate", path))?;
+                file.sync_all().map_err(file_error("fsync", path))?;
+            }
+            return Ok(());
+        }
+        end = start;
+    }
+    file.set_len(0).map_err(file_error("truncate", path))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_share_one_glob() {
+        let naming = Naming::new(Path::new("logs/audit.jsonl"));
+        let date = NaiveDate::from_ymd_opt(2026, 11, 23).expect("date");
+        let path = naming.path(date, 42);
+        assert_eq!(path, PathBuf::from("logs/audit.20261123.000042.jsonl"));
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+        assert_eq!(naming.parse(name), Some((date, 42)));
+        assert_eq!(naming.parse("audit.jsonl"), None);
+        assert_eq!(naming.parse("other.20261123.000001.jsonl"), None);
+        assert_eq!(naming.glob(), "audit.*.jsonl");
+    }
+}

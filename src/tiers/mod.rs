@@ -1,0 +1,114 @@
+//! The three tiers an event is written to, behind narrow traits so the pipeline never
+//! names a backend:
+//!
+//! - [`DurableStore`]: the system of record for persisted categories (Postgres).
+//! - [`HotTier`]: the per-tenant, per-category recent lists (Redis), a cache.
+//! - [`files::RollingFiles`]: JSON lines for shippers and backup, the system of record
+//!   for everything else.
+
+pub mod files;
+pub mod postgres;
+pub mod redis;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::AuditEvent;
+
+/// A boxed future, so the tier traits can be used as trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The Postgres tables events are persisted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    AuditLogs,
+    SecurityEvents,
+    FinancialAuditLogs,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 3] = [Table::AuditLogs, Table::SecurityEvents, Table::FinancialAuditLogs];
+
+    /// The SQL table name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::AuditLogs => "audit_logs",
+            Table::SecurityEvents => "security_events",
+            Table::FinancialAuditLogs => "financial_audit_logs",
+        }
+    }
+
+    /// Parses an SQL table name.
+    pub fn parse(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event bound for a durable table, with the expiry fixed at ingest.
+#[derive(Debug, Clone)]
+pub struct PersistRequest<'a> {
+    pub table: Table,
+    pub expires_at: DateTime<Utc>,
+    pub event: &'a AuditEvent,
+}
+
+/// An event bound for the hot tier, with its list's policy.
+#[derive(Debug, Clone)]
+pub struct HotEntry<'a> {
+    pub event: &'a AuditEvent,
+    pub ttl_seconds: u64,
+    pub max_len: u64,
+}
+
+/// Why the durable store refused a batch; nothing of the batch was written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database write failed")]
+    Write(#[source] sqlx::Error),
+}
+
+/// Why the hot tier missed a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum HotTierError {
+    #[error("redis command failed")]
+    Redis(#[source] ::redis::RedisError),
+    #[error("redis did not answer within {0} ms")]
+    Timeout(u64),
+    #[error("redis is marked down after a recent failure")]
+    Backoff,
+}
+
+/// The system of record for persisted events.
+pub trait DurableStore: Send + Sync {
+    /// Writes the batch atomically, extending each (tenant, table) chain, and returns
+    /// the number of rows inserted. Events whose (tenant, id) is already stored are
+    /// skipped, so retries leave one copy.
+    fn persist<'a>(&'a self, batch: &'a [PersistRequest<'a>]) -> BoxFuture<'a, Result<usize, StoreError>>;
+
+    /// Answers when the store is reachable.
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// The recent-events cache.
+pub trait HotTier: Send + Sync {
+    /// Pushes the entries, trimming each list and refreshing its TTL; an event id
+    /// already in its list is not pushed again.
+    fn push<'a>(&'a self, entries: &'a [HotEntry<'a>]) -> BoxFuture<'a, Result<(), HotTierError>>;
+
+    /// Answers when the hot tier is reachable.
+    fn ping(&self) -> BoxFuture<'_, Result<(), HotTierError>>;
+}

@@ -1,0 +1,46 @@
+//! Schema migrations, compiled into the binary from `migrations/`.
+
+use std::borrow::Cow;
+
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::PgPool;
+
+use crate::tiers::BoxFuture;
+
+/// Why migrating failed.
+pub type MigrateError = sqlx::migrate::MigrateError;
+
+/// Version and file of every migration, in order.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "event tables",
+    include_str!("../../../migrations/0001_event_tables.sql"),
+)];
+
+#[derive(Debug)]
+struct Embedded;
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// Applies every pending migration; safe to run from several processes at once.
+pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
+    Migrator::new(Embedded).await?.run(pool).await
+}

@@ -1,0 +1,244 @@
+//! Mapping between events and the columns of the event tables.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::event::{AuditEvent, Category, Level, Status};
+use crate::integrity::chain::{Link, PiiSeal};
+use crate::tiers::{PersistRequest, Table};
+
+/// One batch's rows for one table, column by column, for `INSERT ... FROM UNNEST`.
+#[derive(Default)]
+pub(super) struct RowColumns {
+    tenant_id: Vec<String>,
+    seq: Vec<i64>,
+    id: Vec<Uuid>,
+    occurred_at: Vec<DateTime<Utc>>,
+    received_at: Vec<DateTime<Utc>>,
+    expires_at: Vec<DateTime<Utc>>,
+    category: Vec<&'static str>,
+    level: Vec<&'static str>,
+    text: [Vec<Option<String>>; TEXT_COLUMNS.len()],
+    ip_address: Vec<Option<String>>,
+    json: [Vec<Option<Value>>; JSON_COLUMNS.len()],
+    prev_hash: Vec<Vec<u8>>,
+    row_hash: Vec<Vec<u8>>,
+    pii_salt: Vec<Vec<u8>>,
+    pii_hash: Vec<Vec<u8>>,
+}
+
+const TEXT_COLUMNS: [&str; 14] = [
+    "logger", "message", "event_type", "action", "status", "application", "user_id", "username",
+    "email", "resource", "resource_id", "user_agent", "request_id", "session_id",
+];
+
+const JSON_COLUMNS: [&str; 4] = ["details", "changes", "security", "financial"];
+
+fn text_values(event: &AuditEvent) -> [Option<String>; TEXT_COLUMNS.len()] {
+    [
+        event.logger.clone(),
+        event.message.clone(),
+        event.event_type.clone(),
+        event.action.clone(),
+        event.status.map(|s| s.as_str().to_owned()),
+        event.application.clone(),
+        event.user_id.clone(),
+        event.username.clone(),
+        event.email.clone(),
+        event.resource.clone(),
+        event.resource_id.clone(),
+        event.user_agent.clone(),
+        event.request_id.clone(),
+        event.session_id.clone(),
+    ]
+}
+
+fn json_values(event: &AuditEvent) -> [Option<Value>; JSON_COLUMNS.len()] {
+    let to_json = |v: Option<Result<Value, serde_json::Error>>| v.and_then(Result::ok);
+    [
+        event.details.clone().map(Value::Object),
+        to_json(event.changes.as_ref().map(serde_json::to_value)),
+        to_json(event.security.as_ref().map(serde_json::to_value)),
+        to_json(event.financial.as_ref().map(serde_json::to_value)),
+    ]
+}
+
+impl RowColumns {
+    pub(super) fn push(&mut self, request: &PersistRequest<'_>, link: &Link, seal: &PiiSeal) {
+        let event = request.event;
+        self.tenant_id.push(event.tenant_id.clone());
+        self.seq.push(link.seq);
+        self.id.push(event.id);
+        self.occurred_at.push(event.timestamp);
+        self.received_at.push(event.received_at);
+        self.expires_at.push(request.expires_at);
+        self.category.push(event.category.as_str());
+        self.level.push(event.level.as_str());
+        for (column, value) in self.text.iter_mut().zip(text_values(event)) {
+            column.push(value);
+        }
+        self.ip_address.push(event.ip_address.map(|ip| ip.to_string()));
+        for (column, value) in self.json.iter_mut().zip(json_values(event)) {
+            column.push(value);
+        }
+        self.prev_hash.push(link.prev_hash.to_vec());
+        self.row_hash.push(link.row_hash.to_vec());
+        self.pii_salt.push(seal.salt.to_vec());
+        self.pii_hash.push(seal.hash.to_vec());
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.id.len()
+    }
+
+    pub(super) async fn insert(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        table: Table,
+    ) -> Result<(), sqlx::Error> {
+        if self.id.is_empty() {
+            return Ok(());
+        }
+        let text_list = TEXT_COLUMNS.join(", ");
+        let json_list = JSON_COLUMNS.join(", ");
+        // $1..$8 fixed columns, then the text columns, ip, json columns, hashes.
+        let text_params: Vec<String> =
+            (0..TEXT_COLUMNS.len()).map(|i| format!("${}::text[]", 9 + i)).collect();
+        let ip_param = 9 + TEXT_COLUMNS.len();
+        let json_params: Vec<String> =
+            (0..JSON_COLUMNS.len()).map(|i| format!("${}::jsonb[]", ip_param + 1 + i)).collect();
+        let hash_base = ip_param + 1 + JSON_COLUMNS.len();
+        let sql = format!(
+            "INSERT INTO {table} (tenant_id, seq, id, occurred_at, received_at, expires_at, category, level,
+                 {text_list}, ip_address, {json_list}, prev_hash, row_hash, pii_salt, pii_hash)
+             SELECT tenant_id, seq, id, occurred_at, received_at, expires_at, category, level,
+                 {text_list}, ip::inet, {json_list}, prev_hash, row_hash, pii_salt, pii_hash
+             FROM unnest($1::text[], $2::int8[], $3::uuid[], $4::timestamptz[], $5::timestamptz[],
+                 $6::timestamptz[], $7::text[], $8::text[], {text_params}, ${ip_param}::text[],
+                 {json_params}, ${h0}::bytea[], ${h1}::bytea[], ${h2}::bytea[], ${h3}::bytea[])
+             AS r(tenant_id, seq, id, occurred_at, received_at, expires_at, category, level,
+                 {text_list}, ip, {json_list}, prev_hash, row_hash, pii_salt, pii_hash)",
+            text_params = text_params.join(", "),
+            json_params = json_params.join(", "),
+            h0 = hash_base,
+            h1 = hash_base + 1,
+            h2 = hash_base + 2,
+            h3 = hash_base + 3,
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(&self.tenant_id)
+            .bind(&self.seq)
+            .bind(&self.id)
+            .bind(&self.occurred_at)
+            .bind(&self.received_at)
+            .bind(&self.expires_at)
+            .bind(&self.category)
+            .bind(&self.level);
+        for column in &self.text {
+            query = query.bind(column);
+        }
+        query = query.bind(&self.ip_address);
+        for column in &self.json {
+            query = query.bind(column);
+        }
+        query
+            .bind(&self.prev_hash)
+            .bind(&self.row_hash)
+            .bind(&self.pii_salt)
+            .bind(&self.pii_hash)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A persisted row with its chain columns.
+#[derive(Debug, Clone)]
+pub struct StoredRow {
+    pub table: Table,
+    pub event: AuditEvent,
+    pub expires_at: DateTime<Utc>,
+    pub seq: i64,
+    pub prev_hash: Vec<u8>,
+    pub row_hash: Vec<u8>,
+    pub pii_salt: Option<Vec<u8>>,
+    pub pii_hash: Vec<u8>,
+}
+
+pub(super) async fn read_chain(pool: &PgPool, tenant: &str, table: Table) -> Result<Vec<StoredRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT *, host(ip_address) AS ip_text FROM {table} WHERE tenant_id = $1 ORDER BY seq"
+    );
+    let rows = sqlx::query(&sql).bind(tenant).fetch_all(pool).await?;
+    rows.iter().map(|row| stored_row(table, row)).collect()
+}
+
+fn decode_err(column: &str, what: &str) -> sqlx::Error {
+    sqlx::Error::ColumnDecode { index: column.to_owned(), source: what.to_owned().into() }
+}
+
+fn json_column<T: serde::de::DeserializeOwned>(row: &PgRow, column: &str) -> Result<Option<T>, sqlx::Error> {
+    let value: Option<Value> = row.try_get(column)?;
+    value
+        .map(|v| serde_json::from_value(v).map_err(|e| decode_err(column, &e.to_string())))
+        .transpose()
+}
+
+fn stored_row(table: Table, row: &PgRow) -> Result<StoredRow, sqlx::Error> {
+    let text = |column: &str| row.try_get::<Option<String>, _>(column);
+    let category: String = row.try_get("category")?;
+    let level: String = row.try_get("level")?;
+    let status = text("status")?
+        .map(|s| match s.as_str() {
+            "success" => Ok(Status::Success),
+            "failure" => Ok(Status::Failure),
+            "error" => Ok(Status::Error),
+            _ => Err(decode_err("status", "unknown status")),
+        })
+        .transpose()?;
+    let ip_address = text("ip_text")?
+        .map(|ip| ip.parse::<IpAddr>().map_err(|_| decode_err("ip_address", "not an address")))
+        .transpose()?;
+    let event = AuditEvent {
+        id: row.try_get("id")?,
+        timestamp: row.try_get("occurred_at")?,
+        received_at: row.try_get("received_at")?,
+        tenant_id: row.try_get("tenant_id")?,
+        category: Category::parse(&category).ok_or_else(|| decode_err("category", "unknown category"))?,
+        level: Level::parse(&level).ok_or_else(|| decode_err("level", "unknown level"))?,
+        logger: text("logger")?,
+        message: text("message")?,
+        event_type: text("event_type")?,
+        action: text("action")?,
+        status,
+        application: text("application")?,
+        user_id: text("user_id")?,
+        username: text("username")?,
+        email: text("email")?,
+        resource: text("resource")?,
+        resource_id: text("resource_id")?,
+        ip_address,
+        user_agent: text("user_agent")?,
+        request_id: text("request_id")?,
+        session_id: text("session_id")?,
+        details: json_column(row, "details")?,
+        changes: json_column(row, "changes")?,
+        security: json_column(row, "security")?,
+        financial: json_column(row, "financial")?,
+    };
+    Ok(StoredRow {
+        table,
+        event,
+        expires_at: row.try_get("expires_at")?,
+        seq: row.try_get("seq")?,
+        prev_hash: row.try_get("prev_hash")?,
+        row_hash: row.try_get("row_hash")?,
+        pii_salt: row.try_get("pii_salt")?,
+        pii_hash: row.try_get("pii_hash")?,
+    })
+}

@@ -1,0 +1,206 @@
+//! The Redis hot tier: per-tenant, per-category lists of recent events.
+//!
+//! Keys (all of a tenant's share the `{t:<tenant>}` hash tag, hence one Cluster slot):
+//!
+//! - `<prefix>:v1:{t:<tenant>}:<category>:events`: LIST of JSON lines, newest first,
+//!   trimmed to the category's length cap;
+//! - `<prefix>:v1:{t:<tenant>}:<category>:ids`: ZSET of the ids in that list, by push
+//!   order, so a retried event is not pushed twice;
+//! - `<prefix>:v1:{t:<tenant>}:<category>:seq`: push counter scoring the ZSET.
+//!
+//! Each batch is one pipeline holding one script call per list: push new ids, trim
+//! list and id set, refresh the TTL of all three keys, atomically.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, Script};
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::{BoxFuture, HotEntry, HotTier, HotTierError};
+use crate::config::RedisSettings;
+use crate::event::Category;
+
+/// Version segment of every key; bump it when the layout changes.
+pub const KEY_VERSION: &str = "v1";
+
+/// The list holding a tenant's recent events of one category.
+pub fn events_key(prefix: &str, tenant: &str, category: Category) -> String {
+    format!("{prefix}:{KEY_VERSION}:{{t:{tenant}}}:{category}:events")
+}
+
+/// The id set that de-duplicates pushes to [`events_key`].
+pub fn ids_key(prefix: &str, tenant: &str, category: Category) -> String {
+    format!("{prefix}:{KEY_VERSION}:{{t:{tenant}}}:{category}:ids")
+}
+
+/// The push counter that orders [`ids_key`].
+pub fn seq_key(prefix: &str, tenant: &str, category: Category) -> String {
+    format!("{prefix}:{KEY_VERSION}:{{t:{tenant}}}:{category}:seq")
+}
+
+/// KEYS: events, ids, seq. ARGV: max_len, ttl, then id/payload pairs (oldest first).
+const PUSH_SCRIPT: &str = r#"
+local events, ids, seq = KEYS[1], KEYS[2], KEYS[3]
+local max_len = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local count = (#ARGV - 2) / 2
+local last = redis.call('INCRBY', seq, count)
+local pushed = 0
+for i = 0, count - 1 do
+  local id, payload = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+  if redis.call('ZADD', ids, 'NX', last - count + 1 + i, id) == 1 then
+    redis.call('LPUSH', events, payload)
+    pushed = pushed + 1
+  end
+end
+redis.call('LTRIM', events, 0, max_len - 1)
+local extra = redis.call('ZCARD', ids) - max_len
+if extra > 0 then
+  redis.call('ZREMRANGEBYRANK', ids, 0, extra - 1)
+end
+redis.call('EXPIRE', events, ttl)
+redis.call('EXPIRE', ids, ttl)
+redis.call('EXPIRE', seq, ttl)
+return pushed
+"#;
+
+/// The Redis hot tier. Redis is a cache: when it fails, callers count the miss and
+/// go on; this type stops trying for `retry_interval` so a dead Redis costs ingest
+/// one timeout per interval, not one per batch.
+pub struct RedisHotTier {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+    retry_interval: Duration,
+    script: Script,
+    /// Created on first use so tierlog starts while Redis is down.
+    connection: AsyncMutex<Option<ConnectionManager>>,
+    /// Until when Redis is considered down after a failure.
+    down_until: Mutex<Option<Instant>>,
+}
+
+impl RedisHotTier {
+    /// A hot tier for `settings`; does not connect yet.
+    pub fn new(settings: &RedisSettings) -> Result<RedisHotTier, ::redis::RedisError> {
+        let mut info: ::redis::ConnectionInfo = settings.url.as_str().parse()?;
+        if let Some(db) = settings.db {
+            let redis_settings = info.redis_settings().clone().set_db(db);
+            info = info.set_redis_settings(redis_settings);
+        }
+        Ok(RedisHotTier {
+            client: Client::open(info)?,
+            prefix: settings.key_prefix.clone(),
+            timeout: Duration::from_millis(settings.timeout_ms),
+            retry_interval: Duration::from_millis(settings.retry_interval_ms),
+            script: Script::new(PUSH_SCRIPT),
+            connection: AsyncMutex::new(None),
+            down_until: Mutex::new(None),
+        })
+    }
+
+    /// The key prefix in use.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn in_backoff(&self) -> bool {
+        let guard = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
+        guard.is_some_and(|until| Instant::now() < until)
+    }
+
+    fn mark(&self, result: &Result<(), HotTierError>) {
+        let mut guard = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = match result {
+            Ok(()) => None,
+            Err(_) => Some(Instant::now() + self.retry_interval),
+        };
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, HotTierError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(self.retry_interval);
+        let connection = self
+            .client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(HotTierError::Redis)?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn push_batch(&self, entries: &[HotEntry<'_>]) -> Result<(), HotTierError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if self.in_backoff() {
+            return Err(HotTierError::Backoff);
+        }
+        let result = tokio::time::timeout(self.timeout, self.push_pipeline(entries))
+            .await
+            .unwrap_or(Err(HotTierError::Timeout(self.timeout.as_millis() as u64)));
+        self.mark(&result);
+        result
+    }
+
+    async fn push_pipeline(&self, entries: &[HotEntry<'_>]) -> Result<(), HotTierError> {
+        let mut lists: BTreeMap<(&str, Category), Vec<&HotEntry<'_>>> = BTreeMap::new();
+        for entry in entries {
+            lists.entry((entry.event.tenant_id.as_str(), entry.event.category)).or_default().push(entry);
+        }
+        let mut pipe = ::redis::pipe();
+        for ((tenant, category), list) in &lists {
+            let first = list[0];
+            let mut invocation = self.script.key(events_key(&self.prefix, tenant, *category));
+            invocation
+                .key(ids_key(&self.prefix, tenant, *category))
+                .key(seq_key(&self.prefix, tenant, *category))
+                .arg(first.max_len)
+                .arg(first.ttl_seconds);
+            for entry in list {
+                invocation.arg(entry.event.id.to_string()).arg(entry.event.to_json_line());
+            }
+            pipe.invoke_script(&invocation).ignore();
+        }
+        let mut connection = self.connection().await?;
+        match pipe.query_async::<()>(&mut connection).await {
+            // A restarted Redis has forgotten the script: load it and send again.
+            Err(e) if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) => {
+                self.script.load_async(&mut connection).await.map_err(HotTierError::Redis)?;
+                pipe.query_async::<()>(&mut connection).await.map_err(HotTierError::Redis)
+            }
+            other => other.map_err(HotTierError::Redis),
+        }
+    }
+}
+
+impl HotTier for RedisHotTier {
+    fn push<'a>(&'a self, entries: &'a [HotEntry<'a>]) -> BoxFuture<'a, Result<(), HotTierError>> {
+        Box::pin(self.push_batch(entries))
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), HotTierError>> {
+        Box::pin(async move {
+            let ping = async {
+                let mut connection = self.connection().await?;
+                ::redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .map_err(HotTierError::Redis)
+                    .map(|_| ())
+            };
+            tokio::time::timeout(self.timeout, ping)
+                .await
+                .unwrap_or(Err(HotTierError::Timeout(self.timeout.as_millis() as u64)))
+        })
+    }
+}
