@@ -1,0 +1,343 @@
+//! The test harness: every test gets the real service on port 0 with its own
+//! database, its own Redis key prefix and its own directory, all removed afterwards.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::CONTENT_TYPE;
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, PgPool};
+use tempfile::TempDir;
+use tierlog::app::Application;
+use tierlog::config::Settings;
+use tierlog::event::Category;
+use tierlog::telemetry::Counters;
+use tierlog::tiers::redis::events_key;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// The bootstrap key every test app accepts.
+pub const KEY: &str = "test-bootstrap-key-0123456789";
+
+/// Server the per-test databases are created on.
+pub fn admin_database_url() -> String {
+    std::env::var("TIERLOG_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Redis the tests use, each under its own key prefix.
+pub fn redis_url() -> String {
+    std::env::var("TIERLOG_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    let (base, _) = url.rsplit_once('/').unwrap_or((url, ""));
+    format!("{base}/{database}")
+}
+
+/// A database of its own, dropped (with its connections) when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let name = format!("tierlog_test_{}", Uuid::new_v4().simple());
+        let admin = admin_database_url();
+        let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!("cannot reach Postgres at {admin} ({e}); run scripts/test.sh, which starts it")
+        });
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+        TestDb { url: with_database(&admin, &name), name }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any async context we can await in: use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A Redis key prefix of its own; its keys are deleted when the test ends.
+pub struct TestRedis {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl TestRedis {
+    pub fn new(url: String) -> TestRedis {
+        TestRedis { url, prefix: format!("tierlog-test-{}", Uuid::new_v4().simple()) }
+    }
+
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url.as_str())
+            .and_then(|c| c.get_connection())
+            .unwrap_or_else(|e| panic!("cannot reach Redis at {} ({e}); run scripts/test.sh, which starts it", self.url))
+    }
+
+    /// The hot-tier list of one tenant and category, newest first.
+    pub fn list(&self, tenant: &str, category: Category) -> Vec<Value> {
+        let raw: Vec<String> = redis::cmd("LRANGE")
+            .arg(events_key(&self.prefix, tenant, category))
+            .arg(0)
+            .arg(-1)
+            .query(&mut self.connection())
+            .expect("lrange");
+        raw.iter().map(|line| serde_json::from_str(line).expect("json line in redis")).collect()
+    }
+
+    /// Every key under this prefix.
+    pub fn keys(&self) -> Vec<String> {
+        redis::cmd("KEYS").arg(format!("{}:*", self.prefix)).query(&mut self.connection()).unwrap_or_default()
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection()) {
+            let keys: Vec<String> =
+                redis::cmd("KEYS").arg(format!("{}:*", self.prefix)).query(&mut conn).unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+        }
+    }
+}
+
+/// Settings pointing at this test's database, Redis prefix and directory.
+pub fn test_settings(db: &TestDb, redis: &TestRedis, dir: &TempDir) -> Settings {
+    let mut settings = Settings::defaults();
+    settings.server.listen = "127.0.0.1:0".into();
+    settings.server.bootstrap_key = KEY.into();
+    settings.postgres.url = db.url.clone();
+    settings.postgres.max_connections = 4;
+    settings.redis.url = redis.url.clone();
+    settings.redis.key_prefix = redis.prefix.clone();
+    settings.redis.retry_interval_ms = 100;
+    settings.files.path = dir.path().join("audit.jsonl");
+    settings.validate().expect("test settings are valid");
+    settings
+}
+
+/// A running service and everything it writes to.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub counters: Arc<Counters>,
+    pub pool: PgPool,
+    pub redis: TestRedis,
+    pub dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    pub db: TestDb,
+}
+
+impl TestApp {
+    /// The service with test settings.
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(|_| {}).await
+    }
+
+    /// The service with test settings changed by `configure`.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+        TestApp::spawn_on(TestRedis::new(redis_url()), configure).await
+    }
+
+    /// The service using `redis` for its hot tier.
+    pub async fn spawn_on(redis: TestRedis, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let db = TestDb::create().await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = test_settings(&db, &redis, &dir);
+        configure(&mut settings);
+        let app = Application::build(settings).await.expect("app builds");
+        let address = format!("http://{}", app.local_addr().expect("addr"));
+        let counters = app.counters();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async {
+            let _ = stop.await;
+        }));
+        let pool = PgPool::connect(&db.url).await.expect("test pool");
+        TestApp {
+            address,
+            client: reqwest::Client::new(),
+            counters,
+            pool,
+            redis,
+            dir,
+            shutdown: Some(shutdown),
+            server: Some(server),
+            db,
+        }
+    }
+
+    /// Posts `body` as JSON with the bootstrap key.
+    pub async fn post_events(&self, body: &Value) -> reqwest::Response {
+        self.post_raw("application/json", serde_json::to_vec(body).expect("json"), Some(KEY)).await
+    }
+
+    /// Posts raw bytes with a content type and an optional key.
+    pub async fn post_raw(&self, content_type: &str, body: Vec<u8>, key: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/audit/events", self.address))
+            .header(CONTENT_TYPE, content_type)
+            .body(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Rows of `table` for `tenant`.
+    pub async fn count_rows(&self, table: &str, tenant: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE tenant_id = $1"))
+            .bind(tenant)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+
+    /// Rows of every event table.
+    pub async fn count_all_rows(&self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM audit_logs) + (SELECT count(*) FROM security_events)
+                  + (SELECT count(*) FROM financial_audit_logs)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .expect("count")
+    }
+
+    /// Every line of every file the service wrote, oldest file first.
+    pub fn file_lines(&self) -> Vec<Value> {
+        file_lines_in(self.dir.path())
+    }
+
+    /// Shuts the service down gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stopped cleanly");
+        }
+    }
+}
+
+/// Every line of the tierlog files in `dir`, files in name (= sequence) order.
+pub fn file_lines_in(dir: &std::path::Path) -> Vec<Value> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .expect("read file")
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).expect("each line is JSON"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// An event of `category` for `tenant` with a fresh id.
+pub fn event(category: &str, tenant: &str) -> Value {
+    serde_json::json!({
+        "id": Uuid::new_v4(),
+        "category": category,
+        "tenant_id": tenant,
+        "action": format!("{category}.test"),
+        "status": "success",
+        "user_id": "u-1",
+        "username": "alice",
+        "ip_address": "203.0.113.7",
+        "message": "test event",
+        "details": {"n": 1},
+    })
+}
+
+/// A private redis-server on a free loopback port, killed on drop.
+pub struct RedisProcess {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisProcess {
+    pub fn start_on(port: u16) -> RedisProcess {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test.sh installs it)");
+        let process = RedisProcess { port, child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let ready = redis::Client::open(process.url().as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if ready.is_ok() {
+                return process;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("private redis-server did not start on port {port}");
+    }
+
+    pub fn start() -> RedisProcess {
+        RedisProcess::start_on(free_port())
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server and waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    check()
+}

@@ -1,0 +1,8 @@
+//! tierlog's integration tests: one binary, the real Postgres, Redis, files and HTTP.
+
+mod chain;
+mod helpers;
+mod ingest;
+mod promises;
+mod rotation;
+mod validation;

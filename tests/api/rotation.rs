@@ -1,0 +1,169 @@
+//! The file tier rotates by size, keeps N backups, and a tailer that tracks files by
+//! path (as Promtail does) reads every line exactly once.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use chrono::{TimeZone, Utc};
+use serde_json::{json, Value};
+use tierlog::config::{FileSettings, FsyncPolicy};
+use tierlog::event::{AuditEvent, EventParser, Limits};
+use tierlog::tiers::files::RollingFiles;
+
+fn settings(dir: &std::path::Path, backups: usize, daily: bool) -> FileSettings {
+    FileSettings {
+        enabled: true,
+        path: dir.join("audit.jsonl"),
+        max_size_mb: 1,
+        backup_count: backups,
+        daily,
+        fsync: FsyncPolicy::Batch,
+        fsync_interval_ms: 1000,
+    }
+}
+
+fn events(n: usize) -> Vec<AuditEvent> {
+    let parser = EventParser::new(Limits::default(), None, Utc::now());
+    (0..n)
+        .map(|i| parser.parse(i, &json!({"category": "api", "message": format!("event {i}")})).expect("valid"))
+        .collect()
+}
+
+/// Follows files by path like Promtail: remembers an offset per path and reads only
+/// complete lines from it.
+#[derive(Default)]
+struct Tailer {
+    offsets: HashMap<PathBuf, usize>,
+    lines: Vec<String>,
+}
+
+impl Tailer {
+    fn poll(&mut self, dir: &std::path::Path) {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("audit.") && n.ends_with(".jsonl")))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let content = std::fs::read(&path).expect("read");
+            let offset = self.offsets.entry(path).or_insert(0);
+            let complete = content[*offset..].iter().rposition(|b| *b == b'\n').map(|p| *offset + p + 1);
+            if let Some(end) = complete {
+                let text = String::from_utf8(content[*offset..end].to_vec()).expect("utf8");
+                self.lines.extend(text.lines().map(str::to_owned));
+                *offset = end;
+            }
+        }
+    }
+}
+
+fn ids(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json")["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[test]
+fn the_file_rotates_at_the_size_limit_keeping_n_backups_and_no_line_is_lost_or_doubled() {
+    let dir = tempfile::tempdir().expect("dir");
+    let files = RollingFiles::open_with_max_bytes(&settings(dir.path(), 3, false), 4096).expect("open");
+    let all = events(400);
+    let mut tailer = Tailer::default();
+    for chunk in all.chunks(17) {
+        let refs: Vec<&AuditEvent> = chunk.iter().collect();
+        assert_eq!(files.append(&refs, Utc::now()).expect("append"), chunk.len());
+        tailer.poll(dir.path());
+    }
+    let sent: Vec<String> = all.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(ids(&tailer.lines), sent, "the tailer saw every line once, in order");
+
+    let kept = files.paths();
+    assert_eq!(kept.len(), 4, "three backups and the open file");
+    let on_disk = std::fs::read_dir(dir.path()).expect("dir").count();
+    assert_eq!(on_disk, 4, "older files are deleted");
+    for path in &kept {
+        let size = std::fs::metadata(path).expect("meta").len();
+        assert!(size <= 4096, "{} is {size} bytes", path.display());
+    }
+    // The kept files hold the newest events, contiguous and in order.
+    let kept_lines: Vec<String> = kept
+        .iter()
+        .flat_map(|p| std::fs::read_to_string(p).expect("read").lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    let kept_ids = ids(&kept_lines);
+    assert_eq!(kept_ids, sent[sent.len() - kept_ids.len()..].to_vec());
+}
+
+#[test]
+fn a_reopened_tier_continues_the_sequence_and_still_refuses_duplicates() {
+    let dir = tempfile::tempdir().expect("dir");
+    let all = events(50);
+    let refs: Vec<&AuditEvent> = all.iter().collect();
+    {
+        let files = RollingFiles::open_with_max_bytes(&settings(dir.path(), 10, false), 2048).expect("open");
+        files.append(&refs[..30], Utc::now()).expect("append");
+    }
+    // A crash mid-write leaves a torn last line.
+    let newest = {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir.path()).expect("dir").filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        paths.pop().expect("a file")
+    };
+    let mut torn = std::fs::read(&newest).expect("read");
+    torn.extend_from_slice(b"{\"id\":\"half");
+    std::fs::write(&newest, torn).expect("write");
+
+    let files = RollingFiles::open_with_max_bytes(&settings(dir.path(), 10, false), 2048).expect("reopen");
+    assert_eq!(files.append(&refs, Utc::now()).expect("retry all"), 20, "only the 20 new events are written");
+    let mut tailer = Tailer::default();
+    tailer.poll(dir.path());
+    let sent: Vec<String> = all.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(ids(&tailer.lines), sent);
+}
+
+#[test]
+fn daily_rotation_starts_a_new_file_at_midnight() {
+    let dir = tempfile::tempdir().expect("dir");
+    let files = RollingFiles::open(&settings(dir.path(), 5, true)).expect("open");
+    let all = events(4);
+    let refs: Vec<&AuditEvent> = all.iter().collect();
+    let day1 = Utc.with_ymd_and_hms(2026, 11, 23, 23, 59, 59).single().expect("time");
+    let day2 = Utc.with_ymd_and_hms(2026, 11, 24, 0, 0, 1).single().expect("time");
+    files.append(&refs[..2], day1).expect("append");
+    files.append(&refs[2..], day2).expect("append");
+    let names: Vec<String> = files
+        .paths()
+        .iter()
+        .map(|p| p.file_name().and_then(|n| n.to_str()).expect("name").to_owned())
+        .collect();
+    assert_eq!(names, vec!["audit.20261123.000001.jsonl", "audit.20261124.000002.jsonl"]);
+}
+
+#[test]
+fn a_read_only_directory_gives_a_clear_error_and_no_partial_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    let files = RollingFiles::open_with_max_bytes(&settings(dir.path(), 2, false), 1024).expect("open");
+    let all = events(40);
+    let refs: Vec<&AuditEvent> = all.iter().collect();
+    files.append(&refs[..2], Utc::now()).expect("first append");
+    let mut perms = std::fs::metadata(dir.path()).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o500);
+    std::fs::set_permissions(dir.path(), perms.clone()).expect("chmod");
+    // Root ignores directory permissions; only check the error where they apply.
+    let result = files.append(&refs[2..], Utc::now());
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o700);
+    std::fs::set_permissions(dir.path(), perms).expect("chmod back");
+    if let Err(error) = result {
+        let text = format!("{error}");
+        assert!(text.contains("create") && text.contains("audit."), "{text}");
+    }
+    // Whatever happened, a retry completes the set exactly once.
+    files.append(&refs, Utc::now()).expect("retry");
+    let mut tailer = Tailer::default();
+    tailer.poll(dir.path());
+    let kept = ids(&tailer.lines);
+    let sent: Vec<String> = all.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(kept, sent[sent.len() - kept.len()..].to_vec());
+}
