@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Runs tierlog's whole test suite against real Postgres and Redis.
+#
+# The tests need PostgreSQL on 127.0.0.1:5432 (each test creates and drops its own
+# database), Redis on 127.0.0.1:6379 (each test uses its own key prefix) and the
+# redis-server binary (fault tests start private servers). This script starts them
+# when they are installed but stopped, installs them with apt-get when it can (root on
+# Debian/Ubuntu), and otherwise stops at once saying what to do.
+#
+# Override the servers with TIERLOG_TEST_DATABASE_URL and TIERLOG_TEST_REDIS_URL.
+# Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'scripts/test.sh: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_port() {
+  for _ in $(seq 1 100); do port_open "$1" "$2" && return 0; sleep 0.1; done
+  return 1
+}
+
+can_install() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    say "installing $*"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_postgres() {
+  [ -n "${TIERLOG_TEST_DATABASE_URL:-}" ] && return 0
+  if port_open 127.0.0.1 5432; then return 0; fi
+  if ! command -v pg_ctlcluster >/dev/null; then
+    can_install || die "PostgreSQL is not running on 127.0.0.1:5432 and not installed.
+  Install it (Debian/Ubuntu: sudo apt-get install postgresql), start it, or point
+  TIERLOG_TEST_DATABASE_URL at a server where the user may create databases."
+    apt_install postgresql
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  [ -n "$version" ] || die "no PostgreSQL cluster found under /etc/postgresql"
+  # A fresh cluster asks for a password on TCP: give the postgres user a known one.
+  if [ "$(id -u)" = 0 ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || pg_ctlcluster "$version" main start
+    wait_port 127.0.0.1 5432 || die "PostgreSQL did not start on 127.0.0.1:5432"
+    su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+  else
+    die "PostgreSQL is installed but not running; start it (sudo pg_ctlcluster $version main start)"
+  fi
+}
+
+ensure_redis() {
+  if ! command -v redis-server >/dev/null; then
+    can_install || die "redis-server is not installed (the fault tests start private servers).
+  Install it (Debian/Ubuntu: sudo apt-get install redis-server)."
+    apt_install redis-server
+  fi
+  [ -n "${TIERLOG_TEST_REDIS_URL:-}" ] && return 0
+  if port_open 127.0.0.1 6379; then return 0; fi
+  say "starting redis-server on 127.0.0.1:6379"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /tmp --logfile /tmp/tierlog-test-redis.log
+  wait_port 127.0.0.1 6379 || die "redis-server did not start on 127.0.0.1:6379"
+}
+
+ensure_postgres
+ensure_redis
+export TIERLOG_TEST_DATABASE_URL="${TIERLOG_TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
+export TIERLOG_TEST_REDIS_URL="${TIERLOG_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+exec cargo test --locked "$@"
