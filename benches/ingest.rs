@@ -1,0 +1,306 @@
+//! Ingest benchmark: starts the release `tierlog` binary against the given Postgres
+//! and Redis, sends a realistic event mix over HTTP from many concurrent connections,
+//! waits until every tier holds every event, checks the counts, and prints events/s,
+//! request latency (p50/p99) and the server's peak RSS.
+//!
+//! ```text
+//! cargo bench --bench ingest -- [--events N] [--concurrency C] [--batch 1,100]
+//!     [--mix mixed,hot,persisted] [--database-url URL] [--redis-url URL]
+//! ```
+//!
+//! `--database-url` names a server where the user may create databases (one fresh
+//! database per run, dropped afterwards); `--redis-url` a Redis (one key prefix per
+//! run, deleted afterwards). Mixes: `hot` = events that go to Redis and the file only
+//! (api/error below ERROR); `persisted` = every event also goes to Postgres (auth,
+//! audit, security, financial); `mixed` = a production-like blend of both.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection};
+use tierlog::config::Settings;
+use tierlog::event::{EventParser, Limits};
+use tierlog::ingest::route::Routing;
+use uuid::Uuid;
+
+const KEY: &str = "bench-bootstrap-key-0123456789abcdef";
+
+struct Options {
+    events: usize,
+    concurrency: usize,
+    batches: Vec<usize>,
+    mixes: Vec<String>,
+    database_url: String,
+    redis_url: String,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        events: 100_000,
+        concurrency: 32,
+        batches: vec![1, 100],
+        mixes: vec!["hot".into(), "persisted".into(), "mixed".into()],
+        database_url: std::env::var("TIERLOG_BENCH_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        redis_url: std::env::var("TIERLOG_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--events" => o.events = value.parse().expect("--events N"),
+            "--concurrency" => o.concurrency = value.parse().expect("--concurrency C"),
+            "--batch" => o.batches = value.split(',').map(|b| b.parse().expect("--batch 1,100")).collect(),
+            "--mix" => o.mixes = value.split(',').map(str::to_owned).collect(),
+            "--database-url" => o.database_url = value,
+            "--redis-url" => o.redis_url = value,
+            // `cargo bench` passes --bench; ignore flags that are not ours.
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+/// A deterministic generator of realistic events.
+struct Generator {
+    state: u64,
+}
+
+impl Generator {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn event(&mut self, mix: &str) -> Value {
+        let r = self.next();
+        let tenant = format!("tenant-{:03}", r % 100);
+        let user = format!("user-{}", (r >> 8) % 5000);
+        let ip = format!("198.51.{}.{}", (r >> 20) % 256, (r >> 28) % 256);
+        let pick = (r >> 36) % 100;
+        let kind = match mix {
+            "hot" => if pick < 70 { "api" } else { "debug_error" },
+            "persisted" => match pick { 0..=49 => "login", 50..=64 => "login_failed", 65..=79 => "admin", 80..=89 => "security", _ => "financial" },
+            _ => match pick {
+                0..=24 => "login", 25..=34 => "login_failed", 35..=59 => "api", 60..=69 => "admin",
+                70..=79 => "security", 80..=89 => "financial", 90..=94 => "error", _ => "debug_error",
+            },
+        };
+        let base = json!({
+            "id": Uuid::new_v4(),
+            "tenant_id": tenant,
+            "user_id": user,
+            "username": format!("{user}@example.com"),
+            "ip_address": ip,
+            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+            "request_id": format!("req-{:016x}", r),
+            "application": "billing-portal",
+            "logger": "app.audit",
+        });
+        let specific = match kind {
+            "login" => json!({"category": "auth", "action": "auth.login", "status": "success", "message": "user logged in", "details": {"method": "password", "mfa": true}}),
+            "login_failed" => json!({"category": "auth", "action": "auth.login_failed", "status": "failure", "level": "WARNING", "message": "invalid password", "details": {"attempt": (r >> 40) % 5 + 1}}),
+            "api" => json!({"category": "api", "action": "api.request", "status": "success", "message": "GET /v1/invoices 200", "details": {"method": "GET", "path": "/v1/invoices", "status_code": 200, "duration_ms": (r >> 40) % 300}}),
+            "admin" => json!({"category": "audit", "action": "user.role_changed", "status": "success", "resource": "user", "resource_id": format!("user-{}", (r >> 44) % 5000), "message": "role changed", "changes": {"before": {"role": "member"}, "after": {"role": "admin"}}}),
+            "security" => json!({"category": "security", "action": "security.rate_limited", "status": "failure", "level": "WARNING", "message": "rate limit exceeded", "security": {"event_type": "rate_limited", "severity": "medium"}, "details": {"limit": 100, "window_s": 60}}),
+            "financial" => json!({"category": "financial", "action": "payment.transfer", "status": "success", "message": "transfer executed", "financial": {"transaction_id": format!("tx-{:x}", r), "amount": format!("{}.{:02}", (r >> 40) % 10000, (r >> 20) % 100), "currency": "EUR", "account_id": format!("acc-{}", (r >> 30) % 1000), "counterparty": "ACME Supplies GmbH"}}),
+            "error" => json!({"category": "error", "action": "app.exception", "status": "error", "level": "ERROR", "message": "unhandled exception in invoice export", "details": {"exception": "TimeoutError"}}),
+            _ => json!({"category": "error", "action": "app.retry", "status": "error", "level": "INFO", "message": "retrying upstream call", "details": {"attempt": 2}}),
+        };
+        let mut event = base;
+        if let (Some(target), Value::Object(extra)) = (event.as_object_mut(), specific) {
+            target.extend(extra);
+        }
+        event
+    }
+}
+
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
+    let db_name = format!("tierlog_bench_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&o.database_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&mut admin).await?;
+    let db_url = format!("{}/{db_name}", o.database_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&o.database_url));
+    let prefix = format!("tierlog-bench-{}", Uuid::new_v4().simple());
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+
+    let child = Command::new(env!("CARGO_BIN_EXE_tierlog"))
+        .arg("serve")
+        .env("DATABASE_URL", &db_url)
+        .env("REDIS_URL", &o.redis_url)
+        .env("TIERLOG__REDIS__KEY_PREFIX", &prefix)
+        .env("TIERLOG_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TIERLOG_BOOTSTRAP_KEY", KEY)
+        .env("LOGGING_FILE", dir.path().join("audit.jsonl"))
+        .env("LOGGING_MAX_SIZE_MB", "100")
+        .env("LOGGING_BACKUP_COUNT", "100")
+        .env("LOGGING_LEVEL", "WARNING")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let server = Server { child, address: format!("http://127.0.0.1:{port}") };
+    let client = reqwest::Client::builder().pool_max_idle_per_host(o.concurrency).build()?;
+    let started = Instant::now();
+    while client.get(format!("{}/healthz", server.address)).send().await.is_err() {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "tierlog did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Generate every body up front so the load generator spends its time sending.
+    let mut generator = Generator { state: 0x9E37_79B9_7F4A_7C15 ^ batch as u64 ^ mix.len() as u64 };
+    let events: Vec<Value> = (0..o.events).map(|_| generator.event(mix)).collect();
+    let bodies: Vec<Vec<u8>> = events
+        .chunks(batch)
+        .map(|chunk| if batch == 1 { serde_json::to_vec(&chunk[0]) } else { serde_json::to_vec(chunk) })
+        .collect::<Result<_, _>>()?;
+    let body_bytes: usize = bodies.iter().map(Vec::len).sum();
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+
+    let t0 = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..o.concurrency {
+        let client = client.clone();
+        let bodies = bodies.clone();
+        let next = next.clone();
+        let url = format!("{}/audit/events", server.address);
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0usize;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { break };
+                let sent = Instant::now();
+                let response = client
+                    .post(&url)
+                    .bearer_auth(KEY)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status().is_success() => latencies.push(sent.elapsed()),
+                    _ => failures += 1,
+                }
+            }
+            (latencies, failures)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for worker in workers {
+        let (mut l, f) = worker.await?;
+        latencies.append(&mut l);
+        failures += f;
+    }
+    let acked_in = t0.elapsed();
+
+    // Every acknowledged event must be in every tier it belongs to.
+    let settings = Settings::defaults();
+    let routing = Routing::new(&settings);
+    let parser = EventParser::new(Limits::default(), None, chrono::Utc::now());
+    let mut expected_rows: HashMap<&str, i64> = HashMap::new();
+    for (i, event) in events.iter().enumerate() {
+        let parsed = parser.parse(i, event).map_err(|e| anyhow::anyhow!("generator made a bad event: {e:?}"))?;
+        if let Some(table) = routing.table(&parsed) {
+            *expected_rows.entry(table.as_str()).or_default() += 1;
+        }
+    }
+    let pool = sqlx::PgPool::connect(&db_url).await?;
+    for table in ["audit_logs", "security_events", "financial_audit_logs"] {
+        let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&pool).await?;
+        let want = expected_rows.get(table).copied().unwrap_or(0);
+        anyhow::ensure!(rows == want, "{table}: {rows} rows, expected {want}");
+    }
+    pool.close().await;
+    let mut redis = redis::Client::open(o.redis_url.as_str())?.get_connection()?;
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query(&mut redis)?;
+    let mut in_redis = 0i64;
+    for key in keys.iter().filter(|k| k.ends_with(":events")) {
+        in_redis += redis::cmd("LLEN").arg(key).query::<i64>(&mut redis)?;
+    }
+    let mut lines = 0usize;
+    for entry in std::fs::read_dir(dir.path())? {
+        lines += std::fs::read(entry?.path())?.iter().filter(|b| **b == b'\n').count();
+    }
+    anyhow::ensure!(failures == 0, "{failures} requests failed");
+    anyhow::ensure!(lines == o.events, "files hold {lines} lines, expected {}", o.events);
+    anyhow::ensure!(in_redis == o.events as i64, "redis holds {in_redis} events, expected {}", o.events);
+
+    let rss = peak_rss_kib(server.child.id());
+    latencies.sort();
+    let persisted: i64 = expected_rows.values().sum();
+    println!(
+        "mix={mix:<9} batch={batch:<4} conns={:<3} events={:<7} persisted={:<7} events/s={:>8.0} MB/s={:>6.1} p50={:>7.2}ms p99={:>7.2}ms peak_rss={:>4}MiB verified=pg,redis,files",
+        o.concurrency,
+        o.events,
+        persisted,
+        o.events as f64 / acked_in.as_secs_f64(),
+        body_bytes as f64 / acked_in.as_secs_f64() / 1e6,
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        rss / 1024,
+    );
+
+    drop(server);
+    if !keys.is_empty() {
+        redis::cmd("DEL").arg(&keys).query::<()>(&mut redis)?;
+    }
+    sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)")).execute(&mut admin).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let o = options();
+    println!(
+        "# cargo bench --bench ingest -- --events {} --concurrency {} --batch {} --mix {}",
+        o.events,
+        o.concurrency,
+        o.batches.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        o.mixes.join(",")
+    );
+    for mix in &o.mixes {
+        for &batch in &o.batches {
+            run(&o, mix, batch).await?;
+        }
+    }
+    Ok(())
+}
