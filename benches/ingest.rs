@@ -173,7 +173,7 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
         .env("LOGGING_MAX_SIZE_MB", "100")
         .env("LOGGING_BACKUP_COUNT", "100")
         .env("LOGGING_LEVEL", "WARNING")
-        .stdout(Stdio::null())
+        .stdout(if std::env::var_os("TIERLOG_BENCH_SERVER_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
         .spawn()?;
     let server = Server { child, address: format!("http://127.0.0.1:{port}") };
     let client = reqwest::Client::builder().pool_max_idle_per_host(o.concurrency).build()?;

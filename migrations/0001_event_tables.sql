@@ -64,25 +64,26 @@ ALTER TABLE financial_audit_logs
     ADD COLUMN account_id text GENERATED ALWAYS AS (financial ->> 'account_id') STORED;
 
 -- Indexes for the queries of the /audit API: a tenant's newest events, a user's
--- timeline, an action's history, lookups by caller IP and request id, failures.
+-- timeline, an action's history, lookups by caller IP (a btree serves CIDR filters:
+-- Postgres turns `<<=` into a range scan) and request id, failures.
 CREATE INDEX audit_logs_tenant_time ON audit_logs (tenant_id, occurred_at DESC, id);
 CREATE INDEX audit_logs_user_time ON audit_logs (tenant_id, user_id, occurred_at DESC) WHERE user_id IS NOT NULL;
 CREATE INDEX audit_logs_action_time ON audit_logs (tenant_id, action, occurred_at DESC);
-CREATE INDEX audit_logs_ip ON audit_logs USING gist (ip_address inet_ops) WHERE ip_address IS NOT NULL;
+CREATE INDEX audit_logs_ip ON audit_logs (tenant_id, ip_address) WHERE ip_address IS NOT NULL;
 CREATE INDEX audit_logs_request ON audit_logs (request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX audit_logs_status_time ON audit_logs (tenant_id, status, occurred_at DESC);
 
 CREATE INDEX security_events_tenant_time ON security_events (tenant_id, occurred_at DESC, id);
 CREATE INDEX security_events_user_time ON security_events (tenant_id, user_id, occurred_at DESC) WHERE user_id IS NOT NULL;
 CREATE INDEX security_events_type_time ON security_events (tenant_id, security_event_type, occurred_at DESC);
-CREATE INDEX security_events_ip ON security_events USING gist (ip_address inet_ops) WHERE ip_address IS NOT NULL;
+CREATE INDEX security_events_ip ON security_events (tenant_id, ip_address) WHERE ip_address IS NOT NULL;
 CREATE INDEX security_events_request ON security_events (request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX security_events_status_time ON security_events (tenant_id, status, occurred_at DESC);
 
 CREATE INDEX financial_audit_logs_tenant_time ON financial_audit_logs (tenant_id, occurred_at DESC, id);
 CREATE INDEX financial_audit_logs_user_time ON financial_audit_logs (tenant_id, user_id, occurred_at DESC) WHERE user_id IS NOT NULL;
 CREATE INDEX financial_audit_logs_action_time ON financial_audit_logs (tenant_id, action, occurred_at DESC);
-CREATE INDEX financial_audit_logs_ip ON financial_audit_logs USING gist (ip_address inet_ops) WHERE ip_address IS NOT NULL;
+CREATE INDEX financial_audit_logs_ip ON financial_audit_logs (tenant_id, ip_address) WHERE ip_address IS NOT NULL;
 CREATE INDEX financial_audit_logs_request ON financial_audit_logs (request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX financial_audit_logs_status_time ON financial_audit_logs (tenant_id, status, occurred_at DESC);
 CREATE INDEX financial_audit_logs_transaction ON financial_audit_logs (tenant_id, transaction_id);

@@ -1,18 +1,19 @@
 //! Ingest: the bounded queue between the HTTP handlers and the tier writers.
 //!
-//! A request's validated events become one [`Job`]. The queue's capacity is counted in
-//! events by a semaphore: a request that does not fit is refused at once (503 with
-//! `Retry-After`) instead of waiting or growing memory. Writer tasks take jobs off
-//! the queue, gather them into batches (by count and by delay), write each batch to
-//! every tier (see [`writer`]), and only then complete the jobs, which releases the
-//! HTTP responses.
+//! The queue's capacity is counted in events by a semaphore: a request that does not
+//! fit is refused at once (503 with `Retry-After`) instead of waiting or growing
+//! memory. Each writer task owns a shard of the tenants (by a stable hash of the
+//! tenant id), so writers never contend for the same hash-chain heads and each
+//! tenant's events keep their order. A request's events are split by shard; the
+//! request is answered when every shard has written its part (see [`writer`]).
 
 pub mod route;
 pub mod writer;
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, watch, Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::Settings;
@@ -20,7 +21,7 @@ use crate::event::AuditEvent;
 use crate::telemetry::Counters;
 pub use writer::{TierWriter, WriteError};
 
-/// One request's events on their way to the tiers.
+/// A part of one request's events, all of one shard, on their way to the tiers.
 pub struct Job {
     events: Vec<AuditEvent>,
     done: oneshot::Sender<Result<(), Arc<WriteError>>>,
@@ -42,7 +43,7 @@ pub enum SubmitError {
 /// The sending side of the pipeline, cloned into every handler.
 #[derive(Clone)]
 pub struct Pipeline {
-    jobs: mpsc::UnboundedSender<Job>,
+    shards: Arc<[mpsc::UnboundedSender<Job>]>,
     capacity: Arc<Semaphore>,
     counters: Arc<Counters>,
 }
@@ -53,28 +54,30 @@ pub struct Workers {
     handles: Vec<JoinHandle<()>>,
 }
 
+/// The shard that writes `tenant`'s events; stable across restarts.
+pub fn shard_of(tenant: &str, shards: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    tenant.hash(&mut hasher);
+    (hasher.finish() % shards.max(1) as u64) as usize
+}
+
 impl Pipeline {
-    /// Starts `settings.ingest.writers` writer tasks over `writer`.
+    /// Starts one writer task per shard (`settings.ingest.writers`) over `writer`.
     pub fn start(settings: &Settings, writer: Arc<TierWriter>, counters: Arc<Counters>) -> (Pipeline, Workers) {
-        let (jobs, receiver) = mpsc::unbounded_channel();
-        let receiver = Arc::new(Mutex::new(receiver));
         let (stop, stop_rx) = watch::channel(false);
         let batching = writer::Batching {
             max_events: settings.ingest.batch_max_events,
             max_delay: settings.batch_max_delay(),
         };
-        let handles = (0..settings.ingest.writers)
-            .map(|_| {
-                tokio::spawn(writer::run(
-                    receiver.clone(),
-                    stop_rx.clone(),
-                    batching,
-                    writer.clone(),
-                ))
-            })
-            .collect();
+        let mut shards = Vec::new();
+        let mut handles = Vec::new();
+        for _ in 0..settings.ingest.writers.max(1) {
+            let (jobs, receiver) = mpsc::unbounded_channel();
+            shards.push(jobs);
+            handles.push(tokio::spawn(writer::run(receiver, stop_rx.clone(), batching, writer.clone())));
+        }
         let pipeline = Pipeline {
-            jobs,
+            shards: shards.into(),
             capacity: Arc::new(Semaphore::new(settings.ingest.queue_capacity)),
             counters,
         };
@@ -84,7 +87,7 @@ impl Pipeline {
     /// Queues `events` and waits until every tier that must hold them has them.
     pub async fn submit(&self, events: Vec<AuditEvent>) -> Result<(), SubmitError> {
         let count = events.len() as u32;
-        let permit = match self.capacity.clone().try_acquire_many_owned(count) {
+        let mut permit = match self.capacity.clone().try_acquire_many_owned(count) {
             Ok(permit) => permit,
             Err(tokio::sync::TryAcquireError::Closed) => return Err(SubmitError::ShuttingDown),
             Err(tokio::sync::TryAcquireError::NoPermits) => {
@@ -92,17 +95,38 @@ impl Pipeline {
                 return Err(SubmitError::QueueFull);
             }
         };
-        let (done, finished) = oneshot::channel();
+        let mut parts: Vec<Vec<AuditEvent>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for event in events {
+            parts[shard_of(&event.tenant_id, self.shards.len())].push(event);
+        }
         Counters::add(&self.counters.queue_depth, u64::from(count));
-        let sent = self.jobs.send(Job { events, done, _permit: permit });
-        let outcome = match sent {
-            Err(_) => Err(SubmitError::ShuttingDown),
-            Ok(()) => match finished.await {
+        let mut waiting = Vec::new();
+        let mut outcome = Ok(());
+        for (shard, part) in parts.into_iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            let Some(part_permit) = permit.split(part.len()) else {
+                outcome = Err(SubmitError::ShuttingDown);
+                break;
+            };
+            let (done, finished) = oneshot::channel();
+            if self.shards[shard].send(Job { events: part, done, _permit: part_permit }).is_err() {
+                outcome = Err(SubmitError::ShuttingDown);
+                break;
+            }
+            waiting.push(finished);
+        }
+        for finished in waiting {
+            let result = match finished.await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(SubmitError::Failed(e)),
                 Err(_) => Err(SubmitError::ShuttingDown),
-            },
-        };
+            };
+            if outcome.is_ok() {
+                outcome = result;
+            }
+        }
         self.counters.queue_depth.fetch_sub(u64::from(count), std::sync::atomic::Ordering::Relaxed);
         outcome
     }

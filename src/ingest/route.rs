@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::config::Settings;
 use crate::event::{AuditEvent, Category};
-use crate::tiers::{HotEntry, PersistRequest, Table};
+use crate::tiers::{EncodedBatch, HotEntry, PersistRequest, Table};
 
 /// One category's resolved policy.
 #[derive(Debug, Clone, Copy)]
@@ -53,8 +53,9 @@ impl Routing {
     }
 
     /// The durable writes of a batch.
-    pub fn persist_requests<'a>(&self, events: &[&'a AuditEvent]) -> Vec<PersistRequest<'a>> {
-        events
+    pub fn persist_requests<'a>(&self, batch: &'a EncodedBatch) -> Vec<PersistRequest<'a>> {
+        batch
+            .events
             .iter()
             .filter_map(|event| {
                 self.table(event).map(|table| PersistRequest { table, expires_at: self.expires_at(event), event })
@@ -63,13 +64,13 @@ impl Routing {
     }
 
     /// The hot-tier writes of a batch (every event).
-    pub fn hot_entries<'a>(&self, events: &[&'a AuditEvent]) -> Vec<HotEntry<'a>> {
-        events
+    pub fn hot_entries<'a>(&self, batch: &'a EncodedBatch) -> Vec<HotEntry<'a>> {
+        batch
             .iter()
-            .map(|event| {
+            .map(|(event, line)| {
                 let route = self.route(event.category);
                 debug_assert_eq!(route.category, event.category);
-                HotEntry { event, ttl_seconds: route.ttl_seconds, max_len: route.max_len }
+                HotEntry { event, line, ttl_seconds: route.ttl_seconds, max_len: route.max_len }
             })
             .collect()
     }

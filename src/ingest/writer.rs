@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::route::Routing;
@@ -19,7 +19,7 @@ use super::Job;
 use crate::event::AuditEvent;
 use crate::telemetry::Counters;
 use crate::tiers::files::{FileError, RollingFiles};
-use crate::tiers::{DurableStore, HotTier, StoreError};
+use crate::tiers::{DurableStore, EncodedBatch, HotTier, StoreError};
 
 /// Why a batch was not made durable.
 #[derive(Debug, thiserror::Error)]
@@ -50,65 +50,70 @@ pub struct TierWriter {
 
 impl TierWriter {
     /// Writes one batch to every tier; `Ok` means it is durable.
-    #[tracing::instrument(skip_all, fields(batch.events = events.len()))]
-    pub async fn write(&self, events: &[&AuditEvent]) -> Result<(), WriteError> {
+    #[tracing::instrument(skip_all, fields(batch.events = batch.events.len()))]
+    pub async fn write(&self, batch: Arc<EncodedBatch>) -> Result<(), WriteError> {
+        let started = std::time::Instant::now();
         if let Some(store) = &self.store {
-            let requests = self.routing.persist_requests(events);
+            let requests = self.routing.persist_requests(&batch);
             if !requests.is_empty() {
                 let inserted = store.persist(&requests).await?;
                 Counters::add(&self.counters.rows_persisted, inserted as u64);
             }
         }
+        let stored_at = started.elapsed();
         let files = async {
             let Some(files) = self.files.clone() else { return Ok(()) };
-            let owned: Vec<AuditEvent> = events.iter().map(|e| (*e).clone()).collect();
-            let written = tokio::task::spawn_blocking(move || {
-                let refs: Vec<&AuditEvent> = owned.iter().collect();
-                files.append(&refs, Utc::now())
-            })
-            .await
-            .map_err(WriteError::FileTask)??;
+            let batch = batch.clone();
+            let written = tokio::task::spawn_blocking(move || files.append(&batch, Utc::now()))
+                .await
+                .map_err(WriteError::FileTask)??;
             Counters::add(&self.counters.lines_written, written as u64);
             Ok::<(), WriteError>(())
         };
         let hot = async {
             let Some(hot) = &self.hot else { return };
-            let entries = self.routing.hot_entries(events);
+            let entries = self.routing.hot_entries(&batch);
             if let Err(e) = hot.push(&entries).await {
                 Counters::add(&self.counters.redis_misses, entries.len() as u64);
                 tracing::warn!(error = %e, events = entries.len(), "hot tier missed a batch");
             }
         };
         let (files_result, ()) = tokio::join!(files, hot);
+        tracing::debug!(
+            store_ms = stored_at.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "batch written"
+        );
         files_result
     }
 }
 
 /// One writer task: until stopped and drained, take a batch and write it.
 pub(super) async fn run(
-    queue: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
     mut stop: watch::Receiver<bool>,
     batching: Batching,
     writer: Arc<TierWriter>,
 ) {
     loop {
-        let jobs = next_batch(&queue, &mut stop, batching).await;
+        let mut jobs = next_batch(&mut queue, &mut stop, batching).await;
         if jobs.is_empty() {
             return;
         }
-        let events: Vec<&AuditEvent> = jobs.iter().flat_map(|job| job.events.iter()).collect();
-        let result = writer.write(&events).await.map_err(Arc::new);
+        let events: Vec<AuditEvent> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.events)).collect();
+        let count = events.len();
+        let result = writer.write(Arc::new(EncodedBatch::new(events))).await.map_err(Arc::new);
         match &result {
-            Ok(()) => Counters::add(&writer.counters.batches_written, 1),
+            Ok(()) => {
+                Counters::add(&writer.counters.batches_written, 1);
+                Counters::add(&writer.counters.events_accepted, count as u64);
+            }
             Err(e) => {
                 Counters::add(&writer.counters.batches_failed, 1);
-                tracing::error!(error = ?e, batch.events = events.len(), "batch not durable; requests refused");
+                tracing::error!(error = ?e, batch.events = count, "batch not durable; requests refused");
             }
         }
         for job in jobs {
-            if result.is_ok() {
-                Counters::add(&writer.counters.events_accepted, job.events.len() as u64);
-            }
             // The client may have gone away; its events are written all the same.
             let _ = job.done.send(result.clone());
         }
@@ -116,14 +121,12 @@ pub(super) async fn run(
 }
 
 /// Waits for a first job, then gathers more until the batch is full or `max_delay`
-/// has passed. Returns no jobs once the queue is stopped and empty. The queue lock
-/// is held while gathering, so another writer can write its batch meanwhile.
+/// has passed. Returns no jobs once the queue is stopped and empty.
 async fn next_batch(
-    queue: &Mutex<mpsc::UnboundedReceiver<Job>>,
+    receiver: &mut mpsc::UnboundedReceiver<Job>,
     stop: &mut watch::Receiver<bool>,
     batching: Batching,
 ) -> Vec<Job> {
-    let mut receiver = queue.lock().await;
     let first = loop {
         if *stop.borrow() {
             // Refuse new jobs; the ones already queued are still received.

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::config::{FileSettings, FsyncPolicy};
 use crate::event::AuditEvent;
+use crate::tiers::EncodedBatch;
 
 /// A failed file operation, naming the path.
 #[derive(Debug, thiserror::Error)]
@@ -197,25 +198,23 @@ impl RollingFiles {
     /// and fsyncs per policy before returning. Returns how many lines were written.
     /// A failed write is cut back so no partial line remains; lines of the call that
     /// reached a file before the failure stay and are recognised when it is retried.
-    pub fn append(&self, events: &[&AuditEvent], now: DateTime<Utc>) -> Result<usize, FileError> {
+    pub fn append(&self, batch: &EncodedBatch, now: DateTime<Utc>) -> Result<usize, FileError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch_keys: HashSet<EventKey> = HashSet::new();
         let mut pending: Vec<u8> = Vec::new();
         let mut pending_keys: Vec<EventKey> = Vec::new();
         let mut written = 0;
         let today = now.date_naive();
-        for event in events {
+        for (event, line) in batch.iter() {
             let key = event_key(event);
             if state.seen.contains(&key) || !batch_keys.insert(key.clone()) {
                 continue;
             }
-            let mut line = event.to_json_line();
-            line.push(b'\n');
             let needs_new_file = match &state.current {
                 None => true,
                 Some(open) => {
                     let size = open.size + pending.len() as u64;
-                    (size > 0 && size + line.len() as u64 > self.max_bytes)
+                    (size > 0 && size + line.len() as u64 + 1 > self.max_bytes)
                         || (self.daily && open.date != today)
                 }
             };
@@ -223,7 +222,8 @@ impl RollingFiles {
                 written += self.flush(&mut state, &mut pending, &mut pending_keys)?;
                 self.rotate(&mut state, today)?;
             }
-            pending.extend_from_slice(&line);
+            pending.extend_from_slice(line);
+            pending.push(b'\n');
             pending_keys.push(key);
         }
         written += self.flush(&mut state, &mut pending, &mut pending_keys)?;

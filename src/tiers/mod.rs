@@ -64,12 +64,35 @@ pub struct PersistRequest<'a> {
     pub event: &'a AuditEvent,
 }
 
-/// An event bound for the hot tier, with its list's policy.
+/// An event bound for the hot tier, with its encoded line and its list's policy.
 #[derive(Debug, Clone)]
 pub struct HotEntry<'a> {
     pub event: &'a AuditEvent,
+    pub line: &'a [u8],
     pub ttl_seconds: u64,
     pub max_len: u64,
+}
+
+/// A batch of events with each one's JSON line, encoded once for the file and hot
+/// tiers.
+#[derive(Debug, Clone)]
+pub struct EncodedBatch {
+    pub events: Vec<AuditEvent>,
+    /// `lines[i]` is `events[i]` as one JSON line, without the newline.
+    pub lines: Vec<Vec<u8>>,
+}
+
+impl EncodedBatch {
+    /// Encodes every event.
+    pub fn new(events: Vec<AuditEvent>) -> EncodedBatch {
+        let lines = events.iter().map(AuditEvent::to_json_line).collect();
+        EncodedBatch { events, lines }
+    }
+
+    /// Events paired with their lines.
+    pub fn iter(&self) -> impl Iterator<Item = (&AuditEvent, &[u8])> {
+        self.events.iter().zip(self.lines.iter().map(Vec::as_slice))
+    }
 }
 
 /// Why the durable store refused a batch; nothing of the batch was written.

@@ -167,7 +167,7 @@ impl RedisHotTier {
                 .arg(first.max_len)
                 .arg(first.ttl_seconds);
             for entry in list {
-                invocation.arg(entry.event.id.to_string()).arg(entry.event.to_json_line());
+                invocation.arg(entry.event.id.to_string()).arg(entry.line);
             }
             pipe.invoke_script(&invocation).ignore();
         }

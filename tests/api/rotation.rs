@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use tierlog::config::{FileSettings, FsyncPolicy};
 use tierlog::event::{AuditEvent, EventParser, Limits};
 use tierlog::tiers::files::RollingFiles;
+use tierlog::tiers::EncodedBatch;
 
 fn settings(dir: &std::path::Path, backups: usize, daily: bool) -> FileSettings {
     FileSettings {
@@ -72,8 +73,8 @@ fn the_file_rotates_at_the_size_limit_keeping_n_backups_and_no_line_is_lost_or_d
     let all = events(400);
     let mut tailer = Tailer::default();
     for chunk in all.chunks(17) {
-        let refs: Vec<&AuditEvent> = chunk.iter().collect();
-        assert_eq!(files.append(&refs, Utc::now()).expect("append"), chunk.len());
+        let batch = EncodedBatch::new(chunk.to_vec());
+        assert_eq!(files.append(&batch, Utc::now()).expect("append"), chunk.len());
         tailer.poll(dir.path());
     }
     let sent: Vec<String> = all.iter().map(|e| e.id.to_string()).collect();
@@ -100,10 +101,9 @@ fn the_file_rotates_at_the_size_limit_keeping_n_backups_and_no_line_is_lost_or_d
 fn a_reopened_tier_continues_the_sequence_and_still_refuses_duplicates() {
     let dir = tempfile::tempdir().expect("dir");
     let all = events(50);
-    let refs: Vec<&AuditEvent> = all.iter().collect();
     {
         let files = RollingFiles::open_with_max_bytes(&settings(dir.path(), 10, false), 2048).expect("open");
-        files.append(&refs[..30], Utc::now()).expect("append");
+        files.append(&EncodedBatch::new(all[..30].to_vec()), Utc::now()).expect("append");
     }
     // A crash mid-write leaves a torn last line.
     let newest = {
@@ -116,7 +116,8 @@ fn a_reopened_tier_continues_the_sequence_and_still_refuses_duplicates() {
     std::fs::write(&newest, torn).expect("write");
 
     let files = RollingFiles::open_with_max_bytes(&settings(dir.path(), 10, false), 2048).expect("reopen");
-    assert_eq!(files.append(&refs, Utc::now()).expect("retry all"), 20, "only the 20 new events are written");
+    let retry = EncodedBatch::new(all.clone());
+    assert_eq!(files.append(&retry, Utc::now()).expect("retry all"), 20, "only the 20 new events are written");
     let mut tailer = Tailer::default();
     tailer.poll(dir.path());
     let sent: Vec<String> = all.iter().map(|e| e.id.to_string()).collect();
@@ -128,11 +129,10 @@ fn daily_rotation_starts_a_new_file_at_midnight() {
     let dir = tempfile::tempdir().expect("dir");
     let files = RollingFiles::open(&settings(dir.path(), 5, true)).expect("open");
     let all = events(4);
-    let refs: Vec<&AuditEvent> = all.iter().collect();
     let day1 = Utc.with_ymd_and_hms(2026, 11, 23, 23, 59, 59).single().expect("time");
     let day2 = Utc.with_ymd_and_hms(2026, 11, 24, 0, 0, 1).single().expect("time");
-    files.append(&refs[..2], day1).expect("append");
-    files.append(&refs[2..], day2).expect("append");
+    files.append(&EncodedBatch::new(all[..2].to_vec()), day1).expect("append");
+    files.append(&EncodedBatch::new(all[2..].to_vec()), day2).expect("append");
     let names: Vec<String> = files
         .paths()
         .iter()
@@ -146,13 +146,12 @@ fn a_read_only_directory_gives_a_clear_error_and_no_partial_line() {
     let dir = tempfile::tempdir().expect("dir");
     let files = RollingFiles::open_with_max_bytes(&settings(dir.path(), 2, false), 1024).expect("open");
     let all = events(40);
-    let refs: Vec<&AuditEvent> = all.iter().collect();
-    files.append(&refs[..2], Utc::now()).expect("first append");
+    files.append(&EncodedBatch::new(all[..2].to_vec()), Utc::now()).expect("first append");
     let mut perms = std::fs::metadata(dir.path()).expect("meta").permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o500);
     std::fs::set_permissions(dir.path(), perms.clone()).expect("chmod");
     // Root ignores directory permissions; only check the error where they apply.
-    let result = files.append(&refs[2..], Utc::now());
+    let result = files.append(&EncodedBatch::new(all[2..].to_vec()), Utc::now());
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o700);
     std::fs::set_permissions(dir.path(), perms).expect("chmod back");
     if let Err(error) = result {
@@ -160,7 +159,7 @@ fn a_read_only_directory_gives_a_clear_error_and_no_partial_line() {
         assert!(text.contains("create") && text.contains("audit."), "{text}");
     }
     // Whatever happened, a retry completes the set exactly once.
-    files.append(&refs, Utc::now()).expect("retry");
+    files.append(&EncodedBatch::new(all.clone()), Utc::now()).expect("retry");
     let mut tailer = Tailer::default();
     tailer.poll(dir.path());
     let kept = ids(&tailer.lines);

@@ -52,7 +52,19 @@ impl PgStore {
         rows::read_chain(&self.pool, tenant, table).await
     }
 
+    /// Inserts optimistically; only when an id turns out to be stored already (a
+    /// retry) is the batch written again with the slower check for known ids.
     async fn persist_batch(&self, batch: &[PersistRequest<'_>]) -> Result<usize, StoreError> {
+        match self.attempt(batch, false).await {
+            Err(StoreError::Write(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                tracing::debug!("batch holds stored ids; writing it again without them");
+                self.attempt(batch, true).await
+            }
+            other => other,
+        }
+    }
+
+    async fn attempt(&self, batch: &[PersistRequest<'_>], skip_stored: bool) -> Result<usize, StoreError> {
         let mut chains: BTreeMap<(Table, &str), Vec<&PersistRequest<'_>>> = BTreeMap::new();
         let mut seen: HashSet<(Table, &str, Uuid)> = HashSet::new();
         for request in batch {
@@ -77,9 +89,13 @@ impl PgStore {
             if table_chains.is_empty() {
                 continue;
             }
-            let ids: Vec<Uuid> =
-                table_chains.iter().flat_map(|(_, reqs)| reqs.iter().map(|r| r.event.id)).collect();
-            let stored = stored_ids(&mut tx, table, &ids).await.map_err(StoreError::Write)?;
+            let stored = if skip_stored {
+                let ids: Vec<Uuid> =
+                    table_chains.iter().flat_map(|(_, reqs)| reqs.iter().map(|r| r.event.id)).collect();
+                stored_ids(&mut tx, table, &ids).await.map_err(StoreError::Write)?
+            } else {
+                HashSet::new()
+            };
             let mut rows = rows::RowColumns::default();
             for (tenant, requests) in table_chains {
                 let (mut seq, mut hash) = heads.get(&(table, tenant)).copied().unwrap_or((0, GENESIS_HASH));
