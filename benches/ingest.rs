@@ -238,7 +238,7 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     let parser = EventParser::new(Limits::default(), None, chrono::Utc::now());
     let mut expected_rows: HashMap<&str, i64> = HashMap::new();
     for (i, event) in events.iter().enumerate() {
-        let parsed = parser.parse(i, event).map_err(|e| anyhow::anyhow!("generator made a bad event: {e:?}"))?;
+        let parsed = parser.parse(i, event.clone()).map_err(|e| anyhow::anyhow!("generator made a bad event: {e:?}"))?;
         if let Some(table) = routing.table(&parsed) {
             *expected_rows.entry(table.as_str()).or_default() += 1;
         }

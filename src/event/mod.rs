@@ -220,7 +220,7 @@ impl AuditEvent {
 /// Formats an instant the one way tierlog writes instants: RFC 3339, UTC,
 /// microseconds.
 pub fn format_timestamp(ts: &DateTime<Utc>) -> String {
-    ts.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn serialize_timestamp<S: Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {

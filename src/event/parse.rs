@@ -80,12 +80,13 @@ impl EventParser {
     }
 
     /// Validates one item; on failure returns every problem found in it.
-    pub fn parse(&self, index: usize, item: &Value) -> Result<AuditEvent, Vec<FieldError>> {
+    pub fn parse(&self, index: usize, item: Value) -> Result<AuditEvent, Vec<FieldError>> {
         let mut item_check = ItemCheck { index, limits: &self.limits, errors: Vec::new() };
-        let Some(obj) = item.as_object() else {
+        let Value::Object(mut object) = item else {
             item_check.fail("", "each event must be a JSON object");
             return Err(item_check.errors);
         };
+        let obj = &mut object;
         for key in obj.keys() {
             if !TOP_LEVEL_FIELDS.contains(&key.as_str()) {
                 item_check.fail(key, "unknown field");
@@ -114,6 +115,7 @@ impl EventParser {
         };
         let category = match obj.get("category") {
             None | Some(Value::Null) => {
+                obj.remove("category");
                 item_check.fail("category", "is required");
                 None
             }
@@ -208,7 +210,7 @@ impl EventParser {
         }
     }
 
-    fn tenant(&self, check: &mut ItemCheck<'_>, obj: &Map<String, Value>) -> Option<String> {
+    fn tenant(&self, check: &mut ItemCheck<'_>, obj: &mut Map<String, Value>) -> Option<String> {
         let claimed = check.string(obj, "tenant_id", 64);
         if let Some(claimed) = &claimed {
             if !is_tenant_id(claimed) {
@@ -277,23 +279,23 @@ impl ItemCheck<'_> {
         });
     }
 
-    /// An optional string field: absent or null gives `None`.
-    fn string(&mut self, obj: &Map<String, Value>, field: &str, max_chars: usize) -> Option<String> {
-        self.string_at(obj.get(field), field, max_chars)
+    /// An optional string field, taken out of `obj`: absent or null gives `None`.
+    fn string(&mut self, obj: &mut Map<String, Value>, field: &str, max_chars: usize) -> Option<String> {
+        self.string_at(obj.remove(field), field, max_chars)
     }
 
-    fn string_at(&mut self, value: Option<&Value>, field: &str, max_chars: usize) -> Option<String> {
+    fn string_at(&mut self, value: Option<Value>, field: &str, max_chars: usize) -> Option<String> {
         match value {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => {
-                if s.chars().count() > max_chars {
+                if s.len() > max_chars && s.chars().count() > max_chars {
                     self.fail(field, &format!("is longer than {max_chars} characters"));
                     None
                 } else if s.contains('\0') {
                     self.fail(field, "must not contain NUL characters");
                     None
                 } else {
-                    Some(s.clone())
+                    Some(s)
                 }
             }
             Some(_) => {
@@ -303,23 +305,23 @@ impl ItemCheck<'_> {
         }
     }
 
-    fn object(&mut self, obj: &Map<String, Value>, field: &str) -> Option<Map<String, Value>> {
-        self.object_at(obj.get(field), field)
+    fn object(&mut self, obj: &mut Map<String, Value>, field: &str) -> Option<Map<String, Value>> {
+        self.object_at(obj.remove(field), field)
     }
 
-    fn object_at(&mut self, value: Option<&Value>, field: &str) -> Option<Map<String, Value>> {
+    fn object_at(&mut self, value: Option<Value>, field: &str) -> Option<Map<String, Value>> {
         match value {
             None | Some(Value::Null) => None,
             Some(Value::Object(map)) => {
-                let depth = json_depth(value.unwrap_or(&Value::Null));
+                let depth = map.values().map(json_depth).max().unwrap_or(0) + 1;
                 if depth > self.limits.max_json_depth {
                     self.fail(field, &format!("nests deeper than {} levels", self.limits.max_json_depth));
                     None
-                } else if contains_nul(value.unwrap_or(&Value::Null)) {
+                } else if map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)) {
                     self.fail(field, "must not contain NUL characters");
                     None
                 } else {
-                    Some(map.clone())
+                    Some(map)
                 }
             }
             Some(_) => {
@@ -329,14 +331,14 @@ impl ItemCheck<'_> {
         }
     }
 
-    /// A nested object whose keys must all be in `allowed`.
-    fn sub_object<'v>(
+    /// A nested object, taken out of `obj`, whose keys must all be in `allowed`.
+    fn sub_object(
         &mut self,
-        obj: &'v Map<String, Value>,
+        obj: &mut Map<String, Value>,
         field: &str,
         allowed: &[&str],
-    ) -> Option<&'v Map<String, Value>> {
-        match obj.get(field) {
+    ) -> Option<Map<String, Value>> {
+        match obj.remove(field) {
             None | Some(Value::Null) => None,
             Some(Value::Object(map)) => {
                 for key in map.keys() {
@@ -353,21 +355,21 @@ impl ItemCheck<'_> {
         }
     }
 
-    fn changes(&mut self, obj: &Map<String, Value>) -> Option<Changes> {
-        let map = self.sub_object(obj, "changes", &["before", "after"])?;
+    fn changes(&mut self, obj: &mut Map<String, Value>) -> Option<Changes> {
+        let mut map = self.sub_object(obj, "changes", &["before", "after"])?;
         Some(Changes {
-            before: self.object_at(map.get("before"), "changes.before"),
-            after: self.object_at(map.get("after"), "changes.after"),
+            before: self.object_at(map.remove("before"), "changes.before"),
+            after: self.object_at(map.remove("after"), "changes.after"),
         })
     }
 
-    fn security(&mut self, obj: &Map<String, Value>) -> Option<SecurityInfo> {
-        let map = self.sub_object(obj, "security", &["event_type", "severity"])?;
-        let event_type = self.string_at(map.get("event_type"), "security.event_type", 64);
-        if event_type.is_none() && map.get("event_type").is_none_or(Value::is_null) {
+    fn security(&mut self, obj: &mut Map<String, Value>) -> Option<SecurityInfo> {
+        let mut map = self.sub_object(obj, "security", &["event_type", "severity"])?;
+        if map.get("event_type").is_none_or(Value::is_null) {
             self.fail("security.event_type", "is required");
         }
-        let severity = self.string_at(map.get("severity"), "security.severity", 16);
+        let event_type = self.string_at(map.remove("event_type"), "security.event_type", 64);
+        let severity = self.string_at(map.remove("severity"), "security.severity", 16);
         if let Some(severity) = &severity {
             if !SEVERITIES.contains(&severity.as_str()) {
                 self.fail("security.severity", "must be one of low, medium, high, critical");
@@ -376,11 +378,11 @@ impl ItemCheck<'_> {
         Some(SecurityInfo { event_type: event_type?, severity })
     }
 
-    fn financial(&mut self, obj: &Map<String, Value>) -> Option<FinancialInfo> {
+    fn financial(&mut self, obj: &mut Map<String, Value>) -> Option<FinancialInfo> {
         let allowed = ["transaction_id", "amount", "currency", "account_id", "counterparty"];
-        let map = self.sub_object(obj, "financial", &allowed)?;
+        let mut map = self.sub_object(obj, "financial", &allowed)?;
         let max = self.limits.max_field_chars;
-        let amount = self.string_at(map.get("amount"), "financial.amount", 40);
+        let amount = self.string_at(map.remove("amount"), "financial.amount", 40);
         if let Some(amount) = &amount {
             if !is_decimal_amount(amount) {
                 self.fail(
@@ -389,18 +391,18 @@ impl ItemCheck<'_> {
                 );
             }
         }
-        let currency = self.string_at(map.get("currency"), "financial.currency", 3);
+        let currency = self.string_at(map.remove("currency"), "financial.currency", 3);
         if let Some(currency) = &currency {
             if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
                 self.fail("financial.currency", "must be an ISO 4217 code such as EUR");
             }
         }
         Some(FinancialInfo {
-            transaction_id: self.string_at(map.get("transaction_id"), "financial.transaction_id", max),
+            transaction_id: self.string_at(map.remove("transaction_id"), "financial.transaction_id", max),
             amount,
             currency,
-            account_id: self.string_at(map.get("account_id"), "financial.account_id", max),
-            counterparty: self.string_at(map.get("counterparty"), "financial.counterparty", max),
+            account_id: self.string_at(map.remove("account_id"), "financial.account_id", max),
+            counterparty: self.string_at(map.remove("counterparty"), "financial.counterparty", max),
         })
     }
 }
@@ -437,7 +439,7 @@ mod tests {
 
     #[test]
     fn a_minimal_event_gets_an_id_a_timestamp_and_the_default_tenant() {
-        let event = parser(None).parse(0, &json!({"category": "auth"})).expect("valid");
+        let event = parser(None).parse(0, json!({"category": "auth"})).expect("valid");
         assert_eq!(event.id.get_version_num(), 7);
         assert_eq!(event.tenant_id, DEFAULT_TENANT);
         assert_eq!(event.level, Level::Info);
@@ -452,7 +454,7 @@ mod tests {
             "extra": true, "details": [], "security": {"severity": "extreme"},
             "financial": {"amount": "1e3", "currency": "eur"}, "action": "bad action"
         });
-        let mut got = fields(parser(None).parse(3, &item));
+        let mut got = fields(parser(None).parse(3, item));
         got.sort();
         let mut want = vec![
             "id", "category", "ip_address", "timestamp", "level", "status", "user_id", "extra",
@@ -465,14 +467,14 @@ mod tests {
 
     #[test]
     fn a_missing_category_is_refused() {
-        assert_eq!(fields(parser(None).parse(0, &json!({"message": "x"}))), vec!["category"]);
+        assert_eq!(fields(parser(None).parse(0, json!({"message": "x"}))), vec!["category"]);
     }
 
     #[test]
     fn a_tenant_bound_key_cannot_write_another_tenant() {
         let p = parser(Some("acme"));
-        assert_eq!(fields(p.parse(0, &json!({"category": "auth", "tenant_id": "other"}))), vec!["tenant_id"]);
-        let event = p.parse(0, &json!({"category": "auth"})).expect("valid");
+        assert_eq!(fields(p.parse(0, json!({"category": "auth", "tenant_id": "other"}))), vec!["tenant_id"]);
+        let event = p.parse(0, json!({"category": "auth"})).expect("valid");
         assert_eq!(event.tenant_id, "acme");
     }
 
@@ -484,19 +486,19 @@ mod tests {
             deep = json!({ "d": deep });
         }
         let item = json!({"category": "api", "username": long, "details": {"deep": deep}});
-        assert_eq!(fields(parser(None).parse(0, &item)), vec!["username", "details"]);
+        assert_eq!(fields(parser(None).parse(0, item)), vec!["username", "details"]);
     }
 
     #[test]
     fn nul_characters_are_refused_anywhere() {
         let item = json!({"category": "api", "message": "a\u{0}b", "details": {"k": ["\u{0}"]}});
-        assert_eq!(fields(parser(None).parse(0, &item)), vec!["message", "details"]);
+        assert_eq!(fields(parser(None).parse(0, item)), vec!["message", "details"]);
     }
 
     #[test]
     fn timestamps_are_truncated_to_microseconds_and_normalised_to_utc() {
         let item = json!({"category": "auth", "timestamp": "2026-11-23T14:00:00.123456789+02:00"});
-        let event = parser(None).parse(0, &item).expect("valid");
+        let event = parser(None).parse(0, item).expect("valid");
         assert_eq!(super::super::format_timestamp(&event.timestamp), "2026-11-23T12:00:00.123456Z");
     }
 

@@ -68,7 +68,7 @@ pub(super) async fn ingest(
     let parser = EventParser::new(limits, principal.tenant.clone(), Utc::now());
     let mut events: Vec<AuditEvent> = Vec::with_capacity(items.len());
     let mut problems: Vec<FieldError> = Vec::new();
-    for (index, item) in items.iter().enumerate() {
+    for (index, item) in items.into_iter().enumerate() {
         match parser.parse(index, item) {
             Ok(event) => events.push(event),
             Err(mut errors) => problems.append(&mut errors),

@@ -46,28 +46,10 @@ pub struct PiiSeal {
     pub hash: [u8; 32],
 }
 
-impl PiiSeal {
-    /// Seals `event`'s personal fields with a fresh random salt.
-    pub fn new(event: &AuditEvent) -> PiiSeal {
-        let salt: [u8; 16] = rand::random();
-        PiiSeal { salt, hash: pii_hash(event, &salt) }
-    }
-}
-
 /// The salted hash of `event`'s personal fields.
 pub fn pii_hash(event: &AuditEvent, salt: &[u8; 16]) -> [u8; 32] {
-    let full = event_value(event);
-    let mut personal = Map::new();
-    for field in PERSONAL_FIELDS {
-        if let Some(value) = full.get(field) {
-            personal.insert(field.to_owned(), value.clone());
-        }
-    }
-    let mut hasher = Sha256::new();
-    hasher.update(b"tierlog.pii.v1");
-    hasher.update(salt);
-    hasher.update(canonical_json(&Value::Object(personal)));
-    hasher.finalize().into()
+    let (_, personal) = split_personal(event);
+    seal_personal(&personal, salt)
 }
 
 /// The hash of a row at position `seq` after `prev_hash`.
@@ -79,10 +61,57 @@ pub fn row_hash(
     pii_hash: &[u8; 32],
     event: &AuditEvent,
 ) -> [u8; 32] {
+    let (content, _) = split_personal(event);
+    hash_content(table, seq, prev_hash, expires_at, pii_hash, content)
+}
+
+/// Extends a chain whose head is (`head_seq`, `head_hash`) by one row, sealing its
+/// personal fields with a fresh salt. Encodes the event once for both hashes.
+pub fn next_link(
+    table: &str,
+    head_seq: i64,
+    head_hash: &[u8; 32],
+    expires_at: &DateTime<Utc>,
+    event: &AuditEvent,
+) -> (Link, PiiSeal) {
+    let (content, personal) = split_personal(event);
+    let salt: [u8; 16] = rand::random();
+    let seal = PiiSeal { salt, hash: seal_personal(&personal, &salt) };
+    let seq = head_seq + 1;
+    let row_hash = hash_content(table, seq, head_hash, expires_at, &seal.hash, content);
+    (Link { seq, prev_hash: *head_hash, row_hash }, seal)
+}
+
+/// The event's JSON object, split into its non-personal and personal fields.
+fn split_personal(event: &AuditEvent) -> (Map<String, Value>, Map<String, Value>) {
     let mut content = event_value(event);
+    let mut personal = Map::new();
     for field in PERSONAL_FIELDS {
-        content.remove(field);
+        if let Some(value) = content.remove(field) {
+            personal.insert(field.to_owned(), value);
+        }
     }
+    (content, personal)
+}
+
+fn seal_personal(personal: &Map<String, Value>, salt: &[u8; 16]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"tierlog.pii.v1");
+    hasher.update(salt);
+    let mut encoded = Vec::with_capacity(128);
+    write_object(personal, &mut encoded);
+    hasher.update(encoded);
+    hasher.finalize().into()
+}
+
+fn hash_content(
+    table: &str,
+    seq: i64,
+    prev_hash: &[u8; 32],
+    expires_at: &DateTime<Utc>,
+    pii_hash: &[u8; 32],
+    content: Map<String, Value>,
+) -> [u8; 32] {
     let mut envelope = Map::new();
     envelope.insert("v".into(), CHAIN_VERSION.into());
     envelope.insert("table".into(), table.into());
@@ -91,24 +120,9 @@ pub fn row_hash(
     envelope.insert("expires_at".into(), format_timestamp(expires_at).into());
     envelope.insert("pii_hash".into(), hex::encode(pii_hash).into());
     envelope.insert("event".into(), Value::Object(content));
-    Sha256::digest(canonical_json(&Value::Object(envelope))).into()
-}
-
-/// Extends a chain whose head is (`head_seq`, `head_hash`) by one row.
-pub fn next_link(
-    table: &str,
-    head_seq: i64,
-    head_hash: &[u8; 32],
-    expires_at: &DateTime<Utc>,
-    seal: &PiiSeal,
-    event: &AuditEvent,
-) -> Link {
-    let seq = head_seq + 1;
-    Link {
-        seq,
-        prev_hash: *head_hash,
-        row_hash: row_hash(table, seq, head_hash, expires_at, &seal.hash, event),
-    }
+    let mut encoded = Vec::with_capacity(1024);
+    write_object(&envelope, &mut encoded);
+    Sha256::digest(encoded).into()
 }
 
 fn event_value(event: &AuditEvent) -> Map<String, Value> {
@@ -127,22 +141,25 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
     out
 }
 
+fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.push(b'{');
+    for (i, (key, item)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        write_canonical(item, out);
+    }
+    out.push(b'}');
+}
+
 fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push(b'{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_scalar(&Value::String(key.clone()), out);
-                out.push(b':');
-                write_canonical(item, out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_object(map, out),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
@@ -178,7 +195,7 @@ mod tests {
             base.extend(more);
         }
         let received = DateTime::parse_from_rfc3339("2026-11-23T12:00:01Z").expect("ts").to_utc();
-        EventParser::new(Limits::default(), None, received).parse(0, &item).expect("valid")
+        EventParser::new(Limits::default(), None, received).parse(0, item).expect("valid")
     }
 
     #[test]
@@ -194,8 +211,7 @@ mod tests {
     fn erasing_personal_fields_keeps_the_row_hash_but_other_changes_break_it() {
         let original = event(json!({}));
         let expires = original.received_at;
-        let seal = PiiSeal::new(&original);
-        let link = next_link("audit_logs", 0, &GENESIS_HASH, &expires, &seal, &original);
+        let (link, seal) = next_link("audit_logs", 0, &GENESIS_HASH, &expires, &original);
 
         let mut erased = original.clone();
         erased.username = None;
@@ -213,12 +229,12 @@ mod tests {
     #[test]
     fn the_hash_depends_on_position_and_predecessor() {
         let e = event(json!({}));
-        let seal = PiiSeal::new(&e);
-        let first = next_link("audit_logs", 0, &GENESIS_HASH, &e.received_at, &seal, &e);
-        let moved = next_link("audit_logs", 1, &GENESIS_HASH, &e.received_at, &seal, &e);
-        let other_table = next_link("security_events", 0, &GENESIS_HASH, &e.received_at, &seal, &e);
+        let (first, seal) = next_link("audit_logs", 0, &GENESIS_HASH, &e.received_at, &e);
+        let moved = row_hash("audit_logs", 2, &GENESIS_HASH, &e.received_at, &seal.hash, &e);
+        let other_table = row_hash("security_events", 1, &GENESIS_HASH, &e.received_at, &seal.hash, &e);
         assert_eq!(first.seq, 1);
-        assert_ne!(first.row_hash, moved.row_hash);
-        assert_ne!(first.row_hash, other_table.row_hash);
+        assert_eq!(first.row_hash, row_hash("audit_logs", 1, &GENESIS_HASH, &e.received_at, &seal.hash, &e));
+        assert_ne!(first.row_hash, moved);
+        assert_ne!(first.row_hash, other_table);
     }
 }

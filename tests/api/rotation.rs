@@ -26,7 +26,7 @@ fn settings(dir: &std::path::Path, backups: usize, daily: bool) -> FileSettings 
 fn events(n: usize) -> Vec<AuditEvent> {
     let parser = EventParser::new(Limits::default(), None, Utc::now());
     (0..n)
-        .map(|i| parser.parse(i, &json!({"category": "api", "message": format!("event {i}")})).expect("valid"))
+        .map(|i| parser.parse(i, json!({"category": "api", "message": format!("event {i}")})).expect("valid"))
         .collect()
 }
 

@@ -17,7 +17,7 @@ pub use rows::StoredRow;
 
 use super::{BoxFuture, DurableStore, PersistRequest, StoreError, Table};
 use crate::config::PostgresSettings;
-use crate::integrity::chain::{self, Link, PiiSeal, GENESIS_HASH};
+use crate::integrity::chain::{self, GENESIS_HASH};
 
 /// The Postgres durable store.
 #[derive(Debug, Clone)]
@@ -104,15 +104,8 @@ impl PgStore {
                     if stored.contains(&(tenant.to_owned(), request.event.id)) {
                         continue;
                     }
-                    let seal = PiiSeal::new(request.event);
-                    let link: Link = chain::next_link(
-                        table.as_str(),
-                        seq,
-                        &hash,
-                        &request.expires_at,
-                        &seal,
-                        request.event,
-                    );
+                    let (link, seal) =
+                        chain::next_link(table.as_str(), seq, &hash, &request.expires_at, request.event);
                     rows.push(request, &link, &seal);
                     seq = link.seq;
                     hash = link.row_hash;
