@@ -233,7 +233,7 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     let acked_in = t0.elapsed();
 
     // Every acknowledged event must be in every tier it belongs to.
-    let settings = Settings::defaults();
+    let settings = Settings::defaults()?;
     let routing = Routing::new(&settings);
     let parser = EventParser::new(Limits::default(), None, chrono::Utc::now());
     let mut expected_rows: HashMap<&str, i64> = HashMap::new();

@@ -194,17 +194,13 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Defaults only, with the given database and Redis URLs: a base for tests and tools.
-    pub fn defaults() -> Settings {
-        let built = ::config::Config::builder()
+    /// The built-in defaults alone (no file, no environment, not validated: the URLs
+    /// are empty): a base for tests and tools.
+    pub fn defaults() -> Result<Settings, ConfigError> {
+        Ok(::config::Config::builder()
             .add_source(::config::File::from_str(DEFAULT_TOML, ::config::FileFormat::Toml))
-            .build()
-            .and_then(|c| c.try_deserialize::<Settings>());
-        match built {
-            Ok(settings) => settings,
-            // The compiled-in defaults are covered by a unit test.
-            Err(e) => panic!("built-in defaults do not parse: {e}"),
-        }
+            .build()?
+            .try_deserialize::<Settings>()?)
     }
 
     /// Checks what types alone cannot.

@@ -69,11 +69,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     let files = match &state.files {
         None => TierState::disabled(),
-        Some(files) => TierState::from_result(
-            std::fs::metadata(files.dir())
-                .map_err(|e| e.to_string())
-                .and_then(|m| if m.permissions().readonly() { Err("directory is read-only".to_owned()) } else { Ok(()) }),
-        ),
+        Some(files) => TierState::from_result(files.health()),
     };
     let (status, code) = if postgres.is_down() || files.is_down() {
         ("down", StatusCode::SERVICE_UNAVAILABLE)

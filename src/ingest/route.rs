@@ -28,7 +28,7 @@ impl Routing {
             .into_iter()
             .map(|category| CategoryRoute {
                 category,
-                persist: settings.category(category).clone(),
+                persist: *settings.category(category),
                 ttl_seconds: settings.redis_ttl(category),
                 max_len: settings.redis_max_len(category),
             })

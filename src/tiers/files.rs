@@ -129,6 +129,8 @@ pub struct RollingFiles {
     daily: bool,
     fsync: FsyncPolicy,
     state: Mutex<State>,
+    /// The last append's failure, cleared by the next success: readiness reports it.
+    last_error: Mutex<Option<String>>,
 }
 
 impl RollingFiles {
@@ -173,6 +175,7 @@ impl RollingFiles {
             daily: settings.daily,
             fsync: settings.fsync,
             state: Mutex::new(state),
+            last_error: Mutex::new(None),
         };
         Ok(files)
     }
@@ -199,6 +202,24 @@ impl RollingFiles {
     /// A failed write is cut back so no partial line remains; lines of the call that
     /// reached a file before the failure stay and are recognised when it is retried.
     pub fn append(&self, batch: &EncodedBatch, now: DateTime<Utc>) -> Result<usize, FileError> {
+        let result = self.append_lines(batch, now);
+        let mut last_error = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        *last_error = result.as_ref().err().map(|e| format!("{e}: {}", e.source));
+        result
+    }
+
+    /// Whether files can be written: the directory exists and the last append worked.
+    pub fn health(&self) -> Result<(), String> {
+        if !self.naming.dir.is_dir() {
+            return Err(format!("{} is not a directory", self.naming.dir.display()));
+        }
+        match self.last_error.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(error) => Err(format!("last write failed: {error}")),
+            None => Ok(()),
+        }
+    }
+
+    fn append_lines(&self, batch: &EncodedBatch, now: DateTime<Utc>) -> Result<usize, FileError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch_keys: HashSet<EventKey> = HashSet::new();
         let mut pending: Vec<u8> = Vec::new();

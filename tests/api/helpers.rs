@@ -120,7 +120,7 @@ impl Drop for TestRedis {
 
 /// Settings pointing at this test's database, Redis prefix and directory.
 pub fn test_settings(db: &TestDb, redis: &TestRedis, dir: &TempDir) -> Settings {
-    let mut settings = Settings::defaults();
+    let mut settings = Settings::defaults().expect("built-in defaults");
     settings.server.listen = "127.0.0.1:0".into();
     settings.server.bootstrap_key = KEY.into();
     settings.postgres.url = db.url.clone();

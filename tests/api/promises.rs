@@ -188,3 +188,30 @@ async fn sigterm_finishes_in_flight_requests_drains_the_queue_and_flushes_files(
     assert_eq!(lines.len(), 8 * 25, "every event is in the file");
     pool.close().await;
 }
+
+#[tokio::test]
+async fn a_failing_file_tier_answers_503_and_the_retry_leaves_one_copy_everywhere() {
+    let app = TestApp::spawn().await;
+    // The service opened its directory; now replace it by a plain file so that
+    // creating the first log file fails (root ignores permissions, not this).
+    let dir = app.dir.path().to_owned();
+    let moved = dir.with_extension("moved");
+    std::fs::rename(&dir, &moved).expect("move dir away");
+    std::fs::write(&dir, b"blocked").expect("block");
+    let batch = json!([event("auth", "acme"), event("api", "acme")]);
+    let refused = app.post_events(&batch).await;
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "storage_unavailable");
+    let ready = app.client.get(format!("{}/readyz", app.address)).send().await.expect("readyz");
+    assert_eq!(ready.status(), 503, "readiness reports the file tier down");
+
+    std::fs::remove_file(&dir).expect("unblock");
+    std::fs::rename(&moved, &dir).expect("restore");
+    assert_eq!(app.post_events(&batch).await.status(), 200);
+    assert_eq!(app.count_rows("audit_logs", "acme").await, 1);
+    assert_eq!(app.file_lines().len(), 2);
+    assert_eq!(app.redis.list("acme", Category::Auth).len(), 1);
+    assert_eq!(app.redis.list("acme", Category::Api).len(), 1);
+    app.stop().await;
+}

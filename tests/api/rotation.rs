@@ -142,27 +142,27 @@ fn daily_rotation_starts_a_new_file_at_midnight() {
 }
 
 #[test]
-fn a_read_only_directory_gives_a_clear_error_and_no_partial_line() {
-    let dir = tempfile::tempdir().expect("dir");
-    let files = RollingFiles::open_with_max_bytes(&settings(dir.path(), 2, false), 1024).expect("open");
+fn a_failed_rotation_gives_a_clear_error_and_a_retry_writes_each_line_once() {
+    let root = tempfile::tempdir().expect("dir");
+    let dir = root.path().join("logs");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let files = RollingFiles::open_with_max_bytes(&settings(&dir, 10, false), 1024).expect("open");
     let all = events(40);
     files.append(&EncodedBatch::new(all[..2].to_vec()), Utc::now()).expect("first append");
-    let mut perms = std::fs::metadata(dir.path()).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o500);
-    std::fs::set_permissions(dir.path(), perms.clone()).expect("chmod");
-    // Root ignores directory permissions; only check the error where they apply.
-    let result = files.append(&EncodedBatch::new(all[2..].to_vec()), Utc::now());
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o700);
-    std::fs::set_permissions(dir.path(), perms).expect("chmod back");
-    if let Err(error) = result {
-        let text = format!("{error}");
-        assert!(text.contains("create") && text.contains("audit."), "{text}");
-    }
-    // Whatever happened, a retry completes the set exactly once.
-    files.append(&EncodedBatch::new(all.clone()), Utc::now()).expect("retry");
+
+    // Replace the directory by a plain file: creating the next file fails, even for root.
+    let moved = root.path().join("logs.moved");
+    std::fs::rename(&dir, &moved).expect("move dir away");
+    std::fs::write(&dir, b"not a directory").expect("block the path");
+    let error = files.append(&EncodedBatch::new(all.clone()), Utc::now()).expect_err("rotation must fail");
+    let text = error.to_string();
+    assert!(text.starts_with("create ") && text.contains("audit."), "the error names the action and file: {text}");
+
+    std::fs::remove_file(&dir).expect("unblock");
+    std::fs::rename(&moved, &dir).expect("restore dir");
+    files.append(&EncodedBatch::new(all.clone()), Utc::now()).expect("retry succeeds");
     let mut tailer = Tailer::default();
-    tailer.poll(dir.path());
-    let kept = ids(&tailer.lines);
+    tailer.poll(&dir);
     let sent: Vec<String> = all.iter().map(|e| e.id.to_string()).collect();
-    assert_eq!(kept, sent[sent.len() - kept.len()..].to_vec());
+    assert_eq!(ids(&tailer.lines), sent, "every event once, in order, across the failure");
 }

@@ -51,7 +51,9 @@ async fn every_kind_of_bad_input_gets_its_status_and_writes_nothing() {
     for _ in 0..200 {
         deep = json!([deep]);
     }
-    let cases: Vec<(&str, &str, Vec<u8>, Option<&str>, u16, &str)> = vec![
+    // (case, content type, body, key, expected status, expected error code)
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, Option<&'a str>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("no key", "application/json", valid.clone(), None, 401, "unauthorized"),
         ("wrong key", "application/json", valid.clone(), Some("not-the-key-at-all"), 401, "unauthorized"),
         ("text/plain", "text/plain", valid.clone(), Some(KEY), 415, "unsupported_media_type"),
