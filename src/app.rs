@@ -9,7 +9,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::{FsyncPolicy, Settings};
-use crate::http::{self, auth::KeyRing, AppState};
+use crate::http::{self, auth::Authenticator, AppState};
+use crate::keys::KeyStore;
 use crate::ingest::route::Routing;
 use crate::ingest::{Pipeline, TierWriter, Workers};
 use crate::telemetry::Counters;
@@ -40,6 +41,7 @@ impl Application {
         if settings.postgres.migrate_on_start {
             postgres::migrate(pg.pool()).await.context("cannot migrate the database")?;
         }
+        let keys = Arc::new(KeyStore::new(pg.pool().clone()));
         let store: Arc<dyn DurableStore> = Arc::new(pg);
         let hot: Option<Arc<dyn HotTier>> = if settings.redis.enabled {
             let tier = RedisHotTier::new(&settings.redis).context("redis.url (REDIS_URL)")?;
@@ -53,7 +55,8 @@ impl Application {
         } else {
             None
         };
-        Ok(Application::assemble(settings, listener, counters, Some(store), hot, files))
+        let auth = Authenticator::new(&settings.server.bootstrap_key, Some(keys));
+        Ok(Application::assemble(settings, listener, counters, auth, Some(store), hot, files))
     }
 
     /// Wires opened tiers into the pipeline and the router.
@@ -61,6 +64,7 @@ impl Application {
         settings: Settings,
         listener: TcpListener,
         counters: Arc<Counters>,
+        auth: Authenticator,
         store: Option<Arc<dyn DurableStore>>,
         hot: Option<Arc<dyn HotTier>>,
         files: Option<Arc<RollingFiles>>,
@@ -74,7 +78,7 @@ impl Application {
         });
         let (pipeline, workers) = Pipeline::start(&settings, writer, counters.clone());
         let state = AppState {
-            keys: KeyRing::new(&settings.server.bootstrap_key),
+            auth,
             settings: Arc::new(settings),
             pipeline,
             counters,

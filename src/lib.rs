@@ -3,7 +3,7 @@
 //! The life of an event, and the module that handles each step:
 //!
 //! 1. [`http`] receives `POST /audit/events`, authenticates the key
-//!    ([`http::auth`]) and checks the body's type and size.
+//!    ([`http::auth`] against [`keys`]) and checks the body's type and size.
 //! 2. [`event`] splits the body into items and validates each one into an
 //!    [`event::AuditEvent`]; a bad item rejects the whole request.
 //! 3. [`ingest`] queues the request's events (bounded: a full queue answers 503) and
@@ -22,5 +22,6 @@ pub mod event;
 pub mod http;
 pub mod ingest;
 pub mod integrity;
+pub mod keys;
 pub mod telemetry;
 pub mod tiers;

@@ -3,6 +3,7 @@
 //! This module is pure: no I/O. [`parse`] turns wire JSON into [`AuditEvent`]s and
 //! explains every rejected field; [`body`] splits a request body into items.
 
+pub mod access;
 pub mod body;
 pub mod parse;
 

@@ -1,76 +1,65 @@
-//! Who is calling: the bearer key, checked in constant time.
+//! Who is calling: the bearer key, resolved to a [`Principal`].
 //!
-//! Until managed API keys exist, the only key is the bootstrap key from
-//! configuration (`TIERLOG_BOOTSTRAP_KEY`): every permission, every tenant. Only its
-//! SHA-256 digest is kept in memory.
+//! The bootstrap key from configuration (`TIERLOG_BOOTSTRAP_KEY`, only when set) is
+//! compared in constant time against its digest; any other key is looked up by its
+//! SHA-256 digest in the key store.
+
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use axum::http::request::Parts;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::keys::{self, KeyStore, Permission, Principal};
 
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
-    EventsWrite,
-}
-
-impl Permission {
-    /// The permission's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Permission::EventsWrite => "events.write",
-        }
-    }
-}
-
-/// The authenticated caller.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    /// Stable id of the key, for audit records (never the key itself).
-    pub key_id: String,
-    /// The tenant the key is bound to; `None` for all-tenant keys.
-    pub tenant: Option<String>,
-    all_permissions: bool,
-}
-
-impl Principal {
-    /// Refuses with 403 unless the key holds `permission`.
-    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
-        if self.all_permissions {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(permission.as_str()))
-        }
-    }
-}
-
-/// The keys a service accepts.
-#[derive(Debug, Clone)]
-pub struct KeyRing {
+/// Everything that can vouch for a key.
+#[derive(Clone)]
+pub struct Authenticator {
     bootstrap_digest: Option<[u8; 32]>,
+    store: Option<Arc<KeyStore>>,
 }
 
-impl KeyRing {
-    /// A key ring holding the bootstrap key, if one is configured (non-empty).
-    pub fn new(bootstrap_key: &str) -> KeyRing {
-        let bootstrap_digest = (!bootstrap_key.is_empty()).then(|| Sha256::digest(bootstrap_key.as_bytes()).into());
-        KeyRing { bootstrap_digest }
+impl Authenticator {
+    /// Accepts the bootstrap key (when non-empty) and the keys in `store`.
+    pub fn new(bootstrap_key: &str, store: Option<Arc<KeyStore>>) -> Authenticator {
+        let bootstrap_digest = (!bootstrap_key.is_empty()).then(|| keys::digest(bootstrap_key));
+        Authenticator { bootstrap_digest, store }
     }
 
-    /// The principal for a presented key.
-    pub fn authenticate(&self, presented: &str) -> Option<Principal> {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let expected = self.bootstrap_digest?;
-        if bool::from(digest.ct_eq(&expected)) {
-            Some(Principal { key_id: "bootstrap".into(), tenant: None, all_permissions: true })
-        } else {
-            None
+    /// The key store, when keys are stored.
+    pub fn store(&self) -> Option<&Arc<KeyStore>> {
+        self.store.as_ref()
+    }
+
+    /// The principal of a presented key.
+    pub async fn authenticate(&self, presented: &str) -> Result<Principal, ApiError> {
+        if let Some(bootstrap) = &self.bootstrap_digest {
+            if keys::is_bootstrap(presented, bootstrap) {
+                return Ok(Principal::bootstrap());
+            }
         }
+        let Some(store) = &self.store else {
+            return Err(ApiError::unauthorized("invalid API key"));
+        };
+        match store.authenticate(&keys::digest(presented)).await {
+            Ok(Some(principal)) => Ok(principal),
+            Ok(None) => Err(ApiError::unauthorized("invalid, expired or revoked API key")),
+            Err(e) => {
+                tracing::error!(error = ?e, "key lookup failed");
+                Err(ApiError::unavailable("auth_unavailable", "keys cannot be checked right now; retry later", 1))
+            }
+        }
+    }
+}
+
+/// Refuses with 403 unless `principal` holds `permission`.
+pub fn require(principal: &Principal, permission: Permission) -> Result<(), ApiError> {
+    if principal.can(permission) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(permission.as_str()))
     }
 }
 
@@ -89,6 +78,6 @@ impl FromRequestParts<AppState> for Principal {
             .map(str::trim)
             .filter(|key| !key.is_empty())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be \"Bearer <key>\""))?;
-        state.keys.authenticate(presented).ok_or_else(|| ApiError::unauthorized("invalid API key"))
+        state.auth.authenticate(presented).await
     }
 }

@@ -46,6 +46,11 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this key lacks the {permission} permission"))
     }
 
+    /// 403: the key is bound to another tenant.
+    pub fn forbidden_tenant() -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this key is bound to another tenant")
+    }
+
     /// 400: the request is malformed as a whole.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -82,6 +87,17 @@ impl ApiError {
     /// again.
     pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> ApiError {
         ApiError { retry_after: Some(retry_after), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message) }
+    }
+
+    /// 404: no such resource (or not visible to this key).
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 500: logged here with its cause, answered without it.
+    pub fn internal(message: &str, cause: &(dyn std::error::Error + 'static)) -> ApiError {
+        tracing::error!(error = ?cause, "{message}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
     /// The HTTP status.

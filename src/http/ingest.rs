@@ -12,12 +12,13 @@ use chrono::Utc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::auth::{Permission, Principal};
+use super::auth::require;
 use super::error::ApiError;
 use super::AppState;
 use crate::event::body::{split_items, BodyError, BodyFormat};
 use crate::event::{AuditEvent, EventParser, FieldError};
 use crate::ingest::SubmitError;
+use crate::keys::{Permission, Principal};
 use crate::telemetry::Counters;
 
 /// The acknowledgement: every listed event is durable in its system of record.
@@ -36,7 +37,7 @@ pub(super) async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    principal.require(Permission::EventsWrite)?;
+    require(&principal, Permission::EventsWrite)?;
     let limits = state.settings.limits;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let format = BodyFormat::from_content_type(content_type).ok_or_else(|| {

@@ -1,13 +1,16 @@
 //! The HTTP API: routes, the shared state, errors and authentication.
 
+mod access;
 pub mod auth;
 pub mod error;
+mod extract;
 mod health;
 mod ingest;
+pub mod keys;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -22,7 +25,7 @@ use crate::tiers::{DurableStore, HotTier};
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub pipeline: Pipeline,
-    pub keys: auth::KeyRing,
+    pub auth: auth::Authenticator,
     pub counters: Arc<Counters>,
     pub store: Option<Arc<dyn DurableStore>>,
     pub hot: Option<Arc<dyn HotTier>>,
@@ -33,6 +36,8 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/audit/events", post(ingest::ingest))
+        .route("/audit/keys", post(keys::create_key).get(keys::list_keys))
+        .route("/audit/keys/{id}", delete(keys::revoke_key))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -3,6 +3,7 @@
 mod chain;
 mod helpers;
 mod ingest;
+mod keys;
 mod promises;
 mod rotation;
 mod validation;

@@ -12,11 +12,10 @@ use crate::tiers::BoxFuture;
 pub type MigrateError = sqlx::migrate::MigrateError;
 
 /// Version and file of every migration, in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "event tables",
-    include_str!("../../../migrations/0001_event_tables.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "event tables", include_str!("../../../migrations/0001_event_tables.sql")),
+    (2, "api keys", include_str!("../../../migrations/0002_api_keys.sql")),
+];
 
 #[derive(Debug)]
 struct Embedded;

@@ -1,0 +1,169 @@
+//! `/audit/keys`: create, list and revoke API keys (permission `keys.manage`).
+//!
+//! A tenant-bound manager only sees and makes keys of its own tenant, and no key may
+//! grant a permission its creator lacks.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::access::{self, Access};
+use super::auth::require;
+use super::error::ApiError;
+use super::extract::{ApiJson, PathUuid, RequestId};
+use super::AppState;
+use crate::event::parse::is_tenant_id;
+use crate::keys::{KeyInfo, KeyStore, NewKey, Permission, Principal};
+
+/// `POST /audit/keys` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub name: String,
+    /// The tenant to bind the key to; omitted means all tenants (all-tenant managers
+    /// only) or the manager's own tenant.
+    pub tenant_id: Option<String>,
+    pub permissions: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A created key: its description and, once, its secret.
+#[derive(Debug, Serialize)]
+pub struct CreatedKey {
+    pub key: KeyInfo,
+    pub secret: String,
+}
+
+/// A list of keys.
+#[derive(Debug, Serialize)]
+pub struct KeyList {
+    pub items: Vec<KeyInfo>,
+}
+
+fn store(state: &AppState) -> Result<&KeyStore, ApiError> {
+    state.auth.store().map(|s| s.as_ref()).ok_or_else(|| ApiError::not_found("key management is not available"))
+}
+
+fn store_error(e: crate::keys::KeyStoreError) -> ApiError {
+    tracing::error!(error = ?e, "key store failed");
+    ApiError::unavailable("storage_unavailable", "the key store is unavailable; retry later", 1)
+}
+
+/// Checks a creation request against what `principal` may grant.
+pub fn plan_key(principal: &Principal, request: CreateKey) -> Result<NewKey, ApiError> {
+    let name = request.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 128 {
+        return Err(ApiError::bad_request("name must be 1-128 characters"));
+    }
+    let mut permissions = Vec::new();
+    for raw in &request.permissions {
+        let permission: Permission = raw.parse().map_err(ApiError::bad_request)?;
+        if !principal.can(permission) {
+            return Err(ApiError::forbidden(permission.as_str()));
+        }
+        permissions.push(permission);
+    }
+    permissions.sort();
+    permissions.dedup();
+    if permissions.is_empty() {
+        return Err(ApiError::bad_request("permissions must name at least one permission"));
+    }
+    let tenant_id = match (&principal.tenant, request.tenant_id) {
+        (Some(bound), Some(asked)) if *bound != asked => {
+            return Err(ApiError::forbidden_tenant());
+        }
+        (Some(bound), _) => Some(bound.clone()),
+        (None, asked) => asked,
+    };
+    if let Some(tenant) = &tenant_id {
+        if !is_tenant_id(tenant) {
+            return Err(ApiError::bad_request("tenant_id must be 1-64 characters of letters, digits, '.', '_' or '-'"));
+        }
+    }
+    if request.expires_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(ApiError::bad_request("expires_at must be in the future"));
+    }
+    Ok(NewKey { name, tenant_id, permissions, expires_at: request.expires_at, created_by: principal.key_id.clone() })
+}
+
+fn key_details(key: &KeyInfo) -> Map<String, Value> {
+    let details = json!({
+        "target_key_id": key.id,
+        "name": key.name,
+        "tenant_id": key.tenant_id,
+        "permissions": key.permissions,
+    });
+    details.as_object().cloned().unwrap_or_default()
+}
+
+pub(super) async fn create_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    RequestId(request_id): RequestId,
+    ApiJson(request): ApiJson<CreateKey>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    require(&principal, Permission::KeysManage)?;
+    let new = plan_key(&principal, request)?;
+    let (key, secret) = store(&state)?.create(new).await.map_err(store_error)?;
+    access::record(
+        &state,
+        &principal,
+        Access {
+            action: "keys.created",
+            tenant: key.tenant_id.as_deref(),
+            endpoint: "POST /audit/keys",
+            request_id: request_id.as_deref(),
+            details: key_details(&key),
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(CreatedKey { key, secret: secret.plaintext })))
+}
+
+pub(super) async fn list_keys(
+    State(state): State<AppState>,
+    principal: Principal,
+    RequestId(request_id): RequestId,
+) -> Result<Json<KeyList>, ApiError> {
+    require(&principal, Permission::KeysManage)?;
+    let items = store(&state)?.list(principal.tenant.as_deref()).await.map_err(store_error)?;
+    let mut details = Map::new();
+    details.insert("result_count".into(), items.len().into());
+    access::record(
+        &state,
+        &principal,
+        Access { action: "keys.listed", tenant: None, endpoint: "GET /audit/keys", request_id: request_id.as_deref(), details },
+    )
+    .await?;
+    Ok(Json(KeyList { items }))
+}
+
+pub(super) async fn revoke_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    RequestId(request_id): RequestId,
+    PathUuid(id): PathUuid,
+) -> Result<Json<Value>, ApiError> {
+    require(&principal, Permission::KeysManage)?;
+    let key = store(&state)?
+        .revoke(id, principal.tenant.as_deref())
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("no such key"))?;
+    access::record(
+        &state,
+        &principal,
+        Access {
+            action: "keys.revoked",
+            tenant: key.tenant_id.as_deref(),
+            endpoint: "DELETE /audit/keys/{id}",
+            request_id: request_id.as_deref(),
+            details: key_details(&key),
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "key": key })))
+}

@@ -1,0 +1,162 @@
+//! API keys in Postgres, with a short in-memory cache so authentication costs no
+//! query on most requests.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::{KeyInfo, Permission, Principal, Secret};
+
+/// How long a looked-up key is trusted without asking the database again; also the
+/// longest a revocation on another node takes to reach this one.
+pub const CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// A key to create.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub name: String,
+    pub tenant_id: Option<String>,
+    pub permissions: Vec<Permission>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Who creates it: a key id, or `cli`.
+    pub created_by: String,
+}
+
+/// Why a key operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyStoreError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("stored key {0} has an unknown permission")]
+    Corrupt(Uuid),
+}
+
+/// The key store.
+pub struct KeyStore {
+    pool: PgPool,
+    /// Digest -> the key (or its absence) and when it was looked up.
+    cache: Mutex<HashMap<[u8; 32], (Option<KeyInfo>, Instant)>>,
+}
+
+const COLUMNS: &str = "id, name, key_prefix, tenant_id, permissions, created_at, created_by, expires_at, revoked_at, last_used_at";
+
+fn key_info(row: &PgRow) -> Result<KeyInfo, KeyStoreError> {
+    let id: Uuid = row.try_get("id")?;
+    let names: Vec<String> = row.try_get("permissions")?;
+    let permissions =
+        names.iter().map(|n| n.parse::<Permission>()).collect::<Result<Vec<_>, _>>().map_err(|_| KeyStoreError::Corrupt(id))?;
+    Ok(KeyInfo {
+        id,
+        name: row.try_get("name")?,
+        prefix: row.try_get("key_prefix")?,
+        tenant_id: row.try_get("tenant_id")?,
+        permissions,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
+impl KeyStore {
+    /// A store over `pool` (migrated).
+    pub fn new(pool: PgPool) -> KeyStore {
+        KeyStore { pool, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// Creates a key and returns it with its secret, which is not kept.
+    pub async fn create(&self, new: NewKey) -> Result<(KeyInfo, Secret), KeyStoreError> {
+        let secret = Secret::generate();
+        let names: Vec<&str> = new.permissions.iter().map(|p| p.as_str()).collect();
+        let row = sqlx::query(&format!(
+            "INSERT INTO api_keys (id, name, key_prefix, key_hash, tenant_id, permissions, created_by, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
+        ))
+        .bind(Uuid::now_v7())
+        .bind(&new.name)
+        .bind(&secret.prefix)
+        .bind(&secret.digest[..])
+        .bind(&new.tenant_id)
+        .bind(&names)
+        .bind(&new.created_by)
+        .bind(new.expires_at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((key_info(&row)?, secret))
+    }
+
+    /// Keys, newest first; only `tenant`'s when given.
+    pub async fn list(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>, KeyStoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY created_at DESC, id"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_info).collect()
+    }
+
+    /// One key, if it exists (and belongs to `tenant` when given).
+    pub async fn get(&self, id: Uuid, tenant: Option<&str>) -> Result<Option<KeyInfo>, KeyStoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)"
+        ))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_info).transpose()
+    }
+
+    /// Revokes a key (idempotent); `None` when there is no such key (in `tenant`).
+    pub async fn revoke(&self, id: Uuid, tenant: Option<&str>) -> Result<Option<KeyInfo>, KeyStoreError> {
+        let row = sqlx::query(&format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
+             WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2) RETURNING {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?;
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        row.as_ref().map(key_info).transpose()
+    }
+
+    /// The principal of a presented key, if it is known, active and unexpired.
+    pub async fn authenticate(&self, digest: &[u8; 32]) -> Result<Option<Principal>, KeyStoreError> {
+        let now = Utc::now();
+        let cached = {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.get(digest).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(info, _)| info.clone())
+        };
+        let info = match cached {
+            Some(info) => info,
+            None => {
+                let row = sqlx::query(&format!(
+                    "UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1 RETURNING {COLUMNS}"
+                ))
+                .bind(&digest[..])
+                .fetch_optional(&self.pool)
+                .await?;
+                let info = row.as_ref().map(key_info).transpose()?;
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() > 10_000 {
+                    cache.clear();
+                }
+                cache.insert(*digest, (info.clone(), Instant::now()));
+                info
+            }
+        };
+        Ok(info.filter(|key| key.is_active(now)).map(|key| Principal {
+            key_id: key.id.to_string(),
+            tenant: key.tenant_id,
+            permissions: key.permissions,
+        }))
+    }
+}
