@@ -36,11 +36,14 @@ pub enum KeyStoreError {
     Corrupt(Uuid),
 }
 
+/// A looked-up key (or its absence) and when it was looked up.
+type CachedKey = (Option<KeyInfo>, Instant);
+
 /// The key store.
 pub struct KeyStore {
     pool: PgPool,
-    /// Digest -> the key (or its absence) and when it was looked up.
-    cache: Mutex<HashMap<[u8; 32], (Option<KeyInfo>, Instant)>>,
+    /// By digest of the presented secret.
+    cache: Mutex<HashMap<[u8; 32], CachedKey>>,
 }
 
 const COLUMNS: &str = "id, name, key_prefix, tenant_id, permissions, created_at, created_by, expires_at, revoked_at, last_used_at";
