@@ -19,6 +19,14 @@ use crate::tiers::postgres::{self, PgStore};
 use crate::tiers::redis::RedisHotTier;
 use crate::tiers::{DurableStore, HotTier};
 
+/// The opened tiers; any may be absent when configured off.
+pub struct Tiers {
+    pub store: Option<Arc<dyn DurableStore>>,
+    pub postgres: Option<PgStore>,
+    pub hot: Option<Arc<dyn HotTier>>,
+    pub files: Option<Arc<RollingFiles>>,
+}
+
 /// A built service: listener bound, tiers opened, writers running.
 pub struct Application {
     listener: TcpListener,
@@ -42,6 +50,7 @@ impl Application {
             postgres::migrate(pg.pool()).await.context("cannot migrate the database")?;
         }
         let keys = Arc::new(KeyStore::new(pg.pool().clone()));
+        let reader = pg.clone();
         let store: Arc<dyn DurableStore> = Arc::new(pg);
         let hot: Option<Arc<dyn HotTier>> = if settings.redis.enabled {
             let tier = RedisHotTier::new(&settings.redis).context("redis.url (REDIS_URL)")?;
@@ -56,7 +65,8 @@ impl Application {
             None
         };
         let auth = Authenticator::new(&settings.server.bootstrap_key, Some(keys));
-        Ok(Application::assemble(settings, listener, counters, auth, Some(store), hot, files))
+        let tiers = Tiers { store: Some(store), postgres: Some(reader), hot, files };
+        Ok(Application::assemble(settings, listener, counters, auth, tiers))
     }
 
     /// Wires opened tiers into the pipeline and the router.
@@ -65,10 +75,9 @@ impl Application {
         listener: TcpListener,
         counters: Arc<Counters>,
         auth: Authenticator,
-        store: Option<Arc<dyn DurableStore>>,
-        hot: Option<Arc<dyn HotTier>>,
-        files: Option<Arc<RollingFiles>>,
+        tiers: Tiers,
     ) -> Application {
+        let Tiers { store, postgres, hot, files } = tiers;
         let writer = Arc::new(TierWriter {
             routing: Routing::new(&settings),
             store: store.clone(),
@@ -83,6 +92,7 @@ impl Application {
             pipeline,
             counters,
             store,
+            postgres,
             hot,
             files,
         };

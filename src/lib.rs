@@ -23,5 +23,6 @@ pub mod http;
 pub mod ingest;
 pub mod integrity;
 pub mod keys;
+pub mod query;
 pub mod telemetry;
 pub mod tiers;

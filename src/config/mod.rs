@@ -329,6 +329,11 @@ impl Settings {
         &self.categories[&category]
     }
 
+    /// The categories persisted to `table` (at some level).
+    pub fn categories_in(&self, table: Table) -> Vec<Category> {
+        Category::ALL.into_iter().filter(|c| self.category(*c).table_for(Level::Critical) == Some(table)).collect()
+    }
+
     /// Redis TTL of `category`'s lists.
     pub fn redis_ttl(&self, category: Category) -> u64 {
         self.category(category).redis_ttl_seconds.unwrap_or(self.redis.ttl_seconds)

@@ -7,6 +7,7 @@ mod extract;
 mod health;
 mod ingest;
 pub mod keys;
+mod query;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::config::Settings;
 use crate::ingest::Pipeline;
 use crate::telemetry::Counters;
 use crate::tiers::files::RollingFiles;
+use crate::tiers::postgres::PgStore;
 use crate::tiers::{DurableStore, HotTier};
 
 /// What every handler may use.
@@ -28,6 +30,8 @@ pub struct AppState {
     pub auth: auth::Authenticator,
     pub counters: Arc<Counters>,
     pub store: Option<Arc<dyn DurableStore>>,
+    /// The Postgres tier's reader side.
+    pub postgres: Option<PgStore>,
     pub hot: Option<Arc<dyn HotTier>>,
     pub files: Option<Arc<RollingFiles>>,
 }
@@ -38,6 +42,9 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/events", post(ingest::ingest))
         .route("/audit/keys", post(keys::create_key).get(keys::list_keys))
         .route("/audit/keys/{id}", delete(keys::revoke_key))
+        .route("/audit/logs", get(query::logs))
+        .route("/audit/security-events", get(query::security_events))
+        .route("/audit/financial", get(query::financial))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -5,5 +5,6 @@ mod helpers;
 mod ingest;
 mod keys;
 mod promises;
+mod query;
 mod rotation;
 mod validation;

@@ -15,6 +15,7 @@ pub type MigrateError = sqlx::migrate::MigrateError;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "event tables", include_str!("../../../migrations/0001_event_tables.sql")),
     (2, "api keys", include_str!("../../../migrations/0002_api_keys.sql")),
+    (3, "search", include_str!("../../../migrations/0003_search.sql")),
 ];
 
 #[derive(Debug)]

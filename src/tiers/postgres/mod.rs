@@ -3,6 +3,7 @@
 //! table's rows with a single multi-row `INSERT ... SELECT FROM UNNEST`.
 
 mod migrate;
+pub mod query;
 mod rows;
 
 use std::collections::{BTreeMap, HashSet};

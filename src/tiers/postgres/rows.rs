@@ -157,6 +157,19 @@ impl RowColumns {
     }
 }
 
+impl StoredRow {
+    /// The event as JSON plus the server's fields: table, sequence and hash.
+    pub fn to_item(&self) -> Value {
+        let mut item = serde_json::to_value(&self.event).unwrap_or(Value::Null);
+        if let Some(object) = item.as_object_mut() {
+            object.insert("table".into(), self.table.as_str().into());
+            object.insert("seq".into(), self.seq.into());
+            object.insert("hash".into(), hex::encode(&self.row_hash).into());
+        }
+        item
+    }
+}
+
 /// A persisted row with its chain columns.
 #[derive(Debug, Clone)]
 pub struct StoredRow {
@@ -189,7 +202,7 @@ fn json_column<T: serde::de::DeserializeOwned>(row: &PgRow, column: &str) -> Res
         .transpose()
 }
 
-fn stored_row(table: Table, row: &PgRow) -> Result<StoredRow, sqlx::Error> {
+pub(super) fn stored_row(table: Table, row: &PgRow) -> Result<StoredRow, sqlx::Error> {
     let text = |column: &str| row.try_get::<Option<String>, _>(column);
     let category: String = row.try_get("category")?;
     let level: String = row.try_get("level")?;
