@@ -45,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/logs", get(query::logs))
         .route("/audit/security-events", get(query::security_events))
         .route("/audit/financial", get(query::financial))
+        .route("/audit/redis", get(query::redis))
+        .route("/audit/combined", get(query::combined))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

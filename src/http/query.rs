@@ -13,9 +13,9 @@ use super::extract::RequestId;
 use super::AppState;
 use crate::event::Category;
 use crate::keys::Principal;
-use crate::query::{visible_categories, view_permission, Filters, QueryError};
+use crate::query::{memory, visible_categories, view_permission, Cursor, Filters, QueryError};
 use crate::tiers::postgres::query::page;
-use crate::tiers::Table;
+use crate::tiers::{HotTierError, Table};
 
 /// A page of items.
 #[derive(Debug, Serialize)]
@@ -24,6 +24,9 @@ pub struct ListResponse {
     pub next_cursor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<i64>,
+    /// Present on merged views: true when the hot tier could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<bool>,
 }
 
 impl From<QueryError> for ApiError {
@@ -85,7 +88,7 @@ async fn list_table(
         Access { action: "logs.viewed", tenant: filters.tenant.as_deref(), endpoint, request_id, details },
     )
     .await?;
-    Ok(Json(ListResponse { items, next_cursor: result.next_cursor.map(|c| c.encode()), total: result.total }))
+    Ok(Json(ListResponse { items, next_cursor: result.next_cursor.map(|c| c.encode()), total: result.total, partial: None }))
 }
 
 fn page_of_nothing() -> crate::tiers::postgres::query::Page {
@@ -119,4 +122,153 @@ pub(super) async fn financial(
 ) -> Result<Json<ListResponse>, ApiError> {
     list_table(&state, &principal, request_id.as_deref(), query.as_deref(), Table::FinancialAuditLogs, "GET /audit/financial")
         .await
+}
+
+/// The hot tier's items that pass `filters` (cursor included), newest first, each
+/// marked as held by Redis.
+async fn hot_items(state: &AppState, filters: &Filters, categories: &[Category]) -> Result<Vec<Value>, HotTierError> {
+    let Some(hot) = &state.hot else { return Ok(Vec::new()) };
+    let lines = hot.recent(filters.tenant.as_deref(), categories).await?;
+    let mut items: Vec<Value> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_slice::<Value>(line).ok())
+        .filter(|item| memory::matches(filters, categories, item))
+        .filter(|item| {
+            let cursor = filters.cursor;
+            cursor.is_none_or(|c| memory::sort_key(item).is_some_and(|(t, id)| (t, id) < (c.t, c.id)))
+        })
+        .collect();
+    memory::sort_newest_first(&mut items);
+    // A list holds an id once, but one id may sit in several lists only by accident
+    // of a category change; keep the first.
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|item| seen.insert(item["id"].as_str().unwrap_or("").to_owned()));
+    for item in &mut items {
+        item["tiers"] = serde_json::json!(["redis"]);
+    }
+    Ok(items)
+}
+
+fn cursor_after(item: &Value) -> Option<String> {
+    memory::sort_key(item).map(|(t, id)| Cursor { t, id }.encode())
+}
+
+async fn record_read(
+    state: &AppState,
+    principal: &Principal,
+    filters: &Filters,
+    endpoint: &str,
+    request_id: Option<&str>,
+    raw_query: Option<&str>,
+    count: usize,
+) -> Result<(), ApiError> {
+    let mut details = Map::new();
+    details.insert("query".into(), raw_query.unwrap_or("").into());
+    details.insert("result_count".into(), count.into());
+    access::record(state, principal, Access { action: "logs.viewed", tenant: filters.tenant.as_deref(), endpoint, request_id, details })
+        .await
+}
+
+/// `GET /audit/redis`: the hot tier, per category, with the common filters.
+pub(super) async fn redis(
+    State(state): State<AppState>,
+    principal: Principal,
+    RequestId(request_id): RequestId,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ListResponse>, ApiError> {
+    let (filters, _) = Filters::parse(query.as_deref(), &principal, &[])?;
+    let categories = categories_for(&principal, &Category::ALL, &filters)?;
+    let mut items = hot_items(&state, &filters, &categories).await.map_err(|e| {
+        tracing::warn!(error = %e, "hot tier read failed");
+        ApiError::unavailable("hot_tier_unavailable", "Redis cannot be read right now; /audit/combined still answers", 1)
+    })?;
+    let total = filters.include_total.then_some(items.len() as i64);
+    let next_cursor = if items.len() > filters.limit {
+        items.truncate(filters.limit);
+        items.last().and_then(cursor_after)
+    } else {
+        None
+    };
+    record_read(&state, &principal, &filters, "GET /audit/redis", request_id.as_deref(), query.as_deref(), items.len()).await?;
+    Ok(Json(ListResponse { items, next_cursor, total, partial: None }))
+}
+
+/// `GET /audit/combined`: Redis and Postgres merged, de-duplicated by id, newest
+/// first; each item lists the tiers holding it. Without Redis the answer comes from
+/// Postgres alone and says `"partial": true`.
+pub(super) async fn combined(
+    State(state): State<AppState>,
+    principal: Principal,
+    RequestId(request_id): RequestId,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ListResponse>, ApiError> {
+    let (filters, _) = Filters::parse(query.as_deref(), &principal, &[])?;
+    let categories = categories_for(&principal, &Category::ALL, &filters)?;
+    let pg = state.postgres.as_ref().ok_or_else(|| ApiError::not_found("no database is configured"))?;
+
+    let mut merged: Vec<Value> = Vec::new();
+    let mut more_in_postgres = false;
+    let mut pg_total = 0;
+    for table in Table::ALL {
+        let in_table: Vec<Category> =
+            state.settings.categories_in(table).into_iter().filter(|c| categories.contains(c)).collect();
+        if in_table.is_empty() {
+            continue;
+        }
+        let result = page(pg.pool(), table, &filters, &in_table).await.map_err(|e| {
+            tracing::error!(error = ?e, "table query failed");
+            ApiError::unavailable("storage_unavailable", "the database cannot be read right now; retry later", 1)
+        })?;
+        more_in_postgres |= result.next_cursor.is_some();
+        pg_total += result.total.unwrap_or(0);
+        merged.extend(result.items.iter().map(|row| {
+            let mut item = row.to_item();
+            item["tiers"] = serde_json::json!(["postgres"]);
+            item
+        }));
+    }
+    let (hot, partial) = match hot_items(&state, &filters, &categories).await {
+        Ok(items) => (items, false),
+        Err(e) => {
+            tracing::warn!(error = %e, "hot tier read failed; answering from Postgres");
+            (Vec::new(), true)
+        }
+    };
+    let mut hot_only = 0;
+    let mut by_id: std::collections::HashMap<String, usize> =
+        merged.iter().enumerate().map(|(i, item)| (item["id"].as_str().unwrap_or("").to_owned(), i)).collect();
+    for item in hot {
+        let id = item["id"].as_str().unwrap_or("").to_owned();
+        match by_id.get(&id) {
+            Some(&i) => merged[i]["tiers"] = serde_json::json!(["redis", "postgres"]),
+            None => {
+                if !is_persisted(&state, &item) {
+                    hot_only += 1;
+                }
+                by_id.insert(id, merged.len());
+                merged.push(item);
+            }
+        }
+    }
+    memory::sort_newest_first(&mut merged);
+    let next_cursor = if merged.len() > filters.limit || (more_in_postgres && merged.len() >= filters.limit) {
+        merged.truncate(filters.limit);
+        merged.last().and_then(cursor_after)
+    } else {
+        None
+    };
+    let total = filters.include_total.then_some(pg_total + hot_only);
+    record_read(&state, &principal, &filters, "GET /audit/combined", request_id.as_deref(), query.as_deref(), merged.len())
+        .await?;
+    Ok(Json(ListResponse { items: merged, next_cursor, total, partial: Some(partial) }))
+}
+
+/// Whether the policy persists an item of this category and level.
+fn is_persisted(state: &AppState, item: &Value) -> bool {
+    let category = item["category"].as_str().and_then(Category::parse);
+    let level = item["level"].as_str().and_then(crate::event::Level::parse);
+    match (category, level) {
+        (Some(category), Some(level)) => state.settings.category(category).table_for(level).is_some(),
+        _ => false,
+    }
 }

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::AuditEvent;
+use crate::event::{AuditEvent, Category};
 
 /// A boxed future, so the tier traits can be used as trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -131,6 +131,13 @@ pub trait HotTier: Send + Sync {
     /// Pushes the entries, trimming each list and refreshing its TTL; an event id
     /// already in its list is not pushed again.
     fn push<'a>(&'a self, entries: &'a [HotEntry<'a>]) -> BoxFuture<'a, Result<(), HotTierError>>;
+
+    /// Every held line of `categories`, for one tenant or (`None`) all of them.
+    fn recent<'a>(
+        &'a self,
+        tenant: Option<&'a str>,
+        categories: &'a [Category],
+    ) -> BoxFuture<'a, Result<Vec<Vec<u8>>, HotTierError>>;
 
     /// Answers when the hot tier is reachable.
     fn ping(&self) -> BoxFuture<'_, Result<(), HotTierError>>;

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Script};
+use ::redis::{AsyncCommands, Client, Script};
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::{BoxFuture, HotEntry, HotTier, HotTierError};
@@ -111,12 +111,10 @@ impl RedisHotTier {
         guard.is_some_and(|until| Instant::now() < until)
     }
 
-    fn mark(&self, result: &Result<(), HotTierError>) {
+    /// Records the outcome of a round trip: a failure starts a back-off interval.
+    fn mark(&self, succeeded: bool) {
         let mut guard = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
-        *guard = match result {
-            Ok(()) => None,
-            Err(_) => Some(Instant::now() + self.retry_interval),
-        };
+        *guard = if succeeded { None } else { Some(Instant::now() + self.retry_interval) };
     }
 
     async fn connection(&self) -> Result<ConnectionManager, HotTierError> {
@@ -148,7 +146,7 @@ impl RedisHotTier {
         let result = tokio::time::timeout(self.timeout, self.push_pipeline(entries))
             .await
             .unwrap_or(Err(HotTierError::Timeout(self.timeout.as_millis() as u64)));
-        self.mark(&result);
+        self.mark(result.is_ok());
         result
     }
 
@@ -183,7 +181,52 @@ impl RedisHotTier {
     }
 }
 
+impl RedisHotTier {
+    async fn read_lists(&self, tenant: Option<&str>, categories: &[Category]) -> Result<Vec<Vec<u8>>, HotTierError> {
+        if self.in_backoff() {
+            return Err(HotTierError::Backoff);
+        }
+        let read = async {
+            let mut connection = self.connection().await?;
+            let mut keys = Vec::new();
+            for category in categories {
+                match tenant {
+                    Some(tenant) => keys.push(events_key(&self.prefix, tenant, *category)),
+                    None => {
+                        // Every tenant's list of this category: the tenant is a hash tag.
+                        let pattern = format!("{}:{KEY_VERSION}:{{t:*}}:{category}:events", self.prefix);
+                        let mut iter: ::redis::AsyncIter<String> =
+                            connection.scan_match(&pattern).await.map_err(HotTierError::Redis)?;
+                        while let Some(key) = iter.next_item().await {
+                            keys.push(key.map_err(HotTierError::Redis)?);
+                        }
+                    }
+                }
+            }
+            let mut pipe = ::redis::pipe();
+            for key in &keys {
+                pipe.lrange(key, 0, -1);
+            }
+            let lists: Vec<Vec<Vec<u8>>> = pipe.query_async(&mut connection).await.map_err(HotTierError::Redis)?;
+            Ok(lists.into_iter().flatten().collect())
+        };
+        let result = tokio::time::timeout(self.timeout * 4, read)
+            .await
+            .unwrap_or(Err(HotTierError::Timeout(self.timeout.as_millis() as u64 * 4)));
+        self.mark(result.is_ok());
+        result
+    }
+}
+
 impl HotTier for RedisHotTier {
+    fn recent<'a>(
+        &'a self,
+        tenant: Option<&'a str>,
+        categories: &'a [Category],
+    ) -> BoxFuture<'a, Result<Vec<Vec<u8>>, HotTierError>> {
+        Box::pin(self.read_lists(tenant, categories))
+    }
+
     fn push<'a>(&'a self, entries: &'a [HotEntry<'a>]) -> BoxFuture<'a, Result<(), HotTierError>> {
         Box::pin(self.push_batch(entries))
     }

@@ -147,7 +147,7 @@ async fn a_tenant_key_reads_nothing_of_another_tenant_through_any_table_endpoint
     let all_views = "logs.auth.view,logs.actions.view,logs.security.view,logs.financial.view";
     let permissions: Vec<&str> = all_views.split(',').collect();
     let (_, acme) = app.create_key(json!({"name": "acme", "tenant_id": "acme", "permissions": permissions})).await;
-    for path in ["/audit/logs", "/audit/security-events", "/audit/financial"] {
+    for path in ["/audit/logs", "/audit/security-events", "/audit/financial", "/audit/redis", "/audit/combined"] {
         let (status, body) = get_json(&app, &acme, path).await;
         assert_eq!(status, 200, "{path}");
         let items = body["items"].as_array().expect("items");
@@ -220,5 +220,107 @@ async fn every_read_is_recorded_with_its_filters_and_count() {
     assert_eq!(details["query"], "tenant_id=acme&category=auth");
     assert_eq!(details["result_count"], 2);
     assert_eq!(details["endpoint"], "GET /audit/logs");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn combined_merges_the_tiers_once_per_event_and_says_which_hold_it() {
+    let app = TestApp::spawn_with(|s| {
+        s.redis.max_len = 3;
+    })
+    .await;
+    // Five persisted auth events (only the newest three stay in Redis), two api events
+    // below ERROR (Redis and files only).
+    let mut auth: Vec<Value> = Vec::new();
+    for minute in 0..5 {
+        let mut e = event("auth", "acme");
+        e["timestamp"] = json!(format!("2026-11-20T10:0{minute}:00Z"));
+        auth.push(e);
+    }
+    let mut api: Vec<Value> = Vec::new();
+    for minute in 0..2 {
+        let mut e = event("api", "acme");
+        e["timestamp"] = json!(format!("2026-11-20T10:0{minute}:30Z"));
+        api.push(e);
+    }
+    assert_eq!(app.post_events(&json!(auth)).await.status(), 200);
+    assert_eq!(app.post_events(&json!(api)).await.status(), 200);
+
+    let window = "tenant_id=acme&to=2026-11-21T00:00:00Z";
+    let (status, body) = get_json(&app, KEY, &format!("/audit/combined?{window}&include_total=true")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["partial"], false);
+    assert_eq!(body["total"], 7);
+    let items = body["items"].as_array().expect("items");
+    let tiers: Vec<(String, Value)> =
+        items.iter().map(|i| (i["id"].as_str().unwrap_or("").to_owned(), i["tiers"].clone())).collect();
+    let expect = |e: &Value, t: Value| (e["id"].as_str().unwrap_or("").to_owned(), t);
+    assert_eq!(
+        tiers,
+        vec![
+            expect(&auth[4], json!(["redis", "postgres"])),
+            expect(&auth[3], json!(["redis", "postgres"])),
+            expect(&auth[2], json!(["redis", "postgres"])),
+            expect(&api[1], json!(["redis"])),
+            expect(&auth[1], json!(["postgres"])),
+            expect(&api[0], json!(["redis"])),
+            expect(&auth[0], json!(["postgres"])),
+        ]
+    );
+    // The same list, two at a time.
+    let mut paged: Vec<String> = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let path = format!("/audit/combined?{window}&limit=2{cursor}");
+        let (_, page) = get_json(&app, KEY, &path).await;
+        paged.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, tiers.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
+
+    let (_, hot) = get_json(&app, KEY, &format!("/audit/redis?{window}&category=api")).await;
+    assert_eq!(ids(&hot), vec![api[1]["id"].as_str().unwrap_or("").to_owned(), api[0]["id"].as_str().unwrap_or("").to_owned()]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn combined_answers_from_postgres_flagged_partial_when_redis_is_down() {
+    let mut redis = crate::helpers::RedisProcess::start();
+    let app = TestApp::spawn_on(crate::helpers::TestRedis::new(redis.url()), |s| {
+        s.redis.timeout_ms = 200;
+    })
+    .await;
+    let persisted = event("auth", "acme");
+    assert_eq!(app.post_events(&json!([persisted, event("api", "acme")])).await.status(), 200);
+    redis.kill();
+    let (status, body) = get_json(&app, KEY, "/audit/combined?tenant_id=acme&category=auth").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["partial"], true);
+    assert_eq!(ids(&body), vec![persisted["id"].as_str().unwrap_or("").to_owned()]);
+    assert_eq!(body["items"][0]["tiers"], json!(["postgres"]));
+    let (status, body) = get_json(&app, KEY, "/audit/redis?tenant_id=acme").await;
+    assert_eq!(status, 503, "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn combined_never_shows_categories_the_key_may_not_view() {
+    let app = TestApp::spawn().await;
+    let mut security = event("security", "acme");
+    security["security"] = json!({"event_type": "rate_limited"});
+    let batch = json!([event("auth", "acme"), event("api", "acme"), security, event("audit", "acme")]);
+    assert_eq!(app.post_events(&batch).await.status(), 200);
+    let (_, auth_only) = app.create_key(json!({"name": "a", "tenant_id": "acme", "permissions": ["logs.auth.view"]})).await;
+    for path in ["/audit/combined", "/audit/redis"] {
+        let (status, body) = get_json(&app, &auth_only, path).await;
+        assert_eq!(status, 200);
+        let items = body["items"].as_array().expect("items");
+        assert_eq!(items.len(), 1, "{path}: {body}");
+        assert!(items.iter().all(|i| i["category"] == "auth"), "{path}");
+        assert_eq!(get_json(&app, &auth_only, &format!("{path}?category=security")).await.0, 403);
+    }
     app.stop().await;
 }
