@@ -3,11 +3,13 @@
 mod access;
 pub mod auth;
 pub mod error;
+mod export;
 mod extract;
 mod health;
 mod ingest;
 pub mod keys;
 mod query;
+mod stats;
 
 use std::sync::Arc;
 
@@ -47,6 +49,10 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/financial", get(query::financial))
         .route("/audit/redis", get(query::redis))
         .route("/audit/combined", get(query::combined))
+        .route("/audit/stats", get(stats::stats))
+        .route("/audit/export", get(export::export))
+        .route("/audit/failed-logins", get(stats::failed_logins))
+        .route("/audit/users/{id}/activity", get(query::user_activity))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

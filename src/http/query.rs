@@ -2,7 +2,7 @@
 //! `/audit/financial`. Each answers `{"items", "next_cursor", "total"?}`, newest
 //! first, limited to the tenant and categories the key may see, and records the read.
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -203,7 +203,38 @@ pub(super) async fn combined(
     RawQuery(query): RawQuery,
 ) -> Result<Json<ListResponse>, ApiError> {
     let (filters, _) = Filters::parse(query.as_deref(), &principal, &[])?;
-    let categories = categories_for(&principal, &Category::ALL, &filters)?;
+    let response = merged_page(&state, &principal, &filters).await?;
+    record_read(&state, &principal, &filters, "GET /audit/combined", request_id.as_deref(), query.as_deref(), response.items.len())
+        .await?;
+    Ok(Json(response))
+}
+
+/// `GET /audit/users/{id}/activity`: one user's timeline across every tier and every
+/// category the key may view.
+pub(super) async fn user_activity(
+    State(state): State<AppState>,
+    principal: Principal,
+    RequestId(request_id): RequestId,
+    Path(user_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ListResponse>, ApiError> {
+    if user_id.is_empty() || user_id.chars().count() > 1024 || user_id.contains('\0') {
+        return Err(ApiError::bad_request("the user id must be 1-1024 characters"));
+    }
+    let (mut filters, _) = Filters::parse(query.as_deref(), &principal, &[])?;
+    if filters.user_id.is_some() {
+        return Err(ApiError::bad_request("user_id: is given by the path"));
+    }
+    filters.user_id = Some(user_id);
+    let response = merged_page(&state, &principal, &filters).await?;
+    record_read(&state, &principal, &filters, "GET /audit/users/{id}/activity", request_id.as_deref(), query.as_deref(), response.items.len())
+        .await?;
+    Ok(Json(response))
+}
+
+/// One page of the merged view for `filters`.
+async fn merged_page(state: &AppState, principal: &Principal, filters: &Filters) -> Result<ListResponse, ApiError> {
+    let categories = categories_for(principal, &Category::ALL, filters)?;
     let pg = state.postgres.as_ref().ok_or_else(|| ApiError::not_found("no database is configured"))?;
 
     let mut merged: Vec<Value> = Vec::new();
@@ -215,7 +246,7 @@ pub(super) async fn combined(
         if in_table.is_empty() {
             continue;
         }
-        let result = page(pg.pool(), table, &filters, &in_table).await.map_err(|e| {
+        let result = page(pg.pool(), table, filters, &in_table).await.map_err(|e| {
             tracing::error!(error = ?e, "table query failed");
             ApiError::unavailable("storage_unavailable", "the database cannot be read right now; retry later", 1)
         })?;
@@ -227,7 +258,7 @@ pub(super) async fn combined(
             item
         }));
     }
-    let (hot, partial) = match hot_items(&state, &filters, &categories).await {
+    let (hot, partial) = match hot_items(state, filters, &categories).await {
         Ok(items) => (items, false),
         Err(e) => {
             tracing::warn!(error = %e, "hot tier read failed; answering from Postgres");
@@ -242,7 +273,7 @@ pub(super) async fn combined(
         match by_id.get(&id) {
             Some(&i) => merged[i]["tiers"] = serde_json::json!(["redis", "postgres"]),
             None => {
-                if !is_persisted(&state, &item) {
+                if !is_persisted(state, &item) {
                     hot_only += 1;
                 }
                 by_id.insert(id, merged.len());
@@ -258,9 +289,7 @@ pub(super) async fn combined(
         None
     };
     let total = filters.include_total.then_some(pg_total + hot_only);
-    record_read(&state, &principal, &filters, "GET /audit/combined", request_id.as_deref(), query.as_deref(), merged.len())
-        .await?;
-    Ok(Json(ListResponse { items: merged, next_cursor, total, partial: Some(partial) }))
+    Ok(ListResponse { items: merged, next_cursor, total, partial: Some(partial) })
 }
 
 /// Whether the policy persists an item of this category and level.

@@ -3,6 +3,7 @@
 mod chain;
 mod helpers;
 mod ingest;
+mod insights;
 mod keys;
 mod promises;
 mod query;

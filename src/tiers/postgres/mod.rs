@@ -4,6 +4,7 @@
 
 mod migrate;
 pub mod query;
+pub mod stats;
 mod rows;
 
 use std::collections::{BTreeMap, HashSet};

@@ -18,7 +18,7 @@ pub struct Page {
 }
 
 /// Appends the WHERE conditions of `filters` (all but the cursor) for `categories`.
-fn push_conditions(qb: &mut QueryBuilder<'_, Postgres>, filters: &Filters, categories: &[Category]) {
+pub(crate) fn push_conditions(qb: &mut QueryBuilder<'_, Postgres>, filters: &Filters, categories: &[Category]) {
     let names: Vec<&'static str> = categories.iter().map(|c| c.as_str()).collect();
     qb.push(" WHERE category = ANY(").push_bind(names).push(")");
     let mut equal = |column: &str, value: &Option<String>| {
