@@ -18,7 +18,7 @@ use super::AppState;
 use crate::event::Category;
 use crate::keys::Principal;
 use crate::query::Filters;
-use crate::tiers::postgres::stats::{counts, failures, FailureGroup, GroupBy};
+use crate::tiers::postgres::stats::{counts, failures, FailureGroup, FailureQuery, GroupBy};
 use crate::tiers::Table;
 
 fn db_error(e: sqlx::Error) -> ApiError {
@@ -108,8 +108,9 @@ pub(super) async fn stats(
             *by_status.entry(count.status.unwrap_or_else(|| "none".into())).or_insert(0) += count.count;
             *by_action.entry(count.action.unwrap_or_else(|| "none".into())).or_insert(0) += count.count;
         }
-        ips.extend(failures(pg.pool(), table, &filters, &cats, GroupBy::Ip, false, 1, 10).await.map_err(db_error)?);
-        users.extend(failures(pg.pool(), table, &filters, &cats, GroupBy::User, false, 1, 10).await.map_err(db_error)?);
+        let top = |group_by| FailureQuery { group_by, logins_only: false, min_failures: 1, limit: 10 };
+        ips.extend(failures(pg.pool(), table, &filters, &cats, top(GroupBy::Ip)).await.map_err(db_error)?);
+        users.extend(failures(pg.pool(), table, &filters, &cats, top(GroupBy::User)).await.map_err(db_error)?);
     }
     let mut actions: Vec<(String, i64)> = by_action.into_iter().collect();
     actions.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -175,9 +176,15 @@ pub(super) async fn failed_logins(
     let mut groups = Vec::new();
     for (table, cats) in tables_for(&state, &categories) {
         groups.extend(
-            failures(pg.pool(), table, &filters, &cats, group_by, true, min_failures, filters.limit as i64)
-                .await
-                .map_err(db_error)?,
+            failures(
+                pg.pool(),
+                table,
+                &filters,
+                &cats,
+                FailureQuery { group_by, logins_only: true, min_failures, limit: filters.limit as i64 },
+            )
+            .await
+            .map_err(db_error)?,
         );
     }
     let items = merge_groups(groups, filters.limit);

@@ -341,3 +341,61 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
     }
     check()
 }
+
+/// The real `tierlog serve` binary in a process of its own, on a port it picks.
+pub struct ServerProcess {
+    pub child: Child,
+    pub address: String,
+}
+
+impl ServerProcess {
+    /// Starts the binary on `db`, `redis` and `dir`, with extra environment.
+    pub fn start(db: &TestDb, redis: &TestRedis, dir: &std::path::Path, env: &[(&str, &str)]) -> ServerProcess {
+        use std::io::BufRead;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tierlog"));
+        command
+            .arg("serve")
+            .env("DATABASE_URL", &db.url)
+            .env("REDIS_URL", &redis.url)
+            .env("TIERLOG__REDIS__KEY_PREFIX", &redis.prefix)
+            .env("TIERLOG_LISTEN", "127.0.0.1:0")
+            .env("TIERLOG_BOOTSTRAP_KEY", KEY)
+            .env("LOGGING_FILE", dir.join("audit.jsonl"))
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("tierlog binary starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(log) = serde_json::from_str::<Value>(&line) {
+                    if let Some(listen) = log["listen"].as_str() {
+                        let _ = addr_tx.send(listen.to_owned());
+                    }
+                }
+            }
+        });
+        let address = addr_rx.recv_timeout(Duration::from_secs(30)).expect("tierlog logs its address");
+        ServerProcess { child, address: format!("http://{address}") }
+    }
+
+    /// The process's peak resident memory so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,7 +1,5 @@
 //! The promises of an acknowledgement (PRODUCT.md section 4) when parts fail.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -11,7 +9,7 @@ use tierlog::event::Category;
 use tierlog::telemetry::Counters;
 
 use crate::helpers::{
-    eventually, event, file_lines_in, redis_url, RedisProcess, TestApp, TestDb, TestRedis, KEY,
+    eventually, event, file_lines_in, redis_url, RedisProcess, ServerProcess, TestApp, TestDb, TestRedis, KEY,
 };
 
 #[tokio::test]
@@ -138,46 +136,25 @@ async fn sigterm_finishes_in_flight_requests_drains_the_queue_and_flushes_files(
     let db = TestDb::create().await;
     let redis = TestRedis::new(redis_url());
     let dir = tempfile::tempdir().expect("dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tierlog"))
-        .arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("REDIS_URL", &redis.url)
-        .env("TIERLOG__REDIS__KEY_PREFIX", &redis.prefix)
-        .env("TIERLOG_LISTEN", "127.0.0.1:0")
-        .env("TIERLOG_BOOTSTRAP_KEY", KEY)
-        .env("LOGGING_FILE", dir.path().join("audit.jsonl"))
-        // A long gathering delay keeps events queued when the signal arrives.
-        .env("TIERLOG__INGEST__BATCH_MAX_DELAY_MS", "400")
-        .env("TIERLOG__INGEST__WRITERS", "1")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("tierlog binary starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(log) = serde_json::from_str::<Value>(&line) {
-                if let Some(listen) = log["listen"].as_str() {
-                    let _ = addr_tx.send(listen.to_owned());
-                }
-            }
-        }
-    });
-    let address = addr_rx.recv_timeout(Duration::from_secs(30)).expect("tierlog logs its address");
+    // A long gathering delay keeps events queued when the signal arrives.
+    let mut server = ServerProcess::start(
+        &db,
+        &redis,
+        dir.path(),
+        &[("TIERLOG__INGEST__BATCH_MAX_DELAY_MS", "400"), ("TIERLOG__INGEST__WRITERS", "1")],
+    );
     let client = reqwest::Client::new();
-    let url = format!("http://{address}/audit/events");
+    let url = format!("{}/audit/events", server.address);
     let batches: Vec<Vec<Value>> = (0..8).map(|_| (0..25).map(|i| event(if i % 2 == 0 { "auth" } else { "api" }, "acme")).collect()).collect();
     let requests = batches.iter().map(|batch| client.post(&url).bearer_auth(KEY).json(batch).send());
     let in_flight = tokio::spawn(join_all(requests.map(|r| async move { r.await.map(|r| r.status().as_u16()) }).collect::<Vec<_>>()));
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let pid = i32::try_from(child.id()).expect("pid");
+    let pid = i32::try_from(server.child.id()).expect("pid");
     // SAFETY: kill(2) with a pid we spawned and a valid signal number.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
 
     let statuses = in_flight.await.expect("requests");
-    let status = child.wait().expect("tierlog exits");
+    let status = server.child.wait().expect("tierlog exits");
     assert!(status.success(), "tierlog exits cleanly after SIGTERM: {status:?}");
     assert!(statuses.iter().all(|s| matches!(s, Ok(200))), "every in-flight request is acknowledged: {statuses:?}");
 

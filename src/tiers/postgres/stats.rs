@@ -58,18 +58,26 @@ pub enum GroupBy {
     User,
 }
 
+/// How failures are grouped and cut.
+#[derive(Debug, Clone, Copy)]
+pub struct FailureQuery {
+    pub group_by: GroupBy,
+    /// Keep only actions that name a login.
+    pub logins_only: bool,
+    /// Leave out groups with fewer failures.
+    pub min_failures: i64,
+    pub limit: i64,
+}
+
 /// Failed events of `table` grouped by address or user, most failures first.
-/// `logins_only` keeps actions that name a login.
 pub async fn failures(
     pool: &PgPool,
     table: Table,
     filters: &Filters,
     categories: &[Category],
-    group_by: GroupBy,
-    logins_only: bool,
-    min_failures: i64,
-    limit: i64,
+    how: FailureQuery,
 ) -> Result<Vec<FailureGroup>, sqlx::Error> {
+    let FailureQuery { group_by, logins_only, min_failures, limit } = how;
     let (key, other) = match group_by {
         GroupBy::Ip => ("host(ip_address)", "user_id"),
         GroupBy::User => ("user_id", "ip_address"),
