@@ -86,8 +86,11 @@ impl Application {
             counters: counters.clone(),
         });
         let (pipeline, workers) = Pipeline::start(&settings, writer, counters.clone());
+        // Validated with the rest of the settings.
+        let trusted_proxies = settings.trusted_proxies().unwrap_or_default().into();
         let state = AppState {
             auth,
+            trusted_proxies,
             settings: Arc::new(settings),
             pipeline,
             counters,
@@ -116,7 +119,7 @@ impl Application {
         let files = state.files.clone();
         let interval_sync = spawn_interval_fsync(&state);
         tracing::info!(listen = %listener.local_addr()?, "tierlog serving");
-        axum::serve(listener, http::router(state))
+        axum::serve(listener, http::router(state).into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await
             .context("http server failed")?;

@@ -53,6 +53,8 @@ pub struct Settings {
 pub struct ServerSettings {
     pub listen: String,
     pub bootstrap_key: String,
+    /// Addresses or networks of reverse proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// The queue and batching between HTTP and the writers.
@@ -206,6 +208,7 @@ impl Settings {
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.trusted_proxies()?;
         if !self.server.bootstrap_key.is_empty() && self.server.bootstrap_key.len() < 16 {
             return Err(ConfigError::invalid(
                 "server.bootstrap_key (TIERLOG_BOOTSTRAP_KEY)",
@@ -300,6 +303,19 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The parsed trusted proxies.
+    pub fn trusted_proxies(&self) -> Result<Vec<crate::query::IpFilter>, ConfigError> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .map(|raw| {
+                crate::query::IpFilter::parse(raw).map_err(|_| {
+                    ConfigError::invalid("server.trusted_proxies", format!("{raw:?} is not an address or CIDR network"))
+                })
+            })
+            .collect()
     }
 
     /// The parsed listen address.

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use super::extract::Caller;
 use super::AppState;
 use crate::event::access::AccessRecord;
 use crate::ingest::SubmitError;
@@ -17,7 +18,8 @@ pub struct Access<'a> {
     pub tenant: Option<&'a str>,
     /// The endpoint, e.g. `GET /audit/logs`.
     pub endpoint: &'a str,
-    pub request_id: Option<&'a str>,
+    /// Who called: request id, address, user agent.
+    pub caller: &'a Caller,
     /// What was asked and found: filters, counts, ids.
     pub details: Map<String, Value>,
 }
@@ -30,10 +32,13 @@ pub async fn record(state: &AppState, principal: &Principal, access: Access<'_>)
         action: access.action,
         tenant: access.tenant.or(principal.tenant.as_deref()),
         endpoint: access.endpoint,
-        request_id: access.request_id,
+        request_id: access.caller.request_id.as_deref(),
         details: access.details,
     };
-    state.pipeline.submit(vec![record.to_event()]).await.map_err(|e| {
+    let mut event = record.to_event();
+    event.ip_address = access.caller.ip;
+    event.user_agent = access.caller.user_agent.clone();
+    state.pipeline.submit(vec![event]).await.map_err(|e| {
         let retry = state.settings.ingest.retry_after_seconds;
         match e {
             SubmitError::QueueFull => {

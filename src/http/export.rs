@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use super::access::{self, Access};
 use super::auth::require;
 use super::error::ApiError;
-use super::extract::RequestId;
+use super::extract::Caller;
 use super::query::categories_for;
 use super::AppState;
 use crate::event::Category;
@@ -119,7 +119,7 @@ async fn next_chunk(mut progress: Progress) -> Option<(Result<Bytes, std::io::Er
 pub(super) async fn export(
     State(state): State<AppState>,
     principal: Principal,
-    RequestId(request_id): RequestId,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     require(&principal, Permission::LogsExport)?;
@@ -154,7 +154,7 @@ pub(super) async fn export(
     access::record(
         &state,
         &principal,
-        Access { action: "logs.exported", tenant: filters.tenant.as_deref(), endpoint: "GET /audit/export", request_id: request_id.as_deref(), details },
+        Access { action: "logs.exported", tenant: filters.tenant.as_deref(), endpoint: "GET /audit/export", caller: &caller, details },
     )
     .await?;
 

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use super::access::{self, Access};
 use super::auth::require;
 use super::error::ApiError;
-use super::extract::{ApiJson, PathUuid, RequestId};
+use super::extract::{ApiJson, Caller, PathUuid};
 use super::AppState;
 use crate::event::parse::is_tenant_id;
 use crate::keys::{KeyInfo, KeyStore, NewKey, Permission, Principal};
@@ -102,7 +102,7 @@ fn key_details(key: &KeyInfo) -> Map<String, Value> {
 pub(super) async fn create_key(
     State(state): State<AppState>,
     principal: Principal,
-    RequestId(request_id): RequestId,
+    caller: Caller,
     ApiJson(request): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     require(&principal, Permission::KeysManage)?;
@@ -115,7 +115,7 @@ pub(super) async fn create_key(
             action: "keys.created",
             tenant: key.tenant_id.as_deref(),
             endpoint: "POST /audit/keys",
-            request_id: request_id.as_deref(),
+            caller: &caller,
             details: key_details(&key),
         },
     )
@@ -126,7 +126,7 @@ pub(super) async fn create_key(
 pub(super) async fn list_keys(
     State(state): State<AppState>,
     principal: Principal,
-    RequestId(request_id): RequestId,
+    caller: Caller,
 ) -> Result<Json<KeyList>, ApiError> {
     require(&principal, Permission::KeysManage)?;
     let items = store(&state)?.list(principal.tenant.as_deref()).await.map_err(store_error)?;
@@ -135,7 +135,7 @@ pub(super) async fn list_keys(
     access::record(
         &state,
         &principal,
-        Access { action: "keys.listed", tenant: None, endpoint: "GET /audit/keys", request_id: request_id.as_deref(), details },
+        Access { action: "keys.listed", tenant: None, endpoint: "GET /audit/keys", caller: &caller, details },
     )
     .await?;
     Ok(Json(KeyList { items }))
@@ -144,7 +144,7 @@ pub(super) async fn list_keys(
 pub(super) async fn revoke_key(
     State(state): State<AppState>,
     principal: Principal,
-    RequestId(request_id): RequestId,
+    caller: Caller,
     PathUuid(id): PathUuid,
 ) -> Result<Json<Value>, ApiError> {
     require(&principal, Permission::KeysManage)?;
@@ -160,7 +160,7 @@ pub(super) async fn revoke_key(
             action: "keys.revoked",
             tenant: key.tenant_id.as_deref(),
             endpoint: "DELETE /audit/keys/{id}",
-            request_id: request_id.as_deref(),
+            caller: &caller,
             details: key_details(&key),
         },
     )

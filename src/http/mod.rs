@@ -4,7 +4,7 @@ mod access;
 pub mod auth;
 pub mod error;
 mod export;
-mod extract;
+pub mod extract;
 mod health;
 mod ingest;
 pub mod keys;
@@ -19,6 +19,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::config::Settings;
 use crate::ingest::Pipeline;
+use crate::query::IpFilter;
 use crate::telemetry::Counters;
 use crate::tiers::files::RollingFiles;
 use crate::tiers::postgres::PgStore;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub pipeline: Pipeline,
     pub auth: auth::Authenticator,
+    /// Peers whose X-Forwarded-For / X-Real-IP headers are believed.
+    pub trusted_proxies: Arc<[IpFilter]>,
     pub counters: Arc<Counters>,
     pub store: Option<Arc<dyn DurableStore>>,
     /// The Postgres tier's reader side.

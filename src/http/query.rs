@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::access::{self, Access};
 use super::error::ApiError;
-use super::extract::RequestId;
+use super::extract::Caller;
 use super::AppState;
 use crate::event::Category;
 use crate::keys::Principal;
@@ -62,7 +62,7 @@ pub(super) fn categories_for(
 async fn list_table(
     state: &AppState,
     principal: &Principal,
-    request_id: Option<&str>,
+    caller: &Caller,
     raw_query: Option<&str>,
     table: Table,
     endpoint: &str,
@@ -85,7 +85,7 @@ async fn list_table(
     access::record(
         state,
         principal,
-        Access { action: "logs.viewed", tenant: filters.tenant.as_deref(), endpoint, request_id, details },
+        Access { action: "logs.viewed", tenant: filters.tenant.as_deref(), endpoint, caller, details },
     )
     .await?;
     Ok(Json(ListResponse { items, next_cursor: result.next_cursor.map(|c| c.encode()), total: result.total, partial: None }))
@@ -98,29 +98,29 @@ fn page_of_nothing() -> crate::tiers::postgres::query::Page {
 pub(super) async fn logs(
     State(state): State<AppState>,
     principal: Principal,
-    RequestId(request_id): RequestId,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ListResponse>, ApiError> {
-    list_table(&state, &principal, request_id.as_deref(), query.as_deref(), Table::AuditLogs, "GET /audit/logs").await
+    list_table(&state, &principal, &caller, query.as_deref(), Table::AuditLogs, "GET /audit/logs").await
 }
 
 pub(super) async fn security_events(
     State(state): State<AppState>,
     principal: Principal,
-    RequestId(request_id): RequestId,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ListResponse>, ApiError> {
-    list_table(&state, &principal, request_id.as_deref(), query.as_deref(), Table::SecurityEvents, "GET /audit/security-events")
+    list_table(&state, &principal, &caller, query.as_deref(), Table::SecurityEvents, "GET /audit/security-events")
         .await
 }
 
 pub(super) async fn financial(
     State(state): State<AppState>,
     principal: Principal,
-    RequestId(request_id): RequestId,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ListResponse>, ApiError> {
-    list_table(&state, &principal, request_id.as_deref(), query.as_deref(), Table::FinancialAuditLogs, "GET /audit/financial")
+    list_table(&state, &principal, &caller, query.as_deref(), Table::FinancialAuditLogs, "GET /audit/financial")
         .await
 }
 
@@ -158,14 +158,14 @@ async fn record_read(
     principal: &Principal,
     filters: &Filters,
     endpoint: &str,
-    request_id: Option<&str>,
+    caller: &Caller,
     raw_query: Option<&str>,
     count: usize,
 ) -> Result<(), ApiError> {
     let mut details = Map::new();
     details.insert("query".into(), raw_query.unwrap_or("").into());
     details.insert("result_count".into(), count.into());
-    access::record(state, principal, Access { action: "logs.viewed", tenant: filters.tenant.as_deref(), endpoint, request_id, details })
+    access::record(state, principal, Access { action: "logs.viewed", tenant: filters.tenant.as_deref(), endpoint, caller, details })
         .await
 }
 
@@ -173,7 +173,7 @@ async fn record_read(
 pub(super) async fn redis(
     State(state): State<AppState>,
     principal: Principal,
-    RequestId(request_id): RequestId,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ListResponse>, ApiError> {
     let (filters, _) = Filters::parse(query.as_deref(), &principal, &[])?;
@@ -189,7 +189,7 @@ pub(super) async fn redis(
     } else {
         None
     };
-    record_read(&state, &principal, &filters, "GET /audit/redis", request_id.as_deref(), query.as_deref(), items.len()).await?;
+    record_read(&state, &principal, &filters, "GET /audit/redis", &caller, query.as_deref(), items.len()).await?;
     Ok(Json(ListResponse { items, next_cursor, total, partial: None }))
 }
 
@@ -199,12 +199,12 @@ pub(super) async fn redis(
 pub(super) async fn combined(
     State(state): State<AppState>,
     principal: Principal,
-    RequestId(request_id): RequestId,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ListResponse>, ApiError> {
     let (filters, _) = Filters::parse(query.as_deref(), &principal, &[])?;
     let response = merged_page(&state, &principal, &filters).await?;
-    record_read(&state, &principal, &filters, "GET /audit/combined", request_id.as_deref(), query.as_deref(), response.items.len())
+    record_read(&state, &principal, &filters, "GET /audit/combined", &caller, query.as_deref(), response.items.len())
         .await?;
     Ok(Json(response))
 }
@@ -214,7 +214,7 @@ pub(super) async fn combined(
 pub(super) async fn user_activity(
     State(state): State<AppState>,
     principal: Principal,
-    RequestId(request_id): RequestId,
+    caller: Caller,
     Path(user_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ListResponse>, ApiError> {
@@ -227,7 +227,7 @@ pub(super) async fn user_activity(
     }
     filters.user_id = Some(user_id);
     let response = merged_page(&state, &principal, &filters).await?;
-    record_read(&state, &principal, &filters, "GET /audit/users/{id}/activity", request_id.as_deref(), query.as_deref(), response.items.len())
+    record_read(&state, &principal, &filters, "GET /audit/users/{id}/activity", &caller, query.as_deref(), response.items.len())
         .await?;
     Ok(Json(response))
 }

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::access::{self, Access};
 use super::error::ApiError;
-use super::extract::RequestId;
+use super::extract::Caller;
 use super::query::categories_for;
 use super::AppState;
 use crate::event::Category;
@@ -90,7 +90,7 @@ pub struct Stats {
 pub(super) async fn stats(
     State(state): State<AppState>,
     principal: Principal,
-    RequestId(request_id): RequestId,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Stats>, ApiError> {
     let (mut filters, extra) = Filters::parse(query.as_deref(), &principal, &["hours"])?;
@@ -122,7 +122,7 @@ pub(super) async fn stats(
     access::record(
         &state,
         &principal,
-        Access { action: "stats.viewed", tenant: filters.tenant.as_deref(), endpoint: "GET /audit/stats", request_id: request_id.as_deref(), details },
+        Access { action: "stats.viewed", tenant: filters.tenant.as_deref(), endpoint: "GET /audit/stats", caller: &caller, details },
     )
     .await?;
     Ok(Json(Stats {
@@ -148,7 +148,7 @@ pub struct FailedLogins {
 pub(super) async fn failed_logins(
     State(state): State<AppState>,
     principal: Principal,
-    RequestId(request_id): RequestId,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<FailedLogins>, ApiError> {
     let (mut filters, extra) = Filters::parse(query.as_deref(), &principal, &["hours", "group_by", "min_failures"])?;
@@ -198,7 +198,7 @@ pub(super) async fn failed_logins(
             action: "failed_logins.viewed",
             tenant: filters.tenant.as_deref(),
             endpoint: "GET /audit/failed-logins",
-            request_id: request_id.as_deref(),
+            caller: &caller,
             details,
         },
     )

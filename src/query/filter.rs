@@ -34,7 +34,8 @@ pub struct IpFilter {
 }
 
 impl IpFilter {
-    fn parse(raw: &str) -> Result<IpFilter, QueryError> {
+    /// Parses an address or a CIDR network.
+    pub fn parse(raw: &str) -> Result<IpFilter, QueryError> {
         let bad = || invalid("ip_address", "must be an IP address or a CIDR network such as 10.0.0.0/8");
         let (addr, prefix) = match raw.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix.parse::<u8>().map_err(|_| bad())?)),

@@ -202,3 +202,43 @@ async fn the_cli_creates_a_key_printed_alone_on_its_last_line_and_revokes_it() {
     assert_eq!(recorded, 2);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn access_records_take_the_client_address_from_a_trusted_proxy_only() {
+    let app = TestApp::spawn_with(|s| {
+        s.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+    })
+    .await;
+    let response = app
+        .request_with(reqwest::Method::GET, "/audit/keys", KEY)
+        .header("x-forwarded-for", "198.51.100.23, 127.0.0.1")
+        .header("user-agent", "audit-console/1.0")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let (ip, agent): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT host(ip_address), user_agent FROM audit_logs WHERE action = 'keys.listed'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("record");
+    assert_eq!(ip.as_deref(), Some("198.51.100.23"));
+    assert_eq!(agent.as_deref(), Some("audit-console/1.0"));
+    app.stop().await;
+
+    let untrusting = TestApp::spawn().await;
+    let response = untrusting
+        .request_with(reqwest::Method::GET, "/audit/keys", KEY)
+        .header("x-forwarded-for", "198.51.100.23")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let ip: Option<String> = sqlx::query_scalar("SELECT host(ip_address) FROM audit_logs WHERE action = 'keys.listed'")
+        .fetch_one(&untrusting.pool)
+        .await
+        .expect("record");
+    assert_eq!(ip.as_deref(), Some("127.0.0.1"), "a forged header from an untrusted peer is ignored");
+    untrusting.stop().await;
+}
