@@ -45,7 +45,7 @@ impl Default for Limits {
 }
 
 /// One reason an item was refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Position of the item in the request (0 for a single object).
     pub index: usize,

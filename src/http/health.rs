@@ -12,6 +12,7 @@ use super::AppState;
 use crate::telemetry::Counters;
 
 /// `GET /healthz`: the process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "alive")))]
 pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
@@ -53,6 +54,7 @@ struct Readiness {
 
 /// `GET /readyz`: 200 while events can be acknowledged (`ready` or `degraded`), 503
 /// when a system of record is down.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses((status = 200, description = "ready or degraded"), (status = 503, description = "a system of record is down")))]
 pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let deadline = Duration::from_secs(2);
     let postgres = match &state.store {
@@ -89,6 +91,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// `GET /metrics`: counters in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format", body = String)))]
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -14,6 +14,8 @@ use uuid::Uuid;
 
 use super::auth::require;
 use super::error::ApiError;
+#[allow(unused_imports)] // Named in OpenAPI annotations.
+use super::openapi::*;
 use super::AppState;
 use crate::event::body::{split_items, BodyError, BodyFormat};
 use crate::event::{AuditEvent, EventParser, FieldError};
@@ -22,7 +24,7 @@ use crate::keys::{Permission, Principal};
 use crate::telemetry::Counters;
 
 /// The acknowledgement: every listed event is durable in its system of record.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IngestResponse {
     /// How many events the request held.
     pub accepted: usize,
@@ -31,6 +33,9 @@ pub struct IngestResponse {
 }
 
 #[tracing::instrument(skip_all, fields(key.id = %principal.key_id, events = tracing::field::Empty))]
+#[utoipa::path(post, path = "/audit/events", tag = "ingest",
+    request_body(content = Vec<WireEvent>, description = "one event, an array of events (application/json), or one event per line (application/x-ndjson)"),
+    responses((status = 200, description = "every event is durable", body = IngestResponse), (status = 413, description = "over a size limit", body = ErrorEnvelope), (status = 415, description = "unsupported content type", body = ErrorEnvelope), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
 pub(super) async fn ingest(
     State(state): State<AppState>,
     principal: Principal,

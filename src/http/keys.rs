@@ -13,13 +13,15 @@ use serde_json::{json, Map, Value};
 use super::access::{self, Access};
 use super::auth::require;
 use super::error::ApiError;
+#[allow(unused_imports)] // Named in OpenAPI annotations.
+use super::openapi::*;
 use super::extract::{ApiJson, Caller, PathUuid};
 use super::AppState;
 use crate::event::parse::is_tenant_id;
 use crate::keys::{KeyInfo, KeyStore, NewKey, Permission, Principal};
 
 /// `POST /audit/keys` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub name: String,
@@ -31,14 +33,14 @@ pub struct CreateKey {
 }
 
 /// A created key: its description and, once, its secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     pub key: KeyInfo,
     pub secret: String,
 }
 
 /// A list of keys.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyList {
     pub items: Vec<KeyInfo>,
 }
@@ -99,6 +101,8 @@ fn key_details(key: &KeyInfo) -> Map<String, Value> {
     details.as_object().cloned().unwrap_or_default()
 }
 
+#[utoipa::path(post, path = "/audit/keys", tag = "keys", request_body = CreateKey,
+    responses((status = 201, description = "the key and, once, its secret", body = CreatedKey), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
 pub(super) async fn create_key(
     State(state): State<AppState>,
     principal: Principal,
@@ -123,6 +127,8 @@ pub(super) async fn create_key(
     Ok((StatusCode::CREATED, Json(CreatedKey { key, secret: secret.plaintext })))
 }
 
+#[utoipa::path(get, path = "/audit/keys", tag = "keys",
+    responses((status = 200, description = "keys, newest first, never their secrets", body = KeyList), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
 pub(super) async fn list_keys(
     State(state): State<AppState>,
     principal: Principal,
@@ -141,6 +147,8 @@ pub(super) async fn list_keys(
     Ok(Json(KeyList { items }))
 }
 
+#[utoipa::path(delete, path = "/audit/keys/{id}", tag = "keys", params(("id" = uuid::Uuid, Path, description = "the key id")),
+    responses((status = 200, description = "the revoked key", body = KeyInfo), (status = 404, description = "no such key", body = ErrorEnvelope), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
 pub(super) async fn revoke_key(
     State(state): State<AppState>,
     principal: Principal,

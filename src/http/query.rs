@@ -9,6 +9,8 @@ use serde_json::{Map, Value};
 
 use super::access::{self, Access};
 use super::error::ApiError;
+#[allow(unused_imports)] // Named in OpenAPI annotations.
+use super::openapi::*;
 use super::extract::Caller;
 use super::AppState;
 use crate::event::Category;
@@ -18,8 +20,9 @@ use crate::tiers::postgres::query::page;
 use crate::tiers::{HotTierError, Table};
 
 /// A page of items.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListResponse {
+    #[schema(value_type = Vec<Object>)]
     pub items: Vec<Value>,
     pub next_cursor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +98,8 @@ fn page_of_nothing() -> crate::tiers::postgres::query::Page {
     crate::tiers::postgres::query::Page { items: Vec::new(), next_cursor: None, total: Some(0) }
 }
 
+#[utoipa::path(get, path = "/audit/logs", tag = "read", description = "the audit_logs table", params(QueryParams),
+    responses((status = 200, description = "a page, newest first", body = ListResponse), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
 pub(super) async fn logs(
     State(state): State<AppState>,
     principal: Principal,
@@ -104,6 +109,8 @@ pub(super) async fn logs(
     list_table(&state, &principal, &caller, query.as_deref(), Table::AuditLogs, "GET /audit/logs").await
 }
 
+#[utoipa::path(get, path = "/audit/security-events", tag = "read", description = "the security_events table", params(QueryParams),
+    responses((status = 200, description = "a page, newest first", body = ListResponse), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
 pub(super) async fn security_events(
     State(state): State<AppState>,
     principal: Principal,
@@ -114,6 +121,8 @@ pub(super) async fn security_events(
         .await
 }
 
+#[utoipa::path(get, path = "/audit/financial", tag = "read", description = "the financial_audit_logs table", params(QueryParams),
+    responses((status = 200, description = "a page, newest first", body = ListResponse), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
 pub(super) async fn financial(
     State(state): State<AppState>,
     principal: Principal,
@@ -170,6 +179,8 @@ async fn record_read(
 }
 
 /// `GET /audit/redis`: the hot tier, per category, with the common filters.
+#[utoipa::path(get, path = "/audit/redis", tag = "read", description = "the Redis hot tier", params(QueryParams),
+    responses((status = 200, description = "a page, newest first", body = ListResponse), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
 pub(super) async fn redis(
     State(state): State<AppState>,
     principal: Principal,
@@ -196,6 +207,8 @@ pub(super) async fn redis(
 /// `GET /audit/combined`: Redis and Postgres merged, de-duplicated by id, newest
 /// first; each item lists the tiers holding it. Without Redis the answer comes from
 /// Postgres alone and says `"partial": true`.
+#[utoipa::path(get, path = "/audit/combined", tag = "read", description = "Redis and Postgres merged by id, newest first", params(QueryParams),
+    responses((status = 200, description = "a page, newest first", body = ListResponse), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
 pub(super) async fn combined(
     State(state): State<AppState>,
     principal: Principal,
@@ -211,6 +224,8 @@ pub(super) async fn combined(
 
 /// `GET /audit/users/{id}/activity`: one user's timeline across every tier and every
 /// category the key may view.
+#[utoipa::path(get, path = "/audit/users/{id}/activity", tag = "read", params(("id" = String, Path, description = "the user id"), QueryParams),
+    responses((status = 200, description = "the user's timeline, newest first", body = ListResponse), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
 pub(super) async fn user_activity(
     State(state): State<AppState>,
     principal: Principal,

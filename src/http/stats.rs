@@ -12,6 +12,8 @@ use serde_json::{json, Map, Value};
 
 use super::access::{self, Access};
 use super::error::ApiError;
+#[allow(unused_imports)] // Named in OpenAPI annotations.
+use super::openapi::*;
 use super::extract::Caller;
 use super::query::categories_for;
 use super::AppState;
@@ -75,18 +77,21 @@ fn merge_groups(mut groups: Vec<FailureGroup>, limit: usize) -> Vec<FailureGroup
 }
 
 /// The `/audit/stats` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub from: String,
     pub to: String,
     pub total: i64,
     pub by_category: BTreeMap<String, i64>,
     pub by_status: BTreeMap<String, i64>,
+    #[schema(value_type = Vec<Object>)]
     pub by_action: Vec<Value>,
     pub top_failing_ips: Vec<FailureGroup>,
     pub top_failing_users: Vec<FailureGroup>,
 }
 
+#[utoipa::path(get, path = "/audit/stats", tag = "read", params(QueryParams, WindowParams),
+    responses((status = 200, description = "counts over the window", body = Stats), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
 pub(super) async fn stats(
     State(state): State<AppState>,
     principal: Principal,
@@ -138,13 +143,15 @@ pub(super) async fn stats(
 }
 
 /// The `/audit/failed-logins` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FailedLogins {
     pub group_by: &'static str,
     pub from: String,
     pub items: Vec<FailureGroup>,
 }
 
+#[utoipa::path(get, path = "/audit/failed-logins", tag = "read", params(QueryParams, WindowParams),
+    responses((status = 200, description = "failures grouped by address or user", body = FailedLogins), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
 pub(super) async fn failed_logins(
     State(state): State<AppState>,
     principal: Principal,

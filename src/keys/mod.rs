@@ -19,7 +19,7 @@ use uuid::Uuid;
 pub use store::{KeyStore, KeyStoreError, NewKey};
 
 /// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Permission {
     #[serde(rename = "events.write")]
     EventsWrite,
@@ -141,7 +141,7 @@ fn base64url(bytes: &[u8]) -> String {
 }
 
 /// A stored key's public description (never the secret).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: Uuid,
     pub name: String,

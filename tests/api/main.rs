@@ -1,6 +1,7 @@
 //! tierlog's integration tests: one binary, the real Postgres, Redis, files and HTTP.
 
 mod chain;
+mod docs;
 mod export;
 mod helpers;
 mod ingest;

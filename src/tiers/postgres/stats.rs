@@ -38,7 +38,7 @@ pub async fn counts(pool: &PgPool, table: Table, filters: &Filters, categories: 
 }
 
 /// One group of failures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FailureGroup {
     /// The address or user id.
     pub key: String,
