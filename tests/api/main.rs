@@ -6,6 +6,7 @@ mod export;
 mod helpers;
 mod ingest;
 mod insights;
+mod isolation;
 mod keys;
 mod promises;
 mod query;
