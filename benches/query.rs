@@ -1,0 +1,195 @@
+//! Query benchmark: fills `audit_logs` with millions of rows across 100 tenants, starts
+//! the release `tierlog` binary on that database, and times the read paths admins use
+//! most, over HTTP: a tenant's newest page, a user's timeline, failed logins by address
+//! over 24 hours, and a full-text search. Prints p50/p99 per query and the `EXPLAIN
+//! (ANALYZE, BUFFERS)` plan of the SQL behind each.
+//!
+//! ```text
+//! cargo bench --bench query -- [--rows 5000000] [--requests 200] [--database-url URL] [--redis-url URL]
+//! ```
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+const KEY: &str = "bench-bootstrap-key-0123456789abcdef";
+
+struct Options {
+    rows: i64,
+    requests: usize,
+    database_url: String,
+    redis_url: String,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        rows: 5_000_000,
+        requests: 200,
+        database_url: std::env::var("TIERLOG_BENCH_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        redis_url: std::env::var("TIERLOG_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--rows" => o.rows = value.parse().expect("--rows N"),
+            "--requests" => o.requests = value.parse().expect("--requests N"),
+            "--database-url" => o.database_url = value,
+            "--redis-url" => o.redis_url = value,
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+/// Inserts `rows` rows in chunks: 100 tenants, 5,000 users per tenant, 10,000
+/// addresses, 90 days of history, 10% failed logins, a small message vocabulary.
+async fn fill(pool: &PgPool, rows: i64) -> anyhow::Result<()> {
+    let chunk = 250_000;
+    let mut start = 1;
+    while start <= rows {
+        let end = (start + chunk - 1).min(rows);
+        let t0 = Instant::now();
+        sqlx::query(
+            "INSERT INTO audit_logs (tenant_id, seq, id, occurred_at, received_at, expires_at, category, level, action,
+                 status, user_id, ip_address, message, details, prev_hash, row_hash, pii_hash)
+             SELECT 'tenant-' || lpad((g % 100)::text, 3, '0'), g / 100 + 1, gen_random_uuid(),
+                 now() - ((g * 7919) % (90 * 86400)) * interval '1 second', now(), now() + interval '90 days',
+                 CASE WHEN g % 4 = 0 THEN 'audit' ELSE 'auth' END, 'INFO',
+                 CASE WHEN g % 10 = 3 THEN 'auth.login_failed' WHEN g % 4 = 0 THEN 'user.role_changed' ELSE 'auth.login' END,
+                 CASE WHEN g % 10 = 3 THEN 'failure' ELSE 'success' END,
+                 'user-' || ((g / 100) % 5000),
+                 ('10.' || ((g / 7) % 40) || '.' || ((g / 13) % 250) || '.' || (g % 10 + 1))::inet,
+                 (ARRAY['login from office network', 'login from mobile app', 'password reset requested',
+                        'session refreshed by gateway', 'role granted by administrator', 'invoice export started',
+                        'token expired for client', 'suspicious geolocation detected'])[(g % 8) + 1],
+                 jsonb_build_object('n', g, 'method', (ARRAY['password', 'sso', 'token'])[(g % 3) + 1]),
+                 '\\x00', '\\x00', '\\x00'
+             FROM generate_series($1::bigint, $2::bigint) g",
+        )
+        .bind(start)
+        .bind(end)
+        .execute(pool)
+        .await?;
+        eprintln!("# loaded rows {start}..{end} in {:.1}s", t0.elapsed().as_secs_f64());
+        start = end + 1;
+    }
+    sqlx::query(
+        "INSERT INTO chain_heads (tenant_id, table_name, seq, head_hash)
+         SELECT tenant_id, 'audit_logs', max(seq), decode(repeat('00', 32), 'hex') FROM audit_logs GROUP BY tenant_id",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE audit_logs").execute(pool).await?;
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
+}
+
+async fn explain(pool: &PgPool, sql: &str) -> anyhow::Result<String> {
+    let rows: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}")).fetch_all(pool).await?;
+    Ok(rows.into_iter().map(|(line,)| format!("    {line}")).collect::<Vec<_>>().join("\n"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let o = options();
+    println!("# cargo bench --bench query -- --rows {} --requests {}", o.rows, o.requests);
+    let db_name = format!("tierlog_qbench_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&o.database_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&mut admin).await?;
+    let db_url = format!("{}/{db_name}", o.database_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&o.database_url));
+    let pool = PgPool::connect(&db_url).await?;
+    tierlog::tiers::postgres::migrate(&pool).await?;
+    let t0 = Instant::now();
+    fill(&pool, o.rows).await?;
+    println!("# {} rows across 100 tenants loaded in {:.0}s", o.rows, t0.elapsed().as_secs_f64());
+
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let prefix = format!("tierlog-qbench-{}", Uuid::new_v4().simple());
+    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_tierlog"))
+        .arg("serve")
+        .env("DATABASE_URL", &db_url)
+        .env("REDIS_URL", &o.redis_url)
+        .env("TIERLOG__REDIS__KEY_PREFIX", &prefix)
+        .env("TIERLOG_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TIERLOG_BOOTSTRAP_KEY", KEY)
+        .env("LOGGING_FILE", dir.path().join("audit.jsonl"))
+        .env("LOGGING_LEVEL", "WARNING")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "tierlog did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let cases: [(&str, &str, &str); 4] = [
+        (
+            "tenant's newest page",
+            "/audit/logs?tenant_id={t}&limit=100",
+            "SELECT * FROM audit_logs WHERE category = ANY('{auth,audit,api,error}') AND tenant_id = 'tenant-042' ORDER BY occurred_at DESC, id DESC LIMIT 101",
+        ),
+        (
+            "user's timeline",
+            "/audit/logs?tenant_id={t}&user_id={u}&limit=100",
+            "SELECT * FROM audit_logs WHERE category = ANY('{auth,audit,api,error}') AND tenant_id = 'tenant-042' AND user_id = 'user-1234' ORDER BY occurred_at DESC, id DESC LIMIT 101",
+        ),
+        (
+            "failed logins by IP, 24 h",
+            "/audit/failed-logins?tenant_id={t}&hours=24",
+            "SELECT host(ip_address) AS k, count(*) AS n, count(DISTINCT user_id) AS d, min(occurred_at), max(occurred_at) FROM audit_logs WHERE category = ANY('{auth}') AND tenant_id = 'tenant-042' AND category = 'auth' AND occurred_at >= now() - interval '24 hours' AND status = 'failure' AND host(ip_address) IS NOT NULL AND action LIKE '%login%' GROUP BY 1 HAVING count(*) >= 1 ORDER BY n DESC, k LIMIT 100",
+        ),
+        (
+            "full-text search",
+            "/audit/logs?tenant_id={t}&q=geolocation&limit=100",
+            "SELECT * FROM audit_logs WHERE category = ANY('{auth,audit,api,error}') AND tenant_id = 'tenant-042' AND search @@ websearch_to_tsquery('simple', 'geolocation') ORDER BY occurred_at DESC, id DESC LIMIT 101",
+        ),
+    ];
+    for (name, template, sql) in cases {
+        let mut latencies = Vec::with_capacity(o.requests);
+        for i in 0..o.requests {
+            let path = template
+                .replace("{t}", &format!("tenant-{:03}", (i * 37) % 100))
+                .replace("{u}", &format!("user-{}", (i * 131) % 5000));
+            let sent = Instant::now();
+            let response = client.get(format!("{base}{path}")).bearer_auth(KEY).send().await?;
+            anyhow::ensure!(response.status().is_success(), "{path}: {}", response.status());
+            let _ = response.bytes().await?;
+            latencies.push(sent.elapsed());
+        }
+        latencies.sort();
+        println!(
+            "query={name:<28} requests={:<4} p50={:>7.2}ms p99={:>7.2}ms max={:>7.2}ms (HTTP, auth, query, and the durable access record)",
+            o.requests,
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies.last().map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0)
+        );
+        println!("  EXPLAIN (ANALYZE, BUFFERS) {sql}\n{}", explain(&pool, sql).await?);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    pool.close().await;
+    if let Ok(mut redis) = redis::Client::open(o.redis_url.as_str()).and_then(|c| c.get_connection()) {
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query(&mut redis).unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut redis);
+        }
+    }
+    sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)")).execute(&mut admin).await?;
+    Ok(())
+}
