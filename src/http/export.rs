@@ -119,7 +119,7 @@ async fn next_chunk(mut progress: Progress) -> Option<(Result<Bytes, std::io::Er
 }
 
 #[utoipa::path(get, path = "/audit/export", tag = "read", params(QueryParams, ExportParams),
-    responses((status = 200, description = "streamed NDJSON or CSV", content_type = "application/x-ndjson", body = String), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
+    responses((status = 200, description = "streamed NDJSON or CSV", content_type = "application/x-ndjson", body = String), CommonErrors))]
 pub(super) async fn export(
     State(state): State<AppState>,
     principal: Principal,

@@ -35,7 +35,7 @@ pub struct IngestResponse {
 #[tracing::instrument(skip_all, fields(key.id = %principal.key_id, events = tracing::field::Empty))]
 #[utoipa::path(post, path = "/audit/events", tag = "ingest",
     request_body(content = Vec<WireEvent>, description = "one event, an array of events (application/json), or one event per line (application/x-ndjson)"),
-    responses((status = 200, description = "every event is durable", body = IngestResponse), (status = 413, description = "over a size limit", body = ErrorEnvelope), (status = 415, description = "unsupported content type", body = ErrorEnvelope), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
+    responses((status = 200, description = "every event is durable", body = IngestResponse), (status = 413, description = "over a size limit", body = ErrorEnvelope), (status = 415, description = "unsupported content type", body = ErrorEnvelope), CommonErrors))]
 pub(super) async fn ingest(
     State(state): State<AppState>,
     principal: Principal,

@@ -102,7 +102,7 @@ fn key_details(key: &KeyInfo) -> Map<String, Value> {
 }
 
 #[utoipa::path(post, path = "/audit/keys", tag = "keys", request_body = CreateKey,
-    responses((status = 201, description = "the key and, once, its secret", body = CreatedKey), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
+    responses((status = 201, description = "the key and, once, its secret", body = CreatedKey), CommonErrors))]
 pub(super) async fn create_key(
     State(state): State<AppState>,
     principal: Principal,
@@ -128,7 +128,7 @@ pub(super) async fn create_key(
 }
 
 #[utoipa::path(get, path = "/audit/keys", tag = "keys",
-    responses((status = 200, description = "keys, newest first, never their secrets", body = KeyList), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
+    responses((status = 200, description = "keys, newest first, never their secrets", body = KeyList), CommonErrors))]
 pub(super) async fn list_keys(
     State(state): State<AppState>,
     principal: Principal,
@@ -148,7 +148,7 @@ pub(super) async fn list_keys(
 }
 
 #[utoipa::path(delete, path = "/audit/keys/{id}", tag = "keys", params(("id" = uuid::Uuid, Path, description = "the key id")),
-    responses((status = 200, description = "the revoked key", body = KeyInfo), (status = 404, description = "no such key", body = ErrorEnvelope), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
+    responses((status = 200, description = "the revoked key", body = KeyInfo), (status = 404, description = "no such key", body = ErrorEnvelope), CommonErrors))]
 pub(super) async fn revoke_key(
     State(state): State<AppState>,
     principal: Principal,

@@ -61,6 +61,24 @@ pub struct ErrorBody {
     fields: Option<Vec<crate::event::FieldError>>,
 }
 
+/// The error answers every authenticated endpoint may give.
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code)] // Read by the schema generator only.
+pub enum CommonErrors {
+    /// A malformed request: the message names the parameter or field.
+    #[response(status = 400)]
+    BadRequest(ErrorEnvelope),
+    /// No key, or an invalid, expired or revoked one.
+    #[response(status = 401)]
+    Unauthorized(ErrorEnvelope),
+    /// The key lacks the permission, or names another tenant.
+    #[response(status = 403)]
+    Forbidden(ErrorEnvelope),
+    /// A tier is unavailable; nothing was done; retry.
+    #[response(status = 503)]
+    Unavailable(ErrorEnvelope),
+}
+
 /// The common filters of the read endpoints.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -82,15 +82,7 @@ async fn list_table(
         })?
     };
     let items: Vec<Value> = result.items.iter().map(|row| row.to_item()).collect();
-    let mut details = Map::new();
-    details.insert("query".into(), raw_query.unwrap_or("").into());
-    details.insert("result_count".into(), items.len().into());
-    access::record(
-        state,
-        principal,
-        Access { action: "logs.viewed", tenant: filters.tenant.as_deref(), endpoint, caller, details },
-    )
-    .await?;
+    record_read(state, principal, &filters, endpoint, caller, raw_query, items.len()).await?;
     Ok(Json(ListResponse { items, next_cursor: result.next_cursor.map(|c| c.encode()), total: result.total, partial: None }))
 }
 
@@ -99,7 +91,7 @@ fn page_of_nothing() -> crate::tiers::postgres::query::Page {
 }
 
 #[utoipa::path(get, path = "/audit/logs", tag = "read", description = "the audit_logs table", params(QueryParams),
-    responses((status = 200, description = "a page, newest first", body = ListResponse), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
+    responses((status = 200, description = "a page, newest first", body = ListResponse), CommonErrors))]
 pub(super) async fn logs(
     State(state): State<AppState>,
     principal: Principal,
@@ -110,7 +102,7 @@ pub(super) async fn logs(
 }
 
 #[utoipa::path(get, path = "/audit/security-events", tag = "read", description = "the security_events table", params(QueryParams),
-    responses((status = 200, description = "a page, newest first", body = ListResponse), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
+    responses((status = 200, description = "a page, newest first", body = ListResponse), CommonErrors))]
 pub(super) async fn security_events(
     State(state): State<AppState>,
     principal: Principal,
@@ -122,7 +114,7 @@ pub(super) async fn security_events(
 }
 
 #[utoipa::path(get, path = "/audit/financial", tag = "read", description = "the financial_audit_logs table", params(QueryParams),
-    responses((status = 200, description = "a page, newest first", body = ListResponse), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
+    responses((status = 200, description = "a page, newest first", body = ListResponse), CommonErrors))]
 pub(super) async fn financial(
     State(state): State<AppState>,
     principal: Principal,
@@ -180,7 +172,7 @@ async fn record_read(
 
 /// `GET /audit/redis`: the hot tier, per category, with the common filters.
 #[utoipa::path(get, path = "/audit/redis", tag = "read", description = "the Redis hot tier", params(QueryParams),
-    responses((status = 200, description = "a page, newest first", body = ListResponse), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
+    responses((status = 200, description = "a page, newest first", body = ListResponse), CommonErrors))]
 pub(super) async fn redis(
     State(state): State<AppState>,
     principal: Principal,
@@ -208,7 +200,7 @@ pub(super) async fn redis(
 /// first; each item lists the tiers holding it. Without Redis the answer comes from
 /// Postgres alone and says `"partial": true`.
 #[utoipa::path(get, path = "/audit/combined", tag = "read", description = "Redis and Postgres merged by id, newest first", params(QueryParams),
-    responses((status = 200, description = "a page, newest first", body = ListResponse), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
+    responses((status = 200, description = "a page, newest first", body = ListResponse), CommonErrors))]
 pub(super) async fn combined(
     State(state): State<AppState>,
     principal: Principal,
@@ -225,7 +217,7 @@ pub(super) async fn combined(
 /// `GET /audit/users/{id}/activity`: one user's timeline across every tier and every
 /// category the key may view.
 #[utoipa::path(get, path = "/audit/users/{id}/activity", tag = "read", params(("id" = String, Path, description = "the user id"), QueryParams),
-    responses((status = 200, description = "the user's timeline, newest first", body = ListResponse), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
+    responses((status = 200, description = "the user's timeline, newest first", body = ListResponse), CommonErrors))]
 pub(super) async fn user_activity(
     State(state): State<AppState>,
     principal: Principal,

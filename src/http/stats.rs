@@ -91,7 +91,7 @@ pub struct Stats {
 }
 
 #[utoipa::path(get, path = "/audit/stats", tag = "read", params(QueryParams, WindowParams),
-    responses((status = 200, description = "counts over the window", body = Stats), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
+    responses((status = 200, description = "counts over the window", body = Stats), CommonErrors))]
 pub(super) async fn stats(
     State(state): State<AppState>,
     principal: Principal,
@@ -151,7 +151,7 @@ pub struct FailedLogins {
 }
 
 #[utoipa::path(get, path = "/audit/failed-logins", tag = "read", params(QueryParams, WindowParams),
-    responses((status = 200, description = "failures grouped by address or user", body = FailedLogins), (status = 400, description = "malformed request", body = ErrorEnvelope), (status = 401, description = "missing or invalid key", body = ErrorEnvelope), (status = 403, description = "missing permission or foreign tenant", body = ErrorEnvelope), (status = 503, description = "a tier is unavailable; retry", body = ErrorEnvelope)))]
+    responses((status = 200, description = "failures grouped by address or user", body = FailedLogins), CommonErrors))]
 pub(super) async fn failed_logins(
     State(state): State<AppState>,
     principal: Principal,
