@@ -31,6 +31,15 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Verify the hash chains in the database; exits 1 when a chain is broken.
+    Verify {
+        /// Only this tenant's chains.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this table's chains (audit_logs, security_events, financial_audit_logs).
+        #[arg(long)]
+        table: Option<String>,
+    },
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -79,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::Verify { tenant, table } => verify(&connect(&settings).await?, tenant, table).await,
         Command::Keys(command) => {
             let pg = connect(&settings).await?;
             keys(command, &pg, &Routing::new(&settings)).await
@@ -162,6 +172,32 @@ async fn keys(command: KeysCommand, pg: &PgStore, routing: &Routing) -> anyhow::
             }
             None => anyhow::bail!("no key with id {id}"),
         },
+    }
+    Ok(())
+}
+
+async fn verify(pg: &PgStore, tenant: Option<String>, table: Option<String>) -> anyhow::Result<()> {
+    use tierlog::tiers::postgres::verify::{chains, verify_chain};
+    let table = match table {
+        Some(name) => Some(tierlog::tiers::Table::parse(&name).ok_or_else(|| anyhow::anyhow!("--table: unknown table {name:?}"))?),
+        None => None,
+    };
+    let mut broken = 0;
+    let mut checked = 0u64;
+    for (chain_tenant, chain_table, head) in chains(pg.pool(), tenant.as_deref(), table).await? {
+        let report = verify_chain(pg.pool(), &chain_tenant, chain_table, head).await?;
+        checked += report.rows_checked;
+        match &report.first_break {
+            None => println!("ok      {chain_tenant} {chain_table}: {} rows, head {}", report.rows_checked, head),
+            Some(first) => {
+                broken += 1;
+                println!("BROKEN  {chain_tenant} {chain_table}: {}", serde_json::to_string(first)?);
+            }
+        }
+    }
+    println!("{checked} rows checked, {broken} broken chain(s)");
+    if broken > 0 {
+        std::process::exit(1);
     }
     Ok(())
 }

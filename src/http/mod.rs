@@ -11,6 +11,7 @@ pub mod keys;
 pub mod openapi;
 mod query;
 mod stats;
+mod verify;
 
 use std::sync::Arc;
 
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/combined", get(query::combined))
         .route("/audit/stats", get(stats::stats))
         .route("/audit/export", get(export::export))
+        .route("/audit/verify", get(verify::verify))
         .route("/audit/failed-logins", get(stats::failed_logins))
         .route("/audit/users/{id}/activity", get(query::user_activity))
         .route("/healthz", get(health::healthz))

@@ -149,6 +149,7 @@ pub struct ExportParams {
         super::stats::stats,
         super::stats::failed_logins,
         super::export::export,
+        super::verify::verify,
         super::keys::create_key,
         super::keys::list_keys,
         super::keys::revoke_key,

@@ -2,3 +2,4 @@
 //! Pure code; the Postgres tier calls it while holding the chain head's lock.
 
 pub mod chain;
+pub mod verify;

@@ -12,3 +12,4 @@ mod promises;
 mod query;
 mod rotation;
 mod validation;
+mod verify;

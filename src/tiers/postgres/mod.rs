@@ -5,6 +5,7 @@
 mod migrate;
 pub mod query;
 pub mod stats;
+pub mod verify;
 mod rows;
 
 use std::collections::{BTreeMap, HashSet};
