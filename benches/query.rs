@@ -51,7 +51,8 @@ fn options() -> Options {
 }
 
 /// Inserts `rows` rows in chunks: 100 tenants, 5,000 users per tenant, 10,000
-/// addresses, 90 days of history, 10% failed logins, a small message vocabulary.
+/// addresses, 90 days of history, 10% failed logins and a small message vocabulary,
+/// spread evenly over the tenants.
 async fn fill(pool: &PgPool, rows: i64) -> anyhow::Result<()> {
     let chunk = 250_000;
     let mut start = 1;
@@ -63,14 +64,14 @@ async fn fill(pool: &PgPool, rows: i64) -> anyhow::Result<()> {
                  status, user_id, ip_address, message, details, prev_hash, row_hash, pii_hash)
              SELECT 'tenant-' || lpad((g % 100)::text, 3, '0'), g / 100 + 1, gen_random_uuid(),
                  now() - ((g * 7919) % (90 * 86400)) * interval '1 second', now(), now() + interval '90 days',
-                 CASE WHEN g % 4 = 0 THEN 'audit' ELSE 'auth' END, 'INFO',
-                 CASE WHEN g % 10 = 3 THEN 'auth.login_failed' WHEN g % 4 = 0 THEN 'user.role_changed' ELSE 'auth.login' END,
-                 CASE WHEN g % 10 = 3 THEN 'failure' ELSE 'success' END,
+                 CASE WHEN (g / 100) % 4 = 0 THEN 'audit' ELSE 'auth' END, 'INFO',
+                 CASE WHEN (g / 100) % 10 = 3 THEN 'auth.login_failed' WHEN (g / 100) % 4 = 0 THEN 'user.role_changed' ELSE 'auth.login' END,
+                 CASE WHEN (g / 100) % 10 = 3 THEN 'failure' ELSE 'success' END,
                  'user-' || ((g / 100) % 5000),
                  ('10.' || ((g / 7) % 40) || '.' || ((g / 13) % 250) || '.' || (g % 10 + 1))::inet,
                  (ARRAY['login from office network', 'login from mobile app', 'password reset requested',
                         'session refreshed by gateway', 'role granted by administrator', 'invoice export started',
-                        'token expired for client', 'suspicious geolocation detected'])[(g % 8) + 1],
+                        'token expired for client', 'suspicious geolocation detected'])[((g / 100) % 8) + 1],
                  jsonb_build_object('n', g, 'method', (ARRAY['password', 'sso', 'token'])[(g % 3) + 1]),
                  '\\x00', '\\x00', '\\x00'
              FROM generate_series($1::bigint, $2::bigint) g",
@@ -137,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let cases: [(&str, &str, &str); 4] = [
+    let cases: [(&str, &str, &str); 5] = [
         (
             "tenant's newest page",
             "/audit/logs?tenant_id={t}&limit=100",
@@ -157,6 +158,11 @@ async fn main() -> anyhow::Result<()> {
             "full-text search",
             "/audit/logs?tenant_id={t}&q=geolocation&limit=100",
             "SELECT * FROM audit_logs WHERE category = ANY('{auth,audit,api,error}') AND tenant_id = 'tenant-042' AND search @@ websearch_to_tsquery('simple', 'geolocation') ORDER BY occurred_at DESC, id DESC LIMIT 101",
+        ),
+        (
+            "full-text search, rare term",
+            "/audit/logs?tenant_id={t}&q=user-{u}&limit=100",
+            "SELECT * FROM audit_logs WHERE category = ANY('{auth,audit,api,error}') AND tenant_id = 'tenant-042' AND search @@ websearch_to_tsquery('simple', 'nosuchterm') ORDER BY occurred_at DESC, id DESC LIMIT 101",
         ),
     ];
     for (name, template, sql) in cases {
