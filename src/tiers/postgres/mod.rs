@@ -32,7 +32,11 @@ impl PgStore {
     /// Connects lazily: start-up succeeds while Postgres is down, writes then fail
     /// (and are not acknowledged) until it is back.
     pub fn connect_lazy(settings: &PostgresSettings) -> Result<PgStore, sqlx::Error> {
-        let options: PgConnectOptions = settings.url.parse()?;
+        // Read queries vary wildly in selectivity per tenant (a term common in one
+        // tenant is rare in the next); a generic cached plan picks badly for some of
+        // them, so every execution is planned for its own values.
+        let options: PgConnectOptions =
+            settings.url.parse::<PgConnectOptions>()?.options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_millis(settings.connect_timeout_ms))
