@@ -100,6 +100,12 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// 503: a read of the database failed; the cause is logged, not sent.
+    pub fn read_failed(cause: sqlx::Error) -> ApiError {
+        tracing::error!(error = ?cause, "database read failed");
+        ApiError::unavailable("storage_unavailable", "the database cannot be read right now; retry later", 1)
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -150,7 +150,7 @@ pub(super) async fn export(
         .map(|t| (t, state.settings.categories_in(t).into_iter().filter(|c| categories.contains(c)).collect::<Vec<_>>()))
         .filter(|(_, cats)| !cats.is_empty())
         .collect();
-    let pg = state.postgres.as_ref().ok_or_else(|| ApiError::not_found("no database is configured"))?;
+    let pg = state.reader()?;
     filters.limit = CHUNK;
 
     let mut details = Map::new();

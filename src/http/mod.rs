@@ -45,6 +45,13 @@ pub struct AppState {
     pub files: Option<Arc<RollingFiles>>,
 }
 
+impl AppState {
+    /// The database reader, or 404 when no database is configured.
+    pub fn reader(&self) -> Result<&PgStore, error::ApiError> {
+        self.postgres.as_ref().ok_or_else(|| error::ApiError::not_found("no database is configured"))
+    }
+}
+
 /// The complete router.
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -72,14 +72,11 @@ async fn list_table(
 ) -> Result<Json<ListResponse>, ApiError> {
     let (filters, _) = Filters::parse(raw_query, principal, &[])?;
     let categories = categories_for(principal, &state.settings.categories_in(table), &filters)?;
-    let pg = state.postgres.as_ref().ok_or_else(|| ApiError::not_found("no database is configured"))?;
+    let pg = state.reader()?;
     let result = if categories.is_empty() {
         page_of_nothing()
     } else {
-        page(pg.pool(), table, &filters, &categories).await.map_err(|e| {
-            tracing::error!(error = ?e, "table query failed");
-            ApiError::unavailable("storage_unavailable", "the database cannot be read right now; retry later", 1)
-        })?
+        page(pg.pool(), table, &filters, &categories).await.map_err(ApiError::read_failed)?
     };
     let items: Vec<Value> = result.items.iter().map(|row| row.to_item()).collect();
     record_read(state, principal, &filters, endpoint, caller, raw_query, items.len()).await?;
@@ -242,7 +239,7 @@ pub(super) async fn user_activity(
 /// One page of the merged view for `filters`.
 async fn merged_page(state: &AppState, principal: &Principal, filters: &Filters) -> Result<ListResponse, ApiError> {
     let categories = categories_for(principal, &Category::ALL, filters)?;
-    let pg = state.postgres.as_ref().ok_or_else(|| ApiError::not_found("no database is configured"))?;
+    let pg = state.reader()?;
 
     let mut merged: Vec<Value> = Vec::new();
     let mut more_in_postgres = false;
@@ -253,10 +250,7 @@ async fn merged_page(state: &AppState, principal: &Principal, filters: &Filters)
         if in_table.is_empty() {
             continue;
         }
-        let result = page(pg.pool(), table, filters, &in_table).await.map_err(|e| {
-            tracing::error!(error = ?e, "table query failed");
-            ApiError::unavailable("storage_unavailable", "the database cannot be read right now; retry later", 1)
-        })?;
+        let result = page(pg.pool(), table, filters, &in_table).await.map_err(ApiError::read_failed)?;
         more_in_postgres |= result.next_cursor.is_some();
         pg_total += result.total.unwrap_or(0);
         merged.extend(result.items.iter().map(|row| {

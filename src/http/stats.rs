@@ -23,11 +23,6 @@ use crate::query::Filters;
 use crate::tiers::postgres::stats::{counts, failures, FailureGroup, FailureQuery, GroupBy};
 use crate::tiers::Table;
 
-fn db_error(e: sqlx::Error) -> ApiError {
-    tracing::error!(error = ?e, "aggregate query failed");
-    ApiError::unavailable("storage_unavailable", "the database cannot be read right now; retry later", 1)
-}
-
 /// Applies `hours` (default 24, at most 8,760) as the window when `from` is not given.
 fn window(filters: &mut Filters, extra: &[(String, String)]) -> Result<(), ApiError> {
     let hours = match extra.iter().find(|(k, _)| k == "hours") {
@@ -101,21 +96,21 @@ pub(super) async fn stats(
     let (mut filters, extra) = Filters::parse(query.as_deref(), &principal, &["hours"])?;
     window(&mut filters, &extra)?;
     let categories = categories_for(&principal, &Category::ALL, &filters)?;
-    let pg = state.postgres.as_ref().ok_or_else(|| ApiError::not_found("no database is configured"))?;
+    let pg = state.reader()?;
     let mut by_category = BTreeMap::new();
     let mut by_status = BTreeMap::new();
     let mut by_action: BTreeMap<String, i64> = BTreeMap::new();
     let mut ips = Vec::new();
     let mut users = Vec::new();
     for (table, cats) in tables_for(&state, &categories) {
-        for count in counts(pg.pool(), table, &filters, &cats).await.map_err(db_error)? {
+        for count in counts(pg.pool(), table, &filters, &cats).await.map_err(ApiError::read_failed)? {
             *by_category.entry(count.category).or_insert(0) += count.count;
             *by_status.entry(count.status.unwrap_or_else(|| "none".into())).or_insert(0) += count.count;
             *by_action.entry(count.action.unwrap_or_else(|| "none".into())).or_insert(0) += count.count;
         }
         let top = |group_by| FailureQuery { group_by, logins_only: false, min_failures: 1, limit: 10 };
-        ips.extend(failures(pg.pool(), table, &filters, &cats, top(GroupBy::Ip)).await.map_err(db_error)?);
-        users.extend(failures(pg.pool(), table, &filters, &cats, top(GroupBy::User)).await.map_err(db_error)?);
+        ips.extend(failures(pg.pool(), table, &filters, &cats, top(GroupBy::Ip)).await.map_err(ApiError::read_failed)?);
+        users.extend(failures(pg.pool(), table, &filters, &cats, top(GroupBy::User)).await.map_err(ApiError::read_failed)?);
     }
     let mut actions: Vec<(String, i64)> = by_action.into_iter().collect();
     actions.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -179,7 +174,7 @@ pub(super) async fn failed_logins(
     }
     filters.category = Some(Category::Auth);
     let categories = categories_for(&principal, &[Category::Auth], &filters)?;
-    let pg = state.postgres.as_ref().ok_or_else(|| ApiError::not_found("no database is configured"))?;
+    let pg = state.reader()?;
     let mut groups = Vec::new();
     for (table, cats) in tables_for(&state, &categories) {
         groups.extend(
@@ -191,7 +186,7 @@ pub(super) async fn failed_logins(
                 FailureQuery { group_by, logins_only: true, min_failures, limit: filters.limit as i64 },
             )
             .await
-            .map_err(db_error)?,
+            .map_err(ApiError::read_failed)?,
         );
     }
     let items = merge_groups(groups, filters.limit);

@@ -27,11 +27,6 @@ pub struct VerifyResponse {
     pub chains: Vec<ChainReport>,
 }
 
-fn db_error(e: sqlx::Error) -> ApiError {
-    tracing::error!(error = ?e, "verification query failed");
-    ApiError::unavailable("storage_unavailable", "the database cannot be read right now; retry later", 1)
-}
-
 #[utoipa::path(get, path = "/audit/verify", tag = "integrity",
     params(("tenant_id" = Option<String>, Query, description = "one tenant (required for tenant-bound keys' own tenant only)"),
            ("table" = Option<String>, Query, description = "audit_logs, security_events or financial_audit_logs")),
@@ -66,10 +61,10 @@ pub(super) async fn verify(
             other => return Err(ApiError::bad_request(format!("{other}: is not a known parameter"))),
         }
     }
-    let pg = state.postgres.as_ref().ok_or_else(|| ApiError::not_found("no database is configured"))?;
+    let pg = state.reader()?;
     let mut reports = Vec::new();
-    for (chain_tenant, chain_table, head) in chains(pg.pool(), tenant.as_deref(), table).await.map_err(db_error)? {
-        reports.push(verify_chain(pg.pool(), &chain_tenant, chain_table, head).await.map_err(db_error)?);
+    for (chain_tenant, chain_table, head) in chains(pg.pool(), tenant.as_deref(), table).await.map_err(ApiError::read_failed)? {
+        reports.push(verify_chain(pg.pool(), &chain_tenant, chain_table, head).await.map_err(ApiError::read_failed)?);
     }
     let ok = reports.iter().all(|r| r.ok);
     let mut details = Map::new();
