@@ -8,8 +8,15 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::clock::Clock;
 use crate::config::{FsyncPolicy, Settings};
-use crate::http::{self, auth::Authenticator, AppState};
+use crate::event::mask::Masker;
+use crate::http::{self, auth::Authenticator, AppState, Integrity};
+use crate::integrity::chain::PersonalPaths;
+use crate::integrity::checkpoint::{Keyring, PublicKey, Signer};
+use crate::retention::{Policies, PolicyHandle};
+use crate::tiers::postgres::checkpoints::checkpoint_heads;
+use crate::tiers::postgres::retention::load_policies;
 use crate::keys::KeyStore;
 use crate::ingest::route::Routing;
 use crate::ingest::{Pipeline, TierWriter, Workers};
@@ -18,6 +25,49 @@ use crate::tiers::files::RollingFiles;
 use crate::tiers::postgres::{self, PgStore};
 use crate::tiers::redis::RedisHotTier;
 use crate::tiers::{DurableStore, HotTier};
+
+/// The time-driven parts: the signing key, retention policies and the clock.
+pub struct Governance {
+    pub signer: Arc<Signer>,
+    pub keyring: Keyring,
+    pub policies: PolicyHandle,
+    pub clock: Clock,
+}
+
+impl Governance {
+    /// Loads (or on first start creates, printing the public key) the signing key,
+    /// and starts from the configured retention defaults.
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Governance> {
+        let (signer, created) = Signer::load_or_create(&settings.integrity)
+            .map_err(anyhow::Error::msg)
+            .context("integrity.signing_key_file")?;
+        let public = signer.public().to_base64();
+        if created {
+            tracing::warn!(
+                file = %settings.integrity.signing_key_file.display(),
+                public_key = %public,
+                "created a new checkpoint signing key; keep the file safe and publish the public key"
+            );
+            eprintln!("tierlog: new checkpoint signing key in {}", settings.integrity.signing_key_file.display());
+            eprintln!("tierlog: checkpoint public key (ed25519, base64): {public}");
+        } else {
+            tracing::info!(public_key = %public, key_id = signer.public().id(), "checkpoint signing key loaded");
+        }
+        let mut keys = vec![signer.public().clone()];
+        for extra in &settings.integrity.trusted_public_keys {
+            // Validated with the rest of the settings.
+            if let Ok(key) = PublicKey::parse(extra) {
+                keys.push(key);
+            }
+        }
+        Ok(Governance {
+            signer: Arc::new(signer),
+            keyring: Keyring::new(keys),
+            policies: PolicyHandle::new(Policies::from_settings(settings)),
+            clock: Clock::default(),
+        })
+    }
+}
 
 /// The opened tiers; any may be absent when configured off.
 pub struct Tiers {
@@ -65,8 +115,13 @@ impl Application {
             None
         };
         let auth = Authenticator::new(&settings.server.bootstrap_key, Some(keys));
+        let governance = Governance::from_settings(&settings)?;
+        match load_policies(reader.pool(), &Policies::from_settings(&settings)).await {
+            Ok(policies) => governance.policies.replace(policies),
+            Err(e) => tracing::warn!(error = %e, "retention policies not loaded yet; using the configured defaults"),
+        }
         let tiers = Tiers { store: Some(store), postgres: Some(reader), hot, files };
-        Ok(Application::assemble(settings, listener, counters, auth, tiers))
+        Ok(Application::assemble(settings, listener, counters, auth, tiers, governance))
     }
 
     /// Wires opened tiers into the pipeline and the router.
@@ -76,10 +131,12 @@ impl Application {
         counters: Arc<Counters>,
         auth: Authenticator,
         tiers: Tiers,
+        governance: Governance,
     ) -> Application {
         let Tiers { store, postgres, hot, files } = tiers;
+        let Governance { signer, keyring, policies, clock } = governance;
         let writer = Arc::new(TierWriter {
-            routing: Routing::new(&settings),
+            routing: Routing::with_policies(&settings, policies.clone()),
             store: store.clone(),
             hot: hot.clone(),
             files: files.clone(),
@@ -88,6 +145,8 @@ impl Application {
         let (pipeline, workers) = Pipeline::start(&settings, writer, counters.clone());
         // Validated with the rest of the settings.
         let trusted_proxies = settings.trusted_proxies().unwrap_or_default().into();
+        let masker = Arc::new(Masker::new(&settings.masking).unwrap_or_else(|_| Masker::disabled()));
+        let personal = Arc::new(PersonalPaths::parse(&settings.privacy.personal_paths).unwrap_or_default());
         let state = AppState {
             auth,
             trusted_proxies,
@@ -98,6 +157,11 @@ impl Application {
             postgres,
             hot,
             files,
+            integrity: Integrity { signer, keyring },
+            policies,
+            clock,
+            masker,
+            personal,
         };
         Application { listener, state, workers }
     }
@@ -105,6 +169,11 @@ impl Application {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The service's clock (tests move it forward).
+    pub fn clock(&self) -> Clock {
+        self.state.clock.clone()
     }
 
     /// The service's counters.
@@ -118,6 +187,7 @@ impl Application {
         let Application { listener, state, workers } = self;
         let files = state.files.clone();
         let interval_sync = spawn_interval_fsync(&state);
+        let background = spawn_background(&state);
         tracing::info!(listen = %listener.local_addr()?, "tierlog serving");
         axum::serve(listener, http::router(state).into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
@@ -126,6 +196,9 @@ impl Application {
         tracing::info!("draining the ingest queue");
         workers.stop().await;
         if let Some(task) = interval_sync {
+            task.abort();
+        }
+        for task in background {
             task.abort();
         }
         if let Some(files) = files {
@@ -154,6 +227,63 @@ fn spawn_interval_fsync(state: &AppState) -> Option<tokio::task::JoinHandle<()>>
             }
         }
     }))
+}
+
+/// The periodic work: reloading retention policies, signing checkpoints, running
+/// retention. Each loop's first turn comes one interval after start.
+fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let Some(pg) = state.postgres.clone() else { return tasks };
+    let settings = state.settings.clone();
+    let every = |seconds: u64| {
+        let mut tick = tokio::time::interval(Duration::from_secs(seconds.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    };
+    {
+        let (pg, policies, settings) = (pg.clone(), state.policies.clone(), settings.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = every(settings.retention.policy_refresh_seconds);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match load_policies(pg.pool(), &Policies::from_settings(&settings)).await {
+                    Ok(loaded) => policies.replace(loaded),
+                    Err(e) => tracing::warn!(error = %e, "cannot reload retention policies"),
+                }
+            }
+        }));
+    }
+    if settings.integrity.checkpoint_interval_seconds > 0 {
+        let (pg, signer, clock) = (pg.clone(), state.integrity.signer.clone(), state.clock.clone());
+        let seconds = settings.integrity.checkpoint_interval_seconds;
+        tasks.push(tokio::spawn(async move {
+            let mut tick = every(seconds);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match checkpoint_heads(pg.pool(), &signer, None, "periodic", clock.now()).await {
+                    Ok(made) => tracing::info!(checkpoints = made.len(), "periodic checkpoints signed"),
+                    Err(e) => tracing::error!(error = %e, "periodic checkpoints failed"),
+                }
+            }
+        }));
+    }
+    if settings.retention.enabled {
+        let state = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = every(state.settings.retention.interval_seconds);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match http::retention::run_job(&state).await {
+                    Ok(report) => tracing::info!(run_id = %report.run_id, deleted = ?report.deleted, "retention run finished"),
+                    Err(e) => tracing::error!(status = %e.status(), "retention run failed"),
+                }
+            }
+        }));
+    }
+    tasks
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -14,15 +14,22 @@
 //!    [`integrity`]), then [`tiers::files`] and [`tiers::redis`] side by side.
 //! 6. The request is answered only after its events are durable.
 //!
+//! Around the flow: [`integrity`] signs chain heads and verifies chains,
+//! [`retention`] deletes (and archives) expired rows, [`privacy`] erases and exports
+//! a data subject, [`event::mask`] masks secrets before step 3.
+//!
 //! [`app`] builds and serves the whole; [`telemetry`] holds logs and counters.
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod event;
 pub mod http;
 pub mod ingest;
 pub mod integrity;
 pub mod keys;
+pub mod privacy;
 pub mod query;
+pub mod retention;
 pub mod telemetry;
 pub mod tiers;

@@ -1,11 +1,17 @@
-//! The `tierlog` command: `serve`, `migrate` and `keys`.
+//! The `tierlog` command: `serve`, `migrate`, `keys`, `verify`, `checkpoint`,
+//! `retention` and `export-chain`.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use chrono::{Duration, Utc};
 use clap::{Parser, Subcommand};
-use tierlog::app::{shutdown_signal, Application};
+use tierlog::app::{shutdown_signal, Application, Governance};
+use tierlog::integrity::checkpoint::{Checkpoint, Keyring, PublicKey};
+use tierlog::retention::job::RetentionJob;
+use tierlog::retention::Policies;
+use tierlog::tiers::postgres::checkpoints::checkpoint_heads;
+use tierlog::tiers::postgres::retention::load_policies;
 use tierlog::config::Settings;
 use tierlog::event::parse::is_tenant_id;
 use serde_json::{json, Map, Value};
@@ -31,7 +37,8 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
-    /// Verify the hash chains in the database; exits 1 when a chain is broken.
+    /// Verify the hash chains in the database, or (with --archive) archived or
+    /// exported rows with nothing but the public key; exits 1 when anything is broken.
     Verify {
         /// Only this tenant's chains.
         #[arg(long)]
@@ -39,6 +46,39 @@ enum Command {
         /// Only this table's chains (audit_logs, security_events, financial_audit_logs).
         #[arg(long)]
         table: Option<String>,
+        /// Verify the archive (or chain export) under this directory, offline: no
+        /// database and no configuration are needed.
+        #[arg(long)]
+        archive: Option<PathBuf>,
+        /// The checkpoint public key (base64), or a file holding it; default: the one
+        /// derived from the configured signing key.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// A checkpoint export (the JSON of GET /audit/checkpoints) to match against
+        /// the archived rows.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+    },
+    /// Sign a checkpoint of every chain head that moved since its last one.
+    Checkpoint {
+        /// Only this tenant's chains.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Run the retention job once (deleting, and archiving when configured, every
+    /// expired row of tenants not on legal hold).
+    Retention,
+    /// Write a tenant's chains, as they are now, in the archive format (gzip NDJSON
+    /// with signed manifests) for offline verification with `verify --archive`.
+    ExportChain {
+        #[arg(long)]
+        tenant: String,
+        /// Only this table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Directory to write into.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Manage API keys.
     #[command(subcommand)]
@@ -75,6 +115,11 @@ enum KeysCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Verify { archive: Some(dir), public_key, checkpoints, .. } = &cli.command {
+        // Offline: no configuration, no database.
+        tierlog::telemetry::init("warn", "pretty");
+        return verify_archive(dir, public_key.as_deref(), checkpoints.as_deref());
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     tierlog::telemetry::init(settings.log_filter()?, &settings.logging.format);
     match cli.command {
@@ -88,7 +133,22 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Verify { tenant, table } => verify(&connect(&settings).await?, tenant, table).await,
+        Command::Verify { tenant, table, public_key, .. } => {
+            let keys = keyring(&settings, public_key.as_deref())?;
+            verify(&connect(&settings).await?, &keys, tenant, table).await
+        }
+        Command::Checkpoint { tenant } => {
+            let pg = connect(&settings).await?;
+            let governance = Governance::from_settings(&settings)?;
+            let made = checkpoint_heads(pg.pool(), &governance.signer, tenant.as_deref(), "on_demand", Utc::now()).await?;
+            for checkpoint in &made {
+                println!("{}", serde_json::to_string(checkpoint)?);
+            }
+            println!("{} checkpoint(s) signed with key {}", made.len(), governance.signer.public().id());
+            Ok(())
+        }
+        Command::Retention => retention(&settings).await,
+        Command::ExportChain { tenant, table, out } => export_chain(&settings, &tenant, table.as_deref(), &out).await,
         Command::Keys(command) => {
             let pg = connect(&settings).await?;
             keys(command, &pg, &Routing::new(&settings)).await
@@ -176,7 +236,110 @@ async fn keys(command: KeysCommand, pg: &PgStore, routing: &Routing) -> anyhow::
     Ok(())
 }
 
-async fn verify(pg: &PgStore, tenant: Option<String>, table: Option<String>) -> anyhow::Result<()> {
+/// The public key given on the command line (base64 or a file), else the configured
+/// signing key's (which must exist: verification never creates one).
+fn keyring(settings: &Settings, public_key: Option<&str>) -> anyhow::Result<Keyring> {
+    if let Some(given) = public_key {
+        return Ok(Keyring::new(vec![parse_public_key(given)?]));
+    }
+    let integrity = &settings.integrity;
+    anyhow::ensure!(
+        !integrity.signing_key.is_empty() || integrity.signing_key_file.exists(),
+        "no signing key at {} (integrity.signing_key_file); pass --public-key",
+        integrity.signing_key_file.display()
+    );
+    let governance = Governance::from_settings(settings)?;
+    Ok(governance.keyring)
+}
+
+fn parse_public_key(given: &str) -> anyhow::Result<PublicKey> {
+    let text = match std::fs::read_to_string(given) {
+        Ok(text) => text,
+        Err(_) => given.to_owned(),
+    };
+    PublicKey::parse(&text).map_err(|e| anyhow::anyhow!("--public-key: {e}"))
+}
+
+fn verify_archive(dir: &std::path::Path, public_key: Option<&str>, checkpoints: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let key = parse_public_key(public_key.context("--public-key is required with --archive")?)?;
+    let keys = Keyring::new(vec![key]);
+    let checkpoints: Vec<Checkpoint> = match checkpoints {
+        Some(path) => {
+            let export: Value = serde_json::from_slice(&std::fs::read(path).with_context(|| format!("{}", path.display()))?)?;
+            serde_json::from_value(export.get("checkpoints").cloned().unwrap_or(export)).context("--checkpoints: not a checkpoint export")?
+        }
+        None => Vec::new(),
+    };
+    let reports = tierlog::retention::archive::verify(dir, &keys, &checkpoints)?;
+    anyhow::ensure!(!reports.is_empty(), "no archive manifests under {}", dir.display());
+    let mut broken = 0;
+    for report in &reports {
+        if report.ok {
+            println!(
+                "ok      {} {}: {} rows in {} file(s), seq {}..{}, {} checkpoint(s) matched",
+                report.tenant_id, report.table, report.rows, report.files, report.first_seq, report.last_seq, report.checkpoints_matched
+            );
+        } else {
+            broken += 1;
+            println!("BROKEN  {} {}:", report.tenant_id, report.table);
+            for problem in &report.problems {
+                println!("        {problem}");
+            }
+        }
+    }
+    println!("{} chain(s) checked, {broken} broken", reports.len());
+    if broken > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn retention(settings: &Settings) -> anyhow::Result<()> {
+    let pg = connect(settings).await?;
+    let governance = Governance::from_settings(settings)?;
+    governance.policies.replace(load_policies(pg.pool(), &Policies::from_settings(settings)).await?);
+    let job = RetentionJob::new(
+        pg.pool().clone(),
+        governance.signer.clone(),
+        governance.keyring.clone(),
+        governance.policies.clone(),
+        &settings.retention,
+    );
+    let report = job.run_once(Utc::now()).await?;
+    let batch = EncodedBatch::new(report.events());
+    let routing = Routing::with_policies(settings, governance.policies.clone());
+    pg.persist(&routing.persist_requests(&batch)).await.context("cannot record the retention run")?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+async fn export_chain(settings: &Settings, tenant: &str, table: Option<&str>, out: &std::path::Path) -> anyhow::Result<()> {
+    use tierlog::tiers::postgres::verify::chains;
+    let table = match table {
+        Some(name) => Some(tierlog::tiers::Table::parse(name).ok_or_else(|| anyhow::anyhow!("--table: unknown table {name:?}"))?),
+        None => None,
+    };
+    let pg = connect(settings).await?;
+    let governance = Governance::from_settings(settings)?;
+    let run = uuid::Uuid::now_v7();
+    let mut rows_written = 0usize;
+    for (chain_tenant, chain_table, _) in chains(pg.pool(), Some(tenant), table).await? {
+        let mut after = 0i64;
+        let mut part = 0usize;
+        loop {
+            let rows = pg.read_chain_after(&chain_tenant, chain_table, after, 5000).await?;
+            let Some(last) = rows.last() else { break };
+            after = last.seq;
+            part += 1;
+            tierlog::retention::archive::write(out, &governance.signer, chain_table, &rows, run, part, Utc::now())?;
+            rows_written += rows.len();
+        }
+    }
+    println!("{rows_written} rows written under {}; public key {}", out.display(), governance.signer.public().to_base64());
+    Ok(())
+}
+
+async fn verify(pg: &PgStore, keys: &Keyring, tenant: Option<String>, table: Option<String>) -> anyhow::Result<()> {
     use tierlog::tiers::postgres::verify::{chains, verify_chain};
     let table = match table {
         Some(name) => Some(tierlog::tiers::Table::parse(&name).ok_or_else(|| anyhow::anyhow!("--table: unknown table {name:?}"))?),
@@ -185,7 +348,7 @@ async fn verify(pg: &PgStore, tenant: Option<String>, table: Option<String>) -> 
     let mut broken = 0;
     let mut checked = 0u64;
     for (chain_tenant, chain_table, head) in chains(pg.pool(), tenant.as_deref(), table).await? {
-        let report = verify_chain(pg.pool(), &chain_tenant, chain_table, head).await?;
+        let report = verify_chain(pg.pool(), keys, &chain_tenant, chain_table, head).await?;
         checked += report.rows_checked;
         match &report.first_break {
             None => println!("ok      {chain_tenant} {chain_table}: {} rows, head {}", report.rows_checked, head),

@@ -44,7 +44,79 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub files: FileSettings,
     pub logging: LoggingSettings,
+    pub integrity: IntegritySettings,
+    pub retention: RetentionSettings,
+    pub privacy: PrivacySettings,
+    pub masking: MaskingSettings,
     pub categories: BTreeMap<Category, CategoryPolicy>,
+}
+
+/// Checkpoint signing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegritySettings {
+    /// The Ed25519 signing key's 32-byte seed, base64; empty: use `signing_key_file`.
+    pub signing_key: String,
+    /// Where the key is kept (created, mode 0600, on first start when absent).
+    pub signing_key_file: PathBuf,
+    /// Public keys (base64) of earlier signing keys whose checkpoints still count.
+    pub trusted_public_keys: Vec<String>,
+    /// Seconds between periodic checkpoints of every chain that moved; 0: none.
+    pub checkpoint_interval_seconds: u64,
+}
+
+/// The retention job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    pub enabled: bool,
+    /// Seconds between runs.
+    pub interval_seconds: u64,
+    /// Rows deleted per transaction.
+    pub batch_size: u32,
+    /// Write expiring rows to compressed NDJSON archives before deleting them.
+    pub archive: bool,
+    pub archive_path: PathBuf,
+    /// How long tenant and plan policies are cached by each node.
+    pub policy_refresh_seconds: u64,
+}
+
+/// Personal data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySettings {
+    /// Paths of personal values inside `details` and `changes` (dotted, `*` for any
+    /// key): sealed apart in the hash chain and erased with the subject.
+    pub personal_paths: Vec<String>,
+}
+
+/// Masking of secrets at ingest, before any tier sees the event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingSettings {
+    pub enabled: bool,
+    /// Keys (any depth of `details` and `changes`, case and separator insensitive)
+    /// whose values are replaced with "[MASKED]".
+    pub mask_keys: Vec<String>,
+    /// Keys removed together with their values.
+    pub drop_keys: Vec<String>,
+    /// Exact dotted paths (from `details.` or `changes.`) to mask or remove.
+    pub mask_paths: Vec<String>,
+    pub drop_paths: Vec<String>,
+    /// Built-in value patterns applied to every string of `message`, `details` and
+    /// `changes`: card_number, bearer_token, jwt, api_key, password_assignment.
+    pub patterns: Vec<String>,
+    /// Further patterns: regular expression and replacement.
+    pub custom_patterns: Vec<CustomPattern>,
+}
+
+/// An operator's value pattern.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomPattern {
+    pub name: String,
+    pub regex: String,
+    pub replacement: String,
 }
 
 /// The HTTP listener.
@@ -301,6 +373,23 @@ impl Settings {
                     "redis_ttl_seconds and redis_max_len must be greater than 0",
                 ));
             }
+        }
+        if self.retention.interval_seconds == 0 || self.retention.batch_size == 0 {
+            return Err(ConfigError::invalid(
+                "retention.interval_seconds / retention.batch_size",
+                "must be greater than 0",
+            ));
+        }
+        crate::integrity::chain::PersonalPaths::parse(&self.privacy.personal_paths)
+            .map_err(|reason| ConfigError::invalid("privacy.personal_paths", reason))?;
+        crate::event::mask::Masker::new(&self.masking).map_err(|(setting, reason)| ConfigError::invalid(&setting, reason))?;
+        if !self.integrity.signing_key.is_empty() {
+            crate::integrity::checkpoint::Signer::from_seed_base64(&self.integrity.signing_key)
+                .map_err(|reason| ConfigError::invalid("integrity.signing_key (TIERLOG__INTEGRITY__SIGNING_KEY)", reason))?;
+        }
+        for key in &self.integrity.trusted_public_keys {
+            crate::integrity::checkpoint::PublicKey::parse(key)
+                .map_err(|reason| ConfigError::invalid("integrity.trusted_public_keys", reason))?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod body;
+pub mod mask;
 pub mod parse;
 
 use std::fmt;

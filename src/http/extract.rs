@@ -135,3 +135,41 @@ mod tests {
         assert_eq!(client_ip(Some(proxy), &garbage, &trusted), Some(proxy));
     }
 }
+
+/// Parses a query string strictly: only `known` names, each at most once.
+pub fn strict_params(
+    query: Option<&str>,
+    known: &[&str],
+) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|_| ApiError::bad_request("query: is not a valid query string"))?;
+    let mut params = std::collections::BTreeMap::new();
+    for (key, value) in pairs {
+        if !known.contains(&key.as_str()) {
+            return Err(ApiError::bad_request(format!("{key}: is not a known parameter")));
+        }
+        if params.insert(key.clone(), value).is_some() {
+            return Err(ApiError::bad_request(format!("{key}: is given more than once")));
+        }
+    }
+    Ok(params)
+}
+
+/// The tenant a request is about: the one asked for (which the key must reach), else
+/// the key's own; `None` means every tenant (all-tenant keys only).
+pub fn tenant_scope(principal: &crate::keys::Principal, asked: Option<&str>) -> Result<Option<String>, ApiError> {
+    match asked {
+        Some(tenant) => {
+            if !crate::event::parse::is_tenant_id(tenant) {
+                return Err(ApiError::bad_request(
+                    "tenant_id: must be 1-64 characters of letters, digits, '.', '_' or '-'",
+                ));
+            }
+            if !principal.may_access_tenant(tenant) {
+                return Err(ApiError::forbidden_tenant());
+            }
+            Ok(Some(tenant.to_owned()))
+        }
+        None => Ok(principal.tenant.clone()),
+    }
+}

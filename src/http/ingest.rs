@@ -76,7 +76,11 @@ pub(super) async fn ingest(
     let mut problems: Vec<FieldError> = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
         match parser.parse(index, item) {
-            Ok(event) => events.push(event),
+            Ok(mut event) => {
+                // Before any tier sees it.
+                state.masker.apply(&mut event);
+                events.push(event);
+            }
             Err(mut errors) => problems.append(&mut errors),
         }
     }

@@ -10,7 +10,9 @@ mod ingest;
 pub mod keys;
 pub mod openapi;
 mod query;
+pub mod retention;
 mod stats;
+mod subjects;
 mod verify;
 
 use std::sync::Arc;
@@ -21,7 +23,12 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use crate::clock::Clock;
 use crate::config::Settings;
+use crate::event::mask::Masker;
+use crate::integrity::chain::PersonalPaths;
+use crate::integrity::checkpoint::{Keyring, Signer};
+use crate::retention::PolicyHandle;
 use crate::ingest::Pipeline;
 use crate::query::IpFilter;
 use crate::telemetry::Counters;
@@ -43,6 +50,22 @@ pub struct AppState {
     pub postgres: Option<PgStore>,
     pub hot: Option<Arc<dyn HotTier>>,
     pub files: Option<Arc<RollingFiles>>,
+    pub integrity: Integrity,
+    /// Retention policies in force.
+    pub policies: PolicyHandle,
+    /// Time for retention and checkpoints (tests move it forward).
+    pub clock: Clock,
+    /// Masking rules applied at ingest.
+    pub masker: Arc<Masker>,
+    /// Configured personal paths inside details and changes.
+    pub personal: Arc<PersonalPaths>,
+}
+
+/// The checkpoint signing key and the keys whose signatures are accepted.
+#[derive(Clone)]
+pub struct Integrity {
+    pub signer: Arc<Signer>,
+    pub keyring: Keyring,
 }
 
 impl AppState {
@@ -66,6 +89,12 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/stats", get(stats::stats))
         .route("/audit/export", get(export::export))
         .route("/audit/verify", get(verify::verify))
+        .route("/audit/checkpoints", get(verify::list_checkpoints).post(verify::create_checkpoints))
+        .route("/audit/checkpoints/public-key", get(verify::public_key))
+        .route("/audit/retention", get(retention::get_retention).put(retention::put_retention))
+        .route("/audit/retention/run", post(retention::run_retention))
+        .route("/audit/subjects/{id}/erase", post(subjects::erase))
+        .route("/audit/subjects/{id}/export", get(subjects::export))
         .route("/audit/failed-logins", get(stats::failed_logins))
         .route("/audit/users/{id}/activity", get(query::user_activity))
         .route("/healthz", get(health::healthz))

@@ -4,6 +4,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::config::Settings;
 use crate::event::{AuditEvent, Category};
+use crate::integrity::chain::PersonalPaths;
+use crate::retention::{Policies, PolicyHandle};
 use crate::tiers::{EncodedBatch, HotEntry, PersistRequest, Table};
 
 /// One category's resolved policy.
@@ -19,11 +21,19 @@ struct CategoryRoute {
 #[derive(Debug, Clone)]
 pub struct Routing {
     routes: Vec<CategoryRoute>,
+    personal: PersonalPaths,
+    policies: PolicyHandle,
 }
 
 impl Routing {
-    /// Resolves every category's policy from validated settings.
+    /// Resolves every category's policy from validated settings, with the configured
+    /// retention defaults only.
     pub fn new(settings: &Settings) -> Routing {
+        Routing::with_policies(settings, PolicyHandle::new(Policies::from_settings(settings)))
+    }
+
+    /// Like [`Routing::new`], following the shared retention `policies`.
+    pub fn with_policies(settings: &Settings, policies: PolicyHandle) -> Routing {
         let routes = Category::ALL
             .into_iter()
             .map(|category| CategoryRoute {
@@ -33,7 +43,9 @@ impl Routing {
                 max_len: settings.redis_max_len(category),
             })
             .collect();
-        Routing { routes }
+        // Validated with the rest of the settings.
+        let personal = PersonalPaths::parse(&settings.privacy.personal_paths).unwrap_or_default();
+        Routing { routes, personal, policies }
     }
 
     fn route(&self, category: Category) -> &CategoryRoute {
@@ -47,18 +59,24 @@ impl Routing {
     }
 
     /// When a persisted `event` expires: fixed at ingest from the policy then in force.
-    pub fn expires_at(&self, event: &AuditEvent) -> DateTime<Utc> {
-        let days = self.route(event.category).persist.retention_days;
+    pub fn expires_at(&self, policies: &Policies, event: &AuditEvent) -> DateTime<Utc> {
+        let days = policies.days(&event.tenant_id, event.category);
         event.received_at + Duration::days(i64::from(days))
     }
 
     /// The durable writes of a batch.
     pub fn persist_requests<'a>(&self, batch: &'a EncodedBatch) -> Vec<PersistRequest<'a>> {
+        let policies = self.policies.snapshot();
         batch
             .events
             .iter()
             .filter_map(|event| {
-                self.table(event).map(|table| PersistRequest { table, expires_at: self.expires_at(event), event })
+                self.table(event).map(|table| PersistRequest {
+                    table,
+                    expires_at: self.expires_at(&policies, event),
+                    pii_paths: self.personal.find(event),
+                    event,
+                })
             })
             .collect()
     }

@@ -4,32 +4,47 @@
 //! row's hash, 32 zero bytes for the first) and `row_hash`:
 //!
 //! ```text
-//! row_hash = SHA-256(canonical JSON of {v, table, seq, prev_hash, expires_at, pii_hash,
-//!                                       event without its personal fields})
-//! pii_hash = SHA-256("tierlog.pii.v1" || pii_salt || canonical JSON of the personal fields)
+//! pii_hash     = SHA-256("tierlog.pii.v2" || pii_salt || canonical JSON of the personal values)
+//! content_hash = SHA-256("tierlog.content.v2" || canonical JSON of
+//!                        {table, pii_hash, pii_paths, event without its personal values})
+//! row_hash     = SHA-256("tierlog.row.v2" || seq (8 bytes, big-endian)
+//!                        || expires_at (microseconds since 1970, 8 bytes, big-endian)
+//!                        || prev_hash || content_hash)
 //! ```
 //!
-//! Personal fields (username, email, ip_address, user_agent) enter the row hash only
-//! through `pii_hash`, salted per row. Erasing them later (GDPR) keeps `pii_hash`, so
-//! the chain still verifies, while the random salt, erased with them, stops anyone
-//! from confirming a guessed value against the stored hash. Changing any other column
-//! changes `row_hash`.
+//! Personal values are the fields in [`PERSONAL_FIELDS`] plus the values inside
+//! `details` and `changes` that matched the configured personal paths at ingest; the
+//! concrete paths are stored with the row (`pii_paths`) and covered by the hash. They
+//! enter the row hash only through `pii_hash`, salted per row. Erasing them (GDPR)
+//! keeps `pii_hash`, so the chain still verifies, while the random salt, erased with
+//! them, stops anyone from confirming a guessed value against the stored hash.
+//! Changing anything else changes `row_hash`.
+//!
+//! `row_hash` is built from `content_hash` so that a row deleted by retention can
+//! leave a tombstone (seq, expires_at, prev_hash, content_hash, row_hash): the chain
+//! still links across it, and a verifier can check that it was due for deletion.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::event::{format_timestamp, AuditEvent};
+use crate::event::AuditEvent;
 
 /// Version of the canonical encoding, hashed into every row.
-pub const CHAIN_VERSION: u64 = 1;
+pub const CHAIN_VERSION: u64 = 2;
 
 /// The hash that precedes the first row of every chain.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
 /// Fields that identify a person; they are hashed separately so erasure keeps chains
 /// valid.
-pub const PERSONAL_FIELDS: [&str; 4] = ["username", "email", "ip_address", "user_agent"];
+pub const PERSONAL_FIELDS: [&str; 5] = ["user_id", "username", "email", "ip_address", "user_agent"];
+
+/// What an erased personal value inside `details` or `changes` is replaced with.
+pub const ERASED: &str = "[erased]";
+
+/// A concrete path to a value inside the event, e.g. `["details", "phone"]`.
+pub type PiiPath = Vec<String>;
 
 /// A row's place in its chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,64 +54,209 @@ pub struct Link {
     pub row_hash: [u8; 32],
 }
 
-/// The salted commitment to a row's personal fields.
+/// The salted commitment to a row's personal values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PiiSeal {
     pub salt: [u8; 16],
     pub hash: [u8; 32],
 }
 
-/// The salted hash of `event`'s personal fields.
-pub fn pii_hash(event: &AuditEvent, salt: &[u8; 16]) -> [u8; 32] {
-    let (_, personal) = split_personal(event);
+/// Configured paths of personal values inside `details` and `changes`: dotted names
+/// whose segments are keys, `*` standing for any key (`changes.*.email`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PersonalPaths {
+    patterns: Vec<Vec<String>>,
+}
+
+impl PersonalPaths {
+    /// Parses dotted patterns; each must start with `details` or `changes`.
+    pub fn parse(patterns: &[String]) -> Result<PersonalPaths, String> {
+        let mut parsed = Vec::new();
+        for pattern in patterns {
+            let segments: Vec<String> = pattern.split('.').map(str::to_owned).collect();
+            if segments.len() < 2 || !matches!(segments[0].as_str(), "details" | "changes") {
+                return Err(format!("`{pattern}` must start with `details.` or `changes.`"));
+            }
+            if segments.iter().any(String::is_empty) {
+                return Err(format!("`{pattern}` has an empty segment"));
+            }
+            parsed.push(segments);
+        }
+        Ok(PersonalPaths { patterns: parsed })
+    }
+
+    /// The concrete paths of `event` that hold personal values, sorted.
+    pub fn find(&self, event: &AuditEvent) -> Vec<PiiPath> {
+        if self.patterns.is_empty() || (event.details.is_none() && event.changes.is_none()) {
+            return Vec::new();
+        }
+        self.find_in(&Value::Object(event_value(event)))
+    }
+
+    /// Like [`PersonalPaths::find`] over an event's JSON object.
+    pub fn find_in(&self, event: &Value) -> Vec<PiiPath> {
+        let mut found = Vec::new();
+        for pattern in &self.patterns {
+            collect(event, pattern, &mut Vec::new(), &mut found);
+        }
+        found.sort();
+        found.dedup();
+        found
+    }
+}
+
+fn collect(value: &Value, pattern: &[String], at: &mut Vec<String>, found: &mut Vec<PiiPath>) {
+    let Some((head, rest)) = pattern.split_first() else {
+        if !value.is_null() {
+            found.push(at.clone());
+        }
+        return;
+    };
+    let Value::Object(map) = value else { return };
+    let mut visit = |key: &String, child: &Value| {
+        at.push(key.clone());
+        collect(child, rest, at, found);
+        at.pop();
+    };
+    if head == "*" {
+        for (key, child) in map {
+            visit(key, child);
+        }
+    } else if let Some(child) = map.get(head) {
+        visit(head, child);
+    }
+}
+
+/// Removes and returns the value at `path`.
+fn take_path(root: &mut Map<String, Value>, path: &[String]) -> Option<Value> {
+    let (last, parents) = path.split_last()?;
+    let mut map = root;
+    for key in parents {
+        map = map.get_mut(key)?.as_object_mut()?;
+    }
+    map.remove(last)
+}
+
+/// Replaces the value at `path` (if present) with `replacement`.
+pub fn replace_path(root: &mut Map<String, Value>, path: &[String], replacement: Value) -> bool {
+    let Some((last, parents)) = path.split_last() else { return false };
+    let mut map = root;
+    for key in parents {
+        match map.get_mut(key).and_then(Value::as_object_mut) {
+            Some(next) => map = next,
+            None => return false,
+        }
+    }
+    match map.get_mut(last) {
+        Some(slot) => {
+            *slot = replacement;
+            true
+        }
+        None => false,
+    }
+}
+
+/// The salted hash of `event`'s personal values.
+pub fn pii_hash(event: &AuditEvent, pii_paths: &[PiiPath], salt: &[u8; 16]) -> [u8; 32] {
+    let (_, personal) = split_personal(event, pii_paths);
     seal_personal(&personal, salt)
 }
 
+/// The hash of everything in a row except its chain position.
+pub fn content_hash(table: &str, pii_hash: &[u8; 32], pii_paths: &[PiiPath], event: &AuditEvent) -> [u8; 32] {
+    let (content, _) = split_personal(event, pii_paths);
+    hash_content(table, pii_hash, pii_paths, content)
+}
+
+/// [`content_hash`] and [`pii_hash`] of an event given as its JSON object (as read
+/// back from an archive), so a verifier needs no event type: `(content, pii)`.
+pub fn hashes_of_value(
+    table: &str,
+    pii_hash: &[u8; 32],
+    pii_paths: &[PiiPath],
+    event: Map<String, Value>,
+    salt: Option<&[u8; 16]>,
+) -> ([u8; 32], Option<[u8; 32]>) {
+    let (content, personal) = split_value(event, pii_paths);
+    let pii = salt.map(|salt| seal_personal(&personal, salt));
+    (hash_content(table, pii_hash, pii_paths, content), pii)
+}
+
+/// The hash of a row at position `seq` after `prev_hash`, from its content hash.
+pub fn link_hash(seq: i64, expires_at: &DateTime<Utc>, prev_hash: &[u8; 32], content_hash: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"tierlog.row.v2");
+    hasher.update(seq.to_be_bytes());
+    hasher.update(expires_at.timestamp_micros().to_be_bytes());
+    hasher.update(prev_hash);
+    hasher.update(content_hash);
+    hasher.finalize().into()
+}
+
 /// The hash of a row at position `seq` after `prev_hash`.
+#[allow(clippy::too_many_arguments)]
 pub fn row_hash(
     table: &str,
     seq: i64,
     prev_hash: &[u8; 32],
     expires_at: &DateTime<Utc>,
     pii_hash: &[u8; 32],
+    pii_paths: &[PiiPath],
     event: &AuditEvent,
 ) -> [u8; 32] {
-    let (content, _) = split_personal(event);
-    hash_content(table, seq, prev_hash, expires_at, pii_hash, content)
+    link_hash(seq, expires_at, prev_hash, &content_hash(table, pii_hash, pii_paths, event))
 }
 
 /// Extends a chain whose head is (`head_seq`, `head_hash`) by one row, sealing its
-/// personal fields with a fresh salt. Encodes the event once for both hashes.
+/// personal values with a fresh salt. Encodes the event once for both hashes.
 pub fn next_link(
     table: &str,
     head_seq: i64,
     head_hash: &[u8; 32],
     expires_at: &DateTime<Utc>,
+    pii_paths: &[PiiPath],
     event: &AuditEvent,
 ) -> (Link, PiiSeal) {
-    let (content, personal) = split_personal(event);
+    let (content, personal) = split_personal(event, pii_paths);
     let salt: [u8; 16] = rand::random();
     let seal = PiiSeal { salt, hash: seal_personal(&personal, &salt) };
     let seq = head_seq + 1;
-    let row_hash = hash_content(table, seq, head_hash, expires_at, &seal.hash, content);
+    let content = hash_content(table, &seal.hash, pii_paths, content);
+    let row_hash = link_hash(seq, expires_at, head_hash, &content);
     (Link { seq, prev_hash: *head_hash, row_hash }, seal)
 }
 
-/// The event's JSON object, split into its non-personal and personal fields.
-fn split_personal(event: &AuditEvent) -> (Map<String, Value>, Map<String, Value>) {
-    let mut content = event_value(event);
+/// The event's JSON object, split into its non-personal content and its personal
+/// values.
+fn split_personal(event: &AuditEvent, pii_paths: &[PiiPath]) -> (Map<String, Value>, Map<String, Value>) {
+    split_value(event_value(event), pii_paths)
+}
+
+fn split_value(mut content: Map<String, Value>, pii_paths: &[PiiPath]) -> (Map<String, Value>, Map<String, Value>) {
     let mut personal = Map::new();
     for field in PERSONAL_FIELDS {
         if let Some(value) = content.remove(field) {
             personal.insert(field.to_owned(), value);
         }
     }
+    if !pii_paths.is_empty() {
+        let mut values = Vec::with_capacity(pii_paths.len());
+        for path in pii_paths {
+            let value = take_path(&mut content, path).unwrap_or(Value::Null);
+            values.push(Value::Array(vec![path_value(path), value]));
+        }
+        personal.insert("paths".into(), Value::Array(values));
+    }
     (content, personal)
+}
+
+fn path_value(path: &[String]) -> Value {
+    Value::Array(path.iter().map(|s| Value::String(s.clone())).collect())
 }
 
 fn seal_personal(personal: &Map<String, Value>, salt: &[u8; 16]) -> [u8; 32] {
     let mut hasher = Sha256::new();
-    hasher.update(b"tierlog.pii.v1");
+    hasher.update(b"tierlog.pii.v2");
     hasher.update(salt);
     let mut encoded = Vec::with_capacity(128);
     write_object(personal, &mut encoded);
@@ -104,23 +264,15 @@ fn seal_personal(personal: &Map<String, Value>, salt: &[u8; 16]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-fn hash_content(
-    table: &str,
-    seq: i64,
-    prev_hash: &[u8; 32],
-    expires_at: &DateTime<Utc>,
-    pii_hash: &[u8; 32],
-    content: Map<String, Value>,
-) -> [u8; 32] {
+fn hash_content(table: &str, pii_hash: &[u8; 32], pii_paths: &[PiiPath], content: Map<String, Value>) -> [u8; 32] {
     let mut envelope = Map::new();
     envelope.insert("v".into(), CHAIN_VERSION.into());
     envelope.insert("table".into(), table.into());
-    envelope.insert("seq".into(), seq.into());
-    envelope.insert("prev_hash".into(), hex::encode(prev_hash).into());
-    envelope.insert("expires_at".into(), format_timestamp(expires_at).into());
     envelope.insert("pii_hash".into(), hex::encode(pii_hash).into());
+    envelope.insert("pii_paths".into(), Value::Array(pii_paths.iter().map(|p| path_value(p)).collect()));
     envelope.insert("event".into(), Value::Object(content));
     let mut encoded = Vec::with_capacity(1024);
+    encoded.extend_from_slice(b"tierlog.content.v2");
     write_object(&envelope, &mut encoded);
     Sha256::digest(encoded).into()
 }
@@ -189,13 +341,18 @@ mod tests {
         let mut item = json!({
             "id": "0192f0c4-7a4e-7c3a-9c55-3f1f2a7d9b10", "category": "auth",
             "timestamp": "2026-11-23T12:00:00Z", "username": "alice", "email": "a@example.com",
-            "details": {"b": 1, "a": [1.5, "x"]}
+            "user_id": "u-1", "details": {"b": 1, "a": [1.5, "x"], "phone": "+1 555 0100"},
+            "changes": {"before": {"email": "old@example.com", "role": "user"}, "after": {"email": "new@example.com", "role": "admin"}}
         });
         if let (Some(base), Value::Object(more)) = (item.as_object_mut(), extra) {
             base.extend(more);
         }
         let received = DateTime::parse_from_rfc3339("2026-11-23T12:00:01Z").expect("ts").to_utc();
         EventParser::new(Limits::default(), None, received).parse(0, item).expect("valid")
+    }
+
+    fn paths() -> PersonalPaths {
+        PersonalPaths::parse(&["details.phone".into(), "changes.*.email".into(), "details.absent".into()]).expect("valid")
     }
 
     #[test]
@@ -208,33 +365,66 @@ mod tests {
     }
 
     #[test]
-    fn erasing_personal_fields_keeps_the_row_hash_but_other_changes_break_it() {
+    fn personal_paths_find_concrete_values_and_reject_bad_patterns() {
+        let found = paths().find(&event(json!({})));
+        let expected: Vec<PiiPath> = vec![
+            vec!["changes".into(), "after".into(), "email".into()],
+            vec!["changes".into(), "before".into(), "email".into()],
+            vec!["details".into(), "phone".into()],
+        ];
+        assert_eq!(found, expected);
+        assert!(PersonalPaths::parse(&["message".into()]).is_err());
+        assert!(PersonalPaths::parse(&["details..x".into()]).is_err());
+    }
+
+    #[test]
+    fn erasing_personal_values_keeps_the_row_hash_but_other_changes_break_it() {
         let original = event(json!({}));
+        let found = paths().find(&original);
         let expires = original.received_at;
-        let (link, seal) = next_link("audit_logs", 0, &GENESIS_HASH, &expires, &original);
+        let (link, seal) = next_link("audit_logs", 0, &GENESIS_HASH, &expires, &found, &original);
+        let hash_of = |e: &AuditEvent, pii: &[PiiPath]| {
+            row_hash("audit_logs", link.seq, &link.prev_hash, &expires, &seal.hash, pii, e)
+        };
+        assert_eq!(hash_of(&original, &found), link.row_hash);
 
         let mut erased = original.clone();
         erased.username = None;
         erased.email = None;
-        let after_erasure = row_hash("audit_logs", link.seq, &link.prev_hash, &expires, &seal.hash, &erased);
-        assert_eq!(after_erasure, link.row_hash);
-        assert_ne!(pii_hash(&erased, &seal.salt), seal.hash, "pii hash must notice the erasure");
+        erased.user_id = Some("erased-0123".into());
+        if let Some(details) = erased.details.as_mut() {
+            assert!(replace_path(details, &["phone".into()], ERASED.into()));
+        }
+        if let Some(before) = erased.changes.as_mut().and_then(|c| c.before.as_mut()) {
+            before.insert("email".into(), ERASED.into());
+        }
+        assert_eq!(hash_of(&erased, &found), link.row_hash);
+        assert_ne!(pii_hash(&erased, &found, &seal.salt), seal.hash, "pii hash must notice the erasure");
 
         let mut tampered = original.clone();
-        tampered.details = Some(json!({"b": 2, "a": [1.5, "x"]}).as_object().cloned().unwrap_or_default());
-        let after_tamper = row_hash("audit_logs", link.seq, &link.prev_hash, &expires, &seal.hash, &tampered);
-        assert_ne!(after_tamper, link.row_hash);
+        if let Some(details) = tampered.details.as_mut() {
+            details.insert("b".into(), 2.into());
+        }
+        assert_ne!(hash_of(&tampered, &found), link.row_hash);
+        let mut role = original.clone();
+        if let Some(after) = role.changes.as_mut().and_then(|c| c.after.as_mut()) {
+            after.insert("role".into(), "user".into());
+        }
+        assert_ne!(hash_of(&role, &found), link.row_hash);
+        assert_ne!(hash_of(&original, &found[1..]), link.row_hash, "the path list is covered");
     }
 
     #[test]
-    fn the_hash_depends_on_position_and_predecessor() {
+    fn the_hash_depends_on_position_predecessor_and_expiry() {
         let e = event(json!({}));
-        let (first, seal) = next_link("audit_logs", 0, &GENESIS_HASH, &e.received_at, &e);
-        let moved = row_hash("audit_logs", 2, &GENESIS_HASH, &e.received_at, &seal.hash, &e);
-        let other_table = row_hash("security_events", 1, &GENESIS_HASH, &e.received_at, &seal.hash, &e);
+        let (first, seal) = next_link("audit_logs", 0, &GENESIS_HASH, &e.received_at, &[], &e);
+        let at = |table: &str, seq: i64, expires: &DateTime<Utc>| row_hash(table, seq, &GENESIS_HASH, expires, &seal.hash, &[], &e);
         assert_eq!(first.seq, 1);
-        assert_eq!(first.row_hash, row_hash("audit_logs", 1, &GENESIS_HASH, &e.received_at, &seal.hash, &e));
-        assert_ne!(first.row_hash, moved);
-        assert_ne!(first.row_hash, other_table);
+        assert_eq!(first.row_hash, at("audit_logs", 1, &e.received_at));
+        assert_ne!(first.row_hash, at("audit_logs", 2, &e.received_at));
+        assert_ne!(first.row_hash, at("security_events", 1, &e.received_at));
+        assert_ne!(first.row_hash, at("audit_logs", 1, &e.timestamp));
+        let content = content_hash("audit_logs", &seal.hash, &[], &e);
+        assert_eq!(first.row_hash, link_hash(1, &e.received_at, &GENESIS_HASH, &content));
     }
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{AuditEvent, Category};
 
+
 /// A boxed future, so the tier traits can be used as trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -61,6 +62,8 @@ impl fmt::Display for Table {
 pub struct PersistRequest<'a> {
     pub table: Table,
     pub expires_at: DateTime<Utc>,
+    /// Paths inside `details`/`changes` holding personal values (sealed apart).
+    pub pii_paths: Vec<crate::integrity::chain::PiiPath>,
     pub event: &'a AuditEvent,
 }
 
@@ -139,6 +142,14 @@ pub trait HotTier: Send + Sync {
         categories: &'a [Category],
     ) -> BoxFuture<'a, Result<Vec<Vec<u8>>, HotTierError>>;
 
+    /// Rewrites held entries in place: every line of `tenant`'s (or every tenant's)
+    /// lists for which `edit` returns a new line is replaced, atomically per list.
+    /// Returns how many were replaced.
+    fn rewrite<'a>(&'a self, tenant: Option<&'a str>, edit: &'a LineEdit<'a>) -> BoxFuture<'a, Result<u64, HotTierError>>;
+
     /// Answers when the hot tier is reachable.
     fn ping(&self) -> BoxFuture<'_, Result<(), HotTierError>>;
 }
+
+/// An edit of a hot-tier line: the new line, or `None` to leave it.
+pub type LineEdit<'e> = dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync + 'e;

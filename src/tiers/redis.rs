@@ -19,7 +19,7 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, Client, Script};
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::{BoxFuture, HotEntry, HotTier, HotTierError};
+use super::{BoxFuture, HotEntry, HotTier, HotTierError, LineEdit};
 use crate::config::RedisSettings;
 use crate::event::Category;
 
@@ -181,40 +181,93 @@ impl RedisHotTier {
     }
 }
 
+/// Replaces entries in one list, each only if it is still there (pushes may have
+/// moved it): `ARGV` holds (old, new) pairs.
+const REWRITE_SCRIPT: &str = r#"
+local replaced = 0
+for i = 1, #ARGV, 2 do
+  local index = redis.call('LPOS', KEYS[1], ARGV[i])
+  if index then
+    redis.call('LSET', KEYS[1], index, ARGV[i + 1])
+    replaced = replaced + 1
+  end
+end
+return replaced
+"#;
+
 impl RedisHotTier {
-    async fn read_lists(&self, tenant: Option<&str>, categories: &[Category]) -> Result<Vec<Vec<u8>>, HotTierError> {
-        if self.in_backoff() {
-            return Err(HotTierError::Backoff);
-        }
-        let read = async {
-            let mut connection = self.connection().await?;
-            let mut keys = Vec::new();
-            for category in categories {
-                match tenant {
-                    Some(tenant) => keys.push(events_key(&self.prefix, tenant, *category)),
-                    None => {
-                        // Every tenant's list of this category: the tenant is a hash tag.
-                        let pattern = format!("{}:{KEY_VERSION}:{{t:*}}:{category}:events", self.prefix);
-                        let mut iter: ::redis::AsyncIter<String> =
-                            connection.scan_match(&pattern).await.map_err(HotTierError::Redis)?;
-                        while let Some(key) = iter.next_item().await {
-                            keys.push(key.map_err(HotTierError::Redis)?);
-                        }
+    /// The events lists of `categories` for one tenant or (SCAN) all of them.
+    async fn list_keys(
+        &self,
+        connection: &mut ConnectionManager,
+        tenant: Option<&str>,
+        categories: &[Category],
+    ) -> Result<Vec<String>, HotTierError> {
+        let mut keys = Vec::new();
+        for category in categories {
+            match tenant {
+                Some(tenant) => keys.push(events_key(&self.prefix, tenant, *category)),
+                None => {
+                    let pattern = format!("{}:{KEY_VERSION}:{{t:*}}:{category}:events", self.prefix);
+                    let mut iter: ::redis::AsyncIter<String> =
+                        connection.scan_match(&pattern).await.map_err(HotTierError::Redis)?;
+                    while let Some(key) = iter.next_item().await {
+                        keys.push(key.map_err(HotTierError::Redis)?);
                     }
                 }
             }
+        }
+        Ok(keys)
+    }
+
+    /// Runs `work` unless in backoff, within `4 × timeout`, and records the outcome.
+    async fn guarded<T>(&self, work: impl std::future::Future<Output = Result<T, HotTierError>>) -> Result<T, HotTierError> {
+        if self.in_backoff() {
+            return Err(HotTierError::Backoff);
+        }
+        let result = tokio::time::timeout(self.timeout * 4, work)
+            .await
+            .unwrap_or(Err(HotTierError::Timeout(self.timeout.as_millis() as u64 * 4)));
+        self.mark(result.is_ok());
+        result
+    }
+
+    async fn read_lists(&self, tenant: Option<&str>, categories: &[Category]) -> Result<Vec<Vec<u8>>, HotTierError> {
+        self.guarded(async {
+            let mut connection = self.connection().await?;
+            let keys = self.list_keys(&mut connection, tenant, categories).await?;
             let mut pipe = ::redis::pipe();
             for key in &keys {
                 pipe.lrange(key, 0, -1);
             }
             let lists: Vec<Vec<Vec<u8>>> = pipe.query_async(&mut connection).await.map_err(HotTierError::Redis)?;
             Ok(lists.into_iter().flatten().collect())
-        };
-        let result = tokio::time::timeout(self.timeout * 4, read)
-            .await
-            .unwrap_or(Err(HotTierError::Timeout(self.timeout.as_millis() as u64 * 4)));
-        self.mark(result.is_ok());
-        result
+        })
+        .await
+    }
+
+    async fn rewrite_lists(&self, tenant: Option<&str>, edit: &LineEdit<'_>) -> Result<u64, HotTierError> {
+        self.guarded(async {
+            let mut connection = self.connection().await?;
+            let script = Script::new(REWRITE_SCRIPT);
+            let mut replaced = 0u64;
+            for key in self.list_keys(&mut connection, tenant, &Category::ALL).await? {
+                let lines: Vec<Vec<u8>> = connection.lrange(&key, 0, -1).await.map_err(HotTierError::Redis)?;
+                let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+                    lines.into_iter().filter_map(|old| edit(&old).map(|new| (old, new))).collect();
+                if pairs.is_empty() {
+                    continue;
+                }
+                let mut invocation = script.key(&key);
+                for (old, new) in &pairs {
+                    invocation.arg(old.as_slice()).arg(new.as_slice());
+                }
+                let count: u64 = invocation.invoke_async(&mut connection).await.map_err(HotTierError::Redis)?;
+                replaced += count;
+            }
+            Ok(replaced)
+        })
+        .await
     }
 }
 
@@ -229,6 +282,10 @@ impl HotTier for RedisHotTier {
 
     fn push<'a>(&'a self, entries: &'a [HotEntry<'a>]) -> BoxFuture<'a, Result<(), HotTierError>> {
         Box::pin(self.push_batch(entries))
+    }
+
+    fn rewrite<'a>(&'a self, tenant: Option<&'a str>, edit: &'a LineEdit<'a>) -> BoxFuture<'a, Result<u64, HotTierError>> {
+        Box::pin(self.rewrite_lists(tenant, edit))
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), HotTierError>> {

@@ -129,6 +129,8 @@ pub fn test_settings(db: &TestDb, redis: &TestRedis, dir: &TempDir) -> Settings 
     settings.redis.key_prefix = redis.prefix.clone();
     settings.redis.retry_interval_ms = 100;
     settings.files.path = dir.path().join("audit.jsonl");
+    settings.integrity.signing_key_file = dir.path().join("signing.key");
+    settings.retention.archive_path = dir.path().join("archive");
     settings.validate().expect("test settings are valid");
     settings
 }

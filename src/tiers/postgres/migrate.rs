@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "event tables", include_str!("../../../migrations/0001_event_tables.sql")),
     (2, "api keys", include_str!("../../../migrations/0002_api_keys.sql")),
     (3, "search", include_str!("../../../migrations/0003_search.sql")),
+    (4, "integrity and retention", include_str!("../../../migrations/0004_integrity_retention.sql")),
 ];
 
 #[derive(Debug)]

@@ -6,6 +6,9 @@ mod migrate;
 pub mod query;
 pub mod stats;
 pub mod verify;
+pub mod checkpoints;
+pub mod retention;
+pub mod erasure;
 mod rows;
 
 use std::collections::{BTreeMap, HashSet};
@@ -57,6 +60,11 @@ impl PgStore {
     /// Every row of one chain, in sequence order.
     pub async fn read_chain(&self, tenant: &str, table: Table) -> Result<Vec<StoredRow>, sqlx::Error> {
         rows::read_chain(&self.pool, tenant, table).await
+    }
+
+    /// Up to `limit` rows of one chain after sequence `after`, in order.
+    pub async fn read_chain_after(&self, tenant: &str, table: Table, after: i64, limit: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
+        rows::read_chain_after(&self.pool, tenant, table, after, limit).await
     }
 
     /// Inserts optimistically; only when an id turns out to be stored already (a
@@ -112,7 +120,14 @@ impl PgStore {
                         continue;
                     }
                     let (link, seal) =
-                        chain::next_link(table.as_str(), seq, &hash, &request.expires_at, request.event);
+                        chain::next_link(
+                        table.as_str(),
+                        seq,
+                        &hash,
+                        &request.expires_at,
+                        &request.pii_paths,
+                        request.event,
+                    );
                     rows.push(request, &link, &seal);
                     seq = link.seq;
                     hash = link.row_hash;

@@ -9,7 +9,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::event::{AuditEvent, Category, Level, Status};
-use crate::integrity::chain::{Link, PiiSeal};
+use crate::integrity::chain::{Link, PiiPath, PiiSeal};
 use crate::tiers::{PersistRequest, Table};
 
 /// One batch's rows for one table, column by column, for `INSERT ... FROM UNNEST`.
@@ -30,6 +30,7 @@ pub(super) struct RowColumns {
     row_hash: Vec<Vec<u8>>,
     pii_salt: Vec<Vec<u8>>,
     pii_hash: Vec<Vec<u8>>,
+    pii_paths: Vec<Option<Value>>,
 }
 
 const TEXT_COLUMNS: [&str; 14] = [
@@ -90,6 +91,7 @@ impl RowColumns {
         self.row_hash.push(link.row_hash.to_vec());
         self.pii_salt.push(seal.salt.to_vec());
         self.pii_hash.push(seal.hash.to_vec());
+        self.pii_paths.push(paths_json(&request.pii_paths));
     }
 
     pub(super) fn len(&self) -> usize {
@@ -115,20 +117,21 @@ impl RowColumns {
         let hash_base = ip_param + 1 + JSON_COLUMNS.len();
         let sql = format!(
             "INSERT INTO {table} (tenant_id, seq, id, occurred_at, received_at, expires_at, category, level,
-                 {text_list}, ip_address, {json_list}, prev_hash, row_hash, pii_salt, pii_hash)
+                 {text_list}, ip_address, {json_list}, prev_hash, row_hash, pii_salt, pii_hash, pii_paths)
              SELECT tenant_id, seq, id, occurred_at, received_at, expires_at, category, level,
-                 {text_list}, ip::inet, {json_list}, prev_hash, row_hash, pii_salt, pii_hash
+                 {text_list}, ip::inet, {json_list}, prev_hash, row_hash, pii_salt, pii_hash, pii_paths
              FROM unnest($1::text[], $2::int8[], $3::uuid[], $4::timestamptz[], $5::timestamptz[],
                  $6::timestamptz[], $7::text[], $8::text[], {text_params}, ${ip_param}::text[],
-                 {json_params}, ${h0}::bytea[], ${h1}::bytea[], ${h2}::bytea[], ${h3}::bytea[])
+                 {json_params}, ${h0}::bytea[], ${h1}::bytea[], ${h2}::bytea[], ${h3}::bytea[], ${h4}::jsonb[])
              AS r(tenant_id, seq, id, occurred_at, received_at, expires_at, category, level,
-                 {text_list}, ip, {json_list}, prev_hash, row_hash, pii_salt, pii_hash)",
+                 {text_list}, ip, {json_list}, prev_hash, row_hash, pii_salt, pii_hash, pii_paths)",
             text_params = text_params.join(", "),
             json_params = json_params.join(", "),
             h0 = hash_base,
             h1 = hash_base + 1,
             h2 = hash_base + 2,
             h3 = hash_base + 3,
+            h4 = hash_base + 4,
         );
         let mut query = sqlx::query(&sql)
             .bind(&self.tenant_id)
@@ -151,6 +154,7 @@ impl RowColumns {
             .bind(&self.row_hash)
             .bind(&self.pii_salt)
             .bind(&self.pii_hash)
+            .bind(&self.pii_paths)
             .execute(&mut **tx)
             .await?;
         Ok(())
@@ -181,6 +185,12 @@ pub struct StoredRow {
     pub row_hash: Vec<u8>,
     pub pii_salt: Option<Vec<u8>>,
     pub pii_hash: Vec<u8>,
+    pub pii_paths: Vec<PiiPath>,
+}
+
+/// `pii_paths` as stored: NULL when there are none.
+pub(crate) fn paths_json(paths: &[PiiPath]) -> Option<Value> {
+    (!paths.is_empty()).then(|| serde_json::to_value(paths).unwrap_or(Value::Null))
 }
 
 pub(super) async fn read_chain(pool: &PgPool, tenant: &str, table: Table) -> Result<Vec<StoredRow>, sqlx::Error> {
@@ -188,6 +198,20 @@ pub(super) async fn read_chain(pool: &PgPool, tenant: &str, table: Table) -> Res
         "SELECT *, host(ip_address) AS ip_text FROM {table} WHERE tenant_id = $1 ORDER BY seq"
     );
     let rows = sqlx::query(&sql).bind(tenant).fetch_all(pool).await?;
+    rows.iter().map(|row| stored_row(table, row)).collect()
+}
+
+pub(super) async fn read_chain_after(
+    pool: &PgPool,
+    tenant: &str,
+    table: Table,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<StoredRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT *, host(ip_address) AS ip_text FROM {table} WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+    );
+    let rows = sqlx::query(&sql).bind(tenant).bind(after).bind(limit).fetch_all(pool).await?;
     rows.iter().map(|row| stored_row(table, row)).collect()
 }
 
@@ -253,5 +277,6 @@ pub(super) fn stored_row(table: Table, row: &PgRow) -> Result<StoredRow, sqlx::E
         row_hash: row.try_get("row_hash")?,
         pii_salt: row.try_get("pii_salt")?,
         pii_hash: row.try_get("pii_hash")?,
+        pii_paths: json_column(row, "pii_paths")?.unwrap_or_default(),
     })
 }

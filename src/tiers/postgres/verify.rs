@@ -1,11 +1,18 @@
-//! Reading chains for verification, 5,000 rows at a time, so any length verifies in
-//! flat memory.
+//! Reading chains for verification: rows 5,000 at a time merged in sequence order
+//! with the tombstones retention left, so any length verifies in flat memory; the
+//! next chunk is fetched while the current one is hashed.
 
+use std::collections::VecDeque;
+
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
-use super::rows::stored_row;
-use crate::integrity::verify::{Break, Verifier};
+use super::checkpoints;
+use super::rows::read_chain_after;
+use super::StoredRow;
+use crate::integrity::checkpoint::Keyring;
+use crate::integrity::verify::{Anchor, Break, Tombstone, Verifier};
 use crate::tiers::Table;
 
 /// Rows read per round trip.
@@ -16,9 +23,15 @@ const CHUNK: i64 = 5000;
 pub struct ChainReport {
     pub tenant_id: String,
     pub table: String,
+    /// Rows and tombstones checked.
     pub rows_checked: u64,
+    /// The oldest sequence number still held (rows before it were deleted by
+    /// retention and are vouched for by a signed checkpoint).
+    pub first_seq: i64,
     /// The head recorded when the last row was written.
     pub head_seq: i64,
+    /// Signed checkpoints of this chain whose signatures were checked.
+    pub checkpoints: usize,
     pub ok: bool,
     /// The first link that does not hold.
     #[schema(value_type = Option<Object>)]
@@ -46,37 +59,196 @@ pub async fn chains(pool: &PgPool, tenant: Option<&str>, table: Option<Table>) -
     Ok(chains)
 }
 
-/// Verifies one chain against its recorded head.
-pub async fn verify_chain(pool: &PgPool, tenant: &str, table: Table, head_seq: i64) -> Result<ChainReport, sqlx::Error> {
-    let mut verifier = Verifier::new();
-    let mut after = 0i64;
-    let mut first_break = None;
-    'chunks: loop {
-        let sql = format!(
-            "SELECT *, host(ip_address) AS ip_text FROM {table} WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-        );
-        let rows = sqlx::query(&sql).bind(tenant).bind(after).bind(CHUNK).fetch_all(pool).await?;
-        if rows.is_empty() {
-            break;
+/// Tombstones of one chain from `after` on, at most `limit`.
+pub(crate) async fn tombstones(
+    pool: &PgPool,
+    tenant: &str,
+    table: Table,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Tombstone>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT seq, expires_at, deleted_at, prev_hash, content_hash, row_hash FROM chain_tombstones
+         WHERE tenant_id = $1 AND table_name = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+    )
+    .bind(tenant)
+    .bind(table.as_str())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Tombstone {
+                seq: row.try_get("seq")?,
+                expires_at: row.try_get::<DateTime<Utc>, _>("expires_at")?,
+                deleted_at: row.try_get("deleted_at")?,
+                prev_hash: row.try_get("prev_hash")?,
+                content_hash: row.try_get("content_hash")?,
+                row_hash: row.try_get("row_hash")?,
+            })
+        })
+        .collect()
+}
+
+async fn rows_after(pool: &PgPool, tenant: &str, table: Table, after: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
+    read_chain_after(pool, tenant, table, after, CHUNK).await
+}
+
+/// The oldest sequence number held as a row or a tombstone.
+async fn first_held(pool: &PgPool, tenant: &str, table: Table) -> Result<Option<i64>, sqlx::Error> {
+    let sql = format!(
+        "SELECT LEAST((SELECT min(seq) FROM {table} WHERE tenant_id = $1),
+                      (SELECT min(seq) FROM chain_tombstones WHERE tenant_id = $1 AND table_name = $2))"
+    );
+    sqlx::query_scalar(&sql).bind(tenant).bind(table.as_str()).fetch_one(pool).await
+}
+
+/// The chain's checkpoints as verified anchors; the first bad signature is a break.
+pub(crate) async fn anchors(
+    pool: &PgPool,
+    keys: &Keyring,
+    tenant: &str,
+    table: Table,
+) -> Result<(Vec<Anchor>, Option<Break>), sqlx::Error> {
+    let mut anchors = Vec::new();
+    for checkpoint in checkpoints::for_chain(pool, tenant, table).await? {
+        let seq = checkpoint.head.seq;
+        if let Err(reason) = checkpoint.verify(keys) {
+            return Ok((anchors, Some(Break::BadCheckpoint { seq, reason })));
         }
-        for row in &rows {
-            let stored = stored_row(table, row)?;
-            after = stored.seq;
-            if let Err(broken) = verifier.check(&stored) {
-                first_break = Some(broken);
-                break 'chunks;
-            }
+        match checkpoint.hash_bytes() {
+            Some(hash) => anchors.push(Anchor { seq, hash }),
+            None => return Ok((anchors, Some(Break::BadCheckpoint { seq, reason: crate::integrity::checkpoint::SignatureError::Invalid }))),
         }
     }
-    if first_break.is_none() {
-        first_break = verifier.finish(head_seq).err();
-    }
-    Ok(ChainReport {
+    Ok((anchors, None))
+}
+
+/// Verifies one chain against its recorded head and its signed checkpoints.
+pub async fn verify_chain(
+    pool: &PgPool,
+    keys: &Keyring,
+    tenant: &str,
+    table: Table,
+    head_seq: i64,
+) -> Result<ChainReport, sqlx::Error> {
+    let (anchors, bad_checkpoint) = anchors(pool, keys, tenant, table).await?;
+    let checkpoint_count = anchors.len();
+    let first_seq = first_held(pool, tenant, table).await?.unwrap_or(head_seq + 1);
+    let report = |rows_checked, first_break: Option<Break>| ChainReport {
         tenant_id: tenant.to_owned(),
         table: table.as_str().to_owned(),
-        rows_checked: verifier.checked(),
+        rows_checked,
+        first_seq,
         head_seq,
+        checkpoints: checkpoint_count,
         ok: first_break.is_none(),
         first_break,
-    })
+    };
+    if bad_checkpoint.is_some() {
+        return Ok(report(0, bad_checkpoint));
+    }
+    let mut verifier = match Verifier::starting_at(first_seq, anchors) {
+        Ok(verifier) => verifier,
+        Err(broken) => return Ok(report(0, Some(broken))),
+    };
+    let first_break = walk(pool, &mut verifier, tenant, table, first_seq - 1).await?;
+    let first_break = first_break.or_else(|| verifier.finish(head_seq).err());
+    Ok(report(verifier.checked(), first_break))
+}
+
+/// Why the row walk stopped early.
+enum Stop {
+    Broken(Break),
+    /// The tombstone buffer ran dry inside this stretch of rows.
+    NeedTombstones,
+}
+
+impl From<Break> for Stop {
+    fn from(broken: Break) -> Stop {
+        Stop::Broken(broken)
+    }
+}
+
+/// Checks `rows`, and the buffered tombstones that fall before each of them.
+fn check_rows(
+    verifier: &mut Verifier,
+    rows: &[StoredRow],
+    tombs: &mut VecDeque<Tombstone>,
+    tombs_done: bool,
+) -> Result<(), Stop> {
+    for row in rows {
+        if row.seq <= verifier.last_seq() {
+            continue;
+        }
+        while let Some(tomb) = tombs.front().filter(|t| t.seq < row.seq) {
+            verifier.check_tombstone(tomb)?;
+            tombs.pop_front();
+            if tombs.is_empty() && !tombs_done {
+                return Err(Stop::NeedTombstones);
+            }
+        }
+        verifier.check(row)?;
+    }
+    Ok(())
+}
+
+/// Walks rows and tombstones after `after` in sequence order.
+async fn walk(
+    pool: &PgPool,
+    verifier: &mut Verifier,
+    tenant: &str,
+    table: Table,
+    after: i64,
+) -> Result<Option<Break>, sqlx::Error> {
+    let mut tombs: VecDeque<Tombstone> = tombstones(pool, tenant, table, after, CHUNK).await?.into();
+    let mut tombs_done = (tombs.len() as i64) < CHUNK;
+    let mut rows = rows_after(pool, tenant, table, after).await?;
+    while !rows.is_empty() {
+        // Fetch the next chunk on another task while this one is hashed.
+        let next = match rows.last() {
+            Some(last) if rows.len() as i64 == CHUNK => {
+                let (pool, tenant, last) = (pool.clone(), tenant.to_owned(), last.seq);
+                Some(tokio::spawn(async move { rows_after(&pool, &tenant, table, last).await }))
+            }
+            _ => None,
+        };
+        match check_rows(verifier, &rows, &mut tombs, tombs_done) {
+            Ok(()) => {}
+            Err(Stop::Broken(broken)) => {
+                if let Some(task) = next {
+                    task.abort();
+                }
+                return Ok(Some(broken));
+            }
+            Err(Stop::NeedTombstones) => {
+                tombs.extend(tombstones(pool, tenant, table, verifier.last_seq(), CHUNK).await?);
+                tombs_done = (tombs.len() as i64) < CHUNK;
+                if let Some(task) = next {
+                    task.abort();
+                }
+                // Rows already checked are skipped; the rest are read again.
+                rows = rows_after(pool, tenant, table, verifier.last_seq()).await?;
+                continue;
+            }
+        }
+        rows = match next {
+            Some(task) => task.await.map_err(|e| sqlx::Error::Protocol(format!("chunk reader failed: {e}")))??,
+            None => Vec::new(),
+        };
+    }
+    // Tombstones after the last row.
+    loop {
+        while let Some(tomb) = tombs.pop_front() {
+            if let Err(broken) = verifier.check_tombstone(&tomb) {
+                return Ok(Some(broken));
+            }
+        }
+        if tombs_done {
+            return Ok(None);
+        }
+        tombs.extend(tombstones(pool, tenant, table, verifier.last_seq(), CHUNK).await?);
+        tombs_done = (tombs.len() as i64) < CHUNK;
+    }
 }

@@ -1,0 +1,359 @@
+//! PII and secret masking at ingest: runs on every validated event before any tier
+//! sees it, so a password or card number sent by mistake never reaches Redis,
+//! Postgres or the files.
+//!
+//! Three kinds of rule, all from [`MaskingSettings`]:
+//! - keys (`mask_keys`, `drop_keys`): at any depth of `details` and `changes`,
+//!   matched by words, ignoring case and separators, so `password` catches
+//!   `newPassword`, `password_hash` and `X-Password`;
+//! - exact paths (`mask_paths`, `drop_paths`) such as `details.payload.raw`;
+//! - value patterns over every string of `message`, `details` and `changes`: built-in
+//!   ones (card numbers with a Luhn check, bearer tokens, JWTs, API keys, `password=`
+//!   assignments) and the operator's own regular expressions.
+
+use regex::{Captures, Regex};
+use serde_json::{Map, Value};
+
+use super::AuditEvent;
+use crate::config::MaskingSettings;
+
+/// What a masked value becomes.
+pub const MASKED: &str = "[MASKED]";
+
+/// The compiled masking rules.
+#[derive(Debug, Clone)]
+pub struct Masker {
+    enabled: bool,
+    mask_keys: Vec<Vec<String>>,
+    drop_keys: Vec<Vec<String>>,
+    mask_paths: Vec<Vec<String>>,
+    drop_paths: Vec<Vec<String>>,
+    patterns: Vec<Pattern>,
+}
+
+#[derive(Debug, Clone)]
+struct Pattern {
+    regex: Regex,
+    replace: Replace,
+}
+
+#[derive(Debug, Clone)]
+enum Replace {
+    Text(String),
+    /// Card numbers: only Luhn-valid digit runs, keeping the last four digits.
+    Card,
+}
+
+const BUILT_IN: [&str; 5] = ["card_number", "bearer_token", "jwt", "api_key", "password_assignment"];
+
+fn built_in(name: &str) -> Option<(&'static str, Replace)> {
+    Some(match name {
+        "card_number" => (r"\b\d(?:[ -]?\d){12,18}\b", Replace::Card),
+        "bearer_token" => (r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]+=*", Replace::Text("$1 [MASKED]".into())),
+        "jwt" => (r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+", Replace::Text(MASKED.into())),
+        "api_key" => (
+            r"\b(?:tlk_[A-Za-z0-9_-]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abposr]-[A-Za-z0-9-]{10,})",
+            Replace::Text(MASKED.into()),
+        ),
+        "password_assignment" => (
+            r#"(?i)\b(password|passwd|pwd|secret)(\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s,;&]+)"#,
+            Replace::Text("$1$2[MASKED]".into()),
+        ),
+        _ => return None,
+    })
+}
+
+/// Splits a key into lowercase words: `newPassword`, `new-password` and
+/// `NEW_PASSWORD` all become `["new", "password"]`.
+fn words(key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut prev_lower = false;
+    for c in key.chars() {
+        if !c.is_alphanumeric() {
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        current.extend(c.to_lowercase());
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// True when `rule`'s words appear, in order and adjacent, among `key`'s words, or
+/// when the key written without separators equals the rule written without them
+/// (`apikey` against `api_key`).
+fn key_matches(key: &[String], rule: &[String]) -> bool {
+    if rule.is_empty() {
+        return false;
+    }
+    key.windows(rule.len()).any(|w| w == rule) || key.concat() == rule.concat()
+}
+
+fn paths(setting: &str, raw: &[String]) -> Result<Vec<Vec<String>>, (String, String)> {
+    raw.iter()
+        .map(|p| {
+            let segments: Vec<String> = p.split('.').map(str::to_owned).collect();
+            if segments.len() < 2 || !matches!(segments[0].as_str(), "details" | "changes") || segments.iter().any(String::is_empty) {
+                Err((setting.to_owned(), format!("`{p}` must be a dotted path starting with `details.` or `changes.`")))
+            } else {
+                Ok(segments)
+            }
+        })
+        .collect()
+}
+
+impl Masker {
+    /// Compiles the rules; a bad one is named as `(setting, reason)`.
+    pub fn new(settings: &MaskingSettings) -> Result<Masker, (String, String)> {
+        let mut patterns = Vec::new();
+        for name in &settings.patterns {
+            let (regex, replace) = built_in(name).ok_or_else(|| {
+                ("masking.patterns".to_owned(), format!("`{name}` is not one of {}", BUILT_IN.join(", ")))
+            })?;
+            let regex = Regex::new(regex).map_err(|e| ("masking.patterns".to_owned(), e.to_string()))?;
+            patterns.push(Pattern { regex, replace });
+        }
+        for custom in &settings.custom_patterns {
+            let regex = Regex::new(&custom.regex)
+                .map_err(|e| (format!("masking.custom_patterns.{}", custom.name), e.to_string()))?;
+            patterns.push(Pattern { regex, replace: Replace::Text(custom.replacement.clone()) });
+        }
+        let key_words = |raw: &[String]| raw.iter().map(|k| words(k)).filter(|w| !w.is_empty()).collect();
+        Ok(Masker {
+            enabled: settings.enabled,
+            mask_keys: key_words(&settings.mask_keys),
+            drop_keys: key_words(&settings.drop_keys),
+            mask_paths: paths("masking.mask_paths", &settings.mask_paths)?,
+            drop_paths: paths("masking.drop_paths", &settings.drop_paths)?,
+            patterns,
+        })
+    }
+
+    /// A masker that changes nothing.
+    pub fn disabled() -> Masker {
+        Masker {
+            enabled: false,
+            mask_keys: Vec::new(),
+            drop_keys: Vec::new(),
+            mask_paths: Vec::new(),
+            drop_paths: Vec::new(),
+            patterns: Vec::new(),
+        }
+    }
+
+    /// Masks `event` in place.
+    pub fn apply(&self, event: &mut AuditEvent) {
+        if !self.enabled {
+            return;
+        }
+        if let Some(message) = event.message.as_mut() {
+            self.mask_text(message);
+        }
+        if let Some(details) = event.details.as_mut() {
+            self.apply_paths(details, "details");
+            self.walk(details);
+        }
+        if let Some(changes) = event.changes.as_mut() {
+            for (side, map) in [("before", &mut changes.before), ("after", &mut changes.after)] {
+                if let Some(map) = map.as_mut() {
+                    self.apply_side_paths(map, side);
+                    self.walk(map);
+                }
+            }
+        }
+    }
+
+    fn apply_paths(&self, root: &mut Map<String, Value>, top: &str) {
+        for path in self.drop_paths.iter().filter(|p| p[0] == top) {
+            edit_path(root, &path[1..], |map, key| {
+                map.remove(key);
+            });
+        }
+        for path in self.mask_paths.iter().filter(|p| p[0] == top) {
+            edit_path(root, &path[1..], |map, key| {
+                if let Some(slot) = map.get_mut(key) {
+                    *slot = Value::String(MASKED.into());
+                }
+            });
+        }
+    }
+
+    /// `changes.before.x` paths apply to the `before` side, `changes.*.x` to both.
+    fn apply_side_paths(&self, side_map: &mut Map<String, Value>, side: &str) {
+        let applies = |p: &&Vec<String>| p[0] == "changes" && p.len() > 2 && (p[1] == side || p[1] == "*");
+        for path in self.drop_paths.iter().filter(applies) {
+            edit_path(side_map, &path[2..], |map, key| {
+                map.remove(key);
+            });
+        }
+        for path in self.mask_paths.iter().filter(applies) {
+            edit_path(side_map, &path[2..], |map, key| {
+                if let Some(slot) = map.get_mut(key) {
+                    *slot = Value::String(MASKED.into());
+                }
+            });
+        }
+    }
+
+    fn walk(&self, map: &mut Map<String, Value>) {
+        let keys: Vec<String> = map.keys().cloned().collect();
+        for key in keys {
+            let key_words = words(&key);
+            if self.drop_keys.iter().any(|rule| key_matches(&key_words, rule)) {
+                map.remove(&key);
+                continue;
+            }
+            let Some(value) = map.get_mut(&key) else { continue };
+            if self.mask_keys.iter().any(|rule| key_matches(&key_words, rule)) {
+                if !value.is_null() {
+                    *value = Value::String(MASKED.into());
+                }
+                continue;
+            }
+            self.walk_value(value);
+        }
+    }
+
+    fn walk_value(&self, value: &mut Value) {
+        match value {
+            Value::Object(map) => self.walk(map),
+            Value::Array(items) => items.iter_mut().for_each(|item| self.walk_value(item)),
+            Value::String(text) => self.mask_text(text),
+            _ => {}
+        }
+    }
+
+    fn mask_text(&self, text: &mut String) {
+        for pattern in &self.patterns {
+            if !pattern.regex.is_match(text) {
+                continue;
+            }
+            let replaced = match &pattern.replace {
+                Replace::Text(with) => pattern.regex.replace_all(text, with.as_str()).into_owned(),
+                Replace::Card => pattern.regex.replace_all(text, |caps: &Captures<'_>| mask_card(&caps[0])).into_owned(),
+            };
+            *text = replaced;
+        }
+    }
+}
+
+fn edit_path(root: &mut Map<String, Value>, path: &[String], edit: impl FnOnce(&mut Map<String, Value>, &str)) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut map = root;
+    for key in parents {
+        match map.get_mut(key).and_then(Value::as_object_mut) {
+            Some(next) => map = next,
+            None => return,
+        }
+    }
+    edit(map, last);
+}
+
+fn mask_card(candidate: &str) -> String {
+    let digits: Vec<u32> = candidate.chars().filter_map(|c| c.to_digit(10)).collect();
+    if !(13..=19).contains(&digits.len()) || !luhn(&digits) {
+        return candidate.to_owned();
+    }
+    let last4: String = digits[digits.len() - 4..].iter().map(|d| char::from(b'0' + *d as u8)).collect();
+    format!("[MASKED-CARD ****{last4}]")
+}
+
+fn luhn(digits: &[u32]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| if i % 2 == 1 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { *d })
+        .sum();
+    sum % 10 == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::event::{EventParser, Limits};
+    use chrono::Utc;
+    use serde_json::json;
+
+    fn masked(item: Value) -> Value {
+        let settings = Settings::defaults().expect("defaults");
+        let masker = Masker::new(&settings.masking).expect("rules compile");
+        let mut event = EventParser::new(Limits::default(), None, Utc::now()).parse(0, item).expect("valid");
+        masker.apply(&mut event);
+        serde_json::to_value(&event).expect("json")
+    }
+
+    #[test]
+    fn default_rules_mask_secrets_by_key_at_any_depth() {
+        let out = masked(json!({"category": "auth", "details": {
+            "password": "hunter2", "newPassword": "x", "nested": {"X-Api-Key": "abc", "session_token": "t"},
+            "list": [{"client_secret": "s"}], "keep": "visible", "pin": 1234, "shipping": "box"}}));
+        let d = &out["details"];
+        assert_eq!(d["password"], MASKED);
+        assert_eq!(d["newPassword"], MASKED);
+        assert_eq!(d["nested"]["X-Api-Key"], MASKED);
+        assert_eq!(d["nested"]["session_token"], MASKED);
+        assert_eq!(d["list"][0]["client_secret"], MASKED);
+        assert_eq!(d["pin"], MASKED);
+        assert_eq!(d["keep"], "visible");
+        assert_eq!(d["shipping"], "box");
+    }
+
+    #[test]
+    fn value_patterns_mask_cards_tokens_and_keys_in_free_text() {
+        let out = masked(json!({"category": "audit",
+            "message": "paid with 4111 1111 1111 1111, order 1234567890123 ok; Authorization: Bearer abc.def-ghi password=s3cret!",
+            "changes": {"before": {"note": "key sk_live_abcdefghijklmnop"}, "after": {"jwt": "eyJhbGciOi.eyJzdWIiOiIx.sig"}}}));
+        let message = out["message"].as_str().expect("message");
+        assert!(message.contains("[MASKED-CARD ****1111]"), "{message}");
+        assert!(message.contains("order 1234567890123"), "a non-Luhn number stays: {message}");
+        assert!(message.contains("Bearer [MASKED]"), "{message}");
+        assert!(message.contains("password=[MASKED]"), "{message}");
+        assert!(!message.contains("s3cret") && !message.contains("abc.def"), "{message}");
+        assert_eq!(out["changes"]["before"]["note"], "key [MASKED]");
+        assert_eq!(out["changes"]["after"]["jwt"], MASKED);
+    }
+
+    #[test]
+    fn paths_and_custom_patterns_follow_configuration() {
+        let mut settings = Settings::defaults().expect("defaults");
+        settings.masking.drop_paths = vec!["details.raw".into(), "changes.*.blob".into()];
+        settings.masking.mask_paths = vec!["details.account.iban".into()];
+        settings.masking.custom_patterns = vec![crate::config::CustomPattern {
+            name: "ssn".into(),
+            regex: r"\b\d{3}-\d{2}-\d{4}\b".into(),
+            replacement: "[SSN]".into(),
+        }];
+        let masker = Masker::new(&settings.masking).expect("compiles");
+        let mut event = EventParser::new(Limits::default(), None, Utc::now())
+            .parse(0, json!({"category": "audit", "message": "ssn 123-45-6789",
+                "details": {"raw": "x", "account": {"iban": "DE89"}},
+                "changes": {"before": {"blob": 1, "a": 1}, "after": {"blob": 2}}}))
+            .expect("valid");
+        masker.apply(&mut event);
+        let out = serde_json::to_value(&event).expect("json");
+        assert_eq!(out["message"], "ssn [SSN]");
+        assert!(out["details"].get("raw").is_none());
+        assert_eq!(out["details"]["account"]["iban"], MASKED);
+        assert!(out["changes"]["before"].get("blob").is_none());
+        assert_eq!(out["changes"]["before"]["a"], 1);
+
+        settings.masking.custom_patterns[0].regex = "(".into();
+        let err = Masker::new(&settings.masking).expect_err("bad regex");
+        assert_eq!(err.0, "masking.custom_patterns.ssn");
+        settings.masking.custom_patterns.clear();
+        settings.masking.patterns = vec!["nope".into()];
+        assert!(Masker::new(&settings.masking).is_err());
+    }
+}
