@@ -170,6 +170,7 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
         .env("TIERLOG_LISTEN", format!("127.0.0.1:{port}"))
         .env("TIERLOG_BOOTSTRAP_KEY", KEY)
         .env("LOGGING_FILE", dir.path().join("audit.jsonl"))
+        .env("TIERLOG__INTEGRITY__SIGNING_KEY_FILE", dir.path().join("signing.key"))
         .env("LOGGING_MAX_SIZE_MB", "100")
         .env("LOGGING_BACKUP_COUNT", "100")
         .env("LOGGING_LEVEL", "WARNING")

@@ -127,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
         .env("TIERLOG_LISTEN", format!("127.0.0.1:{port}"))
         .env("TIERLOG_BOOTSTRAP_KEY", KEY)
         .env("LOGGING_FILE", dir.path().join("audit.jsonl"))
+        .env("TIERLOG__INTEGRITY__SIGNING_KEY_FILE", dir.path().join("signing.key"))
         .env("LOGGING_LEVEL", "WARNING")
         .stdout(Stdio::null())
         .spawn()?;

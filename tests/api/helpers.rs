@@ -363,6 +363,7 @@ impl ServerProcess {
             .env("TIERLOG_LISTEN", "127.0.0.1:0")
             .env("TIERLOG_BOOTSTRAP_KEY", KEY)
             .env("LOGGING_FILE", dir.join("audit.jsonl"))
+            .env("TIERLOG__INTEGRITY__SIGNING_KEY_FILE", dir.join("signing.key"))
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -74,6 +74,7 @@ async fn verification_names_the_first_broken_link_for_each_kind_of_tampering() {
         Command::new(env!("CARGO_BIN_EXE_tierlog"))
             .args(["verify", "--tenant", tenant, "--table", "audit_logs"])
             .env("DATABASE_URL", &app.db.url)
+            .env("TIERLOG__INTEGRITY__SIGNING_KEY_FILE", app.dir.path().join("signing.key"))
             .env("REDIS_LOG_ENABLED", "false")
             .env("LOGGING_LEVEL", "ERROR")
             .output()
