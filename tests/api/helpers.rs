@@ -143,6 +143,8 @@ pub struct TestApp {
     pub pool: PgPool,
     pub redis: TestRedis,
     pub dir: TempDir,
+    /// The service's clock: moving it forward makes retention see the future.
+    pub clock: tierlog::clock::Clock,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     pub db: TestDb,
@@ -168,6 +170,7 @@ impl TestApp {
         let app = Application::build(settings).await.expect("app builds");
         let address = format!("http://{}", app.local_addr().expect("addr"));
         let counters = app.counters();
+        let clock = app.clock();
         let (shutdown, stop) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async {
             let _ = stop.await;
@@ -180,6 +183,7 @@ impl TestApp {
             pool,
             redis,
             dir,
+            clock,
             shutdown: Some(shutdown),
             server: Some(server),
             db,
@@ -202,6 +206,25 @@ impl TestApp {
             request = request.bearer_auth(key);
         }
         request.send().await.expect("request sent")
+    }
+
+    /// Sends a request with `key` (and a JSON body) and returns the status and the
+    /// JSON answer (`null` when the body is not JSON).
+    pub async fn send_json(&self, method: reqwest::Method, path: &str, key: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.address)).bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Verifies every chain through the API and returns the report.
+    pub async fn verify_all(&self) -> Value {
+        let (status, body) = self.send_json(reqwest::Method::GET, "/audit/verify", KEY, None).await;
+        assert_eq!(status, 200, "{body}");
+        body
     }
 
     /// Rows of `table` for `tenant`.

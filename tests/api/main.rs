@@ -1,6 +1,10 @@
 //! tierlog's integration tests: one binary, the real Postgres, Redis, files and HTTP.
 
 mod chain;
+mod checkpoints;
+mod masking;
+mod privacy;
+mod retention;
 mod docs;
 mod export;
 mod helpers;
