@@ -12,7 +12,6 @@ use crate::clock::Clock;
 use crate::config::{FsyncPolicy, Settings};
 use crate::event::mask::Masker;
 use crate::http::{self, auth::Authenticator, AppState, Integrity};
-use crate::integrity::chain::PersonalPaths;
 use crate::integrity::checkpoint::{Keyring, PublicKey, Signer};
 use crate::retention::{Policies, PolicyHandle};
 use crate::tiers::postgres::checkpoints::checkpoint_heads;
@@ -146,7 +145,6 @@ impl Application {
         // Validated with the rest of the settings.
         let trusted_proxies = settings.trusted_proxies().unwrap_or_default().into();
         let masker = Arc::new(Masker::new(&settings.masking).unwrap_or_else(|_| Masker::disabled()));
-        let personal = Arc::new(PersonalPaths::parse(&settings.privacy.personal_paths).unwrap_or_default());
         let state = AppState {
             auth,
             trusted_proxies,
@@ -161,7 +159,6 @@ impl Application {
             policies,
             clock,
             masker,
-            personal,
         };
         Application { listener, state, workers }
     }

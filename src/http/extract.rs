@@ -107,35 +107,6 @@ impl<S: Send + Sync> FromRequestParts<S> for PathUuid {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(*k, v.parse().expect("header"));
-        }
-        map
-    }
-
-    #[test]
-    fn forwarded_headers_count_only_behind_a_trusted_proxy() {
-        let trusted = vec![IpFilter::parse("10.0.0.0/8").expect("net")];
-        let proxy: IpAddr = "10.0.0.2".parse().expect("ip");
-        let stranger: IpAddr = "203.0.113.50".parse().expect("ip");
-        let forged = headers(&[("x-forwarded-for", "198.51.100.1")]);
-        assert_eq!(client_ip(Some(stranger), &forged, &trusted), Some(stranger), "untrusted peers cannot claim an address");
-        let chain = headers(&[("x-forwarded-for", "198.51.100.1, 192.0.2.7, 10.0.0.9")]);
-        assert_eq!(client_ip(Some(proxy), &chain, &trusted), "192.0.2.7".parse().ok(), "nearest untrusted hop");
-        let real = headers(&[("x-real-ip", "192.0.2.8")]);
-        assert_eq!(client_ip(Some(proxy), &real, &trusted), "192.0.2.8".parse().ok());
-        assert_eq!(client_ip(Some(proxy), &HeaderMap::new(), &trusted), Some(proxy));
-        let garbage = headers(&[("x-forwarded-for", "not-an-ip")]);
-        assert_eq!(client_ip(Some(proxy), &garbage, &trusted), Some(proxy));
-    }
-}
-
 /// Parses a query string strictly: only `known` names, each at most once.
 pub fn strict_params(
     query: Option<&str>,
@@ -173,3 +144,33 @@ pub fn tenant_scope(principal: &crate::keys::Principal, asked: Option<&str>) -> 
         None => Ok(principal.tenant.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, v.parse().expect("header"));
+        }
+        map
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_behind_a_trusted_proxy() {
+        let trusted = vec![IpFilter::parse("10.0.0.0/8").expect("net")];
+        let proxy: IpAddr = "10.0.0.2".parse().expect("ip");
+        let stranger: IpAddr = "203.0.113.50".parse().expect("ip");
+        let forged = headers(&[("x-forwarded-for", "198.51.100.1")]);
+        assert_eq!(client_ip(Some(stranger), &forged, &trusted), Some(stranger), "untrusted peers cannot claim an address");
+        let chain = headers(&[("x-forwarded-for", "198.51.100.1, 192.0.2.7, 10.0.0.9")]);
+        assert_eq!(client_ip(Some(proxy), &chain, &trusted), "192.0.2.7".parse().ok(), "nearest untrusted hop");
+        let real = headers(&[("x-real-ip", "192.0.2.8")]);
+        assert_eq!(client_ip(Some(proxy), &real, &trusted), "192.0.2.8".parse().ok());
+        assert_eq!(client_ip(Some(proxy), &HeaderMap::new(), &trusted), Some(proxy));
+        let garbage = headers(&[("x-forwarded-for", "not-an-ip")]);
+        assert_eq!(client_ip(Some(proxy), &garbage, &trusted), Some(proxy));
+    }
+}
+

@@ -26,7 +26,6 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::event::mask::Masker;
-use crate::integrity::chain::PersonalPaths;
 use crate::integrity::checkpoint::{Keyring, Signer};
 use crate::retention::PolicyHandle;
 use crate::ingest::Pipeline;
@@ -57,8 +56,6 @@ pub struct AppState {
     pub clock: Clock,
     /// Masking rules applied at ingest.
     pub masker: Arc<Masker>,
-    /// Configured personal paths inside details and changes.
-    pub personal: Arc<PersonalPaths>,
 }
 
 /// The checkpoint signing key and the keys whose signatures are accepted.

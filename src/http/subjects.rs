@@ -51,10 +51,8 @@ pub(super) async fn erase(
     let receipt = privacy::erase(
         pg.pool(),
         state.hot.as_ref(),
-        &state.personal,
         &state.settings.privacy.personal_paths,
-        tenant.as_deref(),
-        &id,
+        privacy::Subject { tenant: tenant.as_deref(), id: &id },
         &principal.key_id,
         state.clock.now(),
     )
@@ -127,7 +125,7 @@ pub(super) async fn export(
                         !held.contains(&key)
                     })
                     .collect();
-                items.sort_by(|a, b| str_of(b, "timestamp").cmp(&str_of(a, "timestamp")));
+                items.sort_by_key(|item| std::cmp::Reverse(str_of(item, "timestamp")));
                 (items, true)
             }
             Err(_) => (Vec::new(), false),

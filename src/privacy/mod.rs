@@ -104,17 +104,25 @@ pub fn erase_line(line: &[u8], subject: &str, pseudonym: &str, personal: &Person
     serde_json::to_vec(&Value::Object(event)).ok()
 }
 
-/// Erases `subject` in Postgres and the hot tier.
+/// A data subject: a user id within one tenant, or (`None`) within every tenant.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub tenant: Option<&'a str>,
+    pub id: &'a str,
+}
+
+/// Erases `subject` in Postgres and the hot tier. `personal_patterns` are the
+/// configured personal paths (validated at start).
 pub async fn erase(
     pool: &sqlx::PgPool,
     hot: Option<&Arc<dyn HotTier>>,
-    personal: &PersonalPaths,
     personal_patterns: &[String],
-    tenant: Option<&str>,
-    subject: &str,
+    subject: Subject<'_>,
     requested_by: &str,
     now: DateTime<Utc>,
 ) -> Result<ErasureReceipt, sqlx::Error> {
+    let Subject { tenant, id: subject } = subject;
+    let personal = &PersonalPaths::parse(personal_patterns).unwrap_or_default();
     let pseudonym = pseudonym(subject);
     let postgres_rows = erase_subject(pool, tenant, subject, &pseudonym).await?;
     let (redis_entries, redis_error) = match hot {

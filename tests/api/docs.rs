@@ -15,6 +15,8 @@ async fn openapi_31_describes_every_route_and_the_docs_page_works_offline() {
         "/audit/events", "/audit/logs", "/audit/security-events", "/audit/financial", "/audit/redis",
         "/audit/combined", "/audit/stats", "/audit/failed-logins", "/audit/users/{id}/activity",
         "/audit/export", "/audit/keys", "/audit/keys/{id}", "/healthz", "/readyz", "/metrics",
+        "/audit/verify", "/audit/checkpoints", "/audit/checkpoints/public-key", "/audit/retention",
+        "/audit/retention/run", "/audit/subjects/{id}/erase", "/audit/subjects/{id}/export",
     ] {
         assert!(paths.contains_key(path), "{path} is described");
     }

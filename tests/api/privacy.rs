@@ -49,7 +49,8 @@ async fn erasure_removes_the_subject_everywhere_and_chains_still_verify() {
 
     // Postgres: the subject's own row lost every personal value; the admin's row
     // about them lost the subject's email but keeps its actor.
-    let own: (Option<String>, Option<String>, Option<String>, Option<String>, Value, Option<Vec<u8>>) = sqlx::query_as(
+    type Erased = (Option<String>, Option<String>, Option<String>, Option<String>, Value, Option<Vec<u8>>);
+    let own: Erased = sqlx::query_as(
         "SELECT user_id, username, email, host(ip_address), details, pii_salt FROM audit_logs
          WHERE tenant_id = 'acme' AND category = 'auth' AND action = 'auth.login' AND username IS DISTINCT FROM 'erin'",
     )

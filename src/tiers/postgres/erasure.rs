@@ -112,6 +112,6 @@ pub async fn subject_rows(
             found.push(super::rows::stored_row(table, &row)?);
         }
     }
-    found.sort_by(|a, b| b.event.timestamp.cmp(&a.event.timestamp));
+    found.sort_by_key(|row| std::cmp::Reverse(row.event.timestamp));
     Ok(found)
 }
