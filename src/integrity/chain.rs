@@ -168,6 +168,17 @@ pub fn content_hash(table: &str, pii_hash: &[u8; 32], pii_paths: &[PiiPath], eve
     hash_content(table, pii_hash, pii_paths, content)
 }
 
+/// [`content_hash`] and, given the salt, [`pii_hash`] of `event`, splitting it once.
+pub fn hashes(
+    table: &str,
+    pii_hash: &[u8; 32],
+    pii_paths: &[PiiPath],
+    event: &AuditEvent,
+    salt: Option<&[u8; 16]>,
+) -> ([u8; 32], Option<[u8; 32]>) {
+    hashes_of_value(table, pii_hash, pii_paths, event_value(event), salt)
+}
+
 /// [`content_hash`] and [`pii_hash`] of an event given as its JSON object (as read
 /// back from an archive), so a verifier needs no event type: `(content, pii)`.
 pub fn hashes_of_value(

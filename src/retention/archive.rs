@@ -69,9 +69,12 @@ pub fn write(
         let stem = format!("{run_id}-{part}");
         let data_name = format!("{stem}.ndjson.gz");
         let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+        let mut line = Vec::with_capacity(2048);
         for row in &rows {
-            serde_json::to_writer(&mut encoder, &row_line(row))?;
-            encoder.write_all(b"\n")?;
+            line.clear();
+            serde_json::to_writer(&mut line, &row_line(row))?;
+            line.push(b'\n');
+            encoder.write_all(&line)?;
         }
         let compressed = encoder.finish()?;
         write_durably(&dir.join(&data_name), &compressed)?;

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use super::rows::ROW_SELECT;
 use sqlx::{PgPool, Row};
 
 use super::retention::enter_maintenance;
@@ -103,7 +104,7 @@ pub async fn subject_rows(
     let mut found = Vec::new();
     for table in Table::ALL {
         let sql = format!(
-            "SELECT *, host(ip_address) AS ip_text FROM {table}
+            "SELECT {ROW_SELECT} FROM {table}
              WHERE (user_id = $1 OR (resource = 'user' AND resource_id = $1))
                AND ($2::text IS NULL OR tenant_id = $2)
              ORDER BY occurred_at DESC LIMIT $3"

@@ -1,5 +1,6 @@
 //! Reading a table page by page with the shared filters, newest first.
 
+use super::rows::ROW_SELECT;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::rows::{stored_row, StoredRow};
@@ -52,7 +53,7 @@ pub(crate) fn push_conditions(qb: &mut QueryBuilder<'_, Postgres>, filters: &Fil
 
 /// The page of `table` that `filters` select among `categories`.
 pub async fn page(pool: &PgPool, table: Table, filters: &Filters, categories: &[Category]) -> Result<Page, sqlx::Error> {
-    let mut qb = QueryBuilder::new(format!("SELECT *, host(ip_address) AS ip_text FROM {table}"));
+    let mut qb = QueryBuilder::new(format!("SELECT {ROW_SELECT} FROM {table}"));
     push_conditions(&mut qb, filters, categories);
     if let Some(cursor) = &filters.cursor {
         qb.push(" AND (occurred_at, id) < (").push_bind(cursor.time()).push(", ").push_bind(cursor.id).push(")");

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use super::rows::ROW_SELECT;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
@@ -92,7 +93,7 @@ pub async fn lock_expired(
     limit: i64,
 ) -> Result<Vec<StoredRow>, sqlx::Error> {
     let sql = format!(
-        "SELECT *, host(ip_address) AS ip_text FROM {table}
+        "SELECT {ROW_SELECT} FROM {table}
          WHERE expires_at <= $1 AND NOT (tenant_id = ANY($2))
          ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED"
     );

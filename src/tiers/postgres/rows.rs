@@ -174,6 +174,13 @@ impl StoredRow {
     }
 }
 
+/// The columns a [`StoredRow`] is read from: every stored column except the
+/// generated ones (the search vector is large and never needed to rebuild a row).
+pub(crate) const ROW_SELECT: &str = "tenant_id, seq, id, occurred_at, received_at, expires_at, category, level, logger, \
+     message, event_type, action, status, application, user_id, username, email, resource, resource_id, \
+     host(ip_address) AS ip_text, user_agent, request_id, session_id, details, changes, security, financial, \
+     prev_hash, row_hash, pii_salt, pii_hash, pii_paths";
+
 /// A persisted row with its chain columns.
 #[derive(Debug, Clone)]
 pub struct StoredRow {
@@ -195,7 +202,7 @@ pub(crate) fn paths_json(paths: &[PiiPath]) -> Option<Value> {
 
 pub(super) async fn read_chain(pool: &PgPool, tenant: &str, table: Table) -> Result<Vec<StoredRow>, sqlx::Error> {
     let sql = format!(
-        "SELECT *, host(ip_address) AS ip_text FROM {table} WHERE tenant_id = $1 ORDER BY seq"
+        "SELECT {ROW_SELECT} FROM {table} WHERE tenant_id = $1 ORDER BY seq"
     );
     let rows = sqlx::query(&sql).bind(tenant).fetch_all(pool).await?;
     rows.iter().map(|row| stored_row(table, row)).collect()
@@ -209,7 +216,7 @@ pub(super) async fn read_chain_after(
     limit: i64,
 ) -> Result<Vec<StoredRow>, sqlx::Error> {
     let sql = format!(
-        "SELECT *, host(ip_address) AS ip_text FROM {table} WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        "SELECT {ROW_SELECT} FROM {table} WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
     );
     let rows = sqlx::query(&sql).bind(tenant).bind(after).bind(limit).fetch_all(pool).await?;
     rows.iter().map(|row| stored_row(table, row)).collect()
@@ -220,10 +227,9 @@ fn decode_err(column: &str, what: &str) -> sqlx::Error {
 }
 
 fn json_column<T: serde::de::DeserializeOwned>(row: &PgRow, column: &str) -> Result<Option<T>, sqlx::Error> {
-    let value: Option<Value> = row.try_get(column)?;
-    value
-        .map(|v| serde_json::from_value(v).map_err(|e| decode_err(column, &e.to_string())))
-        .transpose()
+    // Decoded straight from the column's bytes, without an intermediate Value.
+    let value: Option<sqlx::types::Json<T>> = row.try_get(column)?;
+    Ok(value.map(|json| json.0))
 }
 
 pub(super) fn stored_row(table: Table, row: &PgRow) -> Result<StoredRow, sqlx::Error> {

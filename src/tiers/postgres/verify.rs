@@ -6,13 +6,14 @@ use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use super::checkpoints;
-use super::rows::read_chain_after;
+use super::rows::{stored_row, ROW_SELECT};
 use super::StoredRow;
 use crate::integrity::checkpoint::Keyring;
-use crate::integrity::verify::{Anchor, Break, Tombstone, Verifier};
+use crate::integrity::verify::{Anchor, Break, RowHashes, Tombstone, Verifier};
 use crate::tiers::Table;
 
 /// Rows read per round trip.
@@ -91,8 +92,42 @@ pub(crate) async fn tombstones(
         .collect()
 }
 
-async fn rows_after(pool: &PgPool, tenant: &str, table: Table, after: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
-    read_chain_after(pool, tenant, table, after, CHUNK).await
+/// The raw rows of the next chunk; decoding is left to [`decode_and_hash`].
+async fn raw_after(pool: &PgPool, tenant: &str, table: Table, after: i64) -> Result<Vec<PgRow>, sqlx::Error> {
+    let sql = format!("SELECT {ROW_SELECT} FROM {table} WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
+    sqlx::query(&sql).bind(tenant).bind(after).bind(CHUNK).fetch_all(pool).await
+}
+
+/// Decodes and hashes a chunk on every core: both depend on each row alone.
+fn decode_and_hash(table: Table, raw: &[PgRow]) -> Result<(Vec<StoredRow>, Vec<RowHashes>), sqlx::Error> {
+    let work = |part: &[PgRow]| -> Result<Vec<(StoredRow, RowHashes)>, sqlx::Error> {
+        part.iter()
+            .map(|row| {
+                let stored = stored_row(table, row)?;
+                let hashes = RowHashes::of(&stored);
+                Ok((stored, hashes))
+            })
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let done: Vec<(StoredRow, RowHashes)> = if threads < 2 || raw.len() < 256 {
+        work(raw)?
+    } else {
+        let per = raw.len().div_ceil(threads);
+        let parts: Vec<Result<Vec<(StoredRow, RowHashes)>, sqlx::Error>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = raw.chunks(per).map(|part| scope.spawn(move || work(part))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(sqlx::Error::Protocol("row decoder panicked".into()))))
+                .collect()
+        });
+        let mut all = Vec::with_capacity(raw.len());
+        for part in parts {
+            all.extend(part?);
+        }
+        all
+    };
+    Ok(done.into_iter().unzip())
 }
 
 /// The oldest sequence number held as a row or a tombstone.
@@ -175,10 +210,11 @@ impl From<Break> for Stop {
 fn check_rows(
     verifier: &mut Verifier,
     rows: &[StoredRow],
+    hashes: &[RowHashes],
     tombs: &mut VecDeque<Tombstone>,
     tombs_done: bool,
 ) -> Result<(), Stop> {
-    for row in rows {
+    for (row, hashes) in rows.iter().zip(hashes) {
         if row.seq <= verifier.last_seq() {
             continue;
         }
@@ -189,7 +225,7 @@ fn check_rows(
                 return Err(Stop::NeedTombstones);
             }
         }
-        verifier.check(row)?;
+        verifier.check_hashed(row, hashes)?;
     }
     Ok(())
 }
@@ -204,17 +240,20 @@ async fn walk(
 ) -> Result<Option<Break>, sqlx::Error> {
     let mut tombs: VecDeque<Tombstone> = tombstones(pool, tenant, table, after, CHUNK).await?.into();
     let mut tombs_done = (tombs.len() as i64) < CHUNK;
-    let mut rows = rows_after(pool, tenant, table, after).await?;
-    while !rows.is_empty() {
-        // Fetch the next chunk on another task while this one is hashed.
-        let next = match rows.last() {
-            Some(last) if rows.len() as i64 == CHUNK => {
-                let (pool, tenant, last) = (pool.clone(), tenant.to_owned(), last.seq);
-                Some(tokio::spawn(async move { rows_after(&pool, &tenant, table, last).await }))
+    let mut raw = raw_after(pool, tenant, table, after).await?;
+    while !raw.is_empty() {
+        // Fetch the next chunk on another task while this one is decoded and hashed.
+        let next = match raw.last().map(|row| row.try_get::<i64, _>("seq")).transpose()? {
+            Some(last) if raw.len() as i64 == CHUNK => {
+                let (pool, tenant) = (pool.clone(), tenant.to_owned());
+                Some(tokio::spawn(async move { raw_after(&pool, &tenant, table, last).await }))
             }
             _ => None,
         };
-        match check_rows(verifier, &rows, &mut tombs, tombs_done) {
+        let (rows, hashes) = tokio::task::spawn_blocking(move || decode_and_hash(table, &raw))
+            .await
+            .map_err(|e| sqlx::Error::Protocol(format!("row decoder failed: {e}")))??;
+        match check_rows(verifier, &rows, &hashes, &mut tombs, tombs_done) {
             Ok(()) => {}
             Err(Stop::Broken(broken)) => {
                 if let Some(task) = next {
@@ -229,11 +268,11 @@ async fn walk(
                     task.abort();
                 }
                 // Rows already checked are skipped; the rest are read again.
-                rows = rows_after(pool, tenant, table, verifier.last_seq()).await?;
+                raw = raw_after(pool, tenant, table, verifier.last_seq()).await?;
                 continue;
             }
         }
-        rows = match next {
+        raw = match next {
             Some(task) => task.await.map_err(|e| sqlx::Error::Protocol(format!("chunk reader failed: {e}")))??,
             None => Vec::new(),
         };
