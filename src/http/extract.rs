@@ -126,6 +126,22 @@ pub fn strict_params(
     Ok(params)
 }
 
+/// The common start of a tenant-scoped handler: the permission, the strict query
+/// (`tenant_id` is always known) and the tenant it is about.
+pub fn scoped_request(
+    principal: &crate::keys::Principal,
+    permission: crate::keys::Permission,
+    query: Option<&str>,
+    known: &[&str],
+) -> Result<(std::collections::BTreeMap<String, String>, Option<String>), ApiError> {
+    super::auth::require(principal, permission)?;
+    let mut names = vec!["tenant_id"];
+    names.extend_from_slice(known);
+    let params = strict_params(query, &names)?;
+    let tenant = tenant_scope(principal, params.get("tenant_id").map(String::as_str))?;
+    Ok((params, tenant))
+}
+
 /// The tenant a request is about: the one asked for (which the key must reach), else
 /// the key's own; `None` means every tenant (all-tenant keys only).
 pub fn tenant_scope(principal: &crate::keys::Principal, asked: Option<&str>) -> Result<Option<String>, ApiError> {

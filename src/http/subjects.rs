@@ -14,9 +14,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::access::{self, Access};
-use super::auth::require;
 use super::error::ApiError;
-use super::extract::{strict_params, tenant_scope, Caller};
+use super::extract::{scoped_request, Caller};
 #[allow(unused_imports)] // Named in OpenAPI annotations.
 use super::openapi::*;
 use super::AppState;
@@ -43,10 +42,8 @@ pub(super) async fn erase(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ErasureReceipt>, ApiError> {
-    require(&principal, Permission::LogsDelete)?;
+    let (_, tenant) = scoped_request(&principal, Permission::LogsDelete, query.as_deref(), &[])?;
     subject_id(&id)?;
-    let params = strict_params(query.as_deref(), &["tenant_id"])?;
-    let tenant = tenant_scope(&principal, params.get("tenant_id").map(String::as_str))?;
     let pg = state.reader()?;
     let receipt = privacy::erase(
         pg.pool(),
@@ -104,10 +101,8 @@ pub(super) async fn export(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<SubjectExport>, ApiError> {
-    require(&principal, Permission::LogsExport)?;
+    let (_, tenant) = scoped_request(&principal, Permission::LogsExport, query.as_deref(), &[])?;
     subject_id(&id)?;
-    let params = strict_params(query.as_deref(), &["tenant_id"])?;
-    let tenant = tenant_scope(&principal, params.get("tenant_id").map(String::as_str))?;
     let pg = state.reader()?;
     let rows = subject_rows(pg.pool(), tenant.as_deref(), &id, EXPORT_LIMIT).await.map_err(ApiError::read_failed)?;
     let held: HashSet<(String, String)> =

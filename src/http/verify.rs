@@ -13,9 +13,8 @@ use serde::Serialize;
 use serde_json::Map;
 
 use super::access::{self, Access};
-use super::auth::require;
 use super::error::ApiError;
-use super::extract::{strict_params, tenant_scope, Caller};
+use super::extract::{scoped_request, Caller};
 #[allow(unused_imports)] // Named in OpenAPI annotations.
 use super::openapi::*;
 use super::AppState;
@@ -43,9 +42,7 @@ pub(super) async fn verify(
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<VerifyResponse>, ApiError> {
-    require(&principal, Permission::LogsVerify)?;
-    let params = strict_params(query.as_deref(), &["tenant_id", "table"])?;
-    let tenant = tenant_scope(&principal, params.get("tenant_id").map(String::as_str))?;
+    let (params, tenant) = scoped_request(&principal, Permission::LogsVerify, query.as_deref(), &["table"])?;
     let table = params
         .get("table")
         .map(|value| {
@@ -113,9 +110,7 @@ pub(super) async fn list_checkpoints(
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<CheckpointExport>, ApiError> {
-    require(&principal, Permission::LogsVerify)?;
-    let params = strict_params(query.as_deref(), &["tenant_id", "since", "limit"])?;
-    let tenant = tenant_scope(&principal, params.get("tenant_id").map(String::as_str))?;
+    let (params, tenant) = scoped_request(&principal, Permission::LogsVerify, query.as_deref(), &["since", "limit"])?;
     let since = params
         .get("since")
         .map(|s| {
@@ -156,9 +151,7 @@ pub(super) async fn create_checkpoints(
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<CheckpointExport>, ApiError> {
-    require(&principal, Permission::LogsVerify)?;
-    let params = strict_params(query.as_deref(), &["tenant_id"])?;
-    let tenant = tenant_scope(&principal, params.get("tenant_id").map(String::as_str))?;
+    let (_, tenant) = scoped_request(&principal, Permission::LogsVerify, query.as_deref(), &[])?;
     let pg = state.reader()?;
     let made = checkpoints::checkpoint_heads(pg.pool(), &state.integrity.signer, tenant.as_deref(), "on_demand", state.clock.now())
         .await

@@ -8,13 +8,6 @@ use tierlog::integrity::checkpoint::{ChainHead, Keyring, PublicKey, Signer};
 
 use crate::helpers::{event, TestApp, KEY};
 
-async fn tamper(app: &TestApp, sql: &str) {
-    let mut tx = app.pool.begin().await.expect("tx");
-    sqlx::query("SET LOCAL tierlog.maintenance = 'on'").execute(&mut *tx).await.expect("maintenance");
-    sqlx::query(sql).execute(&mut *tx).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    tx.commit().await.expect("commit");
-}
-
 async fn chain(app: &TestApp, tenant: &str) -> Value {
     let (status, body) =
         app.send_json(Method::GET, &format!("/audit/verify?tenant_id={tenant}&table=audit_logs"), KEY, None).await;
@@ -66,9 +59,8 @@ async fn checkpoints_are_signed_exported_and_catch_a_rewound_head_and_forgeries(
     // Deleting the newest row and rewinding chain_heads fools the database, not the
     // signed checkpoint.
     // (Reads are recorded in the tenant's chain, so rows follow the checkpoint.)
-    tamper(&app, "DELETE FROM audit_logs WHERE tenant_id = 'rewound' AND seq >= 5").await;
-    tamper(
-        &app,
+    app.tamper("DELETE FROM audit_logs WHERE tenant_id = 'rewound' AND seq >= 5").await;
+    app.tamper(
         "UPDATE chain_heads SET seq = 4, head_hash = (SELECT row_hash FROM audit_logs WHERE tenant_id = 'rewound' AND seq = 4)
          WHERE tenant_id = 'rewound' AND table_name = 'audit_logs'",
     )
@@ -76,7 +68,7 @@ async fn checkpoints_are_signed_exported_and_catch_a_rewound_head_and_forgeries(
     assert_eq!(chain(&app, "rewound").await["first_break"], json!({"kind": "missing_tail", "last_seq": 4, "head_seq": 5}));
 
     // Editing a stored checkpoint breaks its signature.
-    tamper(&app, "UPDATE checkpoints SET seq = 4 WHERE tenant_id = 'altered'").await;
+    app.tamper("UPDATE checkpoints SET seq = 4 WHERE tenant_id = 'altered'").await;
     assert_eq!(
         chain(&app, "altered").await["first_break"],
         json!({"kind": "bad_checkpoint", "seq": 4, "reason": "invalid"})

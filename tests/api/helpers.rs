@@ -220,6 +220,15 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Runs `sql` with the append-only triggers bypassed, as an attacker with
+    /// database access could.
+    pub async fn tamper(&self, sql: &str) {
+        let mut tx = self.pool.begin().await.expect("tx");
+        sqlx::query("SET LOCAL tierlog.maintenance = 'on'").execute(&mut *tx).await.expect("maintenance");
+        sqlx::query(sql).execute(&mut *tx).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        tx.commit().await.expect("commit");
+    }
+
     /// Verifies every chain through the API and returns the report.
     pub async fn verify_all(&self) -> Value {
         let (status, body) = self.send_json(reqwest::Method::GET, "/audit/verify", KEY, None).await;

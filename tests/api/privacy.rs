@@ -103,14 +103,10 @@ async fn erasure_removes_the_subject_everywhere_and_chains_still_verify() {
     // Every chain still verifies; changing anything but personal values still shows.
     let verdict = app.verify_all().await;
     assert_eq!(verdict["ok"], true, "{verdict}");
-    let mut tx = app.pool.begin().await.expect("tx");
-    sqlx::query("SET LOCAL tierlog.maintenance = 'on'").execute(&mut *tx).await.expect("maintenance");
-    sqlx::query("UPDATE audit_logs SET details = '{\"phone\": \"[erased]\", \"mfa\": false}' WHERE user_id = $1")
-        .bind(&pseudonym)
-        .execute(&mut *tx)
-        .await
-        .expect("tamper");
-    tx.commit().await.expect("commit");
+    app.tamper(&format!(
+        "UPDATE audit_logs SET details = '{{\"phone\": \"[erased]\", \"mfa\": false}}' WHERE user_id = '{pseudonym}'"
+    ))
+    .await;
     let (_, body) = app.send_json(Method::GET, "/audit/verify?tenant_id=acme&table=audit_logs", KEY, None).await;
     assert_eq!(body["chains"][0]["first_break"]["kind"], "content_changed", "{body}");
     app.stop().await;

@@ -123,10 +123,7 @@ async fn expired_rows_go_in_batches_held_tenants_stay_and_chains_still_verify() 
     assert_eq!(acme.as_ref().map(|c| c["first_seq"].clone()), Some(json!(23)), "{verdict}");
 
     // Deleting a retained row by hand is still caught.
-    let mut tx = app.pool.begin().await.expect("tx");
-    sqlx::query("SET LOCAL tierlog.maintenance = 'on'").execute(&mut *tx).await.expect("maintenance");
-    sqlx::query("DELETE FROM audit_logs WHERE tenant_id = 'held' AND seq = 3").execute(&mut *tx).await.expect("delete");
-    tx.commit().await.expect("commit");
+    app.tamper("DELETE FROM audit_logs WHERE tenant_id = 'held' AND seq = 3").await;
     let verdict = app.verify_all().await;
     let held = verdict["chains"].as_array().expect("chains").iter().find(|c| c["tenant_id"] == "held").cloned();
     assert_eq!(held.map(|c| c["first_break"]["kind"].clone()), Some(json!("sequence_gap")));
@@ -135,13 +132,6 @@ async fn expired_rows_go_in_batches_held_tenants_stay_and_chains_still_verify() 
 
 async fn acme_chain(app: &TestApp) -> Value {
     app.send_json(Method::GET, "/audit/verify?tenant_id=acme&table=audit_logs", KEY, None).await.1["chains"][0].clone()
-}
-
-async fn tamper(app: &TestApp, sql: &str) {
-    let mut tx = app.pool.begin().await.expect("tx");
-    sqlx::query("SET LOCAL tierlog.maintenance = 'on'").execute(&mut *tx).await.expect("maintenance");
-    sqlx::query(sql).execute(&mut *tx).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    tx.commit().await.expect("commit");
 }
 
 #[tokio::test]
@@ -165,11 +155,11 @@ async fn tombstones_and_retention_checkpoints_cannot_be_removed_unnoticed() {
     assert_eq!((chain["ok"].clone(), chain["first_seq"].clone()), (json!(true), json!(5)), "{chain}");
 
     // Rows 6 and 7 left tombstones (a live row precedes them); removing one shows.
-    tamper(&app, "DELETE FROM chain_tombstones WHERE tenant_id = 'acme' AND seq = 6").await;
+    app.tamper("DELETE FROM chain_tombstones WHERE tenant_id = 'acme' AND seq = 6").await;
     assert_eq!(acme_chain(&app).await["first_break"], json!({"kind": "sequence_gap", "expected": 6, "found": 7}));
     // Rows 1-4 were folded into a signed checkpoint at 4; without it the chain's
     // start is unanchored.
-    tamper(&app, "DELETE FROM checkpoints WHERE tenant_id = 'acme' AND reason = 'retention'").await;
+    app.tamper("DELETE FROM checkpoints WHERE tenant_id = 'acme' AND reason = 'retention'").await;
     assert_eq!(acme_chain(&app).await["first_break"], json!({"kind": "unanchored_start", "first_seq": 5}));
     app.stop().await;
 }

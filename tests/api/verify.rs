@@ -7,13 +7,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::{event, TestApp, KEY};
 
-async fn tamper(app: &TestApp, sql: &str) {
-    let mut tx = app.pool.begin().await.expect("tx");
-    sqlx::query("SET LOCAL tierlog.maintenance = 'on'").execute(&mut *tx).await.expect("maintenance");
-    sqlx::query(sql).execute(&mut *tx).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    tx.commit().await.expect("commit");
-}
-
 async fn verdict(app: &TestApp, tenant: &str) -> Value {
     let response = app
         .request_with(reqwest::Method::GET, &format!("/audit/verify?tenant_id={tenant}&table=audit_logs"), KEY)
@@ -33,26 +26,25 @@ async fn verification_names_the_first_broken_link_for_each_kind_of_tampering() {
         let batch: Vec<Value> = (0..5).map(|_| event("auth", tenant)).collect();
         assert_eq!(app.post_events(&json!(batch)).await.status(), 200);
     }
-    tamper(&app, "UPDATE audit_logs SET message = 'nothing happened' WHERE tenant_id = 'changed' AND seq = 3").await;
-    tamper(&app, "DELETE FROM audit_logs WHERE tenant_id = 'deleted' AND seq = 2").await;
-    tamper(&app, "DELETE FROM audit_logs WHERE tenant_id = 'tail' AND seq = 5").await;
+    app.tamper("UPDATE audit_logs SET message = 'nothing happened' WHERE tenant_id = 'changed' AND seq = 3").await;
+    app.tamper("DELETE FROM audit_logs WHERE tenant_id = 'deleted' AND seq = 2").await;
+    app.tamper("DELETE FROM audit_logs WHERE tenant_id = 'tail' AND seq = 5").await;
     // A row slipped in at 3: the later rows move up and the last one is dropped, so the
     // chain keeps its length and its head.
-    tamper(&app, "DELETE FROM audit_logs WHERE tenant_id = 'inserted' AND seq = 5").await;
-    tamper(&app, "UPDATE audit_logs SET seq = -(seq + 1) WHERE tenant_id = 'inserted' AND seq >= 3").await;
-    tamper(&app, "UPDATE audit_logs SET seq = -seq WHERE tenant_id = 'inserted' AND seq < 0").await;
-    tamper(
-        &app,
+    app.tamper("DELETE FROM audit_logs WHERE tenant_id = 'inserted' AND seq = 5").await;
+    app.tamper("UPDATE audit_logs SET seq = -(seq + 1) WHERE tenant_id = 'inserted' AND seq >= 3").await;
+    app.tamper("UPDATE audit_logs SET seq = -seq WHERE tenant_id = 'inserted' AND seq < 0").await;
+    app.tamper(
         "INSERT INTO audit_logs SELECT tenant_id, 3, gen_random_uuid(), occurred_at, received_at, expires_at, category, level,
              logger, 'forged', event_type, action, status, application, user_id, username, email, resource, resource_id,
              ip_address, user_agent, request_id, session_id, details, changes, security, financial, prev_hash, row_hash,
              pii_salt, pii_hash FROM audit_logs WHERE tenant_id = 'inserted' AND seq = 2",
     )
     .await;
-    tamper(&app, "UPDATE audit_logs SET seq = -seq WHERE tenant_id = 'reordered' AND seq IN (2, 3)").await;
-    tamper(&app, "UPDATE audit_logs SET seq = 3 WHERE tenant_id = 'reordered' AND seq = -2").await;
-    tamper(&app, "UPDATE audit_logs SET seq = 2 WHERE tenant_id = 'reordered' AND seq = -3").await;
-    tamper(&app, "UPDATE audit_logs SET username = 'mallory' WHERE tenant_id = 'pii' AND seq = 4").await;
+    app.tamper("UPDATE audit_logs SET seq = -seq WHERE tenant_id = 'reordered' AND seq IN (2, 3)").await;
+    app.tamper("UPDATE audit_logs SET seq = 3 WHERE tenant_id = 'reordered' AND seq = -2").await;
+    app.tamper("UPDATE audit_logs SET seq = 2 WHERE tenant_id = 'reordered' AND seq = -3").await;
+    app.tamper("UPDATE audit_logs SET username = 'mallory' WHERE tenant_id = 'pii' AND seq = 4").await;
 
     let expected = [
         ("clean", Value::Null),
