@@ -4,4 +4,5 @@
 
 pub mod chain;
 pub mod checkpoint;
+mod encode;
 pub mod verify;

@@ -1,0 +1,143 @@
+//! The canonical encoding of an event, written straight from [`AuditEvent`] without
+//! building a JSON tree first: the hot path of every chained insert and every
+//! verification. It must produce exactly the bytes of the generic encoding in
+//! [`super::chain`] (sorted keys, no whitespace, personal values split off); the tests
+//! hold the two together.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::chain::{take_path, write_canonical, PiiPath};
+use crate::event::{format_timestamp, AuditEvent};
+
+/// Writes one JSON object with keys given in sorted order.
+struct Object<'o> {
+    out: &'o mut Vec<u8>,
+    first: bool,
+}
+
+impl<'o> Object<'o> {
+    fn open(out: &'o mut Vec<u8>) -> Object<'o> {
+        out.push(b'{');
+        Object { out, first: true }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        json_string(key, self.out);
+        self.out.push(b':');
+    }
+
+    fn str(&mut self, key: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.key(key);
+            json_string(value, self.out);
+        }
+    }
+
+    fn value(&mut self, key: &str, value: Option<&Value>) {
+        if let Some(value) = value {
+            self.key(key);
+            write_canonical(value, self.out);
+        }
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+fn json_string(text: &str, out: &mut Vec<u8>) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+fn plain<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// The canonical bytes of `event`'s content (without personal values) and of its
+/// personal values, as [`super::chain`] defines them.
+pub(super) fn split_encoded(event: &AuditEvent, pii_paths: &[PiiPath]) -> (Vec<u8>, Vec<u8>) {
+    // The personal paths live in details and changes: only those are copied, and
+    // only when a path touches them.
+    let mut nested = Map::new();
+    let mut taken = Vec::new();
+    if !pii_paths.is_empty() {
+        if let Some(details) = &event.details {
+            nested.insert("details".into(), Value::Object(details.clone()));
+        }
+        if let Some(changes) = &event.changes {
+            nested.insert("changes".into(), plain(changes));
+        }
+        for path in pii_paths {
+            taken.push((path, take_path(&mut nested, path).unwrap_or(Value::Null)));
+        }
+    }
+    let details_value;
+    let details = if pii_paths.is_empty() {
+        details_value = event.details.as_ref().map(|d| Value::Object(d.clone()));
+        details_value.as_ref()
+    } else {
+        nested.get("details")
+    };
+    let changes_value;
+    let changes = if pii_paths.is_empty() {
+        changes_value = event.changes.as_ref().map(plain);
+        changes_value.as_ref()
+    } else {
+        nested.get("changes")
+    };
+
+    let mut content = Vec::with_capacity(512);
+    let mut o = Object::open(&mut content);
+    o.str("action", event.action.as_deref());
+    o.str("application", event.application.as_deref());
+    o.str("category", Some(event.category.as_str()));
+    o.value("changes", changes);
+    o.value("details", details);
+    o.str("event_type", event.event_type.as_deref());
+    o.value("financial", event.financial.as_ref().map(plain).as_ref());
+    o.str("id", Some(&event.id.to_string()));
+    o.str("level", Some(event.level.as_str()));
+    o.str("logger", event.logger.as_deref());
+    o.str("message", event.message.as_deref());
+    o.str("received_at", Some(&format_timestamp(&event.received_at)));
+    o.str("request_id", event.request_id.as_deref());
+    o.str("resource", event.resource.as_deref());
+    o.str("resource_id", event.resource_id.as_deref());
+    o.value("security", event.security.as_ref().map(plain).as_ref());
+    o.str("session_id", event.session_id.as_deref());
+    o.str("status", event.status.map(|s| s.as_str()));
+    o.str("tenant_id", Some(&event.tenant_id));
+    o.str("timestamp", Some(&format_timestamp(&event.timestamp)));
+    o.close();
+
+    let mut personal = Vec::with_capacity(128);
+    let mut p = Object::open(&mut personal);
+    p.str("email", event.email.as_deref());
+    p.str("ip_address", event.ip_address.map(|ip| ip.to_string()).as_deref());
+    if !pii_paths.is_empty() {
+        p.key("paths");
+        p.out.push(b'[');
+        for (i, (path, value)) in taken.iter().enumerate() {
+            if i > 0 {
+                p.out.push(b',');
+            }
+            p.out.push(b'[');
+            write_canonical(&Value::Array(path.iter().map(|s| Value::String(s.clone())).collect()), p.out);
+            p.out.push(b',');
+            write_canonical(value, p.out);
+            p.out.push(b']');
+        }
+        p.out.push(b']');
+    }
+    p.str("user_agent", event.user_agent.as_deref());
+    p.str("user_id", event.user_id.as_deref());
+    p.str("username", event.username.as_deref());
+    p.close();
+    (content, personal)
+}
