@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
 
     let keys = Keyring::new(vec![signer.public().clone()]);
     let t0 = Instant::now();
-    let report = verify_chain(store.pool(), &keys, "bench", Table::AuditLogs, rows).await?;
+    let report = verify_chain(store.pool(), &keys, "bench", Table::AuditLogs).await?;
     let seconds = t0.elapsed().as_secs_f64();
     anyhow::ensure!(report.ok && report.rows_checked == rows as u64, "chain did not verify: {report:?}");
     println!("library verify_chain (GET /audit/verify): {seconds:.2} s, {:.0} rows/s", rows as f64 / seconds);

@@ -347,11 +347,11 @@ async fn verify(pg: &PgStore, keys: &Keyring, tenant: Option<String>, table: Opt
     };
     let mut broken = 0;
     let mut checked = 0u64;
-    for (chain_tenant, chain_table, head) in chains(pg.pool(), tenant.as_deref(), table).await? {
-        let report = verify_chain(pg.pool(), keys, &chain_tenant, chain_table, head).await?;
+    for (chain_tenant, chain_table, _) in chains(pg.pool(), tenant.as_deref(), table).await? {
+        let report = verify_chain(pg.pool(), keys, &chain_tenant, chain_table).await?;
         checked += report.rows_checked;
         match &report.first_break {
-            None => println!("ok      {chain_tenant} {chain_table}: {} rows, head {}", report.rows_checked, head),
+            None => println!("ok      {chain_tenant} {chain_table}: {} rows, head {}", report.rows_checked, report.head_seq),
             Some(first) => {
                 broken += 1;
                 println!("BROKEN  {chain_tenant} {chain_table}: {}", serde_json::to_string(first)?);

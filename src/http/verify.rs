@@ -52,9 +52,9 @@ pub(super) async fn verify(
         .transpose()?;
     let pg = state.reader()?;
     let mut reports = Vec::new();
-    for (chain_tenant, chain_table, head) in chains(pg.pool(), tenant.as_deref(), table).await.map_err(ApiError::read_failed)? {
+    for (chain_tenant, chain_table, _) in chains(pg.pool(), tenant.as_deref(), table).await.map_err(ApiError::read_failed)? {
         reports.push(
-            verify_chain(pg.pool(), &state.integrity.keyring, &chain_tenant, chain_table, head)
+            verify_chain(pg.pool(), &state.integrity.keyring, &chain_tenant, chain_table)
                 .await
                 .map_err(ApiError::read_failed)?,
         );

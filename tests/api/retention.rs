@@ -278,3 +278,54 @@ async fn rows_are_archived_durably_before_they_are_deleted_and_archives_verify_o
     assert!(String::from_utf8_lossy(&broken.stdout).contains("SHA-256"), "{}", String::from_utf8_lossy(&broken.stdout));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn ingest_retention_and_verification_run_side_by_side() {
+    let app = std::sync::Arc::new(
+        TestApp::spawn_with(|s| {
+            s.retention.batch_size = 25;
+            if let Some(auth) = s.categories.get_mut(&tierlog::event::Category::Auth) {
+                auth.retention_days = 1;
+            }
+        })
+        .await,
+    );
+    // The writer posts until told to stop; each retention run and verification waits
+    // for a fresh batch, so all three really overlap.
+    let posted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (app, posted, stop) = (app.clone(), posted.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut round = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let batch: Vec<Value> = (0..10).map(|i| event(if (round + i) % 3 == 0 { "audit" } else { "auth" }, "acme")).collect();
+                assert_eq!(app.post_events(&json!(batch)).await.status(), 200, "ingest is never blocked");
+                round += 1;
+                posted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    for run_number in 0..4 {
+        let before = posted.load(std::sync::atomic::Ordering::SeqCst);
+        while posted.load(std::sync::atomic::Ordering::SeqCst) == before {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        app.clock.advance(Duration::days(2));
+        let (status, report) = run(&app).await;
+        assert_eq!(status, 200, "{report}");
+        let verdict = app.verify_all().await;
+        assert_eq!(verdict["ok"], true, "run {run_number}: {verdict}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.await.expect("writer");
+    app.clock.advance(Duration::days(2));
+    assert_eq!(run(&app).await.0, 200);
+    assert_eq!(count_category(&app, "acme", "auth").await, 0);
+    let verdict = app.verify_all().await;
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    match std::sync::Arc::try_unwrap(app) {
+        Ok(app) => app.stop().await,
+        Err(_) => panic!("the app is still shared"),
+    }
+}

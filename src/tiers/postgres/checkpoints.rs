@@ -43,13 +43,13 @@ pub async fn insert<'e>(executor: impl PgExecutor<'e>, checkpoint: &Checkpoint) 
 }
 
 /// Every checkpoint of one chain, oldest sequence first.
-pub async fn for_chain(pool: &PgPool, tenant: &str, table: Table) -> Result<Vec<Checkpoint>, sqlx::Error> {
+pub async fn for_chain<'e>(executor: impl PgExecutor<'e>, tenant: &str, table: Table) -> Result<Vec<Checkpoint>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT * FROM checkpoints WHERE tenant_id = $1 AND table_name = $2 ORDER BY seq, id",
     )
     .bind(tenant)
     .bind(table.as_str())
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await?;
     rows.iter().map(checkpoint).collect()
 }

@@ -176,7 +176,8 @@ pub async fn compact(
     if first_tomb >= boundary {
         return Ok(None);
     }
-    let (anchors, bad) = anchors(pool, keys, tenant, table).await?;
+    let mut conn = pool.acquire().await?;
+    let (anchors, bad) = anchors(&mut conn, keys, tenant, table).await?;
     if bad.is_some() {
         return Ok(None);
     }
@@ -184,7 +185,7 @@ pub async fn compact(
     let mut after = first_tomb - 1;
     let mut last_hash = None;
     while after < boundary - 1 {
-        let chunk = tombstones(pool, tenant, table, after, 5000).await?;
+        let chunk = tombstones(&mut conn, tenant, table, after, 5000).await?;
         if chunk.is_empty() {
             return Ok(None);
         }
@@ -205,6 +206,7 @@ pub async fn compact(
         "retention",
         now,
     );
+    drop(conn);
     let mut tx = pool.begin().await?;
     enter_maintenance(&mut tx).await?;
     checkpoints::insert(&mut *tx, &checkpoint).await?;

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use super::checkpoints;
 use super::rows::{stored_row, ROW_SELECT};
@@ -62,7 +62,7 @@ pub async fn chains(pool: &PgPool, tenant: Option<&str>, table: Option<Table>) -
 
 /// Tombstones of one chain from `after` on, at most `limit`.
 pub(crate) async fn tombstones(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant: &str,
     table: Table,
     after: i64,
@@ -76,7 +76,7 @@ pub(crate) async fn tombstones(
     .bind(table.as_str())
     .bind(after)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     rows.iter()
         .map(|row| {
@@ -93,9 +93,9 @@ pub(crate) async fn tombstones(
 }
 
 /// The raw rows of the next chunk; decoding is left to [`decode_and_hash`].
-async fn raw_after(pool: &PgPool, tenant: &str, table: Table, after: i64) -> Result<Vec<PgRow>, sqlx::Error> {
+async fn raw_after(conn: &mut PgConnection, tenant: &str, table: Table, after: i64) -> Result<Vec<PgRow>, sqlx::Error> {
     let sql = format!("SELECT {ROW_SELECT} FROM {table} WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
-    sqlx::query(&sql).bind(tenant).bind(after).bind(CHUNK).fetch_all(pool).await
+    sqlx::query(&sql).bind(tenant).bind(after).bind(CHUNK).fetch_all(&mut *conn).await
 }
 
 /// Decodes and hashes a chunk on every core: both depend on each row alone.
@@ -131,23 +131,23 @@ fn decode_and_hash(table: Table, raw: &[PgRow]) -> Result<(Vec<StoredRow>, Vec<R
 }
 
 /// The oldest sequence number held as a row or a tombstone.
-async fn first_held(pool: &PgPool, tenant: &str, table: Table) -> Result<Option<i64>, sqlx::Error> {
+async fn first_held(conn: &mut PgConnection, tenant: &str, table: Table) -> Result<Option<i64>, sqlx::Error> {
     let sql = format!(
         "SELECT LEAST((SELECT min(seq) FROM {table} WHERE tenant_id = $1),
                       (SELECT min(seq) FROM chain_tombstones WHERE tenant_id = $1 AND table_name = $2))"
     );
-    sqlx::query_scalar(&sql).bind(tenant).bind(table.as_str()).fetch_one(pool).await
+    sqlx::query_scalar(&sql).bind(tenant).bind(table.as_str()).fetch_one(&mut *conn).await
 }
 
 /// The chain's checkpoints as verified anchors; the first bad signature is a break.
 pub(crate) async fn anchors(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     keys: &Keyring,
     tenant: &str,
     table: Table,
 ) -> Result<(Vec<Anchor>, Option<Break>), sqlx::Error> {
     let mut anchors = Vec::new();
-    for checkpoint in checkpoints::for_chain(pool, tenant, table).await? {
+    for checkpoint in checkpoints::for_chain(&mut *conn, tenant, table).await? {
         let seq = checkpoint.head.seq;
         if let Err(reason) = checkpoint.verify(keys) {
             return Ok((anchors, Some(Break::BadCheckpoint { seq, reason })));
@@ -160,17 +160,21 @@ pub(crate) async fn anchors(
     Ok((anchors, None))
 }
 
-/// Verifies one chain against its recorded head and its signed checkpoints.
-pub async fn verify_chain(
-    pool: &PgPool,
-    keys: &Keyring,
-    tenant: &str,
-    table: Table,
-    head_seq: i64,
-) -> Result<ChainReport, sqlx::Error> {
-    let (anchors, bad_checkpoint) = anchors(pool, keys, tenant, table).await?;
+/// Verifies one chain against its recorded head and its signed checkpoints, all read
+/// in one repeatable-read snapshot, so concurrent ingest and retention never look
+/// like tampering.
+pub async fn verify_chain(pool: &PgPool, keys: &Keyring, tenant: &str, table: Table) -> Result<ChainReport, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    let head_seq: i64 = sqlx::query_scalar("SELECT seq FROM chain_heads WHERE tenant_id = $1 AND table_name = $2")
+        .bind(tenant)
+        .bind(table.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .unwrap_or(0);
+    let (anchors, bad_checkpoint) = anchors(&mut tx, keys, tenant, table).await?;
     let checkpoint_count = anchors.len();
-    let first_seq = first_held(pool, tenant, table).await?.unwrap_or(head_seq + 1);
+    let first_seq = first_held(&mut tx, tenant, table).await?.unwrap_or(head_seq + 1);
     let report = |rows_checked, first_break: Option<Break>| ChainReport {
         tenant_id: tenant.to_owned(),
         table: table.as_str().to_owned(),
@@ -188,7 +192,7 @@ pub async fn verify_chain(
         Ok(verifier) => verifier,
         Err(broken) => return Ok(report(0, Some(broken))),
     };
-    let first_break = walk(pool, &mut verifier, tenant, table, first_seq - 1).await?;
+    let first_break = walk(&mut tx, &mut verifier, tenant, table, first_seq - 1).await?;
     let first_break = first_break.or_else(|| verifier.finish(head_seq).err());
     Ok(report(verifier.checked(), first_break))
 }
@@ -230,52 +234,38 @@ fn check_rows(
     Ok(())
 }
 
-/// Walks rows and tombstones after `after` in sequence order.
+/// Walks rows and tombstones after `after` in sequence order. Each chunk is decoded
+/// and hashed on the blocking pool while the next one is fetched.
 async fn walk(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     verifier: &mut Verifier,
     tenant: &str,
     table: Table,
     after: i64,
 ) -> Result<Option<Break>, sqlx::Error> {
-    let mut tombs: VecDeque<Tombstone> = tombstones(pool, tenant, table, after, CHUNK).await?.into();
+    let mut tombs: VecDeque<Tombstone> = tombstones(conn, tenant, table, after, CHUNK).await?.into();
     let mut tombs_done = (tombs.len() as i64) < CHUNK;
-    let mut raw = raw_after(pool, tenant, table, after).await?;
+    let mut raw = raw_after(conn, tenant, table, after).await?;
     while !raw.is_empty() {
-        // Fetch the next chunk on another task while this one is decoded and hashed.
-        let next = match raw.last().map(|row| row.try_get::<i64, _>("seq")).transpose()? {
-            Some(last) if raw.len() as i64 == CHUNK => {
-                let (pool, tenant) = (pool.clone(), tenant.to_owned());
-                Some(tokio::spawn(async move { raw_after(&pool, &tenant, table, last).await }))
-            }
-            _ => None,
+        let last = raw.last().map(|row| row.try_get::<i64, _>("seq")).transpose()?;
+        let full = raw.len() as i64 == CHUNK;
+        let decoding = tokio::task::spawn_blocking(move || decode_and_hash(table, &raw));
+        let next = match last {
+            Some(last) if full => raw_after(conn, tenant, table, last).await?,
+            _ => Vec::new(),
         };
-        let (rows, hashes) = tokio::task::spawn_blocking(move || decode_and_hash(table, &raw))
-            .await
-            .map_err(|e| sqlx::Error::Protocol(format!("row decoder failed: {e}")))??;
+        let (rows, hashes) =
+            decoding.await.map_err(|e| sqlx::Error::Protocol(format!("row decoder failed: {e}")))??;
         match check_rows(verifier, &rows, &hashes, &mut tombs, tombs_done) {
-            Ok(()) => {}
-            Err(Stop::Broken(broken)) => {
-                if let Some(task) = next {
-                    task.abort();
-                }
-                return Ok(Some(broken));
-            }
+            Ok(()) => raw = next,
+            Err(Stop::Broken(broken)) => return Ok(Some(broken)),
             Err(Stop::NeedTombstones) => {
-                tombs.extend(tombstones(pool, tenant, table, verifier.last_seq(), CHUNK).await?);
+                tombs.extend(tombstones(conn, tenant, table, verifier.last_seq(), CHUNK).await?);
                 tombs_done = (tombs.len() as i64) < CHUNK;
-                if let Some(task) = next {
-                    task.abort();
-                }
                 // Rows already checked are skipped; the rest are read again.
-                raw = raw_after(pool, tenant, table, verifier.last_seq()).await?;
-                continue;
+                raw = raw_after(conn, tenant, table, verifier.last_seq()).await?;
             }
         }
-        raw = match next {
-            Some(task) => task.await.map_err(|e| sqlx::Error::Protocol(format!("chunk reader failed: {e}")))??,
-            None => Vec::new(),
-        };
     }
     // Tombstones after the last row.
     loop {
@@ -287,7 +277,7 @@ async fn walk(
         if tombs_done {
             return Ok(None);
         }
-        tombs.extend(tombstones(pool, tenant, table, verifier.last_seq(), CHUNK).await?);
+        tombs.extend(tombstones(conn, tenant, table, verifier.last_seq(), CHUNK).await?);
         tombs_done = (tombs.len() as i64) < CHUNK;
     }
 }
