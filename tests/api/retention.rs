@@ -329,3 +329,32 @@ async fn ingest_retention_and_verification_run_side_by_side() {
         Err(_) => panic!("the app is still shared"),
     }
 }
+
+#[tokio::test]
+async fn the_background_loops_checkpoint_and_expire_on_their_own() {
+    let app = TestApp::spawn_with(|s| {
+        s.retention.interval_seconds = 1;
+        s.integrity.checkpoint_interval_seconds = 1;
+        if let Some(auth) = s.categories.get_mut(&tierlog::event::Category::Auth) {
+            auth.retention_days = 1;
+        }
+    })
+    .await;
+    let batch: Vec<Value> = (0..5).map(|_| event("auth", "acme")).collect();
+    assert_eq!(app.post_events(&json!(batch)).await.status(), 200);
+    app.clock.advance(Duration::days(2));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let (mut periodic, mut left) = (0i64, 5i64);
+    while std::time::Instant::now() < deadline && (periodic == 0 || left > 0) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        periodic = sqlx::query_scalar("SELECT count(*) FROM checkpoints WHERE reason = 'periodic'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+        left = count_category(&app, "acme", "auth").await;
+    }
+    assert!(periodic > 0, "a periodic checkpoint was signed");
+    assert_eq!(left, 0, "the retention loop deleted the expired rows");
+    assert_eq!(app.verify_all().await["ok"], true);
+    app.stop().await;
+}
