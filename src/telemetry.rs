@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use metrics::{Histogram, Key, Label, Level, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber: `RUST_LOG` if set, else `default_filter`.
@@ -15,9 +17,102 @@ pub fn init(default_filter: &str, format: &str) {
     };
 }
 
+/// Labelled metrics and histograms of one running service, on a recorder of its own
+/// (not the process-global one), so several services in one process stay apart.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    /// Events per written batch.
+    pub batch_events: Histogram,
+}
+
+/// The tiers whose writes are timed and counted.
+#[derive(Debug, Clone, Copy)]
+pub enum Tier {
+    Postgres,
+    Files,
+    Redis,
+}
+
+impl Tier {
+    fn as_str(self) -> &'static str {
+        match self {
+            Tier::Postgres => "postgres",
+            Tier::Files => "files",
+            Tier::Redis => "redis",
+        }
+    }
+}
+
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let seconds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let sizes = [1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("tierlog_batch_events".into()), &sizes))
+            .map(PrometheusBuilder::build_recorder)
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        recorder.describe_histogram("tierlog_batch_events".into(), None, "Events per batch written.".into());
+        recorder.describe_histogram("tierlog_tier_write_seconds".into(), Some(Unit::Seconds), "Time to write a batch to a tier.".into());
+        recorder.describe_counter("tierlog_tier_errors_total".into(), None, "Batch writes a tier failed.".into());
+        recorder.describe_histogram("tierlog_query_seconds".into(), Some(Unit::Seconds), "Time to answer a read endpoint.".into());
+        recorder.describe_counter("tierlog_events_by_category_total".into(), None, "Events acknowledged, by category.".into());
+        let batch_events = recorder.register_histogram(&Key::from_name("tierlog_batch_events"), &METADATA);
+        let metrics = Metrics { recorder, batch_events };
+        // Present from the start, so dashboards and alerts see zeros, not gaps.
+        for tier in [Tier::Postgres, Tier::Files, Tier::Redis] {
+            let _ = metrics.tier_errors(tier);
+            let _ = metrics.tier_write(tier);
+        }
+        metrics
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    fn labelled(name: &'static str, label: &'static str, value: &'static str) -> Key {
+        Key::from_parts(name, vec![Label::new(label, value)])
+    }
+
+    /// The write-time histogram of `tier`.
+    pub fn tier_write(&self, tier: Tier) -> Histogram {
+        self.recorder.register_histogram(&Metrics::labelled("tierlog_tier_write_seconds", "tier", tier.as_str()), &METADATA)
+    }
+
+    /// The error counter of `tier`.
+    pub fn tier_errors(&self, tier: Tier) -> metrics::Counter {
+        self.recorder.register_counter(&Metrics::labelled("tierlog_tier_errors_total", "tier", tier.as_str()), &METADATA)
+    }
+
+    /// The latency histogram of a read endpoint (its route, e.g. `/audit/logs`).
+    pub fn query(&self, endpoint: &str) -> Histogram {
+        let key = Key::from_parts("tierlog_query_seconds", vec![Label::new("endpoint", endpoint.to_owned())]);
+        self.recorder.register_histogram(&key, &METADATA)
+    }
+
+    /// The acknowledged-events counter of `category`.
+    pub fn category(&self, category: &'static str) -> metrics::Counter {
+        self.recorder.register_counter(&Metrics::labelled("tierlog_events_by_category_total", "category", category), &METADATA)
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn render(&self) -> String {
+        self.recorder.handle().render()
+    }
+}
+
 /// Counters of one running service, rendered at `/metrics` and read by tests.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Labelled metrics and histograms.
+    pub metrics: Metrics,
     /// Events acknowledged to clients.
     pub events_accepted: AtomicU64,
     /// Request bodies' bytes of acknowledged requests.
@@ -66,6 +161,7 @@ impl Counters {
         for (name, kind, help, value) in rows {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n", Counters::get(value)));
         }
+        out.push_str(&self.metrics.render());
         out
     }
 }

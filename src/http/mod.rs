@@ -97,8 +97,27 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), time_reads))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
         .with_state(state)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Times every read of the `/audit` API into `tierlog_query_seconds{endpoint}`.
+async fn time_reads(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let endpoint = (request.method() == axum::http::Method::GET)
+        .then(|| request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned()))
+        .flatten()
+        .filter(|path| path.starts_with("/audit/"));
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    if let Some(endpoint) = endpoint {
+        state.counters.metrics.query(&endpoint).record(started.elapsed().as_secs_f64());
+    }
+    response
 }

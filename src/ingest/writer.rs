@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use super::route::Routing;
 use super::Job;
-use crate::event::AuditEvent;
-use crate::telemetry::Counters;
+use crate::event::{AuditEvent, Category};
+use crate::telemetry::{Counters, Tier};
 use crate::tiers::files::{FileError, RollingFiles};
 use crate::tiers::{DurableStore, EncodedBatch, HotTier, StoreError};
 
@@ -53,10 +53,13 @@ impl TierWriter {
     #[tracing::instrument(skip_all, fields(batch.events = batch.events.len()))]
     pub async fn write(&self, batch: Arc<EncodedBatch>) -> Result<(), WriteError> {
         let started = std::time::Instant::now();
+        let metrics = &self.counters.metrics;
+        metrics.batch_events.record(batch.events.len() as f64);
         if let Some(store) = &self.store {
             let requests = self.routing.persist_requests(&batch);
             if !requests.is_empty() {
-                let inserted = store.persist(&requests).await?;
+                let inserted = store.persist(&requests).await.inspect_err(|_| metrics.tier_errors(Tier::Postgres).increment(1))?;
+                metrics.tier_write(Tier::Postgres).record(started.elapsed().as_secs_f64());
                 Counters::add(&self.counters.rows_persisted, inserted as u64);
             }
         }
@@ -64,18 +67,26 @@ impl TierWriter {
         let files = async {
             let Some(files) = self.files.clone() else { return Ok(()) };
             let batch = batch.clone();
+            let began = std::time::Instant::now();
             let written = tokio::task::spawn_blocking(move || files.append(&batch, Utc::now()))
                 .await
-                .map_err(WriteError::FileTask)??;
+                .map_err(WriteError::FileTask)?
+                .inspect_err(|_| metrics.tier_errors(Tier::Files).increment(1))?;
+            metrics.tier_write(Tier::Files).record(began.elapsed().as_secs_f64());
             Counters::add(&self.counters.lines_written, written as u64);
             Ok::<(), WriteError>(())
         };
         let hot = async {
             let Some(hot) = &self.hot else { return };
             let entries = self.routing.hot_entries(&batch);
-            if let Err(e) = hot.push(&entries).await {
-                Counters::add(&self.counters.redis_misses, entries.len() as u64);
-                tracing::warn!(error = %e, events = entries.len(), "hot tier missed a batch");
+            let began = std::time::Instant::now();
+            match hot.push(&entries).await {
+                Ok(()) => metrics.tier_write(Tier::Redis).record(began.elapsed().as_secs_f64()),
+                Err(e) => {
+                    metrics.tier_errors(Tier::Redis).increment(1);
+                    Counters::add(&self.counters.redis_misses, entries.len() as u64);
+                    tracing::warn!(error = %e, events = entries.len(), "hot tier missed a batch");
+                }
             }
         };
         let (files_result, ()) = tokio::join!(files, hot);
@@ -102,11 +113,22 @@ pub(super) async fn run(
         }
         let events: Vec<AuditEvent> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.events)).collect();
         let count = events.len();
+        let mut per_category = [0u64; Category::ALL.len()];
+        for event in &events {
+            if let Some(i) = Category::ALL.iter().position(|c| *c == event.category) {
+                per_category[i] += 1;
+            }
+        }
         let result = writer.write(Arc::new(EncodedBatch::new(events))).await.map_err(Arc::new);
         match &result {
             Ok(()) => {
                 Counters::add(&writer.counters.batches_written, 1);
                 Counters::add(&writer.counters.events_accepted, count as u64);
+                for (category, n) in Category::ALL.iter().zip(per_category) {
+                    if n > 0 {
+                        writer.counters.metrics.category(category.as_str()).increment(n);
+                    }
+                }
             }
             Err(e) => {
                 Counters::add(&writer.counters.batches_failed, 1);

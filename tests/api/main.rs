@@ -3,6 +3,7 @@
 mod chain;
 mod checkpoints;
 mod masking;
+mod operations;
 mod privacy;
 mod retention;
 mod docs;
