@@ -22,6 +22,7 @@ use crate::ingest::{Pipeline, TierWriter, Workers};
 use crate::telemetry::Counters;
 use crate::tiers::files::RollingFiles;
 use crate::tiers::postgres::{self, PgStore};
+use crate::tiers::memory::MemoryHotTier;
 use crate::tiers::redis::RedisHotTier;
 use crate::tiers::{DurableStore, HotTier};
 
@@ -101,11 +102,14 @@ impl Application {
         let keys = Arc::new(KeyStore::new(pg.pool().clone()));
         let reader = pg.clone();
         let store: Arc<dyn DurableStore> = Arc::new(pg);
-        let hot: Option<Arc<dyn HotTier>> = if settings.redis.enabled {
-            let tier = RedisHotTier::new(&settings.redis).context("redis.url (REDIS_URL)")?;
-            Some(Arc::new(tier))
-        } else {
-            None
+        let governance = Governance::from_settings(&settings)?;
+        let hot: Option<Arc<dyn HotTier>> = match (settings.redis.enabled, settings.redis.url.is_empty()) {
+            (false, _) => None,
+            (true, false) => Some(Arc::new(RedisHotTier::new(&settings.redis).context("redis.url (REDIS_URL)")?)),
+            (true, true) => {
+                tracing::warn!("no REDIS_URL: the hot tier lives in this process and is lost on restart");
+                Some(Arc::new(MemoryHotTier::new(governance.clock.clone())))
+            }
         };
         let files = if settings.files.enabled {
             let files = RollingFiles::open(&settings.files).context("cannot open the file tier (LOGGING_FILE)")?;
@@ -114,7 +118,6 @@ impl Application {
             None
         };
         let auth = Authenticator::new(&settings.server.bootstrap_key, Some(keys));
-        let governance = Governance::from_settings(&settings)?;
         match load_policies(reader.pool(), &Policies::from_settings(&settings)).await {
             Ok(policies) => governance.policies.replace(policies),
             Err(e) => tracing::warn!(error = %e, "retention policies not loaded yet; using the configured defaults"),

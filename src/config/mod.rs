@@ -324,13 +324,8 @@ impl Settings {
                 format!("must exceed ingest.writers ({})", self.ingest.writers),
             ));
         }
-        if self.redis.enabled {
-            if self.redis.url.is_empty() {
-                return Err(ConfigError::invalid(
-                    "redis.url (REDIS_URL)",
-                    "must be set while the hot tier is enabled (or set REDIS_LOG_ENABLED=false)",
-                ));
-            }
+        // An empty URL means the in-process hot tier.
+        if self.redis.enabled && !self.redis.url.is_empty() {
             ::redis::parse_redis_url(&self.redis.url).ok_or_else(|| {
                 ConfigError::invalid("redis.url (REDIS_URL)", "must be a redis:// URL")
             })?;

@@ -47,7 +47,9 @@ struct Readiness {
     /// `ready`, `degraded` (the hot tier is down: ingest still works) or `down`.
     status: &'static str,
     postgres: TierState,
+    /// The hot tier: `redis`, or `memory` when it lives in this process.
     redis: TierState,
+    hot_tier: &'static str,
     files: TierState,
     redis_misses: u64,
 }
@@ -84,6 +86,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         status,
         postgres,
         redis,
+        hot_tier: state.hot.as_ref().map_or("disabled", |hot| hot.name()),
         files,
         redis_misses: Counters::get(&state.counters.redis_misses),
     };

@@ -141,8 +141,9 @@ async fn hot_items(state: &AppState, filters: &Filters, categories: &[Category])
     // of a category change; keep the first.
     let mut seen = std::collections::HashSet::new();
     items.retain(|item| seen.insert(item["id"].as_str().unwrap_or("").to_owned()));
+    let name = state.hot.as_ref().map_or("redis", |hot| hot.name());
     for item in &mut items {
-        item["tiers"] = serde_json::json!(["redis"]);
+        item["tiers"] = serde_json::json!([name]);
     }
     Ok(items)
 }
@@ -272,7 +273,10 @@ async fn merged_page(state: &AppState, principal: &Principal, filters: &Filters)
     for item in hot {
         let id = item["id"].as_str().unwrap_or("").to_owned();
         match by_id.get(&id) {
-            Some(&i) => merged[i]["tiers"] = serde_json::json!(["redis", "postgres"]),
+            Some(&i) => {
+                let name = state.hot.as_ref().map_or("redis", |hot| hot.name());
+                merged[i]["tiers"] = serde_json::json!([name, "postgres"]);
+            }
             None => {
                 if !is_persisted(state, &item) {
                     hot_only += 1;

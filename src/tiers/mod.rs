@@ -2,11 +2,13 @@
 //! names a backend:
 //!
 //! - [`DurableStore`]: the system of record for persisted categories (Postgres).
-//! - [`HotTier`]: the per-tenant, per-category recent lists (Redis), a cache.
+//! - [`HotTier`]: the per-tenant, per-category recent lists (Redis, or in this
+//!   process: [`memory`]), a cache.
 //! - [`files::RollingFiles`]: JSON lines for shippers and backup, the system of record
 //!   for everything else.
 
 pub mod files;
+pub mod memory;
 pub mod postgres;
 pub mod redis;
 
@@ -149,6 +151,11 @@ pub trait HotTier: Send + Sync {
 
     /// Answers when the hot tier is reachable.
     fn ping(&self) -> BoxFuture<'_, Result<(), HotTierError>>;
+
+    /// The backend's name, as reads label the tier that held an event.
+    fn name(&self) -> &'static str {
+        "redis"
+    }
 }
 
 /// An edit of a hot-tier line: the new line, or `None` to leave it.

@@ -3,6 +3,7 @@
 mod chain;
 mod checkpoints;
 mod masking;
+mod modes;
 mod operations;
 mod privacy;
 mod retention;
