@@ -11,6 +11,7 @@ pub mod files;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
+pub mod stored;
 
 use std::fmt;
 use std::future::Future;

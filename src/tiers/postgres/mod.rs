@@ -19,7 +19,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 pub use migrate::{migrate, MigrateError};
-pub use rows::StoredRow;
+pub use crate::tiers::stored::StoredRow;
 
 use super::{BoxFuture, DurableStore, PersistRequest, StoreError, Table};
 use crate::config::PostgresSettings;

@@ -3,7 +3,8 @@
 use super::rows::ROW_SELECT;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
-use super::rows::{stored_row, StoredRow};
+use super::rows::stored_row;
+use super::StoredRow;
 use crate::event::Category;
 use crate::query::{Cursor, Filters};
 use crate::tiers::Table;

@@ -1,15 +1,14 @@
 //! Mapping between events and the columns of the event tables.
 
-use std::net::IpAddr;
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::event::{AuditEvent, Category, Level, Status};
-use crate::integrity::chain::{Link, PiiPath, PiiSeal};
+use crate::event::AuditEvent;
+use crate::integrity::chain::{Link, PiiSeal};
+use crate::tiers::stored::{decode_stored, paths_json, RowSource, StoredRow};
 use crate::tiers::{PersistRequest, Table};
 
 /// One batch's rows for one table, column by column, for `INSERT ... FROM UNNEST`.
@@ -161,44 +160,12 @@ impl RowColumns {
     }
 }
 
-impl StoredRow {
-    /// The event as JSON plus the server's fields: table, sequence and hash.
-    pub fn to_item(&self) -> Value {
-        let mut item = serde_json::to_value(&self.event).unwrap_or(Value::Null);
-        if let Some(object) = item.as_object_mut() {
-            object.insert("table".into(), self.table.as_str().into());
-            object.insert("seq".into(), self.seq.into());
-            object.insert("hash".into(), hex::encode(&self.row_hash).into());
-        }
-        item
-    }
-}
-
 /// The columns a [`StoredRow`] is read from: every stored column except the
 /// generated ones (the search vector is large and never needed to rebuild a row).
 pub(crate) const ROW_SELECT: &str = "tenant_id, seq, id, occurred_at, received_at, expires_at, category, level, logger, \
      message, event_type, action, status, application, user_id, username, email, resource, resource_id, \
      host(ip_address) AS ip_text, user_agent, request_id, session_id, details, changes, security, financial, \
      prev_hash, row_hash, pii_salt, pii_hash, pii_paths";
-
-/// A persisted row with its chain columns.
-#[derive(Debug, Clone)]
-pub struct StoredRow {
-    pub table: Table,
-    pub event: AuditEvent,
-    pub expires_at: DateTime<Utc>,
-    pub seq: i64,
-    pub prev_hash: Vec<u8>,
-    pub row_hash: Vec<u8>,
-    pub pii_salt: Option<Vec<u8>>,
-    pub pii_hash: Vec<u8>,
-    pub pii_paths: Vec<PiiPath>,
-}
-
-/// `pii_paths` as stored: NULL when there are none.
-pub(crate) fn paths_json(paths: &[PiiPath]) -> Option<Value> {
-    (!paths.is_empty()).then(|| serde_json::to_value(paths).unwrap_or(Value::Null))
-}
 
 pub(super) async fn read_chain(pool: &PgPool, tenant: &str, table: Table) -> Result<Vec<StoredRow>, sqlx::Error> {
     let sql = format!(
@@ -222,67 +189,42 @@ pub(super) async fn read_chain_after(
     rows.iter().map(|row| stored_row(table, row)).collect()
 }
 
-fn decode_err(column: &str, what: &str) -> sqlx::Error {
-    sqlx::Error::ColumnDecode { index: column.to_owned(), source: what.to_owned().into() }
-}
-
 fn json_column<T: serde::de::DeserializeOwned>(row: &PgRow, column: &str) -> Result<Option<T>, sqlx::Error> {
     // Decoded straight from the column's bytes, without an intermediate Value.
     let value: Option<sqlx::types::Json<T>> = row.try_get(column)?;
     Ok(value.map(|json| json.0))
 }
 
+impl RowSource for PgRow {
+    fn text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn id(&self) -> Result<Uuid, sqlx::Error> {
+        self.try_get("id")
+    }
+
+    fn instant(&self, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn bytes(&self, column: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn ip_text(&self) -> Result<Option<String>, sqlx::Error> {
+        self.try_get("ip_text")
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, column: &str) -> Result<Option<T>, sqlx::Error> {
+        json_column(self, column)
+    }
+}
+
 pub(super) fn stored_row(table: Table, row: &PgRow) -> Result<StoredRow, sqlx::Error> {
-    let text = |column: &str| row.try_get::<Option<String>, _>(column);
-    let category: String = row.try_get("category")?;
-    let level: String = row.try_get("level")?;
-    let status = text("status")?
-        .map(|s| match s.as_str() {
-            "success" => Ok(Status::Success),
-            "failure" => Ok(Status::Failure),
-            "error" => Ok(Status::Error),
-            _ => Err(decode_err("status", "unknown status")),
-        })
-        .transpose()?;
-    let ip_address = text("ip_text")?
-        .map(|ip| ip.parse::<IpAddr>().map_err(|_| decode_err("ip_address", "not an address")))
-        .transpose()?;
-    let event = AuditEvent {
-        id: row.try_get("id")?,
-        timestamp: row.try_get("occurred_at")?,
-        received_at: row.try_get("received_at")?,
-        tenant_id: row.try_get("tenant_id")?,
-        category: Category::parse(&category).ok_or_else(|| decode_err("category", "unknown category"))?,
-        level: Level::parse(&level).ok_or_else(|| decode_err("level", "unknown level"))?,
-        logger: text("logger")?,
-        message: text("message")?,
-        event_type: text("event_type")?,
-        action: text("action")?,
-        status,
-        application: text("application")?,
-        user_id: text("user_id")?,
-        username: text("username")?,
-        email: text("email")?,
-        resource: text("resource")?,
-        resource_id: text("resource_id")?,
-        ip_address,
-        user_agent: text("user_agent")?,
-        request_id: text("request_id")?,
-        session_id: text("session_id")?,
-        details: json_column(row, "details")?,
-        changes: json_column(row, "changes")?,
-        security: json_column(row, "security")?,
-        financial: json_column(row, "financial")?,
-    };
-    Ok(StoredRow {
-        table,
-        event,
-        expires_at: row.try_get("expires_at")?,
-        seq: row.try_get("seq")?,
-        prev_hash: row.try_get("prev_hash")?,
-        row_hash: row.try_get("row_hash")?,
-        pii_salt: row.try_get("pii_salt")?,
-        pii_hash: row.try_get("pii_hash")?,
-        pii_paths: json_column(row, "pii_paths")?.unwrap_or_default(),
-    })
+    decode_stored(table, row)
 }
