@@ -7,10 +7,12 @@
 //! - [`files::RollingFiles`]: JSON lines for shippers and backup, the system of record
 //!   for everything else.
 
+pub mod chain_walk;
 pub mod files;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
+pub mod sqlite;
 pub mod stored;
 
 use std::fmt;

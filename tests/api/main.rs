@@ -8,6 +8,7 @@ mod operations;
 mod privacy;
 mod retention;
 mod docs;
+mod embedded_store;
 mod export;
 mod helpers;
 mod ingest;

@@ -19,13 +19,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "integrity and retention", include_str!("../../../migrations/0004_integrity_retention.sql")),
 ];
 
+/// Migrations compiled into the binary: (version, description, SQL).
 #[derive(Debug)]
-struct Embedded;
+pub(crate) struct Embedded(pub &'static [(i64, &'static str, &'static str)]);
 
 impl<'s> MigrationSource<'s> for Embedded {
     fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, BoxDynError>> {
-        Box::pin(async {
-            Ok(MIGRATIONS
+        Box::pin(async move {
+            Ok(self
+                .0
                 .iter()
                 .map(|(version, description, sql)| {
                     Migration::new(
@@ -43,5 +45,5 @@ impl<'s> MigrationSource<'s> for Embedded {
 
 /// Applies every pending migration; safe to run from several processes at once.
 pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
-    Migrator::new(Embedded).await?.run(pool).await
+    Migrator::new(Embedded(MIGRATIONS)).await?.run(pool).await
 }

@@ -2,7 +2,7 @@
 //! per batch locks the batch's chain heads, skips ids already stored, and inserts each
 //! table's rows with a single multi-row `INSERT ... SELECT FROM UNNEST`.
 
-mod migrate;
+pub(crate) mod migrate;
 pub mod query;
 pub mod stats;
 pub mod verify;

@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use super::checkpoints;
 use super::rows::stored_row;
-use super::verify::{anchors, tombstones};
+use super::verify::tombstones;
+use crate::tiers::chain_walk;
 use super::StoredRow;
 use crate::integrity::chain::content_hash;
 use crate::integrity::checkpoint::{ChainHead, Checkpoint, Keyring, Signer};
@@ -177,7 +178,7 @@ pub async fn compact(
         return Ok(None);
     }
     let mut conn = pool.acquire().await?;
-    let (anchors, bad) = anchors(&mut conn, keys, tenant, table).await?;
+    let (anchors, bad) = chain_walk::anchors(&checkpoints::for_chain(&mut *conn, tenant, table).await?, keys);
     if bad.is_some() {
         return Ok(None);
     }

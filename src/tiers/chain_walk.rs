@@ -1,0 +1,208 @@
+//! Verifying a stored chain, whatever the database: a [`ChainSource`] reads the
+//! chain's head, checkpoints, rows (decoded and hashed) and tombstones from one
+//! consistent snapshot; [`verify`] walks them in sequence order with the
+//! [`Verifier`] and builds the report.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+
+use super::stored::StoredRow;
+use super::{BoxFuture, Table};
+use crate::integrity::checkpoint::{Checkpoint, Keyring, SignatureError};
+use crate::integrity::verify::{Anchor, Break, RowHashes, Tombstone, Verifier};
+
+/// Tombstones read per round trip.
+pub(crate) const TOMBSTONE_CHUNK: i64 = 5000;
+
+/// The verdict on one chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ChainReport {
+    pub tenant_id: String,
+    pub table: String,
+    /// Rows and tombstones checked.
+    pub rows_checked: u64,
+    /// The oldest sequence number still held (rows before it were deleted by
+    /// retention and are vouched for by a signed checkpoint).
+    pub first_seq: i64,
+    /// The head recorded when the last row was written.
+    pub head_seq: i64,
+    /// Signed checkpoints of this chain whose signatures were checked.
+    pub checkpoints: usize,
+    pub ok: bool,
+    /// The first link that does not hold.
+    #[schema(value_type = Option<Object>)]
+    pub first_break: Option<Break>,
+}
+
+/// A chunk of rows, each with its hashes.
+pub(crate) type HashedRows = (Vec<StoredRow>, Vec<RowHashes>);
+
+/// One chain as a database holds it, read from one snapshot.
+pub(crate) trait ChainSource: Send {
+    /// The recorded head's sequence number (0 for no chain).
+    fn head(&mut self) -> BoxFuture<'_, Result<i64, sqlx::Error>>;
+    /// The oldest sequence number held as a row or a tombstone.
+    fn first_held(&mut self) -> BoxFuture<'_, Result<Option<i64>, sqlx::Error>>;
+    /// The chain's checkpoints, oldest sequence first.
+    fn checkpoints(&mut self) -> BoxFuture<'_, Result<Vec<Checkpoint>, sqlx::Error>>;
+    /// Up to `limit` tombstones after `after`.
+    fn tombstones_after(&mut self, after: i64, limit: i64) -> BoxFuture<'_, Result<Vec<Tombstone>, sqlx::Error>>;
+    /// The next rows after `after`, decoded and hashed; empty at the end.
+    fn rows_after(&mut self, after: i64) -> BoxFuture<'_, Result<HashedRows, sqlx::Error>>;
+}
+
+/// The checkpoints as verified anchors; the first bad signature is a break.
+pub(crate) fn anchors(checkpoints: &[Checkpoint], keys: &Keyring) -> (Vec<Anchor>, Option<Break>) {
+    let mut anchors = Vec::new();
+    for checkpoint in checkpoints {
+        let seq = checkpoint.head.seq;
+        if let Err(reason) = checkpoint.verify(keys) {
+            return (anchors, Some(Break::BadCheckpoint { seq, reason }));
+        }
+        match checkpoint.hash_bytes() {
+            Some(hash) => anchors.push(Anchor { seq, hash }),
+            None => return (anchors, Some(Break::BadCheckpoint { seq, reason: SignatureError::Invalid })),
+        }
+    }
+    (anchors, None)
+}
+
+/// Decodes and hashes rows on every core: both depend on each row alone.
+pub(crate) fn decode_and_hash<R: Sync>(
+    raw: &[R],
+    decode: impl Fn(&R) -> Result<StoredRow, sqlx::Error> + Sync,
+) -> Result<HashedRows, sqlx::Error> {
+    let work = |part: &[R]| -> Result<Vec<(StoredRow, RowHashes)>, sqlx::Error> {
+        part.iter()
+            .map(|row| {
+                let stored = decode(row)?;
+                let hashes = RowHashes::of(&stored);
+                Ok((stored, hashes))
+            })
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let done: Vec<(StoredRow, RowHashes)> = if threads < 2 || raw.len() < 256 {
+        work(raw)?
+    } else {
+        let per = raw.len().div_ceil(threads);
+        let parts: Vec<Result<Vec<(StoredRow, RowHashes)>, sqlx::Error>> = std::thread::scope(|scope| {
+            let work = &work;
+            let handles: Vec<_> = raw.chunks(per).map(|part| scope.spawn(move || work(part))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(sqlx::Error::Protocol("row decoder panicked".into()))))
+                .collect()
+        });
+        let mut all = Vec::with_capacity(raw.len());
+        for part in parts {
+            all.extend(part?);
+        }
+        all
+    };
+    Ok(done.into_iter().unzip())
+}
+
+/// Verifies one chain from `source` against its head and signed checkpoints.
+pub(crate) async fn verify(
+    source: &mut impl ChainSource,
+    keys: &Keyring,
+    tenant: &str,
+    table: Table,
+) -> Result<ChainReport, sqlx::Error> {
+    let head_seq = source.head().await?;
+    let (anchors, bad_checkpoint) = anchors(&source.checkpoints().await?, keys);
+    let checkpoint_count = anchors.len();
+    let first_seq = source.first_held().await?.unwrap_or(head_seq + 1);
+    let report = |rows_checked, first_break: Option<Break>| ChainReport {
+        tenant_id: tenant.to_owned(),
+        table: table.as_str().to_owned(),
+        rows_checked,
+        first_seq,
+        head_seq,
+        checkpoints: checkpoint_count,
+        ok: first_break.is_none(),
+        first_break,
+    };
+    if bad_checkpoint.is_some() {
+        return Ok(report(0, bad_checkpoint));
+    }
+    let mut verifier = match Verifier::starting_at(first_seq, anchors) {
+        Ok(verifier) => verifier,
+        Err(broken) => return Ok(report(0, Some(broken))),
+    };
+    let first_break = walk(source, &mut verifier, first_seq - 1).await?;
+    let first_break = first_break.or_else(|| verifier.finish(head_seq).err());
+    Ok(report(verifier.checked(), first_break))
+}
+
+/// Why the row walk stopped early.
+enum Stop {
+    Broken(Break),
+    /// The tombstone buffer ran dry inside this stretch of rows.
+    NeedTombstones,
+}
+
+impl From<Break> for Stop {
+    fn from(broken: Break) -> Stop {
+        Stop::Broken(broken)
+    }
+}
+
+/// Checks `rows`, and the buffered tombstones that fall before each of them.
+fn check_rows(
+    verifier: &mut Verifier,
+    rows: &[StoredRow],
+    hashes: &[RowHashes],
+    tombs: &mut VecDeque<Tombstone>,
+    tombs_done: bool,
+) -> Result<(), Stop> {
+    for (row, hashes) in rows.iter().zip(hashes) {
+        if row.seq <= verifier.last_seq() {
+            continue;
+        }
+        while let Some(tomb) = tombs.front().filter(|t| t.seq < row.seq) {
+            verifier.check_tombstone(tomb)?;
+            tombs.pop_front();
+            if tombs.is_empty() && !tombs_done {
+                return Err(Stop::NeedTombstones);
+            }
+        }
+        verifier.check_hashed(row, hashes)?;
+    }
+    Ok(())
+}
+
+/// Walks rows and tombstones after `after` in sequence order.
+async fn walk(source: &mut impl ChainSource, verifier: &mut Verifier, after: i64) -> Result<Option<Break>, sqlx::Error> {
+    let mut tombs: VecDeque<Tombstone> = source.tombstones_after(after, TOMBSTONE_CHUNK).await?.into();
+    let mut tombs_done = (tombs.len() as i64) < TOMBSTONE_CHUNK;
+    loop {
+        let (rows, hashes) = source.rows_after(verifier.last_seq()).await?;
+        if rows.is_empty() {
+            break;
+        }
+        match check_rows(verifier, &rows, &hashes, &mut tombs, tombs_done) {
+            Ok(()) => {}
+            Err(Stop::Broken(broken)) => return Ok(Some(broken)),
+            Err(Stop::NeedTombstones) => {
+                tombs.extend(source.tombstones_after(verifier.last_seq(), TOMBSTONE_CHUNK).await?);
+                tombs_done = (tombs.len() as i64) < TOMBSTONE_CHUNK;
+            }
+        }
+    }
+    // Tombstones after the last row.
+    loop {
+        while let Some(tomb) = tombs.pop_front() {
+            if let Err(broken) = verifier.check_tombstone(&tomb) {
+                return Ok(Some(broken));
+            }
+        }
+        if tombs_done {
+            return Ok(None);
+        }
+        tombs.extend(source.tombstones_after(verifier.last_seq(), TOMBSTONE_CHUNK).await?);
+        tombs_done = (tombs.len() as i64) < TOMBSTONE_CHUNK;
+    }
+}

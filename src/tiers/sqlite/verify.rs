@@ -1,0 +1,116 @@
+//! Verifying chains in the embedded store: one read transaction (a WAL snapshot),
+//! walked by [`crate::tiers::chain_walk`].
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+use super::{parse_instant, ROW_SELECT};
+use crate::integrity::checkpoint::{ChainHead, Checkpoint, Keyring};
+use crate::integrity::verify::Tombstone;
+use crate::tiers::chain_walk::{self, decode_and_hash, ChainReport, ChainSource, HashedRows};
+use crate::tiers::stored::decode_stored;
+use crate::tiers::{BoxFuture, Table};
+
+/// Rows read per round trip.
+const CHUNK: i64 = 5000;
+
+struct SqliteSource<'t> {
+    tx: Transaction<'t, Sqlite>,
+    tenant: String,
+    table: Table,
+}
+
+impl ChainSource for SqliteSource<'_> {
+    fn head(&mut self) -> BoxFuture<'_, Result<i64, sqlx::Error>> {
+        Box::pin(async move {
+            let head: Option<i64> = sqlx::query_scalar("SELECT seq FROM chain_heads WHERE tenant_id = ?1 AND table_name = ?2")
+                .bind(&self.tenant)
+                .bind(self.table.as_str())
+                .fetch_optional(&mut *self.tx)
+                .await?;
+            Ok(head.unwrap_or(0))
+        })
+    }
+
+    fn first_held(&mut self) -> BoxFuture<'_, Result<Option<i64>, sqlx::Error>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT min(s) FROM (SELECT min(seq) AS s FROM {} WHERE tenant_id = ?1
+                                     UNION ALL SELECT min(seq) FROM chain_tombstones WHERE tenant_id = ?1 AND table_name = ?2)",
+                self.table
+            );
+            sqlx::query_scalar(&sql).bind(&self.tenant).bind(self.table.as_str()).fetch_one(&mut *self.tx).await
+        })
+    }
+
+    fn checkpoints(&mut self) -> BoxFuture<'_, Result<Vec<Checkpoint>, sqlx::Error>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM checkpoints WHERE tenant_id = ?1 AND table_name = ?2 ORDER BY seq, id")
+                .bind(&self.tenant)
+                .bind(self.table.as_str())
+                .fetch_all(&mut *self.tx)
+                .await?;
+            rows.iter().map(checkpoint).collect()
+        })
+    }
+
+    fn tombstones_after(&mut self, after: i64, limit: i64) -> BoxFuture<'_, Result<Vec<Tombstone>, sqlx::Error>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT seq, expires_at, deleted_at, prev_hash, content_hash, row_hash FROM chain_tombstones
+                 WHERE tenant_id = ?1 AND table_name = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+            )
+            .bind(&self.tenant)
+            .bind(self.table.as_str())
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&mut *self.tx)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(Tombstone {
+                        seq: row.try_get("seq")?,
+                        expires_at: parse_instant("expires_at", &row.try_get::<String, _>("expires_at")?)?,
+                        deleted_at: parse_instant("deleted_at", &row.try_get::<String, _>("deleted_at")?)?,
+                        prev_hash: row.try_get("prev_hash")?,
+                        content_hash: row.try_get("content_hash")?,
+                        row_hash: row.try_get("row_hash")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn rows_after(&mut self, after: i64) -> BoxFuture<'_, Result<HashedRows, sqlx::Error>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {ROW_SELECT} FROM {} WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3", self.table);
+            let raw = sqlx::query(&sql).bind(&self.tenant).bind(after).bind(CHUNK).fetch_all(&mut *self.tx).await?;
+            let table = self.table;
+            tokio::task::spawn_blocking(move || decode_and_hash(&raw, |row| decode_stored(table, row)))
+                .await
+                .map_err(|e| sqlx::Error::Protocol(format!("row decoder failed: {e}")))?
+        })
+    }
+}
+
+fn checkpoint(row: &SqliteRow) -> Result<Checkpoint, sqlx::Error> {
+    Ok(Checkpoint {
+        head: ChainHead {
+            tenant_id: row.try_get("tenant_id")?,
+            table: row.try_get("table_name")?,
+            seq: row.try_get("seq")?,
+            hash: row.try_get("head_hash")?,
+        },
+        created_at: parse_instant("created_at", &row.try_get::<String, _>("created_at")?)?,
+        reason: row.try_get("reason")?,
+        key_id: row.try_get("key_id")?,
+        signature: row.try_get("signature")?,
+    })
+}
+
+/// Verifies one chain of the embedded store.
+pub async fn verify_chain(pool: &SqlitePool, keys: &Keyring, tenant: &str, table: Table) -> Result<ChainReport, sqlx::Error> {
+    let tx = pool.begin().await?;
+    let mut source = SqliteSource { tx, tenant: tenant.to_owned(), table };
+    chain_walk::verify(&mut source, keys, tenant, table).await
+}
