@@ -1,5 +1,6 @@
 //! tierlog's integration tests: one binary, the real Postgres, Redis, files and HTTP.
 
+mod behaviour;
 mod chain;
 mod checkpoints;
 mod masking;
