@@ -1,7 +1,8 @@
 -- The embedded store's schema: the same tables, columns and rules as the Postgres
 -- migrations (migrations/0001-0004), in SQLite's types. Instants are TEXT in one
 -- fixed format (RFC 3339, UTC, microseconds), so they compare and sort as text;
--- JSON is TEXT; hashes are BLOBs. Full-text search is an FTS5 index per table.
+-- JSON is TEXT; hashes are BLOBs; addresses also as a sortable key (CIDR filters).
+-- Full-text search is an FTS5 index per table.
 
 
 CREATE TABLE chain_heads (
@@ -39,6 +40,9 @@ CREATE TABLE audit_logs (
     resource     TEXT,
     resource_id  TEXT,
     ip_address   TEXT,
+    -- The address as sortable text ('4:' + 8 hex digits or '6:' + 32), so that a
+    -- CIDR filter is a range of text: exact and indexable.
+    ip_key       TEXT,
     user_agent   TEXT,
     request_id   TEXT,
     session_id   TEXT,
@@ -57,7 +61,7 @@ CREATE TABLE audit_logs (
 CREATE INDEX audit_logs_tenant_time ON audit_logs (tenant_id, occurred_at DESC, id);
 CREATE INDEX audit_logs_user_time ON audit_logs (tenant_id, user_id, occurred_at DESC) WHERE user_id IS NOT NULL;
 CREATE INDEX audit_logs_action_time ON audit_logs (tenant_id, action, occurred_at DESC);
-CREATE INDEX audit_logs_ip ON audit_logs (tenant_id, ip_address) WHERE ip_address IS NOT NULL;
+CREATE INDEX audit_logs_ip ON audit_logs (tenant_id, ip_key) WHERE ip_key IS NOT NULL;
 CREATE INDEX audit_logs_request ON audit_logs (request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX audit_logs_status_time ON audit_logs (tenant_id, status, occurred_at DESC);
 CREATE INDEX audit_logs_expiry ON audit_logs (expires_at);
@@ -107,6 +111,9 @@ CREATE TABLE security_events (
     resource     TEXT,
     resource_id  TEXT,
     ip_address   TEXT,
+    -- The address as sortable text ('4:' + 8 hex digits or '6:' + 32), so that a
+    -- CIDR filter is a range of text: exact and indexable.
+    ip_key       TEXT,
     user_agent   TEXT,
     request_id   TEXT,
     session_id   TEXT,
@@ -127,7 +134,7 @@ CREATE TABLE security_events (
 CREATE INDEX security_events_tenant_time ON security_events (tenant_id, occurred_at DESC, id);
 CREATE INDEX security_events_user_time ON security_events (tenant_id, user_id, occurred_at DESC) WHERE user_id IS NOT NULL;
 CREATE INDEX security_events_action_time ON security_events (tenant_id, action, occurred_at DESC);
-CREATE INDEX security_events_ip ON security_events (tenant_id, ip_address) WHERE ip_address IS NOT NULL;
+CREATE INDEX security_events_ip ON security_events (tenant_id, ip_key) WHERE ip_key IS NOT NULL;
 CREATE INDEX security_events_request ON security_events (request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX security_events_status_time ON security_events (tenant_id, status, occurred_at DESC);
 CREATE INDEX security_events_expiry ON security_events (expires_at);
@@ -177,6 +184,9 @@ CREATE TABLE financial_audit_logs (
     resource     TEXT,
     resource_id  TEXT,
     ip_address   TEXT,
+    -- The address as sortable text ('4:' + 8 hex digits or '6:' + 32), so that a
+    -- CIDR filter is a range of text: exact and indexable.
+    ip_key       TEXT,
     user_agent   TEXT,
     request_id   TEXT,
     session_id   TEXT,
@@ -199,7 +209,7 @@ CREATE TABLE financial_audit_logs (
 CREATE INDEX financial_audit_logs_tenant_time ON financial_audit_logs (tenant_id, occurred_at DESC, id);
 CREATE INDEX financial_audit_logs_user_time ON financial_audit_logs (tenant_id, user_id, occurred_at DESC) WHERE user_id IS NOT NULL;
 CREATE INDEX financial_audit_logs_action_time ON financial_audit_logs (tenant_id, action, occurred_at DESC);
-CREATE INDEX financial_audit_logs_ip ON financial_audit_logs (tenant_id, ip_address) WHERE ip_address IS NOT NULL;
+CREATE INDEX financial_audit_logs_ip ON financial_audit_logs (tenant_id, ip_key) WHERE ip_key IS NOT NULL;
 CREATE INDEX financial_audit_logs_request ON financial_audit_logs (request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX financial_audit_logs_status_time ON financial_audit_logs (tenant_id, status, occurred_at DESC);
 CREATE INDEX financial_audit_logs_expiry ON financial_audit_logs (expires_at);

@@ -6,6 +6,7 @@
 //! which is also what keeps every chain's head consistent (the Postgres store needs
 //! row locks for that).
 
+pub mod query;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -115,9 +116,9 @@ async fn extend_chain(
         "INSERT INTO {table} (tenant_id, seq, id, occurred_at, received_at, expires_at, category, level, logger, message,
              event_type, action, status, application, user_id, username, email, resource, resource_id, ip_address,
              user_agent, request_id, session_id, details, changes, security, financial, prev_hash, row_hash, pii_salt,
-             pii_hash, pii_paths)
+             pii_hash, pii_paths, ip_key)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22,
-             ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)"
+             ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)"
     );
     let exists = format!("SELECT 1 FROM {table} WHERE tenant_id = ?1 AND id = ?2");
     let mut inserted = 0;
@@ -163,6 +164,7 @@ async fn extend_chain(
             .bind(seal.salt.to_vec())
             .bind(seal.hash.to_vec())
             .bind(json(paths_json(&request.pii_paths)))
+            .bind(event.ip_address.map(ip_key))
             .execute(&mut *conn)
             .await?;
         seq = link.seq;
@@ -208,6 +210,34 @@ impl DurableStore for SqliteStore {
             sqlx::query("SELECT 1").execute(&self.pool).await.map_err(StoreError::Unavailable)?;
             Ok(())
         })
+    }
+}
+
+/// An address as sortable text: `4:` and 8 hex digits, or `6:` and 32. Text order
+/// is address order within a family; families never mix (as in Postgres, an IPv6
+/// network holds no IPv4 address).
+pub(crate) fn ip_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => format!("4:{:08x}", u32::from(v4)),
+        std::net::IpAddr::V6(v6) => format!("6:{:032x}", u128::from(v6)),
+    }
+}
+
+/// The first and last key of a network (a single address: both the same).
+pub(crate) fn ip_key_range(filter: &crate::query::IpFilter) -> (String, String) {
+    match filter.addr {
+        std::net::IpAddr::V4(v4) => {
+            let host_bits = 32 - u32::from(filter.prefix.unwrap_or(32)).min(32);
+            let mask = if host_bits == 32 { u32::MAX } else { (1u32 << host_bits) - 1 };
+            let base = u32::from(v4);
+            (format!("4:{:08x}", base & !mask), format!("4:{:08x}", base | mask))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let host_bits = 128 - u32::from(filter.prefix.unwrap_or(128)).min(128);
+            let mask = if host_bits == 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+            let base = u128::from(v6);
+            (format!("6:{:032x}", base & !mask), format!("6:{:032x}", base | mask))
+        }
     }
 }
 
