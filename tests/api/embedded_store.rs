@@ -174,6 +174,26 @@ async fn every_filter_reads_the_same_page_from_sqlite_and_postgres() {
             }
         }
     }
+    // Aggregates agree too.
+    use tierlog::tiers::postgres::stats::{FailureQuery, GroupBy};
+    for query in ["", "tenant_id=acme", "ip_address=10.0.0.0/8", "q=password"] {
+        let (filters, _) = Filters::parse(Some(query), &principal, &[]).expect("filters");
+        let sorted = |mut counts: Vec<tierlog::tiers::postgres::stats::Count>| {
+            counts.sort_by(|a, b| (&a.category, &a.status, &a.action).cmp(&(&b.category, &b.status, &b.action)));
+            counts
+        };
+        let pg = tierlog::tiers::postgres::stats::counts(&app.pool, Table::AuditLogs, &filters, &categories).await.expect("pg");
+        let lite = tierlog::tiers::sqlite::stats::counts(store.pool(), Table::AuditLogs, &filters, &categories).await.expect("sqlite");
+        assert_eq!(sorted(lite), sorted(pg), "counts {query}");
+        for group_by in [GroupBy::Ip, GroupBy::User] {
+            let how = FailureQuery { group_by, logins_only: true, min_failures: 1, limit: 100 };
+            let pg = tierlog::tiers::postgres::stats::failures(&app.pool, Table::AuditLogs, &filters, &categories, how).await.expect("pg");
+            let lite =
+                tierlog::tiers::sqlite::stats::failures(store.pool(), Table::AuditLogs, &filters, &categories, how).await.expect("sqlite");
+            assert!(!pg.is_empty() || query.contains("q="), "failures {query}: the fixture has some");
+            assert_eq!(lite, pg, "failures {query} {group_by:?}");
+        }
+    }
     store.pool().close().await;
     app.stop().await;
 }

@@ -7,6 +7,7 @@
 //! row locks for that).
 
 pub mod query;
+pub mod stats;
 pub mod verify;
 
 use std::collections::BTreeMap;

@@ -18,7 +18,7 @@ fn fts_query(q: &str) -> String {
     q.split_whitespace().map(|word| format!("\"{}\"", word.replace('"', "\"\""))).collect::<Vec<_>>().join(" ")
 }
 
-fn push_conditions(qb: &mut QueryBuilder<'_, Sqlite>, table: Table, filters: &Filters, categories: &[Category]) {
+pub(crate) fn push_conditions(qb: &mut QueryBuilder<'_, Sqlite>, table: Table, filters: &Filters, categories: &[Category]) {
     qb.push(" WHERE category IN (");
     let mut names = qb.separated(", ");
     for category in categories {
