@@ -1,5 +1,5 @@
-//! API keys in Postgres, with a short in-memory cache so authentication costs no
-//! query on most requests.
+//! API keys in the durable store (Postgres or the embedded SQLite), with a short
+//! in-memory cache so authentication costs no query on most requests.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
 use super::{KeyInfo, Permission, Principal, Secret};
@@ -39,20 +40,29 @@ pub enum KeyStoreError {
 /// A looked-up key (or its absence) and when it was looked up.
 type CachedKey = (Option<KeyInfo>, Instant);
 
+/// Where keys are kept.
+enum KeyDb {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
 /// The key store.
 pub struct KeyStore {
-    pool: PgPool,
+    db: KeyDb,
     /// By digest of the presented secret.
     cache: Mutex<HashMap<[u8; 32], CachedKey>>,
 }
 
 const COLUMNS: &str = "id, name, key_prefix, tenant_id, permissions, created_at, created_by, expires_at, revoked_at, last_used_at";
 
+fn permissions(id: Uuid, names: &[String]) -> Result<Vec<Permission>, KeyStoreError> {
+    names.iter().map(|n| n.parse::<Permission>()).collect::<Result<Vec<_>, _>>().map_err(|_| KeyStoreError::Corrupt(id))
+}
+
 fn key_info(row: &PgRow) -> Result<KeyInfo, KeyStoreError> {
     let id: Uuid = row.try_get("id")?;
     let names: Vec<String> = row.try_get("permissions")?;
-    let permissions =
-        names.iter().map(|n| n.parse::<Permission>()).collect::<Result<Vec<_>, _>>().map_err(|_| KeyStoreError::Corrupt(id))?;
+    let permissions = permissions(id, &names)?;
     Ok(KeyInfo {
         id,
         name: row.try_get("name")?,
@@ -67,16 +77,69 @@ fn key_info(row: &PgRow) -> Result<KeyInfo, KeyStoreError> {
     })
 }
 
+fn lite_instant(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, KeyStoreError> {
+    let text: Option<String> = row.try_get(column)?;
+    Ok(text.map(|t| crate::tiers::sqlite::parse_instant(column, &t)).transpose()?)
+}
+
+fn lite_key_info(row: &SqliteRow) -> Result<KeyInfo, KeyStoreError> {
+    let id_text: String = row.try_get("id")?;
+    let id = Uuid::parse_str(&id_text).map_err(|_| KeyStoreError::Corrupt(Uuid::nil()))?;
+    let names: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("permissions")?).map_err(|_| KeyStoreError::Corrupt(id))?;
+    Ok(KeyInfo {
+        id,
+        name: row.try_get("name")?,
+        prefix: row.try_get("key_prefix")?,
+        tenant_id: row.try_get("tenant_id")?,
+        permissions: permissions(id, &names)?,
+        created_at: lite_instant(row, "created_at")?.ok_or(KeyStoreError::Corrupt(id))?,
+        created_by: row.try_get("created_by")?,
+        expires_at: lite_instant(row, "expires_at")?,
+        revoked_at: lite_instant(row, "revoked_at")?,
+        last_used_at: lite_instant(row, "last_used_at")?,
+    })
+}
+
+fn now_text() -> String {
+    crate::tiers::sqlite::instant_text(&Utc::now())
+}
+
 impl KeyStore {
     /// A store over `pool` (migrated).
     pub fn new(pool: PgPool) -> KeyStore {
-        KeyStore { pool, cache: Mutex::new(HashMap::new()) }
+        KeyStore { db: KeyDb::Postgres(pool), cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// A store in the embedded database (migrated).
+    pub fn sqlite(pool: SqlitePool) -> KeyStore {
+        KeyStore { db: KeyDb::Sqlite(pool), cache: Mutex::new(HashMap::new()) }
     }
 
     /// Creates a key and returns it with its secret, which is not kept.
     pub async fn create(&self, new: NewKey) -> Result<(KeyInfo, Secret), KeyStoreError> {
         let secret = Secret::generate();
         let names: Vec<&str> = new.permissions.iter().map(|p| p.as_str()).collect();
+        let pool = match &self.db {
+            KeyDb::Postgres(pool) => pool,
+            KeyDb::Sqlite(pool) => {
+                let row = sqlx::query(&format!(
+                    "INSERT INTO api_keys (id, name, key_prefix, key_hash, tenant_id, permissions, created_at, created_by, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING {COLUMNS}"
+                ))
+                .bind(Uuid::now_v7().to_string())
+                .bind(&new.name)
+                .bind(&secret.prefix)
+                .bind(&secret.digest[..])
+                .bind(&new.tenant_id)
+                .bind(serde_json::to_string(&names).unwrap_or_default())
+                .bind(now_text())
+                .bind(&new.created_by)
+                .bind(new.expires_at.as_ref().map(crate::tiers::sqlite::instant_text))
+                .fetch_one(pool)
+                .await?;
+                return Ok((lite_key_info(&row)?, secret));
+            }
+        };
         let row = sqlx::query(&format!(
             "INSERT INTO api_keys (id, name, key_prefix, key_hash, tenant_id, permissions, created_by, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
@@ -89,46 +152,86 @@ impl KeyStore {
         .bind(&names)
         .bind(&new.created_by)
         .bind(new.expires_at)
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await?;
         Ok((key_info(&row)?, secret))
     }
 
     /// Keys, newest first; only `tenant`'s when given.
     pub async fn list(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>, KeyStoreError> {
+        let pool = match &self.db {
+            KeyDb::Postgres(pool) => pool,
+            KeyDb::Sqlite(pool) => {
+                let rows = sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM api_keys WHERE ?1 IS NULL OR tenant_id = ?1 ORDER BY created_at DESC, id"
+                ))
+                .bind(tenant)
+                .fetch_all(pool)
+                .await?;
+                return rows.iter().map(lite_key_info).collect();
+            }
+        };
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM api_keys WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY created_at DESC, id"
         ))
         .bind(tenant)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         rows.iter().map(key_info).collect()
     }
 
     /// One key, if it exists (and belongs to `tenant` when given).
     pub async fn get(&self, id: Uuid, tenant: Option<&str>) -> Result<Option<KeyInfo>, KeyStoreError> {
+        let pool = match &self.db {
+            KeyDb::Postgres(pool) => pool,
+            KeyDb::Sqlite(pool) => {
+                let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)"))
+                    .bind(id.to_string())
+                    .bind(tenant)
+                    .fetch_optional(pool)
+                    .await?;
+                return row.as_ref().map(lite_key_info).transpose();
+            }
+        };
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM api_keys WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)"
         ))
         .bind(id)
         .bind(tenant)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         row.as_ref().map(key_info).transpose()
     }
 
     /// Revokes a key (idempotent); `None` when there is no such key (in `tenant`).
     pub async fn revoke(&self, id: Uuid, tenant: Option<&str>) -> Result<Option<KeyInfo>, KeyStoreError> {
-        let row = sqlx::query(&format!(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
-             WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2) RETURNING {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(&self.pool)
-        .await?;
+        let revoked = match &self.db {
+            KeyDb::Postgres(pool) => {
+                let row = sqlx::query(&format!(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
+                     WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2) RETURNING {COLUMNS}"
+                ))
+                .bind(id)
+                .bind(tenant)
+                .fetch_optional(pool)
+                .await?;
+                row.as_ref().map(key_info).transpose()?
+            }
+            KeyDb::Sqlite(pool) => {
+                let row = sqlx::query(&format!(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3)
+                     WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2) RETURNING {COLUMNS}"
+                ))
+                .bind(id.to_string())
+                .bind(tenant)
+                .bind(now_text())
+                .fetch_optional(pool)
+                .await?;
+                row.as_ref().map(lite_key_info).transpose()?
+            }
+        };
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        row.as_ref().map(key_info).transpose()
+        Ok(revoked)
     }
 
     /// The principal of a presented key, if it is known, active and unexpired.
@@ -141,13 +244,27 @@ impl KeyStore {
         let info = match cached {
             Some(info) => info,
             None => {
-                let row = sqlx::query(&format!(
-                    "UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1 RETURNING {COLUMNS}"
-                ))
-                .bind(&digest[..])
-                .fetch_optional(&self.pool)
-                .await?;
-                let info = row.as_ref().map(key_info).transpose()?;
+                let info = match &self.db {
+                    KeyDb::Postgres(pool) => {
+                        let row = sqlx::query(&format!(
+                            "UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1 RETURNING {COLUMNS}"
+                        ))
+                        .bind(&digest[..])
+                        .fetch_optional(pool)
+                        .await?;
+                        row.as_ref().map(key_info).transpose()?
+                    }
+                    KeyDb::Sqlite(pool) => {
+                        let row = sqlx::query(&format!(
+                            "UPDATE api_keys SET last_used_at = ?2 WHERE key_hash = ?1 RETURNING {COLUMNS}"
+                        ))
+                        .bind(&digest[..])
+                        .bind(now_text())
+                        .fetch_optional(pool)
+                        .await?;
+                        row.as_ref().map(lite_key_info).transpose()?
+                    }
+                };
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.len() > 10_000 {
                     cache.clear();

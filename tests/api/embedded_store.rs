@@ -197,3 +197,43 @@ async fn every_filter_reads_the_same_page_from_sqlite_and_postgres() {
     store.pool().close().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn keys_live_in_the_embedded_store_too() {
+    use tierlog::keys::{KeyStore, NewKey};
+    use tierlog::keys::{digest, Permission};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(&dir.path().join("tierlog.db")).await.expect("open");
+    let keys = KeyStore::sqlite(store.pool().clone());
+    let new = |name: &str, tenant: Option<&str>, expires_at| NewKey {
+        name: name.into(),
+        tenant_id: tenant.map(str::to_owned),
+        permissions: vec![Permission::EventsWrite, Permission::LogsAuthView],
+        expires_at,
+        created_by: "test".into(),
+    };
+    let (acme, acme_secret) = keys.create(new("acme ingest", Some("acme"), None)).await.expect("create");
+    let (_, beta_secret) = keys.create(new("beta", Some("beta"), None)).await.expect("create");
+    let (_, old_secret) =
+        keys.create(new("old", None, Some(chrono::Utc::now() - chrono::Duration::hours(1)))).await.expect("create");
+    assert_eq!(acme.tenant_id.as_deref(), Some("acme"));
+    assert_eq!(acme.permissions, vec![Permission::EventsWrite, Permission::LogsAuthView]);
+
+    let principal = keys.authenticate(&digest(&acme_secret.plaintext)).await.expect("auth").expect("known");
+    assert_eq!((principal.tenant.as_deref(), principal.key_id.clone()), (Some("acme"), acme.id.to_string()));
+    assert!(keys.authenticate(&digest(&beta_secret.plaintext)).await.expect("auth").is_some());
+    assert!(keys.authenticate(&digest(&old_secret.plaintext)).await.expect("auth").is_none(), "expired");
+    assert!(keys.authenticate(&digest("tlk_unknown")).await.expect("auth").is_none());
+
+    assert_eq!(keys.list(Some("acme")).await.expect("list").len(), 1);
+    assert_eq!(keys.list(None).await.expect("list").len(), 3);
+    assert!(keys.get(acme.id, Some("beta")).await.expect("get").is_none(), "another tenant's key is not found");
+    assert!(keys.revoke(acme.id, Some("beta")).await.expect("revoke").is_none());
+    let revoked = keys.revoke(acme.id, Some("acme")).await.expect("revoke").expect("found");
+    assert!(revoked.revoked_at.is_some());
+    assert!(keys.authenticate(&digest(&acme_secret.plaintext)).await.expect("auth").is_none(), "revoked at once");
+    let listed = keys.get(acme.id, None).await.expect("get").expect("found");
+    assert_eq!(listed.revoked_at, revoked.revoked_at, "revoking twice keeps the first time");
+    store.pool().close().await;
+}

@@ -42,7 +42,7 @@ pub struct SqliteStore {
 }
 
 /// An instant as the embedded store keeps it: fixed-width RFC 3339 text.
-pub(crate) fn instant_text(at: &DateTime<Utc>) -> String {
+pub fn instant_text(at: &DateTime<Utc>) -> String {
     format_timestamp(at)
 }
 
@@ -243,7 +243,7 @@ pub(crate) fn ip_key_range(filter: &crate::query::IpFilter) -> (String, String) 
 }
 
 /// Parses an instant stored as text.
-pub(crate) fn parse_instant(column: &str, text: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+pub fn parse_instant(column: &str, text: &str) -> Result<DateTime<Utc>, sqlx::Error> {
     DateTime::parse_from_rfc3339(text).map(|t| t.to_utc()).map_err(|_| decode_err(column, "not an RFC 3339 instant"))
 }
 
