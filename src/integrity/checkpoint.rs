@@ -159,7 +159,8 @@ impl Signer {
     pub fn checkpoint(&self, head: ChainHead, reason: &str, created_at: DateTime<Utc>) -> Checkpoint {
         let mut checkpoint = Checkpoint {
             head,
-            created_at,
+            // Stores keep microseconds; the checkpoint is what they will give back.
+            created_at: crate::event::truncate_to_micros(created_at),
             reason: reason.to_owned(),
             key_id: self.public.id.clone(),
             signature: String::new(),

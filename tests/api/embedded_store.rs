@@ -237,3 +237,49 @@ async fn keys_live_in_the_embedded_store_too() {
     assert_eq!(listed.revoked_at, revoked.revoked_at, "revoking twice keeps the first time");
     store.pool().close().await;
 }
+
+#[tokio::test]
+async fn embedded_checkpoints_catch_a_rewound_head_and_forgeries() {
+    use tierlog::integrity::checkpoint::ChainHead;
+    use tierlog::tiers::sqlite::checkpoints;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(&dir.path().join("tierlog.db")).await.expect("open");
+    let routing = Routing::new(&Settings::defaults().expect("defaults"));
+    let signer = Signer::generate();
+    let keys = Keyring::new(vec![signer.public().clone()]);
+    for tenant in ["rewound", "forged"] {
+        let events = batch((0..5).map(|i| item(tenant, &format!("event {i}"))).collect());
+        store.persist(&routing.persist_requests(&events)).await.expect("persist");
+    }
+    let made = checkpoints::checkpoint_heads(store.pool(), &signer, None, "on_demand", chrono::Utc::now()).await.expect("sign");
+    assert_eq!(made.len(), 2);
+    assert!(checkpoints::checkpoint_heads(store.pool(), &signer, None, "on_demand", chrono::Utc::now()).await.expect("sign").is_empty());
+    assert_eq!(checkpoints::list(store.pool(), Some("rewound"), None, 10).await.expect("list"), vec![made[1].clone()]);
+    let report = verify_chain(store.pool(), &keys, "rewound", Table::AuditLogs).await.expect("verify");
+    assert!(report.ok && report.checkpoints == 1, "{report:?}");
+
+    tamper(&store, "DELETE FROM audit_logs WHERE tenant_id = 'rewound' AND seq = 5").await;
+    tamper(
+        &store,
+        "UPDATE chain_heads SET seq = 4, head_hash = (SELECT row_hash FROM audit_logs WHERE tenant_id = 'rewound' AND seq = 4)
+         WHERE tenant_id = 'rewound'",
+    )
+    .await;
+    let report = verify_chain(store.pool(), &keys, "rewound", Table::AuditLogs).await.expect("verify");
+    assert_eq!(serde_json::to_value(report.first_break).expect("json"), json!({"kind": "missing_tail", "last_seq": 4, "head_seq": 5}));
+
+    let forged = Signer::generate().checkpoint(
+        ChainHead { tenant_id: "forged".into(), table: "audit_logs".into(), seq: 3, hash: hex::encode([1u8; 32]) },
+        "on_demand",
+        chrono::Utc::now(),
+    );
+    checkpoints::insert(store.pool(), &forged).await.expect("insert");
+    let report = verify_chain(store.pool(), &keys, "forged", Table::AuditLogs).await.expect("verify");
+    assert_eq!(
+        serde_json::to_value(report.first_break).expect("json"),
+        json!({"kind": "bad_checkpoint", "seq": 3, "reason": "unknown_key"})
+    );
+    assert!(sqlx::query("DELETE FROM checkpoints").execute(store.pool()).await.is_err(), "append-only");
+    store.pool().close().await;
+}

@@ -6,6 +6,7 @@
 //! which is also what keeps every chain's head consistent (the Postgres store needs
 //! row locks for that).
 
+pub mod checkpoints;
 pub mod query;
 pub mod stats;
 pub mod verify;

@@ -1,11 +1,10 @@
 //! Verifying chains in the embedded store: one read transaction (a WAL snapshot),
 //! walked by [`crate::tiers::chain_walk`].
 
-use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{parse_instant, ROW_SELECT};
-use crate::integrity::checkpoint::{ChainHead, Checkpoint, Keyring};
+use crate::integrity::checkpoint::{Checkpoint, Keyring};
 use crate::integrity::verify::Tombstone;
 use crate::tiers::chain_walk::{self, decode_and_hash, ChainReport, ChainSource, HashedRows};
 use crate::tiers::stored::decode_stored;
@@ -50,7 +49,7 @@ impl ChainSource for SqliteSource<'_> {
                 .bind(self.table.as_str())
                 .fetch_all(&mut *self.tx)
                 .await?;
-            rows.iter().map(checkpoint).collect()
+            rows.iter().map(super::checkpoints::checkpoint).collect()
         })
     }
 
@@ -91,21 +90,6 @@ impl ChainSource for SqliteSource<'_> {
                 .map_err(|e| sqlx::Error::Protocol(format!("row decoder failed: {e}")))?
         })
     }
-}
-
-fn checkpoint(row: &SqliteRow) -> Result<Checkpoint, sqlx::Error> {
-    Ok(Checkpoint {
-        head: ChainHead {
-            tenant_id: row.try_get("tenant_id")?,
-            table: row.try_get("table_name")?,
-            seq: row.try_get("seq")?,
-            hash: row.try_get("head_hash")?,
-        },
-        created_at: parse_instant("created_at", &row.try_get::<String, _>("created_at")?)?,
-        reason: row.try_get("reason")?,
-        key_id: row.try_get("key_id")?,
-        signature: row.try_get("signature")?,
-    })
 }
 
 /// Verifies one chain of the embedded store.

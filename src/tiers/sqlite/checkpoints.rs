@@ -1,0 +1,97 @@
+//! Signed checkpoints in the embedded store: the same operations as
+//! [`crate::tiers::postgres::checkpoints`].
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteExecutor, SqlitePool};
+
+use super::{instant_text, parse_instant};
+use crate::integrity::checkpoint::{ChainHead, Checkpoint, Signer};
+
+pub(crate) fn checkpoint(row: &SqliteRow) -> Result<Checkpoint, sqlx::Error> {
+    Ok(Checkpoint {
+        head: ChainHead {
+            tenant_id: row.try_get("tenant_id")?,
+            table: row.try_get("table_name")?,
+            seq: row.try_get("seq")?,
+            hash: row.try_get("head_hash")?,
+        },
+        created_at: parse_instant("created_at", &row.try_get::<String, _>("created_at")?)?,
+        reason: row.try_get("reason")?,
+        key_id: row.try_get("key_id")?,
+        signature: row.try_get("signature")?,
+    })
+}
+
+/// Stores a signed checkpoint.
+pub async fn insert<'e>(executor: impl SqliteExecutor<'e>, checkpoint: &Checkpoint) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO checkpoints (tenant_id, table_name, seq, head_hash, created_at, reason, key_id, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .bind(&checkpoint.head.tenant_id)
+    .bind(&checkpoint.head.table)
+    .bind(checkpoint.head.seq)
+    .bind(&checkpoint.head.hash)
+    .bind(instant_text(&checkpoint.created_at))
+    .bind(&checkpoint.reason)
+    .bind(&checkpoint.key_id)
+    .bind(&checkpoint.signature)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Checkpoints, newest first, optionally of one tenant and from a time on.
+pub async fn list(
+    pool: &SqlitePool,
+    tenant: Option<&str>,
+    since: Option<DateTime<Utc>>,
+    limit: i64,
+) -> Result<Vec<Checkpoint>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT * FROM checkpoints WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR created_at >= ?2)
+         ORDER BY created_at DESC, id DESC LIMIT ?3",
+    )
+    .bind(tenant)
+    .bind(since.as_ref().map(instant_text))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(checkpoint).collect()
+}
+
+/// Signs and stores the head of every chain (of `tenant`, or all) that moved since
+/// its last checkpoint.
+pub async fn checkpoint_heads(
+    pool: &SqlitePool,
+    signer: &Signer,
+    tenant: Option<&str>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Checkpoint>, sqlx::Error> {
+    let heads = sqlx::query(
+        "SELECT h.tenant_id, h.table_name, h.seq, h.head_hash FROM chain_heads h
+         WHERE h.seq > 0 AND (?1 IS NULL OR h.tenant_id = ?1)
+           AND h.seq > COALESCE((SELECT max(c.seq) FROM checkpoints c
+                                 WHERE c.tenant_id = h.tenant_id AND c.table_name = h.table_name), 0)
+         ORDER BY h.tenant_id, h.table_name",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?;
+    let mut made = Vec::with_capacity(heads.len());
+    for row in heads {
+        let hash: Vec<u8> = row.try_get("head_hash")?;
+        let head = ChainHead {
+            tenant_id: row.try_get("tenant_id")?,
+            table: row.try_get("table_name")?,
+            seq: row.try_get("seq")?,
+            hash: hex::encode(hash),
+        };
+        let signed = signer.checkpoint(head, reason, now);
+        insert(pool, &signed).await?;
+        made.push(signed);
+    }
+    Ok(made)
+}
