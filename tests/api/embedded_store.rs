@@ -283,3 +283,47 @@ async fn embedded_checkpoints_catch_a_rewound_head_and_forgeries() {
     assert!(sqlx::query("DELETE FROM checkpoints").execute(store.pool()).await.is_err(), "append-only");
     store.pool().close().await;
 }
+
+#[tokio::test]
+async fn embedded_erasure_removes_the_subject_and_keeps_chains_valid() {
+    use tierlog::tiers::sqlite::erasure::{erase_subject, subject_rows};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(&dir.path().join("tierlog.db")).await.expect("open");
+    let routing = Routing::new(&Settings::defaults().expect("defaults"));
+    let keys = Keyring::new(vec![Signer::generate().public().clone()]);
+    let events = batch(vec![
+        json!({"category": "auth", "tenant_id": "acme", "user_id": "u-42", "username": "dana", "email": "d@example.com",
+               "ip_address": "198.51.100.4", "user_agent": "Firefox", "details": {"phone": "+1 555 0100", "mfa": true}}),
+        json!({"category": "audit", "tenant_id": "acme", "user_id": "admin", "username": "root", "resource": "user",
+               "resource_id": "u-42", "changes": {"before": {"email": "d@example.com", "plan": "free"}}}),
+        json!({"category": "auth", "tenant_id": "beta", "user_id": "u-42", "username": "dana"}),
+    ]);
+    store.persist(&routing.persist_requests(&events)).await.expect("persist");
+    assert_eq!(subject_rows(store.pool(), Some("acme"), "u-42", 100).await.expect("rows").len(), 2);
+
+    let changed = erase_subject(store.pool(), Some("acme"), "u-42", "erased-abc").await.expect("erase");
+    assert_eq!(changed.get("audit_logs"), Some(&2));
+    let rows = store.read_chain_after("acme", Table::AuditLogs, 0, 10).await.expect("read");
+    let own = &rows[0].event;
+    assert_eq!(own.user_id.as_deref(), Some("erased-abc"));
+    assert!(own.username.is_none() && own.email.is_none() && own.ip_address.is_none() && own.user_agent.is_none());
+    assert_eq!(own.details.as_ref().map(|d| d["phone"].clone()), Some(json!("[erased]")));
+    assert!(rows[0].pii_salt.is_none());
+    let about = &rows[1].event;
+    assert_eq!((about.user_id.as_deref(), about.username.as_deref()), (Some("admin"), Some("root")));
+    assert_eq!(about.changes.as_ref().and_then(|c| c.before.as_ref()).map(|b| b["email"].clone()), Some(json!("[erased]")));
+    let ip_key: Option<String> = sqlx::query_scalar("SELECT ip_key FROM audit_logs WHERE tenant_id = 'acme' AND seq = 1")
+        .fetch_one(store.pool())
+        .await
+        .expect("ip_key");
+    assert!(ip_key.is_none(), "the address key goes with the address");
+    for tenant in ["acme", "beta"] {
+        let report = verify_chain(store.pool(), &keys, tenant, Table::AuditLogs).await.expect("verify");
+        assert!(report.ok, "{tenant}: {report:?}");
+    }
+    let beta = store.read_chain_after("beta", Table::AuditLogs, 0, 10).await.expect("read");
+    assert_eq!(beta[0].event.username.as_deref(), Some("dana"), "another tenant's subject stays");
+    assert_eq!(subject_rows(store.pool(), Some("acme"), "u-42", 100).await.expect("rows").len(), 1, "only the row about them");
+    store.pool().close().await;
+}

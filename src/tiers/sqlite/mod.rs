@@ -7,6 +7,7 @@
 //! row locks for that).
 
 pub mod checkpoints;
+pub mod erasure;
 pub mod query;
 pub mod stats;
 pub mod verify;
