@@ -329,7 +329,7 @@ async fn retention(settings: &Settings) -> anyhow::Result<()> {
     let governance = Governance::from_settings(settings)?;
     governance.policies.replace(load_policies(pg.pool(), &Policies::from_settings(settings)).await?);
     let job = RetentionJob::new(
-        pg.pool().clone(),
+        tierlog::retention::job::Db::Postgres(pg.pool().clone()),
         governance.signer.clone(),
         governance.keyring.clone(),
         governance.policies.clone(),

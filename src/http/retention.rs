@@ -168,7 +168,7 @@ pub(super) async fn run_retention(
 pub async fn run_job(state: &AppState) -> Result<RunReport, ApiError> {
     let pg = state.reader()?;
     let job = RetentionJob::new(
-        pg.pool().clone(),
+        crate::retention::job::Db::Postgres(pg.pool().clone()),
         state.integrity.signer.clone(),
         state.integrity.keyring.clone(),
         state.policies.clone(),

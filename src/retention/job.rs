@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::PgPool;
+use sqlx::{PgPool, SqlitePool};
 use uuid::Uuid;
 
 use super::PolicyHandle;
@@ -22,6 +22,8 @@ use crate::event::access::AccessRecord;
 use crate::event::{AuditEvent, DEFAULT_TENANT};
 use crate::integrity::checkpoint::{Keyring, Signer};
 use crate::tiers::postgres::retention::{compact, delete_with_tombstones, enter_maintenance, lock_expired};
+use crate::tiers::sqlite::retention as sqlite;
+use crate::tiers::stored::StoredRow;
 use crate::tiers::Table;
 
 /// Why a run stopped; batches committed before it stay deleted (and archived).
@@ -53,10 +55,17 @@ pub struct RunReport {
     pub checkpoints: usize,
 }
 
+/// The database a job works on.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
 /// Runs retention against one database.
 #[derive(Clone)]
 pub struct RetentionJob {
-    pub pool: PgPool,
+    pub db: Db,
     pub signer: Arc<Signer>,
     pub keys: Keyring,
     pub policies: PolicyHandle,
@@ -67,9 +76,9 @@ pub struct RetentionJob {
 
 impl RetentionJob {
     /// A job following `settings`.
-    pub fn new(pool: PgPool, signer: Arc<Signer>, keys: Keyring, policies: PolicyHandle, settings: &RetentionSettings) -> RetentionJob {
+    pub fn new(db: Db, signer: Arc<Signer>, keys: Keyring, policies: PolicyHandle, settings: &RetentionSettings) -> RetentionJob {
         RetentionJob {
-            pool,
+            db,
             signer,
             keys,
             policies,
@@ -87,48 +96,92 @@ impl RetentionJob {
         let mut part = 0usize;
         for table in Table::ALL {
             loop {
-                let mut tx = self.pool.begin().await?;
-                enter_maintenance(&mut tx).await?;
-                let rows = lock_expired(&mut tx, table, now, &held, i64::from(self.batch_size)).await?;
-                if rows.is_empty() {
-                    tx.rollback().await?;
-                    break;
-                }
-                let rows = if let Some(root) = &self.archive {
-                    part += 1;
-                    let (root, signer) = (root.clone(), self.signer.clone());
-                    let (written, rows) = tokio::task::spawn_blocking(move || {
-                        let written = super::archive::write(&root, &signer, table, &rows, run_id, part, now);
-                        (written, rows)
-                    })
-                    .await
-                    .map_err(|e| RetentionError::Archive(std::io::Error::other(e.to_string())))?;
-                    // The transaction is dropped (rolled back) on error.
-                    let manifests = written.map_err(RetentionError::Archive)?;
-                    report.archive_manifests.extend(manifests.iter().map(|p| p.display().to_string()));
-                    rows
-                } else {
-                    rows
-                };
-                let deleted = delete_with_tombstones(&mut tx, table, &rows, now, run_id).await?;
-                tx.commit().await?;
-                *report.deleted.entry(table.as_str().to_owned()).or_default() += deleted;
-                for row in &rows {
+                let deleted_rows = self.expire_batch(table, now, &held, run_id, &mut part, &mut report).await?;
+                for row in &deleted_rows {
                     *report.deleted_by_tenant.entry(row.event.tenant_id.clone()).or_default() += 1;
                     touched.insert((row.event.tenant_id.clone(), table));
                 }
-                if (rows.len() as u32) < self.batch_size {
+                if (deleted_rows.len() as u32) < self.batch_size {
                     break;
                 }
             }
         }
         for (tenant, table) in touched {
-            if compact(&self.pool, &self.signer, &self.keys, &tenant, table, now).await?.is_some() {
+            let folded = match &self.db {
+                Db::Postgres(pool) => compact(pool, &self.signer, &self.keys, &tenant, table, now).await?,
+                Db::Sqlite(pool) => sqlite::compact(pool, &self.signer, &self.keys, &tenant, table, now).await?,
+            };
+            if folded.is_some() {
                 report.checkpoints += 1;
             }
         }
         report.finished_at = Utc::now().max(now);
         Ok(report)
+    }
+}
+
+impl RetentionJob {
+    /// Writes the batch's archive (when archival is on) before anything is deleted.
+    async fn archive(
+        &self,
+        table: Table,
+        rows: Vec<StoredRow>,
+        run_id: Uuid,
+        part: &mut usize,
+        now: DateTime<Utc>,
+        report: &mut RunReport,
+    ) -> Result<Vec<StoredRow>, RetentionError> {
+        let Some(root) = &self.archive else { return Ok(rows) };
+        *part += 1;
+        let (root, signer, n) = (root.clone(), self.signer.clone(), *part);
+        let (written, rows) = tokio::task::spawn_blocking(move || {
+            let written = super::archive::write(&root, &signer, table, &rows, run_id, n, now);
+            (written, rows)
+        })
+        .await
+        .map_err(|e| RetentionError::Archive(std::io::Error::other(e.to_string())))?;
+        let manifests = written.map_err(RetentionError::Archive)?;
+        report.archive_manifests.extend(manifests.iter().map(|p| p.display().to_string()));
+        Ok(rows)
+    }
+
+    /// Deletes one batch of expired rows of `table` (archived first) and returns them.
+    async fn expire_batch(
+        &self,
+        table: Table,
+        now: DateTime<Utc>,
+        held: &[String],
+        run_id: Uuid,
+        part: &mut usize,
+        report: &mut RunReport,
+    ) -> Result<Vec<StoredRow>, RetentionError> {
+        let limit = i64::from(self.batch_size);
+        // On an archive error the open transaction is dropped: rolled back.
+        let (rows, deleted) = match &self.db {
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                enter_maintenance(&mut tx).await?;
+                let rows = lock_expired(&mut tx, table, now, held, limit).await?;
+                if rows.is_empty() {
+                    return Ok(rows);
+                }
+                let rows = self.archive(table, rows, run_id, part, now, report).await?;
+                let deleted = delete_with_tombstones(&mut tx, table, &rows, now, run_id).await?;
+                tx.commit().await?;
+                (rows, deleted)
+            }
+            Db::Sqlite(pool) => {
+                let (tx, rows) = sqlite::begin_expiry(pool, table, now, held, limit).await?;
+                if rows.is_empty() {
+                    return Ok(rows);
+                }
+                let rows = self.archive(table, rows, run_id, part, now, report).await?;
+                let deleted = sqlite::finish_expiry(tx, table, &rows, now, run_id).await?;
+                (rows, deleted)
+            }
+        };
+        *report.deleted.entry(table.as_str().to_owned()).or_default() += deleted;
+        Ok(rows)
     }
 }
 

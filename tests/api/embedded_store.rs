@@ -327,3 +327,69 @@ async fn embedded_erasure_removes_the_subject_and_keeps_chains_valid() {
     assert_eq!(subject_rows(store.pool(), Some("acme"), "u-42", 100).await.expect("rows").len(), 1, "only the row about them");
     store.pool().close().await;
 }
+
+#[tokio::test]
+async fn embedded_retention_deletes_archives_and_keeps_chains_verifiable() {
+    use std::sync::Arc;
+    use tierlog::retention::job::{Db, RetentionJob};
+    use tierlog::retention::{Policies, PolicyHandle, TenantPolicy};
+    use tierlog::tiers::sqlite::retention::{load_policies, save_policies};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(&dir.path().join("tierlog.db")).await.expect("open");
+    let mut settings = Settings::defaults().expect("defaults");
+    settings.retention.batch_size = 3;
+    settings.retention.archive = true;
+    settings.retention.archive_path = dir.path().join("archive");
+    let defaults = Policies::from_settings(&settings);
+    let tenants = [("held".to_owned(), TenantPolicy { legal_hold: true, ..TenantPolicy::default() })].into();
+    save_policies(store.pool(), &[("short".to_owned(), [(tierlog::event::Category::Auth, 1)].into())].into(), &tenants)
+        .await
+        .expect("save");
+    save_policies(
+        store.pool(),
+        &Default::default(),
+        &[("acme".to_owned(), TenantPolicy { plan: Some("short".into()), ..TenantPolicy::default() })].into(),
+    )
+    .await
+    .expect("save");
+    let policies = PolicyHandle::new(load_policies(store.pool(), &defaults).await.expect("load"));
+    assert_eq!(policies.snapshot().days("acme", tierlog::event::Category::Auth), 1);
+    let routing = Routing::with_policies(&settings, policies.clone());
+
+    // acme: auth 1-4 (1 day), audit 5 (365 days), auth 6-7 (1 day); held: auth 1-3.
+    let mut items: Vec<Value> = (0..4).map(|i| item("acme", &format!("a{i}"))).collect();
+    items.push(json!({"category": "audit", "tenant_id": "acme", "message": "kept"}));
+    items.extend((0..2).map(|i| item("acme", &format!("b{i}"))));
+    items.extend((0..3).map(|i| item("held", &format!("h{i}"))));
+    store.persist(&routing.persist_requests(&batch(items))).await.expect("persist");
+
+    let signer = Arc::new(Signer::generate());
+    let keys = Keyring::new(vec![signer.public().clone()]);
+    let job = RetentionJob::new(Db::Sqlite(store.pool().clone()), signer.clone(), keys.clone(), policies, &settings.retention);
+    let nothing = job.run_once(chrono::Utc::now()).await.expect("run");
+    assert!(nothing.deleted.is_empty());
+    let report = job.run_once(chrono::Utc::now() + chrono::Duration::days(2)).await.expect("run");
+    assert_eq!(report.deleted.get("audit_logs"), Some(&6));
+    assert_eq!(report.deleted_by_tenant.get("acme"), Some(&6));
+    assert_eq!(report.held_tenants, vec!["held".to_owned()]);
+    assert_eq!(report.checkpoints, 1, "rows 1-4 folded into a checkpoint at 4");
+    assert!(!report.archive_manifests.is_empty());
+
+    let left = store.read_chain_after("acme", Table::AuditLogs, 0, 100).await.expect("read");
+    assert_eq!(left.iter().map(|r| r.seq).collect::<Vec<_>>(), [5]);
+    assert_eq!(store.read_chain_after("held", Table::AuditLogs, 0, 100).await.expect("read").len(), 3);
+    let tombs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM chain_tombstones WHERE tenant_id = 'acme' ORDER BY seq")
+        .fetch_all(store.pool())
+        .await
+        .expect("tombs");
+    assert_eq!(tombs, [6, 7], "the trailing deletions keep their tombstones");
+    let report = verify_chain(store.pool(), &keys, "acme", Table::AuditLogs).await.expect("verify");
+    assert!(report.ok && report.first_seq == 5 && report.checkpoints == 1, "{report:?}");
+
+    // The archive verifies offline and holds exactly the deleted rows.
+    let archived = tierlog::retention::archive::verify(&dir.path().join("archive"), &keys, &[]).expect("archive");
+    assert_eq!(archived.iter().map(|r| r.rows).sum::<usize>(), 6);
+    assert!(archived.iter().all(|r| r.ok), "{archived:?}");
+    store.pool().close().await;
+}

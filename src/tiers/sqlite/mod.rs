@@ -9,6 +9,7 @@
 pub mod checkpoints;
 pub mod erasure;
 pub mod query;
+pub mod retention;
 pub mod stats;
 pub mod verify;
 

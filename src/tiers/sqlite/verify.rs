@@ -13,10 +13,11 @@ use crate::tiers::{BoxFuture, Table};
 /// Rows read per round trip.
 const CHUNK: i64 = 5000;
 
-struct SqliteSource<'t> {
-    tx: Transaction<'t, Sqlite>,
-    tenant: String,
-    table: Table,
+/// One chain read inside one transaction.
+pub(crate) struct SqliteSource<'t> {
+    pub(crate) tx: Transaction<'t, Sqlite>,
+    pub(crate) tenant: String,
+    pub(crate) table: Table,
 }
 
 impl ChainSource for SqliteSource<'_> {
