@@ -14,9 +14,8 @@ use crate::event::mask::Masker;
 use crate::http::{self, auth::Authenticator, AppState, Integrity};
 use crate::integrity::checkpoint::{Keyring, PublicKey, Signer};
 use crate::retention::{Policies, PolicyHandle};
-use crate::tiers::postgres::checkpoints::checkpoint_heads;
-use crate::tiers::postgres::retention::load_policies;
-use crate::keys::KeyStore;
+use crate::tiers::database::Database;
+use crate::tiers::sqlite::SqliteStore;
 use crate::ingest::route::Routing;
 use crate::ingest::{Pipeline, TierWriter, Workers};
 use crate::telemetry::Counters;
@@ -72,7 +71,7 @@ impl Governance {
 /// The opened tiers; any may be absent when configured off.
 pub struct Tiers {
     pub store: Option<Arc<dyn DurableStore>>,
-    pub postgres: Option<PgStore>,
+    pub database: Option<Database>,
     pub hot: Option<Arc<dyn HotTier>>,
     pub files: Option<Arc<RollingFiles>>,
 }
@@ -95,13 +94,24 @@ impl Application {
     /// Like [`Application::build`] on a listener the caller bound.
     pub async fn build_with_listener(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
         let counters = Arc::new(Counters::default());
-        let pg = PgStore::connect_lazy(&settings.postgres).context("postgres.url (DATABASE_URL)")?;
-        if settings.postgres.migrate_on_start {
-            postgres::migrate(pg.pool()).await.context("cannot migrate the database")?;
+        let mut settings = settings;
+        let database = if settings.postgres.url.is_empty() {
+            let path = settings.embedded.data_dir.join("tierlog.db");
+            let store = SqliteStore::open(&path).await.with_context(|| format!("cannot open the embedded store {}", path.display()))?;
+            tracing::info!(path = %path.display(), "embedded mode: SQLite store");
+            Database::Sqlite(store)
+        } else {
+            let pg = PgStore::connect_lazy(&settings.postgres).context("postgres.url (DATABASE_URL)")?;
+            if settings.postgres.migrate_on_start {
+                postgres::migrate(pg.pool()).await.context("cannot migrate the database")?;
+            }
+            Database::Postgres(pg)
+        };
+        if settings.server.bootstrap_key.is_empty() && matches!(database, Database::Sqlite(_)) {
+            settings.server.bootstrap_key = embedded_bootstrap_key(&settings)?;
         }
-        let keys = Arc::new(KeyStore::new(pg.pool().clone()));
-        let reader = pg.clone();
-        let store: Arc<dyn DurableStore> = Arc::new(pg);
+        let keys = Arc::new(database.key_store());
+        let store = database.durable();
         let governance = Governance::from_settings(&settings)?;
         let hot: Option<Arc<dyn HotTier>> = match (settings.redis.enabled, settings.redis.url.is_empty()) {
             (false, _) => None,
@@ -118,11 +128,11 @@ impl Application {
             None
         };
         let auth = Authenticator::new(&settings.server.bootstrap_key, Some(keys));
-        match load_policies(reader.pool(), &Policies::from_settings(&settings)).await {
+        match database.load_policies(&Policies::from_settings(&settings)).await {
             Ok(policies) => governance.policies.replace(policies),
             Err(e) => tracing::warn!(error = %e, "retention policies not loaded yet; using the configured defaults"),
         }
-        let tiers = Tiers { store: Some(store), postgres: Some(reader), hot, files };
+        let tiers = Tiers { store: Some(store), database: Some(database), hot, files };
         Ok(Application::assemble(settings, listener, counters, auth, tiers, governance))
     }
 
@@ -135,7 +145,7 @@ impl Application {
         tiers: Tiers,
         governance: Governance,
     ) -> Application {
-        let Tiers { store, postgres, hot, files } = tiers;
+        let Tiers { store, database, hot, files } = tiers;
         let Governance { signer, keyring, policies, clock } = governance;
         let writer = Arc::new(TierWriter {
             routing: Routing::with_policies(&settings, policies.clone()),
@@ -155,7 +165,7 @@ impl Application {
             pipeline,
             counters,
             store,
-            postgres,
+            database,
             hot,
             files,
             integrity: Integrity { signer, keyring },
@@ -233,7 +243,7 @@ fn spawn_interval_fsync(state: &AppState) -> Option<tokio::task::JoinHandle<()>>
 /// retention. Each loop's first turn comes one interval after start.
 fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
-    let Some(pg) = state.postgres.clone() else { return tasks };
+    let Some(pg) = state.database.clone() else { return tasks };
     let settings = state.settings.clone();
     let every = |seconds: u64| {
         let mut tick = tokio::time::interval(Duration::from_secs(seconds.max(1)));
@@ -247,7 +257,7 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match load_policies(pg.pool(), &Policies::from_settings(&settings)).await {
+                match pg.load_policies(&Policies::from_settings(&settings)).await {
                     Ok(loaded) => policies.replace(loaded),
                     Err(e) => tracing::warn!(error = %e, "cannot reload retention policies"),
                 }
@@ -262,7 +272,7 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match checkpoint_heads(pg.pool(), &signer, None, "periodic", clock.now()).await {
+                match pg.checkpoint_heads(&signer, None, "periodic", clock.now()).await {
                     Ok(made) => tracing::info!(checkpoints = made.len(), "periodic checkpoints signed"),
                     Err(e) => tracing::error!(error = %e, "periodic checkpoints failed"),
                 }
@@ -284,6 +294,31 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
         }));
     }
     tasks
+}
+
+/// The embedded mode's admin key when none is configured: read from
+/// `<data_dir>/bootstrap.key`, or created there (mode 0600) and printed once.
+fn embedded_bootstrap_key(settings: &Settings) -> anyhow::Result<String> {
+    let path = settings.embedded.data_dir.join("bootstrap.key");
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        return Ok(key.trim().to_owned());
+    }
+    let key = crate::keys::Secret::generate().plaintext;
+    std::fs::create_dir_all(&settings.embedded.data_dir)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{key}\n").as_bytes())?;
+    file.sync_all()?;
+    eprintln!("tierlog: embedded mode; data in {}", settings.embedded.data_dir.display());
+    eprintln!("tierlog: listening on http://{}", settings.server.listen);
+    eprintln!("tierlog: admin key (also in {}): {key}", path.display());
+    Ok(key)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -44,11 +44,19 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub files: FileSettings,
     pub logging: LoggingSettings,
+    pub embedded: EmbeddedSettings,
     pub integrity: IntegritySettings,
     pub retention: RetentionSettings,
     pub privacy: PrivacySettings,
     pub masking: MaskingSettings,
     pub categories: BTreeMap<Category, CategoryPolicy>,
+}
+
+/// Embedded mode (no DATABASE_URL): where the SQLite store and its admin key live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedSettings {
+    pub data_dir: PathBuf,
 }
 
 /// Checkpoint signing.
@@ -309,13 +317,11 @@ impl Settings {
         if !(1..=64).contains(&self.ingest.writers) {
             return Err(ConfigError::invalid("ingest.writers", "must be between 1 and 64"));
         }
-        if self.postgres.url.is_empty() {
-            return Err(ConfigError::invalid(
-                "postgres.url (DATABASE_URL)",
-                "must be set, e.g. postgres://tierlog@127.0.0.1:5432/tierlog",
-            ));
-        }
-        if !self.postgres.url.starts_with("postgres://") && !self.postgres.url.starts_with("postgresql://") {
+        // An empty URL means the embedded SQLite store.
+        if !self.postgres.url.is_empty()
+            && !self.postgres.url.starts_with("postgres://")
+            && !self.postgres.url.starts_with("postgresql://")
+        {
             return Err(ConfigError::invalid("postgres.url (DATABASE_URL)", "must be a postgres:// URL"));
         }
         if self.postgres.max_connections < self.ingest.writers as u32 + 1 {
@@ -532,7 +538,7 @@ mod tests {
         assert!(load_error(&[("REDIS_LOG_ENABLED", "maybe")]).contains("REDIS_LOG_ENABLED"));
         assert!(load_error(&[("TIERLOG_LISTEN", "nowhere")]).contains("TIERLOG_LISTEN"));
         assert!(load_error(&[("LOGGING_LEVEL", "LOUD")]).contains("LOGGING_LEVEL"));
-        assert!(load_error(&[("DATABASE_URL", "")]).contains("DATABASE_URL"));
+        assert!(load_error(&[("DATABASE_URL", "mysql://db")]).contains("DATABASE_URL"));
         assert!(load_error(&[("TIERLOG__INGEST__QUEUE_CAPACITY", "10")]).contains("ingest.queue_capacity"));
         assert!(load_error(&[("TIERLOG__INGEST__WRITERZ", "1")]).contains("writerz"));
         assert!(load_error(&[("TIERLOG__CATEGORIES__AUTH__TABLE", "nowhere")]).contains("table"));

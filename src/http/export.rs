@@ -6,7 +6,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
-use sqlx::PgPool;
 
 use super::access::{self, Access};
 use super::auth::require;
@@ -19,7 +18,7 @@ use super::AppState;
 use crate::event::Category;
 use crate::keys::{Permission, Principal};
 use crate::query::Filters;
-use crate::tiers::postgres::query::page;
+use crate::tiers::database::Database;
 use crate::tiers::postgres::StoredRow;
 use crate::tiers::Table;
 
@@ -87,7 +86,7 @@ fn encode(rows: &[StoredRow], format: Format) -> Bytes {
 
 /// Where the stream is: which table, and the filters (with the cursor) for its next page.
 struct Progress {
-    pool: PgPool,
+    db: Database,
     tables: Vec<(Table, Vec<Category>)>,
     filters: Filters,
     format: Format,
@@ -96,7 +95,7 @@ struct Progress {
 async fn next_chunk(mut progress: Progress) -> Option<(Result<Bytes, std::io::Error>, Progress)> {
     loop {
         let (table, categories) = progress.tables.first()?.clone();
-        match page(&progress.pool, table, &progress.filters, &categories).await {
+        match progress.db.page(table, &progress.filters, &categories).await {
             Err(e) => {
                 tracing::error!(error = ?e, "export stopped by a database error");
                 progress.tables.clear();
@@ -162,7 +161,7 @@ pub(super) async fn export(
     )
     .await?;
 
-    let progress = Progress { pool: pg.pool().clone(), tables, filters, format };
+    let progress = Progress { db: pg.clone(), tables, filters, format };
     let rows = futures_util::stream::unfold(progress, next_chunk);
     let (content_type, extension) = match format {
         Format::Ndjson => ("application/x-ndjson", "ndjson"),

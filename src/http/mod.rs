@@ -32,7 +32,7 @@ use crate::ingest::Pipeline;
 use crate::query::IpFilter;
 use crate::telemetry::Counters;
 use crate::tiers::files::RollingFiles;
-use crate::tiers::postgres::PgStore;
+use crate::tiers::database::Database;
 use crate::tiers::{DurableStore, HotTier};
 
 /// What every handler may use.
@@ -45,8 +45,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[IpFilter]>,
     pub counters: Arc<Counters>,
     pub store: Option<Arc<dyn DurableStore>>,
-    /// The Postgres tier's reader side.
-    pub postgres: Option<PgStore>,
+    /// The system of record's reader side (Postgres or the embedded store).
+    pub database: Option<Database>,
     pub hot: Option<Arc<dyn HotTier>>,
     pub files: Option<Arc<RollingFiles>>,
     pub integrity: Integrity,
@@ -67,8 +67,8 @@ pub struct Integrity {
 
 impl AppState {
     /// The database reader, or 404 when no database is configured.
-    pub fn reader(&self) -> Result<&PgStore, error::ApiError> {
-        self.postgres.as_ref().ok_or_else(|| error::ApiError::not_found("no database is configured"))
+    pub fn reader(&self) -> Result<&Database, error::ApiError> {
+        self.database.as_ref().ok_or_else(|| error::ApiError::not_found("no database is configured"))
     }
 }
 

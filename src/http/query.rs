@@ -16,7 +16,6 @@ use super::AppState;
 use crate::event::Category;
 use crate::keys::Principal;
 use crate::query::{memory, visible_categories, view_permission, Cursor, Filters, QueryError};
-use crate::tiers::postgres::query::page;
 use crate::tiers::{HotTierError, Table};
 
 /// A page of items.
@@ -76,7 +75,7 @@ async fn list_table(
     let result = if categories.is_empty() {
         page_of_nothing()
     } else {
-        page(pg.pool(), table, &filters, &categories).await.map_err(ApiError::read_failed)?
+        pg.page(table, &filters, &categories).await.map_err(ApiError::read_failed)?
     };
     let items: Vec<Value> = result.items.iter().map(|row| row.to_item()).collect();
     record_read(state, principal, &filters, endpoint, caller, raw_query, items.len()).await?;
@@ -251,7 +250,7 @@ async fn merged_page(state: &AppState, principal: &Principal, filters: &Filters)
         if in_table.is_empty() {
             continue;
         }
-        let result = page(pg.pool(), table, filters, &in_table).await.map_err(ApiError::read_failed)?;
+        let result = pg.page(table, filters, &in_table).await.map_err(ApiError::read_failed)?;
         more_in_postgres |= result.next_cursor.is_some();
         pg_total += result.total.unwrap_or(0);
         merged.extend(result.items.iter().map(|row| {

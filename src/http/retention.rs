@@ -23,7 +23,6 @@ use crate::event::parse::is_tenant_id;
 use crate::keys::{Permission, Principal};
 use crate::retention::job::{RetentionJob, RunReport};
 use crate::retention::{validate_days, Days, Policies, TenantPolicy};
-use crate::tiers::postgres::retention::{load_policies, save_policies};
 
 /// A change of policies: plans and tenants given here are created or replaced.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -56,7 +55,7 @@ pub(super) async fn get_retention(
     require(&principal, Permission::LogsConfigure)?;
     let pg = state.reader()?;
     let defaults = Policies::from_settings(&state.settings);
-    let policies = load_policies(pg.pool(), &defaults).await.map_err(ApiError::read_failed)?;
+    let policies = pg.load_policies(&defaults).await.map_err(ApiError::read_failed)?;
     state.policies.replace(policies.clone());
     access::record(
         &state,
@@ -87,7 +86,7 @@ pub(super) async fn put_retention(
     }
     let pg = state.reader()?;
     let defaults = Policies::from_settings(&state.settings);
-    let before = load_policies(pg.pool(), &defaults).await.map_err(ApiError::read_failed)?;
+    let before = pg.load_policies(&defaults).await.map_err(ApiError::read_failed)?;
     for (tenant, policy) in &change.tenants {
         if !is_tenant_id(tenant) {
             return Err(ApiError::bad_request(format!("tenants.{tenant}: is not a tenant id")));
@@ -105,8 +104,8 @@ pub(super) async fn put_retention(
             return Err(ApiError::bad_request(format!("tenants.{tenant}.hold_reason: at most 1024 characters")));
         }
     }
-    save_policies(pg.pool(), &change.plans, &change.tenants).await.map_err(ApiError::read_failed)?;
-    let after = load_policies(pg.pool(), &defaults).await.map_err(ApiError::read_failed)?;
+    pg.save_policies(&change.plans, &change.tenants).await.map_err(ApiError::read_failed)?;
+    let after = pg.load_policies(&defaults).await.map_err(ApiError::read_failed)?;
     state.policies.replace(after.clone());
 
     // One audit record per tenant changed, and one for plan changes.
@@ -168,7 +167,7 @@ pub(super) async fn run_retention(
 pub async fn run_job(state: &AppState) -> Result<RunReport, ApiError> {
     let pg = state.reader()?;
     let job = RetentionJob::new(
-        crate::retention::job::Db::Postgres(pg.pool().clone()),
+        pg.retention_db(),
         state.integrity.signer.clone(),
         state.integrity.keyring.clone(),
         state.policies.clone(),

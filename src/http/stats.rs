@@ -20,7 +20,7 @@ use super::AppState;
 use crate::event::Category;
 use crate::keys::Principal;
 use crate::query::Filters;
-use crate::tiers::postgres::stats::{counts, failures, FailureGroup, FailureQuery, GroupBy};
+use crate::tiers::postgres::stats::{FailureGroup, FailureQuery, GroupBy};
 use crate::tiers::Table;
 
 /// Applies `hours` (default 24, at most 8,760) as the window when `from` is not given.
@@ -103,14 +103,14 @@ pub(super) async fn stats(
     let mut ips = Vec::new();
     let mut users = Vec::new();
     for (table, cats) in tables_for(&state, &categories) {
-        for count in counts(pg.pool(), table, &filters, &cats).await.map_err(ApiError::read_failed)? {
+        for count in pg.counts(table, &filters, &cats).await.map_err(ApiError::read_failed)? {
             *by_category.entry(count.category).or_insert(0) += count.count;
             *by_status.entry(count.status.unwrap_or_else(|| "none".into())).or_insert(0) += count.count;
             *by_action.entry(count.action.unwrap_or_else(|| "none".into())).or_insert(0) += count.count;
         }
         let top = |group_by| FailureQuery { group_by, logins_only: false, min_failures: 1, limit: 10 };
-        ips.extend(failures(pg.pool(), table, &filters, &cats, top(GroupBy::Ip)).await.map_err(ApiError::read_failed)?);
-        users.extend(failures(pg.pool(), table, &filters, &cats, top(GroupBy::User)).await.map_err(ApiError::read_failed)?);
+        ips.extend(pg.failures(table, &filters, &cats, top(GroupBy::Ip)).await.map_err(ApiError::read_failed)?);
+        users.extend(pg.failures(table, &filters, &cats, top(GroupBy::User)).await.map_err(ApiError::read_failed)?);
     }
     let mut actions: Vec<(String, i64)> = by_action.into_iter().collect();
     actions.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -178,8 +178,7 @@ pub(super) async fn failed_logins(
     let mut groups = Vec::new();
     for (table, cats) in tables_for(&state, &categories) {
         groups.extend(
-            failures(
-                pg.pool(),
+            pg.failures(
                 table,
                 &filters,
                 &cats,

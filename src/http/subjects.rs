@@ -22,7 +22,6 @@ use super::AppState;
 use crate::event::Category;
 use crate::keys::{Permission, Principal};
 use crate::privacy::{self, ErasureReceipt};
-use crate::tiers::postgres::erasure::subject_rows;
 
 fn subject_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.chars().count() > 1024 || id.chars().any(char::is_control) {
@@ -46,7 +45,7 @@ pub(super) async fn erase(
     subject_id(&id)?;
     let pg = state.reader()?;
     let receipt = privacy::erase(
-        pg.pool(),
+        pg,
         state.hot.as_ref(),
         &state.settings.privacy.personal_paths,
         privacy::Subject { tenant: tenant.as_deref(), id: &id },
@@ -104,7 +103,7 @@ pub(super) async fn export(
     let (_, tenant) = scoped_request(&principal, Permission::LogsExport, query.as_deref(), &[])?;
     subject_id(&id)?;
     let pg = state.reader()?;
-    let rows = subject_rows(pg.pool(), tenant.as_deref(), &id, EXPORT_LIMIT).await.map_err(ApiError::read_failed)?;
+    let rows = pg.subject_rows(tenant.as_deref(), &id, EXPORT_LIMIT).await.map_err(ApiError::read_failed)?;
     let held: HashSet<(String, String)> =
         rows.iter().map(|r| (r.event.tenant_id.clone(), r.event.id.to_string())).collect();
     let persisted: Vec<Value> = rows.iter().map(|r| r.to_item()).collect();

@@ -20,8 +20,7 @@ use super::openapi::*;
 use super::AppState;
 use crate::integrity::checkpoint::Checkpoint;
 use crate::keys::{Permission, Principal};
-use crate::tiers::postgres::checkpoints;
-use crate::tiers::postgres::verify::{chains, verify_chain, ChainReport};
+use crate::tiers::postgres::verify::ChainReport;
 use crate::tiers::Table;
 
 /// The verdict on every chain asked about.
@@ -52,9 +51,9 @@ pub(super) async fn verify(
         .transpose()?;
     let pg = state.reader()?;
     let mut reports = Vec::new();
-    for (chain_tenant, chain_table, _) in chains(pg.pool(), tenant.as_deref(), table).await.map_err(ApiError::read_failed)? {
+    for (chain_tenant, chain_table, _) in pg.chains(tenant.as_deref(), table).await.map_err(ApiError::read_failed)? {
         reports.push(
-            verify_chain(pg.pool(), &state.integrity.keyring, &chain_tenant, chain_table)
+            pg.verify_chain(&state.integrity.keyring, &chain_tenant, chain_table)
                 .await
                 .map_err(ApiError::read_failed)?,
         );
@@ -128,7 +127,7 @@ pub(super) async fn list_checkpoints(
         None => 1000,
     };
     let pg = state.reader()?;
-    let found = checkpoints::list(pg.pool(), tenant.as_deref(), since, limit).await.map_err(ApiError::read_failed)?;
+    let found = pg.list_checkpoints(tenant.as_deref(), since, limit).await.map_err(ApiError::read_failed)?;
     let mut details = Map::new();
     details.insert("query".into(), query.clone().unwrap_or_default().into());
     details.insert("result_count".into(), found.len().into());
@@ -153,7 +152,7 @@ pub(super) async fn create_checkpoints(
 ) -> Result<Json<CheckpointExport>, ApiError> {
     let (_, tenant) = scoped_request(&principal, Permission::LogsVerify, query.as_deref(), &[])?;
     let pg = state.reader()?;
-    let made = checkpoints::checkpoint_heads(pg.pool(), &state.integrity.signer, tenant.as_deref(), "on_demand", state.clock.now())
+    let made = pg.checkpoint_heads(&state.integrity.signer, tenant.as_deref(), "on_demand", state.clock.now())
         .await
         .map_err(ApiError::read_failed)?;
     let mut details = Map::new();

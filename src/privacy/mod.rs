@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::integrity::chain::{PersonalPaths, PERSONAL_FIELDS};
-use crate::tiers::postgres::erasure::{erase_paths, erase_subject};
+use crate::tiers::postgres::erasure::erase_paths;
 use crate::tiers::HotTier;
 
 /// What the subject's `user_id` becomes: not derivable from the id (a random salt,
@@ -114,7 +114,7 @@ pub struct Subject<'a> {
 /// Erases `subject` in Postgres and the hot tier. `personal_patterns` are the
 /// configured personal paths (validated at start).
 pub async fn erase(
-    pool: &sqlx::PgPool,
+    db: &crate::tiers::database::Database,
     hot: Option<&Arc<dyn HotTier>>,
     personal_patterns: &[String],
     subject: Subject<'_>,
@@ -124,7 +124,7 @@ pub async fn erase(
     let Subject { tenant, id: subject } = subject;
     let personal = &PersonalPaths::parse(personal_patterns).unwrap_or_default();
     let pseudonym = pseudonym(subject);
-    let postgres_rows = erase_subject(pool, tenant, subject, &pseudonym).await?;
+    let postgres_rows = db.erase_subject(tenant, subject, &pseudonym).await?;
     let (redis_entries, redis_error) = match hot {
         Some(hot) => {
             let edit = |line: &[u8]| erase_line(line, subject, &pseudonym, personal);

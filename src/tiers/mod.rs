@@ -8,6 +8,7 @@
 //!   for everything else.
 
 pub mod chain_walk;
+pub mod database;
 pub mod files;
 pub mod memory;
 pub mod postgres;

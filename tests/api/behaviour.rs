@@ -1,6 +1,7 @@
 //! The behaviour suite: what a client of the API can observe, written once and run
 //! against every backend combination (Redis + Postgres, in-process hot tier +
-//! Postgres). Backend-specific tests live in the other modules.
+//! Postgres, and the embedded mode: in-process hot tier + SQLite). Backend-specific
+//! tests live in the other modules.
 
 use chrono::Duration;
 use reqwest::Method;
@@ -14,13 +15,18 @@ use crate::helpers::{event, TestApp, KEY};
 pub enum Backends {
     RedisPostgres,
     MemoryPostgres,
+    Embedded,
 }
 
 impl Backends {
     pub async fn spawn(self, configure: impl FnOnce(&mut tierlog::config::Settings)) -> TestApp {
         TestApp::spawn_with(|settings| {
-            if let Backends::MemoryPostgres = self {
+            if let Backends::MemoryPostgres | Backends::Embedded = self {
                 settings.redis.url = String::new();
+            }
+            if let Backends::Embedded = self {
+                settings.postgres.url = String::new();
+                settings.embedded.data_dir = settings.files.path.with_file_name("data");
             }
             configure(settings);
         })
@@ -31,7 +37,7 @@ impl Backends {
     pub fn hot(self) -> &'static str {
         match self {
             Backends::RedisPostgres => "redis",
-            Backends::MemoryPostgres => "memory",
+            Backends::MemoryPostgres | Backends::Embedded => "memory",
         }
     }
 }
@@ -50,6 +56,11 @@ macro_rules! behaviour {
             #[tokio::test]
             async fn memory_postgres() {
                 super::$name(Backends::MemoryPostgres).await
+            }
+
+            #[tokio::test]
+            async fn embedded() {
+                super::$name(Backends::Embedded).await
             }
         }
     };
@@ -89,6 +100,11 @@ async fn retries_leave_one_copy_in_every_tier(backends: Backends) {
     let logs = get(&app, KEY, "/audit/logs?tenant_id=acme&category=auth&include_total=true").await;
     assert_eq!(logs["total"], 1);
     assert_eq!(app.file_lines().iter().filter(|l| l["tenant_id"] == "acme" && l["logger"] != "tierlog.access").count(), 3);
+    if let Backends::Embedded = backends {
+        let untouched: bool = sqlx::query_scalar("SELECT to_regclass('audit_logs') IS NULL").fetch_one(&app.pool).await.expect("query");
+        assert!(untouched, "Postgres is not even migrated in embedded mode");
+        assert!(app.dir.path().join("data/tierlog.db").exists(), "the SQLite file is in the data directory");
+    }
     app.stop().await;
 }
 

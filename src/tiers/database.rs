@@ -1,0 +1,152 @@
+//! The durable store as the read side sees it: Postgres or the embedded SQLite
+//! store, one method per operation, each answered the same way by both.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::chain_walk::ChainReport;
+use super::postgres::query::Page;
+use super::postgres::stats::{Count, FailureGroup, FailureQuery};
+use super::postgres::{self, PgStore};
+use super::sqlite::{self, SqliteStore};
+use super::stored::StoredRow;
+use super::{DurableStore, Table};
+use crate::event::Category;
+use crate::integrity::checkpoint::{Checkpoint, Keyring, Signer};
+use crate::keys::KeyStore;
+use crate::query::Filters;
+use crate::retention::job::Db;
+use crate::retention::{Days, Policies, TenantPolicy};
+
+/// The system of record of a running service.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+impl Database {
+    /// The writer side.
+    pub fn durable(&self) -> Arc<dyn DurableStore> {
+        match self {
+            Database::Postgres(store) => Arc::new(store.clone()),
+            Database::Sqlite(store) => Arc::new(store.clone()),
+        }
+    }
+
+    /// The API keys kept in this database.
+    pub fn key_store(&self) -> KeyStore {
+        match self {
+            Database::Postgres(store) => KeyStore::new(store.pool().clone()),
+            Database::Sqlite(store) => KeyStore::sqlite(store.pool().clone()),
+        }
+    }
+
+    /// The retention job's handle on this database.
+    pub fn retention_db(&self) -> Db {
+        match self {
+            Database::Postgres(store) => Db::Postgres(store.pool().clone()),
+            Database::Sqlite(store) => Db::Sqlite(store.pool().clone()),
+        }
+    }
+
+    pub async fn page(&self, table: Table, filters: &Filters, categories: &[Category]) -> Result<Page, sqlx::Error> {
+        match self {
+            Database::Postgres(store) => postgres::query::page(store.pool(), table, filters, categories).await,
+            Database::Sqlite(store) => sqlite::query::page(store.pool(), table, filters, categories).await,
+        }
+    }
+
+    pub async fn counts(&self, table: Table, filters: &Filters, categories: &[Category]) -> Result<Vec<Count>, sqlx::Error> {
+        match self {
+            Database::Postgres(store) => postgres::stats::counts(store.pool(), table, filters, categories).await,
+            Database::Sqlite(store) => sqlite::stats::counts(store.pool(), table, filters, categories).await,
+        }
+    }
+
+    pub async fn failures(
+        &self,
+        table: Table,
+        filters: &Filters,
+        categories: &[Category],
+        how: FailureQuery,
+    ) -> Result<Vec<FailureGroup>, sqlx::Error> {
+        match self {
+            Database::Postgres(store) => postgres::stats::failures(store.pool(), table, filters, categories, how).await,
+            Database::Sqlite(store) => sqlite::stats::failures(store.pool(), table, filters, categories, how).await,
+        }
+    }
+
+    pub async fn chains(&self, tenant: Option<&str>, table: Option<Table>) -> Result<Vec<(String, Table, i64)>, sqlx::Error> {
+        match self {
+            Database::Postgres(store) => postgres::verify::chains(store.pool(), tenant, table).await,
+            Database::Sqlite(store) => sqlite::verify::chains(store.pool(), tenant, table).await,
+        }
+    }
+
+    pub async fn verify_chain(&self, keys: &Keyring, tenant: &str, table: Table) -> Result<ChainReport, sqlx::Error> {
+        match self {
+            Database::Postgres(store) => postgres::verify::verify_chain(store.pool(), keys, tenant, table).await,
+            Database::Sqlite(store) => sqlite::verify::verify_chain(store.pool(), keys, tenant, table).await,
+        }
+    }
+
+    pub async fn list_checkpoints(
+        &self,
+        tenant: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        limit: i64,
+    ) -> Result<Vec<Checkpoint>, sqlx::Error> {
+        match self {
+            Database::Postgres(store) => postgres::checkpoints::list(store.pool(), tenant, since, limit).await,
+            Database::Sqlite(store) => sqlite::checkpoints::list(store.pool(), tenant, since, limit).await,
+        }
+    }
+
+    pub async fn checkpoint_heads(
+        &self,
+        signer: &Signer,
+        tenant: Option<&str>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Checkpoint>, sqlx::Error> {
+        match self {
+            Database::Postgres(store) => postgres::checkpoints::checkpoint_heads(store.pool(), signer, tenant, reason, now).await,
+            Database::Sqlite(store) => sqlite::checkpoints::checkpoint_heads(store.pool(), signer, tenant, reason, now).await,
+        }
+    }
+
+    pub async fn load_policies(&self, defaults: &Policies) -> Result<Policies, sqlx::Error> {
+        match self {
+            Database::Postgres(store) => postgres::retention::load_policies(store.pool(), defaults).await,
+            Database::Sqlite(store) => sqlite::retention::load_policies(store.pool(), defaults).await,
+        }
+    }
+
+    pub async fn save_policies(
+        &self,
+        plans: &BTreeMap<String, Days>,
+        tenants: &BTreeMap<String, TenantPolicy>,
+    ) -> Result<(), sqlx::Error> {
+        match self {
+            Database::Postgres(store) => postgres::retention::save_policies(store.pool(), plans, tenants).await,
+            Database::Sqlite(store) => sqlite::retention::save_policies(store.pool(), plans, tenants).await,
+        }
+    }
+
+    pub async fn erase_subject(&self, tenant: Option<&str>, subject: &str, pseudonym: &str) -> Result<BTreeMap<String, u64>, sqlx::Error> {
+        match self {
+            Database::Postgres(store) => postgres::erasure::erase_subject(store.pool(), tenant, subject, pseudonym).await,
+            Database::Sqlite(store) => sqlite::erasure::erase_subject(store.pool(), tenant, subject, pseudonym).await,
+        }
+    }
+
+    pub async fn subject_rows(&self, tenant: Option<&str>, subject: &str, limit: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
+        match self {
+            Database::Postgres(store) => postgres::erasure::subject_rows(store.pool(), tenant, subject, limit).await,
+            Database::Sqlite(store) => sqlite::erasure::subject_rows(store.pool(), tenant, subject, limit).await,
+        }
+    }
+}
