@@ -10,16 +10,14 @@ use tierlog::app::{shutdown_signal, Application, Governance};
 use tierlog::integrity::checkpoint::{Checkpoint, Keyring, PublicKey};
 use tierlog::retention::job::RetentionJob;
 use tierlog::retention::Policies;
-use tierlog::tiers::postgres::checkpoints::checkpoint_heads;
-use tierlog::tiers::postgres::retention::load_policies;
 use tierlog::config::Settings;
 use tierlog::event::parse::is_tenant_id;
 use serde_json::{json, Map, Value};
 use tierlog::event::access::AccessRecord;
 use tierlog::ingest::route::Routing;
-use tierlog::keys::{parse_permissions, KeyInfo, KeyStore, NewKey};
-use tierlog::tiers::{DurableStore, EncodedBatch};
-use tierlog::tiers::postgres::{migrate, PgStore};
+use tierlog::keys::{parse_permissions, KeyInfo, NewKey};
+use tierlog::tiers::EncodedBatch;
+use tierlog::tiers::database::Database;
 
 #[derive(Parser)]
 #[command(name = "tierlog", version, about = "Tiered audit-logging backend")]
@@ -146,9 +144,9 @@ async fn main() -> anyhow::Result<()> {
             verify(&connect(&settings).await?, &keys, tenant, table).await
         }
         Command::Checkpoint { tenant } => {
-            let pg = connect(&settings).await?;
+            let db = connect(&settings).await?;
             let governance = Governance::from_settings(&settings)?;
-            let made = checkpoint_heads(pg.pool(), &governance.signer, tenant.as_deref(), "on_demand", Utc::now()).await?;
+            let made = db.checkpoint_heads(&governance.signer, tenant.as_deref(), "on_demand", Utc::now()).await?;
             for checkpoint in &made {
                 println!("{}", serde_json::to_string(checkpoint)?);
             }
@@ -165,10 +163,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn connect(settings: &Settings) -> anyhow::Result<PgStore> {
-    let store = PgStore::connect_lazy(&settings.postgres).context("postgres.url (DATABASE_URL)")?;
-    migrate(store.pool()).await.context("cannot migrate the database")?;
-    Ok(store)
+async fn connect(settings: &Settings) -> anyhow::Result<Database> {
+    Database::open(settings).await.context("cannot open the database (DATABASE_URL, or the embedded store in embedded.data_dir)")
 }
 
 fn describe(key: &KeyInfo) -> String {
@@ -192,7 +188,7 @@ fn describe(key: &KeyInfo) -> String {
 
 /// Records a key change made from the command line straight into Postgres (the CLI
 /// runs no pipeline; the file and Redis tiers do not see these records).
-async fn record(pg: &PgStore, routing: &Routing, action: &str, key: &KeyInfo) -> anyhow::Result<()> {
+async fn record(db: &Database, routing: &Routing, action: &str, key: &KeyInfo) -> anyhow::Result<()> {
     let details: Map<String, Value> = json!({
         "target_key_id": key.id, "name": key.name, "tenant_id": key.tenant_id, "permissions": key.permissions,
     })
@@ -209,12 +205,12 @@ async fn record(pg: &PgStore, routing: &Routing, action: &str, key: &KeyInfo) ->
     };
     let batch = EncodedBatch::new(vec![record.to_event()]);
     let requests = routing.persist_requests(&batch);
-    pg.persist(&requests).await.context("cannot record the key change")?;
+    db.durable().persist(&requests).await.context("cannot record the key change")?;
     Ok(())
 }
 
-async fn keys(command: KeysCommand, pg: &PgStore, routing: &Routing) -> anyhow::Result<()> {
-    let store = KeyStore::new(pg.pool().clone());
+async fn keys(command: KeysCommand, pg: &Database, routing: &Routing) -> anyhow::Result<()> {
+    let store = pg.key_store();
     match command {
         KeysCommand::Create { name, tenant, permissions, expires_in_days } => {
             let permissions = parse_permissions(&permissions).map_err(anyhow::Error::msg)?;
@@ -327,9 +323,9 @@ fn verify_archive(dir: &std::path::Path, public_key: Option<&str>, checkpoints: 
 async fn retention(settings: &Settings) -> anyhow::Result<()> {
     let pg = connect(settings).await?;
     let governance = Governance::from_settings(settings)?;
-    governance.policies.replace(load_policies(pg.pool(), &Policies::from_settings(settings)).await?);
+    governance.policies.replace(pg.load_policies(&Policies::from_settings(settings)).await?);
     let job = RetentionJob::new(
-        tierlog::retention::job::Db::Postgres(pg.pool().clone()),
+        pg.retention_db(),
         governance.signer.clone(),
         governance.keyring.clone(),
         governance.policies.clone(),
@@ -338,13 +334,12 @@ async fn retention(settings: &Settings) -> anyhow::Result<()> {
     let report = job.run_once(Utc::now()).await?;
     let batch = EncodedBatch::new(report.events());
     let routing = Routing::with_policies(settings, governance.policies.clone());
-    pg.persist(&routing.persist_requests(&batch)).await.context("cannot record the retention run")?;
+    pg.durable().persist(&routing.persist_requests(&batch)).await.context("cannot record the retention run")?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 
 async fn export_chain(settings: &Settings, tenant: &str, table: Option<&str>, out: &std::path::Path) -> anyhow::Result<()> {
-    use tierlog::tiers::postgres::verify::chains;
     let table = match table {
         Some(name) => Some(tierlog::tiers::Table::parse(name).ok_or_else(|| anyhow::anyhow!("--table: unknown table {name:?}"))?),
         None => None,
@@ -353,7 +348,7 @@ async fn export_chain(settings: &Settings, tenant: &str, table: Option<&str>, ou
     let governance = Governance::from_settings(settings)?;
     let run = uuid::Uuid::now_v7();
     let mut rows_written = 0usize;
-    for (chain_tenant, chain_table, _) in chains(pg.pool(), Some(tenant), table).await? {
+    for (chain_tenant, chain_table, _) in pg.chains(Some(tenant), table).await? {
         let mut after = 0i64;
         let mut part = 0usize;
         loop {
@@ -369,16 +364,15 @@ async fn export_chain(settings: &Settings, tenant: &str, table: Option<&str>, ou
     Ok(())
 }
 
-async fn verify(pg: &PgStore, keys: &Keyring, tenant: Option<String>, table: Option<String>) -> anyhow::Result<()> {
-    use tierlog::tiers::postgres::verify::{chains, verify_chain};
+async fn verify(pg: &Database, keys: &Keyring, tenant: Option<String>, table: Option<String>) -> anyhow::Result<()> {
     let table = match table {
         Some(name) => Some(tierlog::tiers::Table::parse(&name).ok_or_else(|| anyhow::anyhow!("--table: unknown table {name:?}"))?),
         None => None,
     };
     let mut broken = 0;
     let mut checked = 0u64;
-    for (chain_tenant, chain_table, _) in chains(pg.pool(), tenant.as_deref(), table).await? {
-        let report = verify_chain(pg.pool(), keys, &chain_tenant, chain_table).await?;
+    for (chain_tenant, chain_table, _) in pg.chains(tenant.as_deref(), table).await? {
+        let report = pg.verify_chain(keys, &chain_tenant, chain_table).await?;
         checked += report.rows_checked;
         match &report.first_break {
             None => println!("ok      {chain_tenant} {chain_table}: {} rows, head {}", report.rows_checked, report.head_seq),

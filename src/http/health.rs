@@ -46,7 +46,9 @@ impl TierState {
 struct Readiness {
     /// `ready`, `degraded` (the hot tier is down: ingest still works) or `down`.
     status: &'static str,
+    /// The system of record: `postgres`, or `sqlite` in embedded mode.
     postgres: TierState,
+    database: &'static str,
     /// The hot tier: `redis`, or `memory` when it lives in this process.
     redis: TierState,
     hot_tier: &'static str,
@@ -85,6 +87,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let readiness = Readiness {
         status,
         postgres,
+        database: state.database.as_ref().map_or("disabled", |db| db.name()),
         redis,
         hot_tier: state.hot.as_ref().map_or("disabled", |hot| hot.name()),
         files,

@@ -255,7 +255,7 @@ async fn merged_page(state: &AppState, principal: &Principal, filters: &Filters)
         pg_total += result.total.unwrap_or(0);
         merged.extend(result.items.iter().map(|row| {
             let mut item = row.to_item();
-            item["tiers"] = serde_json::json!(["postgres"]);
+            item["tiers"] = serde_json::json!([pg.name()]);
             item
         }));
     }
@@ -274,7 +274,8 @@ async fn merged_page(state: &AppState, principal: &Principal, filters: &Filters)
         match by_id.get(&id) {
             Some(&i) => {
                 let name = state.hot.as_ref().map_or("redis", |hot| hot.name());
-                merged[i]["tiers"] = serde_json::json!([name, "postgres"]);
+                let durable = state.database.as_ref().map_or("postgres", |db| db.name());
+                merged[i]["tiers"] = serde_json::json!([name, durable]);
             }
             None => {
                 if !is_persisted(state, &item) {

@@ -28,6 +28,14 @@ pub enum Database {
 }
 
 impl Database {
+    /// The name reads give this tier.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Database::Postgres(_) => "postgres",
+            Database::Sqlite(_) => "sqlite",
+        }
+    }
+
     /// The writer side.
     pub fn durable(&self) -> Arc<dyn DurableStore> {
         match self {
@@ -141,6 +149,25 @@ impl Database {
             Database::Postgres(store) => postgres::erasure::erase_subject(store.pool(), tenant, subject, pseudonym).await,
             Database::Sqlite(store) => sqlite::erasure::erase_subject(store.pool(), tenant, subject, pseudonym).await,
         }
+    }
+
+    /// Up to `limit` rows of one chain after sequence `after`, in order.
+    pub async fn read_chain_after(&self, tenant: &str, table: Table, after: i64, limit: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
+        match self {
+            Database::Postgres(store) => store.read_chain_after(tenant, table, after, limit).await,
+            Database::Sqlite(store) => store.read_chain_after(tenant, table, after, limit).await,
+        }
+    }
+
+    /// Opens the database `settings` name: Postgres at `postgres.url` (migrated), or
+    /// with no URL the embedded store under `embedded.data_dir`.
+    pub async fn open(settings: &crate::config::Settings) -> Result<Database, sqlx::Error> {
+        if settings.postgres.url.is_empty() {
+            return Ok(Database::Sqlite(SqliteStore::open(&settings.embedded.data_dir.join("tierlog.db")).await?));
+        }
+        let store = PgStore::connect_lazy(&settings.postgres)?;
+        postgres::migrate(store.pool()).await.map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+        Ok(Database::Postgres(store))
     }
 
     pub async fn subject_rows(&self, tenant: Option<&str>, subject: &str, limit: i64) -> Result<Vec<StoredRow>, sqlx::Error> {

@@ -7,6 +7,7 @@ mod masking;
 mod modes;
 mod operations;
 mod privacy;
+mod quickstart;
 mod retention;
 mod docs;
 mod embedded_store;
