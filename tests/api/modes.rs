@@ -38,3 +38,22 @@ async fn without_a_redis_url_the_hot_tier_lives_in_the_process() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn redis_with_the_embedded_store_when_only_redis_url_is_set() {
+    let app = TestApp::spawn_with(|s| {
+        s.postgres.url = String::new();
+        s.embedded.data_dir = s.files.path.with_file_name("data");
+    })
+    .await;
+    let batch = json!([event("auth", "acme"), event("api", "acme")]);
+    assert_eq!(app.post_events(&batch).await.status(), 200);
+    assert_eq!(app.redis.list("acme", tierlog::event::Category::Auth).len(), 1, "the hot tier is Redis");
+    let (_, ready) = app.send_json(Method::GET, "/readyz", KEY, None).await;
+    assert_eq!((ready["database"].clone(), ready["hot_tier"].clone()), (json!("sqlite"), json!("redis")), "{ready}");
+    let (_, combined) = app.send_json(Method::GET, "/audit/combined?tenant_id=acme", KEY, None).await;
+    let tiers: Vec<Value> = combined["items"].as_array().expect("items").iter().map(|i| i["tiers"].clone()).collect();
+    assert!(tiers.contains(&json!(["redis", "sqlite"])) && tiers.contains(&json!(["redis"])), "{combined}");
+    assert_eq!(app.verify_all().await["ok"], true);
+    app.stop().await;
+}
