@@ -5,8 +5,11 @@
 //!
 //! ```text
 //! cargo bench --bench ingest -- [--events N] [--concurrency C] [--batch 1,100]
-//!     [--mix mixed,hot,persisted] [--database-url URL] [--redis-url URL]
+//!     [--mix mixed,hot,persisted] [--database-url URL] [--redis-url URL] [--embedded]
 //! ```
+//!
+//! `--embedded` runs tierlog with neither URL: the in-process hot tier and the SQLite
+//! store in a temporary data directory, verified in the SQLite file and the JSON files.
 //!
 //! `--database-url` names a server where the user may create databases (one fresh
 //! database per run, dropped afterwards); `--redis-url` a Redis (one key prefix per
@@ -35,6 +38,7 @@ struct Options {
     mixes: Vec<String>,
     database_url: String,
     redis_url: String,
+    embedded: bool,
 }
 
 fn options() -> Options {
@@ -46,6 +50,7 @@ fn options() -> Options {
         database_url: std::env::var("TIERLOG_BENCH_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
         redis_url: std::env::var("TIERLOG_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        embedded: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -58,6 +63,11 @@ fn options() -> Options {
             "--mix" => o.mixes = value.split(',').map(str::to_owned).collect(),
             "--database-url" => o.database_url = value,
             "--redis-url" => o.redis_url = value,
+            "--embedded" => {
+                o.embedded = true;
+                i += 1;
+                continue;
+            }
             // `cargo bench` passes --bench; ignore flags that are not ours.
             _ => {
                 i += 1;
@@ -155,21 +165,29 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     let db_name = format!("tierlog_bench_{}", Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&o.database_url).await?;
-    sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&mut admin).await?;
+    let mut admin = if o.embedded { None } else { Some(PgConnection::connect(&o.database_url).await?) };
+    if let Some(admin) = admin.as_mut() {
+        sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(admin).await?;
+    }
     let db_url = format!("{}/{db_name}", o.database_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&o.database_url));
     let prefix = format!("tierlog-bench-{}", Uuid::new_v4().simple());
     let dir = tempfile::tempdir()?;
+    let files_dir = dir.path().join("files");
+    let data_dir = dir.path().join("data");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
 
-    let child = Command::new(env!("CARGO_BIN_EXE_tierlog"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tierlog"));
+    if o.embedded {
+        command.env_remove("DATABASE_URL").env_remove("REDIS_URL").env("TIERLOG__EMBEDDED__DATA_DIR", &data_dir);
+    } else {
+        command.env("DATABASE_URL", &db_url).env("REDIS_URL", &o.redis_url);
+    }
+    let child = command
         .arg("serve")
-        .env("DATABASE_URL", &db_url)
-        .env("REDIS_URL", &o.redis_url)
         .env("TIERLOG__REDIS__KEY_PREFIX", &prefix)
         .env("TIERLOG_LISTEN", format!("127.0.0.1:{port}"))
         .env("TIERLOG_BOOTSTRAP_KEY", KEY)
-        .env("LOGGING_FILE", dir.path().join("audit.jsonl"))
+        .env("LOGGING_FILE", files_dir.join("audit.jsonl"))
         .env("TIERLOG__INTEGRITY__SIGNING_KEY_FILE", dir.path().join("signing.key"))
         .env("LOGGING_MAX_SIZE_MB", "100")
         .env("LOGGING_BACKUP_COUNT", "100")
@@ -244,32 +262,46 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
             *expected_rows.entry(table.as_str()).or_default() += 1;
         }
     }
-    let pool = sqlx::PgPool::connect(&db_url).await?;
     for table in ["audit_logs", "security_events", "financial_audit_logs"] {
-        let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&pool).await?;
+        let sql = format!("SELECT count(*) FROM {table}");
+        let rows: i64 = if o.embedded {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", data_dir.join("tierlog.db").display())).await?;
+            let rows = sqlx::query_scalar(&sql).fetch_one(&pool).await?;
+            pool.close().await;
+            rows
+        } else {
+            let pool = sqlx::PgPool::connect(&db_url).await?;
+            let rows = sqlx::query_scalar(&sql).fetch_one(&pool).await?;
+            pool.close().await;
+            rows
+        };
         let want = expected_rows.get(table).copied().unwrap_or(0);
         anyhow::ensure!(rows == want, "{table}: {rows} rows, expected {want}");
     }
-    pool.close().await;
-    let mut redis = redis::Client::open(o.redis_url.as_str())?.get_connection()?;
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query(&mut redis)?;
-    let mut in_redis = 0i64;
-    for key in keys.iter().filter(|k| k.ends_with(":events")) {
-        in_redis += redis::cmd("LLEN").arg(key).query::<i64>(&mut redis)?;
+    let mut keys: Vec<String> = Vec::new();
+    let mut redis = None;
+    if !o.embedded {
+        let mut connection = redis::Client::open(o.redis_url.as_str())?.get_connection()?;
+        keys = redis::cmd("KEYS").arg(format!("{prefix}:*")).query(&mut connection)?;
+        let mut in_redis = 0i64;
+        for key in keys.iter().filter(|k| k.ends_with(":events")) {
+            in_redis += redis::cmd("LLEN").arg(key).query::<i64>(&mut connection)?;
+        }
+        anyhow::ensure!(in_redis == o.events as i64, "redis holds {in_redis} events, expected {}", o.events);
+        redis = Some(connection);
     }
     let mut lines = 0usize;
-    for entry in std::fs::read_dir(dir.path())? {
+    for entry in std::fs::read_dir(&files_dir)? {
         lines += std::fs::read(entry?.path())?.iter().filter(|b| **b == b'\n').count();
     }
     anyhow::ensure!(failures == 0, "{failures} requests failed");
     anyhow::ensure!(lines == o.events, "files hold {lines} lines, expected {}", o.events);
-    anyhow::ensure!(in_redis == o.events as i64, "redis holds {in_redis} events, expected {}", o.events);
 
     let rss = peak_rss_kib(server.child.id());
     latencies.sort();
     let persisted: i64 = expected_rows.values().sum();
     println!(
-        "mix={mix:<9} batch={batch:<4} conns={:<3} events={:<7} persisted={:<7} events/s={:>8.0} MB/s={:>6.1} p50={:>7.2}ms p99={:>7.2}ms peak_rss={:>4}MiB verified=pg,redis,files",
+        "mix={mix:<9} batch={batch:<4} conns={:<3} events={:<7} persisted={:<7} events/s={:>8.0} MB/s={:>6.1} p50={:>7.2}ms p99={:>7.2}ms peak_rss={:>4}MiB verified={}",
         o.concurrency,
         o.events,
         persisted,
@@ -278,13 +310,16 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         rss / 1024,
+        if o.embedded { "sqlite,files" } else { "pg,redis,files" },
     );
 
     drop(server);
-    if !keys.is_empty() {
-        redis::cmd("DEL").arg(&keys).query::<()>(&mut redis)?;
+    if let (Some(connection), false) = (redis.as_mut(), keys.is_empty()) {
+        redis::cmd("DEL").arg(&keys).query::<()>(connection)?;
     }
-    sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)")).execute(&mut admin).await?;
+    if let Some(admin) = admin.as_mut() {
+        sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)")).execute(admin).await?;
+    }
     Ok(())
 }
 
@@ -292,11 +327,12 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let o = options();
     println!(
-        "# cargo bench --bench ingest -- --events {} --concurrency {} --batch {} --mix {}",
+        "# cargo bench --bench ingest -- --events {} --concurrency {} --batch {} --mix {}{}",
         o.events,
         o.concurrency,
         o.batches.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-        o.mixes.join(",")
+        o.mixes.join(","),
+        if o.embedded { " --embedded" } else { "" }
     );
     for mix in &o.mixes {
         for &batch in &o.batches {

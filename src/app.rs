@@ -99,6 +99,9 @@ impl Application {
             let path = settings.embedded.data_dir.join("tierlog.db");
             let store = SqliteStore::open(&path).await.with_context(|| format!("cannot open the embedded store {}", path.display()))?;
             tracing::info!(path = %path.display(), "embedded mode: SQLite store");
+            // SQLite has one writer at a time: more writer tasks would only queue on
+            // its lock.
+            settings.ingest.writers = 1;
             Database::Sqlite(store)
         } else {
             let pg = PgStore::connect_lazy(&settings.postgres).context("postgres.url (DATABASE_URL)")?;

@@ -99,7 +99,11 @@ impl SqliteStore {
     }
 }
 
-/// Appends `requests` to one chain, skipping ids it already holds.
+/// Rows per multi-row INSERT (33 parameters each, well under SQLite's limit).
+const INSERT_ROWS: usize = 200;
+
+/// Appends `requests` to one chain, skipping ids it already holds: one query for the
+/// known ids, then multi-row INSERTs.
 async fn extend_chain(
     conn: &mut SqliteConnection,
     table: Table,
@@ -116,66 +120,73 @@ async fn extend_chain(
         Some((seq, hash)) => (seq, <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| decode_err("head_hash", "not 32 bytes"))?),
         None => (0, GENESIS_HASH),
     };
-    let insert = format!(
-        "INSERT INTO {table} (tenant_id, seq, id, occurred_at, received_at, expires_at, category, level, logger, message,
-             event_type, action, status, application, user_id, username, email, resource, resource_id, ip_address,
-             user_agent, request_id, session_id, details, changes, security, financial, prev_hash, row_hash, pii_salt,
-             pii_hash, pii_paths, ip_key)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22,
-             ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)"
-    );
-    let exists = format!("SELECT 1 FROM {table} WHERE tenant_id = ?1 AND id = ?2");
-    let mut inserted = 0;
-    let mut seen = std::collections::HashSet::new();
-    for request in requests {
-        let event = request.event;
-        let id = event.id.to_string();
-        if !seen.insert(event.id) || sqlx::query(&exists).bind(tenant).bind(&id).fetch_optional(&mut *conn).await?.is_some() {
+    let ids: Vec<String> = requests.iter().map(|r| r.event.id.to_string()).collect();
+    let known: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT id FROM {table} WHERE tenant_id = ?1 AND id IN (SELECT value FROM json_each(?2))"
+    ))
+    .bind(tenant)
+    .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut skip: std::collections::HashSet<String> = known.into_iter().collect();
+    let mut rows = Vec::with_capacity(requests.len());
+    for (request, id) in requests.iter().zip(ids) {
+        if !skip.insert(id.clone()) {
             continue;
         }
-        let (link, seal) = chain::next_link(table.as_str(), seq, &hash, &request.expires_at, &request.pii_paths, event);
-        let json = |value: Option<serde_json::Value>| value.map(|v| v.to_string());
-        sqlx::query(&insert)
-            .bind(tenant)
-            .bind(link.seq)
-            .bind(&id)
-            .bind(instant_text(&event.timestamp))
-            .bind(instant_text(&event.received_at))
-            .bind(instant_text(&request.expires_at))
-            .bind(event.category.as_str())
-            .bind(event.level.as_str())
-            .bind(&event.logger)
-            .bind(&event.message)
-            .bind(&event.event_type)
-            .bind(&event.action)
-            .bind(event.status.map(|s| s.as_str()))
-            .bind(&event.application)
-            .bind(&event.user_id)
-            .bind(&event.username)
-            .bind(&event.email)
-            .bind(&event.resource)
-            .bind(&event.resource_id)
-            .bind(event.ip_address.map(|ip| ip.to_string()))
-            .bind(&event.user_agent)
-            .bind(&event.request_id)
-            .bind(&event.session_id)
-            .bind(json(event.details.clone().map(serde_json::Value::Object)))
-            .bind(json(event.changes.as_ref().and_then(|c| serde_json::to_value(c).ok())))
-            .bind(json(event.security.as_ref().and_then(|c| serde_json::to_value(c).ok())))
-            .bind(json(event.financial.as_ref().and_then(|c| serde_json::to_value(c).ok())))
-            .bind(link.prev_hash.to_vec())
-            .bind(link.row_hash.to_vec())
-            .bind(seal.salt.to_vec())
-            .bind(seal.hash.to_vec())
-            .bind(json(paths_json(&request.pii_paths)))
-            .bind(event.ip_address.map(ip_key))
-            .execute(&mut *conn)
-            .await?;
+        let (link, seal) =
+            chain::next_link(table.as_str(), seq, &hash, &request.expires_at, &request.pii_paths, request.event);
         seq = link.seq;
         hash = link.row_hash;
-        inserted += 1;
+        rows.push((*request, id, link, seal));
     }
-    if inserted > 0 {
+    let json = |value: Option<serde_json::Value>| value.map(|v| v.to_string());
+    for chunk in rows.chunks(INSERT_ROWS) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "INSERT INTO {table} (tenant_id, seq, id, occurred_at, received_at, expires_at, category, level, logger, message,
+                 event_type, action, status, application, user_id, username, email, resource, resource_id, ip_address,
+                 user_agent, request_id, session_id, details, changes, security, financial, prev_hash, row_hash, pii_salt,
+                 pii_hash, pii_paths, ip_key) "
+        ));
+        insert.push_values(chunk, |mut b, (request, id, link, seal)| {
+            let event = request.event;
+            b.push_bind(tenant)
+                .push_bind(link.seq)
+                .push_bind(id.clone())
+                .push_bind(instant_text(&event.timestamp))
+                .push_bind(instant_text(&event.received_at))
+                .push_bind(instant_text(&request.expires_at))
+                .push_bind(event.category.as_str())
+                .push_bind(event.level.as_str())
+                .push_bind(event.logger.clone())
+                .push_bind(event.message.clone())
+                .push_bind(event.event_type.clone())
+                .push_bind(event.action.clone())
+                .push_bind(event.status.map(|s| s.as_str()))
+                .push_bind(event.application.clone())
+                .push_bind(event.user_id.clone())
+                .push_bind(event.username.clone())
+                .push_bind(event.email.clone())
+                .push_bind(event.resource.clone())
+                .push_bind(event.resource_id.clone())
+                .push_bind(event.ip_address.map(|ip| ip.to_string()))
+                .push_bind(event.user_agent.clone())
+                .push_bind(event.request_id.clone())
+                .push_bind(event.session_id.clone())
+                .push_bind(json(event.details.clone().map(serde_json::Value::Object)))
+                .push_bind(json(event.changes.as_ref().and_then(|c| serde_json::to_value(c).ok())))
+                .push_bind(json(event.security.as_ref().and_then(|c| serde_json::to_value(c).ok())))
+                .push_bind(json(event.financial.as_ref().and_then(|c| serde_json::to_value(c).ok())))
+                .push_bind(link.prev_hash.to_vec())
+                .push_bind(link.row_hash.to_vec())
+                .push_bind(seal.salt.to_vec())
+                .push_bind(seal.hash.to_vec())
+                .push_bind(json(paths_json(&request.pii_paths)))
+                .push_bind(event.ip_address.map(ip_key));
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    if !rows.is_empty() {
         sqlx::query(
             "INSERT INTO chain_heads (tenant_id, table_name, seq, head_hash, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (tenant_id, table_name) DO UPDATE SET seq = excluded.seq, head_hash = excluded.head_hash,
@@ -189,7 +200,7 @@ async fn extend_chain(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(inserted)
+    Ok(rows.len())
 }
 
 pub(crate) async fn read_chain_after(
