@@ -238,3 +238,52 @@ async fn erasure_and_retention_keep_chains_verifiable(backends: Backends) {
     assert_eq!(verdict["ok"], true, "{verdict}");
     app.stop().await;
 }
+
+behaviour!(aggregates_exports_and_checkpoints_answer_alike);
+async fn aggregates_exports_and_checkpoints_answer_alike(backends: Backends) {
+    let app = backends.spawn(|_| {}).await;
+    let mut batch = Vec::new();
+    for i in 0..12 {
+        let mut e = event("auth", "acme");
+        e["action"] = json!(if i < 8 { "auth.login_failed" } else { "auth.login" });
+        e["status"] = json!(if i < 8 { "failure" } else { "success" });
+        e["user_id"] = json!(format!("u-{}", i % 3));
+        e["ip_address"] = json!(if i < 6 { "203.0.113.9" } else { "198.51.100.7" });
+        batch.push(e);
+    }
+    assert_eq!(app.post_events(&json!(batch)).await.status(), 200);
+
+    let stats = get(&app, KEY, "/audit/stats?tenant_id=acme&hours=24").await;
+    assert_eq!(stats["by_status"]["failure"], 8, "{stats}");
+    assert_eq!(stats["top_failing_ips"][0]["key"], "203.0.113.9", "{stats}");
+    let by_ip = get(&app, KEY, "/audit/failed-logins?tenant_id=acme&hours=24").await;
+    let groups = by_ip["items"].as_array().expect("items");
+    assert_eq!((groups[0]["key"].clone(), groups[0]["failures"].clone(), groups[0]["distinct"].clone()), (json!("203.0.113.9"), json!(6), json!(3)), "{by_ip}");
+    assert_eq!((groups[1]["failures"].clone(), groups[1]["distinct"].clone()), (json!(2), json!(2)), "{by_ip}");
+
+    let export = app
+        .client
+        .get(format!("{}/audit/export?tenant_id=acme&action=auth.login_failed", app.address))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(export.status(), 200);
+    let text = export.text().await.expect("body");
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("ndjson")).collect();
+    assert_eq!(lines.len(), 8);
+    assert!(lines.iter().all(|l| l["action"] == "auth.login_failed" && l["tenant_id"] == "acme"));
+
+    let activity = get(&app, KEY, "/audit/users/u-1/activity?tenant_id=acme").await;
+    assert_eq!(ids(&activity).len(), 4, "{activity}");
+
+    let (status, made) = app.send_json(Method::POST, "/audit/checkpoints?tenant_id=acme", KEY, None).await;
+    assert_eq!(status, 200, "{made}");
+    assert!(!made["checkpoints"].as_array().expect("checkpoints").is_empty());
+    let listed = get(&app, KEY, "/audit/checkpoints?tenant_id=acme").await;
+    assert_eq!(listed["checkpoints"], made["checkpoints"]);
+    let verdict = get(&app, KEY, "/audit/verify?tenant_id=acme").await;
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    assert!(verdict["chains"].as_array().expect("chains").iter().all(|c| c["checkpoints"].as_u64() >= Some(1)), "{verdict}");
+    app.stop().await;
+}
