@@ -130,7 +130,10 @@ impl Application {
         } else {
             None
         };
-        let auth = Authenticator::new(&settings.server.bootstrap_key, Some(keys));
+        let mut auth = Authenticator::new(&settings.server.bootstrap_key, Some(keys));
+        if settings.rate_limit.enabled {
+            auth = auth.with_rate_limit(settings.rate_limit.requests_per_second, settings.rate_limit.burst);
+        }
         match database.load_policies(&Policies::from_settings(&settings)).await {
             Ok(policies) => governance.policies.replace(policies),
             Err(e) => tracing::warn!(error = %e, "retention policies not loaded yet; using the configured defaults"),

@@ -45,11 +45,21 @@ pub struct Settings {
     pub files: FileSettings,
     pub logging: LoggingSettings,
     pub embedded: EmbeddedSettings,
+    pub rate_limit: RateLimitSettings,
     pub integrity: IntegritySettings,
     pub retention: RetentionSettings,
     pub privacy: PrivacySettings,
     pub masking: MaskingSettings,
     pub categories: BTreeMap<Category, CategoryPolicy>,
+}
+
+/// Per-key request rate limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub requests_per_second: f64,
+    pub burst: u32,
 }
 
 /// Embedded mode (no DATABASE_URL): where the SQLite store and its admin key live.
@@ -374,6 +384,12 @@ impl Settings {
                     "redis_ttl_seconds and redis_max_len must be greater than 0",
                 ));
             }
+        }
+        if self.rate_limit.enabled && (!(self.rate_limit.requests_per_second > 0.0) || self.rate_limit.burst == 0) {
+            return Err(ConfigError::invalid(
+                "rate_limit.requests_per_second / rate_limit.burst",
+                "must be greater than 0",
+            ));
         }
         if self.retention.interval_seconds == 0 || self.retention.batch_size == 0 {
             return Err(ConfigError::invalid(

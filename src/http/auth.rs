@@ -19,13 +19,21 @@ use crate::keys::{self, KeyStore, Permission, Principal};
 pub struct Authenticator {
     bootstrap_digest: Option<[u8; 32]>,
     store: Option<Arc<KeyStore>>,
+    limiter: Option<Arc<super::rate::RateLimiter>>,
 }
 
 impl Authenticator {
     /// Accepts the bootstrap key (when non-empty) and the keys in `store`.
     pub fn new(bootstrap_key: &str, store: Option<Arc<KeyStore>>) -> Authenticator {
         let bootstrap_digest = (!bootstrap_key.is_empty()).then(|| keys::digest(bootstrap_key));
-        Authenticator { bootstrap_digest, store }
+        Authenticator { bootstrap_digest, store, limiter: None }
+    }
+
+    /// Limits every key (the bootstrap key included) to `per_second` requests, with
+    /// bursts of `burst`.
+    pub fn with_rate_limit(mut self, per_second: f64, burst: u32) -> Authenticator {
+        self.limiter = Some(Arc::new(super::rate::RateLimiter::new(per_second, burst)));
+        self
     }
 
     /// The key store, when keys are stored.
@@ -78,6 +86,10 @@ impl FromRequestParts<AppState> for Principal {
             .map(str::trim)
             .filter(|key| !key.is_empty())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be \"Bearer <key>\""))?;
-        state.auth.authenticate(presented).await
+        let principal = state.auth.authenticate(presented).await?;
+        if let Some(limiter) = &state.auth.limiter {
+            limiter.check(&principal.key_id).map_err(ApiError::rate_limited)?;
+        }
+        Ok(principal)
     }
 }

@@ -89,6 +89,14 @@ impl ApiError {
         ApiError { retry_after: Some(retry_after), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message) }
     }
 
+    /// 429: the key's rate limit is spent; `retry_after` seconds until it is not.
+    pub fn rate_limited(retry_after: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "this key's request rate is exceeded; retry later")
+        }
+    }
+
     /// 404: no such resource (or not visible to this key).
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)

@@ -10,6 +10,7 @@ mod ingest;
 pub mod keys;
 pub mod openapi;
 mod query;
+pub mod rate;
 pub mod retention;
 mod stats;
 mod subjects;

@@ -17,6 +17,7 @@ mod ingest;
 mod insights;
 mod isolation;
 mod keys;
+mod limits;
 mod promises;
 mod query;
 mod rotation;
