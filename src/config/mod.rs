@@ -385,7 +385,8 @@ impl Settings {
                 ));
             }
         }
-        if self.rate_limit.enabled && (!(self.rate_limit.requests_per_second > 0.0) || self.rate_limit.burst == 0) {
+        let rate = self.rate_limit.requests_per_second;
+        if self.rate_limit.enabled && (rate.is_nan() || rate <= 0.0 || self.rate_limit.burst == 0) {
             return Err(ConfigError::invalid(
                 "rate_limit.requests_per_second / rate_limit.burst",
                 "must be greater than 0",
