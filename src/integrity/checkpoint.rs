@@ -187,6 +187,21 @@ fn write_key_file(path: &Path, content: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Signs chain heads read as (tenant, table, seq, hash bytes).
+pub fn sign_heads(
+    signer: &Signer,
+    heads: Vec<(String, String, i64, Vec<u8>)>,
+    reason: &str,
+    created_at: DateTime<Utc>,
+) -> Vec<Checkpoint> {
+    heads
+        .into_iter()
+        .map(|(tenant_id, table, seq, hash)| {
+            signer.checkpoint(ChainHead { tenant_id, table, seq, hash: hex::encode(hash) }, reason, created_at)
+        })
+        .collect()
+}
+
 /// A chain's head: the last row's sequence number and hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChainHead {

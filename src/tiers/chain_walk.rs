@@ -52,6 +52,11 @@ pub(crate) trait ChainSource: Send {
     fn rows_after(&mut self, after: i64) -> BoxFuture<'_, Result<HashedRows, sqlx::Error>>;
 }
 
+/// Chains read as (tenant, table name, head seq), those of known tables.
+pub(crate) fn known_chains(rows: Vec<(String, String, i64)>) -> Vec<(String, Table, i64)> {
+    rows.into_iter().filter_map(|(tenant, name, seq)| Table::parse(&name).map(|table| (tenant, table, seq))).collect()
+}
+
 /// The checkpoints as verified anchors; the first bad signature is a break.
 pub(crate) fn anchors(checkpoints: &[Checkpoint], keys: &Keyring) -> (Vec<Anchor>, Option<Break>) {
     let mut anchors = Vec::new();

@@ -19,7 +19,7 @@ const CHUNK: i64 = 5000;
 
 /// The chains that exist, optionally of one tenant and one table.
 pub async fn chains(pool: &PgPool, tenant: Option<&str>, table: Option<Table>) -> Result<Vec<(String, Table, i64)>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT tenant_id, table_name, seq FROM chain_heads
          WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR table_name = $2) AND seq > 0
          ORDER BY tenant_id, table_name",
@@ -28,14 +28,7 @@ pub async fn chains(pool: &PgPool, tenant: Option<&str>, table: Option<Table>) -
     .bind(table.map(Table::as_str))
     .fetch_all(pool)
     .await?;
-    let mut chains = Vec::new();
-    for row in rows {
-        let name: String = row.try_get("table_name")?;
-        if let Some(table) = Table::parse(&name) {
-            chains.push((row.try_get("tenant_id")?, table, row.try_get("seq")?));
-        }
-    }
-    Ok(chains)
+    Ok(chain_walk::known_chains(rows))
 }
 
 /// Tombstones of one chain from `after` on, at most `limit`.

@@ -6,7 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteExecutor, SqlitePool};
 
 use super::{instant_text, parse_instant};
-use crate::integrity::checkpoint::{ChainHead, Checkpoint, Signer};
+use crate::integrity::checkpoint::{sign_heads, ChainHead, Checkpoint, Signer};
 
 pub(crate) fn checkpoint(row: &SqliteRow) -> Result<Checkpoint, sqlx::Error> {
     Ok(Checkpoint {
@@ -70,7 +70,7 @@ pub async fn checkpoint_heads(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Checkpoint>, sqlx::Error> {
-    let heads = sqlx::query(
+    let heads: Vec<(String, String, i64, Vec<u8>)> = sqlx::query_as(
         "SELECT h.tenant_id, h.table_name, h.seq, h.head_hash FROM chain_heads h
          WHERE h.seq > 0 AND (?1 IS NULL OR h.tenant_id = ?1)
            AND h.seq > COALESCE((SELECT max(c.seq) FROM checkpoints c
@@ -80,18 +80,9 @@ pub async fn checkpoint_heads(
     .bind(tenant)
     .fetch_all(pool)
     .await?;
-    let mut made = Vec::with_capacity(heads.len());
-    for row in heads {
-        let hash: Vec<u8> = row.try_get("head_hash")?;
-        let head = ChainHead {
-            tenant_id: row.try_get("tenant_id")?,
-            table: row.try_get("table_name")?,
-            seq: row.try_get("seq")?,
-            hash: hex::encode(hash),
-        };
-        let signed = signer.checkpoint(head, reason, now);
-        insert(pool, &signed).await?;
-        made.push(signed);
+    let made = sign_heads(signer, heads, reason, now);
+    for signed in &made {
+        insert(pool, signed).await?;
     }
     Ok(made)
 }
