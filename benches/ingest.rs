@@ -189,6 +189,7 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
         .env("TIERLOG_BOOTSTRAP_KEY", KEY)
         .env("LOGGING_FILE", files_dir.join("audit.jsonl"))
         .env("TIERLOG__INTEGRITY__SIGNING_KEY_FILE", dir.path().join("signing.key"))
+        .env("TIERLOG__SPOOL__PATH", dir.path().join("spool"))
         .env("LOGGING_MAX_SIZE_MB", "100")
         .env("LOGGING_BACKUP_COUNT", "100")
         .env("LOGGING_LEVEL", "WARNING")

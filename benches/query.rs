@@ -128,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
         .env("TIERLOG_BOOTSTRAP_KEY", KEY)
         .env("LOGGING_FILE", dir.path().join("audit.jsonl"))
         .env("TIERLOG__INTEGRITY__SIGNING_KEY_FILE", dir.path().join("signing.key"))
+        .env("TIERLOG__SPOOL__PATH", dir.path().join("spool"))
         .env("LOGGING_LEVEL", "WARNING")
         .stdout(Stdio::null())
         .spawn()?;

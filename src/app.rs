@@ -23,6 +23,7 @@ use crate::tiers::files::RollingFiles;
 use crate::tiers::postgres::{self, PgStore};
 use crate::tiers::memory::MemoryHotTier;
 use crate::tiers::redis::RedisHotTier;
+use crate::tiers::spool::Spool;
 use crate::tiers::{DurableStore, HotTier};
 
 /// The time-driven parts: the signing key, retention policies and the clock.
@@ -74,6 +75,8 @@ pub struct Tiers {
     pub database: Option<Database>,
     pub hot: Option<Arc<dyn HotTier>>,
     pub files: Option<Arc<RollingFiles>>,
+    /// Where events bound for Postgres wait while it is unreachable.
+    pub spool: Option<Arc<Spool>>,
 }
 
 /// A built service: listener bound, tiers opened, writers running.
@@ -138,7 +141,14 @@ impl Application {
             Ok(policies) => governance.policies.replace(policies),
             Err(e) => tracing::warn!(error = %e, "retention policies not loaded yet; using the configured defaults"),
         }
-        let tiers = Tiers { store: Some(store), database: Some(database), hot, files };
+        let spool = match &database {
+            Database::Postgres(_) if settings.spool.enabled => {
+                let spool = Spool::open(&settings.spool).context("cannot open the spool (spool.path)")?;
+                Some(Arc::new(spool))
+            }
+            _ => None,
+        };
+        let tiers = Tiers { store: Some(store), database: Some(database), hot, files, spool };
         Ok(Application::assemble(settings, listener, counters, auth, tiers, governance))
     }
 
@@ -151,13 +161,14 @@ impl Application {
         tiers: Tiers,
         governance: Governance,
     ) -> Application {
-        let Tiers { store, database, hot, files } = tiers;
+        let Tiers { store, database, hot, files, spool } = tiers;
         let Governance { signer, keyring, policies, clock } = governance;
         let writer = Arc::new(TierWriter {
             routing: Routing::with_policies(&settings, policies.clone()),
             store: store.clone(),
             hot: hot.clone(),
             files: files.clone(),
+            spool: spool.clone(),
             counters: counters.clone(),
         });
         let (pipeline, workers) = Pipeline::start(&settings, writer, counters.clone());
@@ -174,6 +185,7 @@ impl Application {
             database,
             hot,
             files,
+            spool,
             integrity: Integrity { signer, keyring },
             policies,
             clock,
@@ -249,6 +261,16 @@ fn spawn_interval_fsync(state: &AppState) -> Option<tokio::task::JoinHandle<()>>
 /// retention. Each loop's first turn comes one interval after start.
 fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
+    if let (Some(spool), Some(store)) = (state.spool.clone(), state.store.clone()) {
+        let settings = &state.settings.spool;
+        tasks.push(tokio::spawn(crate::ingest::replay::run(
+            spool,
+            store,
+            state.counters.clone(),
+            settings.replay_batch_events,
+            Duration::from_millis(settings.retry_interval_ms),
+        )));
+    }
     let Some(pg) = state.database.clone() else { return tasks };
     let settings = state.settings.clone();
     let every = |seconds: u64| {

@@ -31,6 +31,7 @@ pub enum Tier {
     Postgres,
     Files,
     Redis,
+    Spool,
 }
 
 impl Tier {
@@ -39,6 +40,7 @@ impl Tier {
             Tier::Postgres => "postgres",
             Tier::Files => "files",
             Tier::Redis => "redis",
+            Tier::Spool => "spool",
         }
     }
 }
@@ -131,6 +133,10 @@ pub struct Counters {
     pub rows_persisted: AtomicU64,
     /// Lines written to the files.
     pub lines_written: AtomicU64,
+    /// Events appended to the spool while Postgres was unreachable.
+    pub events_spooled: AtomicU64,
+    /// Spooled events replayed into Postgres.
+    pub events_replayed: AtomicU64,
 }
 
 impl Counters {
@@ -146,7 +152,7 @@ impl Counters {
 
     /// The counters in the Prometheus text format.
     pub fn render_prometheus(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 9] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 11] = [
             ("tierlog_events_accepted_total", "counter", "Events acknowledged to clients.", &self.events_accepted),
             ("tierlog_ingest_bytes_total", "counter", "Body bytes of acknowledged requests.", &self.bytes_accepted),
             ("tierlog_batches_written_total", "counter", "Batches written by the pipeline.", &self.batches_written),
@@ -156,6 +162,8 @@ impl Counters {
             ("tierlog_queue_depth", "gauge", "Events queued or being written.", &self.queue_depth),
             ("tierlog_rows_persisted_total", "counter", "Rows inserted into Postgres (retries excluded).", &self.rows_persisted),
             ("tierlog_file_lines_total", "counter", "Lines appended to the JSON files.", &self.lines_written),
+            ("tierlog_spooled_events_total", "counter", "Events spooled while Postgres was unreachable.", &self.events_spooled),
+            ("tierlog_replayed_events_total", "counter", "Spooled events replayed into Postgres.", &self.events_replayed),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {

@@ -45,12 +45,24 @@ pub struct Settings {
     pub files: FileSettings,
     pub logging: LoggingSettings,
     pub embedded: EmbeddedSettings,
+    pub spool: SpoolSettings,
     pub rate_limit: RateLimitSettings,
     pub integrity: IntegritySettings,
     pub retention: RetentionSettings,
     pub privacy: PrivacySettings,
     pub masking: MaskingSettings,
     pub categories: BTreeMap<Category, CategoryPolicy>,
+}
+
+/// Where events bound for Postgres wait while it is unreachable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSettings {
+    pub enabled: bool,
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    pub replay_batch_events: usize,
+    pub retry_interval_ms: u64,
 }
 
 /// Per-key request rate limits.
@@ -317,6 +329,15 @@ impl Settings {
             if value == 0 {
                 return Err(ConfigError::invalid(name, "must be greater than 0"));
             }
+        }
+        if self.spool.max_bytes < limits.max_event_bytes as u64 * 2 {
+            return Err(ConfigError::invalid(
+                "spool.max_bytes",
+                format!("must be at least twice limits.max_event_bytes ({})", limits.max_event_bytes),
+            ));
+        }
+        if self.spool.replay_batch_events == 0 || self.spool.retry_interval_ms == 0 {
+            return Err(ConfigError::invalid("spool.replay_batch_events / spool.retry_interval_ms", "must be greater than 0"));
         }
         if self.ingest.queue_capacity < limits.max_batch_events {
             return Err(ConfigError::invalid(

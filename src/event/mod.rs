@@ -159,7 +159,7 @@ pub struct Changes {
 
 /// A validated audit event. Timestamps are truncated to microseconds so that every
 /// tier (and the hash chain) sees the same instant.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
     pub id: Uuid,
     #[serde(serialize_with = "serialize_timestamp")]

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::AppState;
 use crate::telemetry::Counters;
+use crate::tiers::spool::SpoolStatus;
 
 /// `GET /healthz`: the process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "alive")))]
@@ -53,11 +54,15 @@ struct Readiness {
     redis: TierState,
     hot_tier: &'static str,
     files: TierState,
+    /// Events waiting for Postgres in the spool, and its bound; absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spool: Option<SpoolStatus>,
     redis_misses: u64,
 }
 
 /// `GET /readyz`: 200 while events can be acknowledged (`ready` or `degraded`), 503
-/// when a system of record is down.
+/// when a system of record is down. Postgres down with room in the spool, or a spool
+/// still replaying, is `degraded`; a full spool with Postgres down is `down`.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses((status = 200, description = "ready or degraded"), (status = 503, description = "a system of record is down")))]
 pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let deadline = Duration::from_secs(2);
@@ -77,9 +82,12 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         None => TierState::disabled(),
         Some(files) => TierState::from_result(files.health()),
     };
-    let (status, code) = if postgres.is_down() || files.is_down() {
+    let spool = state.spool.as_ref().map(|spool| spool.status());
+    let spool_takes_events = state.spool.as_ref().is_some_and(|spool| !spool.is_full());
+    let spool_backlog = spool.is_some_and(|s| s.pending_events > 0);
+    let (status, code) = if (postgres.is_down() && !spool_takes_events) || files.is_down() {
         ("down", StatusCode::SERVICE_UNAVAILABLE)
-    } else if redis.is_down() {
+    } else if redis.is_down() || postgres.is_down() || spool_backlog {
         ("degraded", StatusCode::OK)
     } else {
         ("ready", StatusCode::OK)
@@ -91,6 +99,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         redis,
         hot_tier: state.hot.as_ref().map_or("disabled", |hot| hot.name()),
         files,
+        spool,
         redis_misses: Counters::get(&state.counters.redis_misses),
     };
     (code, Json(readiness))
@@ -101,6 +110,19 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.counters.render_prometheus(),
+        {
+            let mut text = state.counters.render_prometheus();
+            if let Some(spool) = &state.spool {
+                let status = spool.status();
+                for (name, help, value) in [
+                    ("tierlog_spool_events", "Events waiting in the spool for Postgres.", status.pending_events),
+                    ("tierlog_spool_bytes", "Bytes held by the spool's files.", status.bytes),
+                    ("tierlog_spool_max_bytes", "The spool's configured bound.", status.max_bytes),
+                ] {
+                    text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
+                }
+            }
+            text
+        },
     )
 }

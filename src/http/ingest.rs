@@ -19,7 +19,8 @@ use super::openapi::*;
 use super::AppState;
 use crate::event::body::{split_items, BodyError, BodyFormat};
 use crate::event::{AuditEvent, EventParser, FieldError};
-use crate::ingest::SubmitError;
+use crate::ingest::{SubmitError, WriteError};
+use crate::tiers::spool::SpoolError;
 use crate::keys::{Permission, Principal};
 use crate::telemetry::Counters;
 
@@ -99,6 +100,11 @@ pub(super) async fn ingest(
         SubmitError::ShuttingDown => {
             ApiError::unavailable("shutting_down", "tierlog is shutting down; retry on another node", retry_after)
         }
+        SubmitError::Failed(e) if matches!(*e, WriteError::Spool(SpoolError::Full { .. })) => ApiError::unavailable(
+            "spool_full",
+            "Postgres is unreachable and the spool is full; nothing was acknowledged, retry with the same ids",
+            retry_after,
+        ),
         SubmitError::Failed(_) => ApiError::unavailable(
             "storage_unavailable",
             "the events could not be made durable; nothing was acknowledged, retry with the same ids",

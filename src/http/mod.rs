@@ -33,6 +33,7 @@ use crate::ingest::Pipeline;
 use crate::query::IpFilter;
 use crate::telemetry::Counters;
 use crate::tiers::files::RollingFiles;
+use crate::tiers::spool::Spool;
 use crate::tiers::database::Database;
 use crate::tiers::{DurableStore, HotTier};
 
@@ -50,6 +51,8 @@ pub struct AppState {
     pub database: Option<Database>,
     pub hot: Option<Arc<dyn HotTier>>,
     pub files: Option<Arc<RollingFiles>>,
+    /// Where events for Postgres wait while it is unreachable.
+    pub spool: Option<Arc<Spool>>,
     pub integrity: Integrity,
     /// Retention policies in force.
     pub policies: PolicyHandle,

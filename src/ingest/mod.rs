@@ -7,6 +7,7 @@
 //! tenant's events keep their order. A request's events are split by shard; the
 //! request is answered when every shard has written its part (see [`writer`]).
 
+pub mod replay;
 pub mod route;
 pub mod writer;
 

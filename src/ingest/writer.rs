@@ -19,7 +19,8 @@ use super::Job;
 use crate::event::{AuditEvent, Category};
 use crate::telemetry::{Counters, Tier};
 use crate::tiers::files::{FileError, RollingFiles};
-use crate::tiers::{DurableStore, EncodedBatch, HotTier, StoreError};
+use crate::tiers::spool::{self, Spool, SpoolError};
+use crate::tiers::{DurableStore, EncodedBatch, HotTier, PersistRequest, StoreError};
 
 /// Why a batch was not made durable.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,8 @@ pub enum WriteError {
     Files(#[from] FileError),
     #[error("file writer task failed")]
     FileTask(#[source] tokio::task::JoinError),
+    #[error("spool")]
+    Spool(#[from] SpoolError),
 }
 
 /// When a writer stops gathering and writes.
@@ -45,6 +48,8 @@ pub struct TierWriter {
     pub store: Option<Arc<dyn DurableStore>>,
     pub hot: Option<Arc<dyn HotTier>>,
     pub files: Option<Arc<RollingFiles>>,
+    /// Where events for the store wait while it is unreachable.
+    pub spool: Option<Arc<Spool>>,
     pub counters: Arc<Counters>,
 }
 
@@ -58,9 +63,7 @@ impl TierWriter {
         if let Some(store) = &self.store {
             let requests = self.routing.persist_requests(&batch);
             if !requests.is_empty() {
-                let inserted = store.persist(&requests).await.inspect_err(|_| metrics.tier_errors(Tier::Postgres).increment(1))?;
-                metrics.tier_write(Tier::Postgres).record(started.elapsed().as_secs_f64());
-                Counters::add(&self.counters.rows_persisted, inserted as u64);
+                self.write_durable(store.as_ref(), &requests).await?;
             }
         }
         let stored_at = started.elapsed();
@@ -96,6 +99,50 @@ impl TierWriter {
             "batch written"
         );
         files_result
+    }
+}
+
+impl TierWriter {
+    /// Persists `requests`, or spools them: behind events already waiting in the
+    /// spool (so every chain keeps its order), or when the store is unreachable.
+    async fn write_durable(&self, store: &dyn DurableStore, requests: &[PersistRequest<'_>]) -> Result<(), WriteError> {
+        let metrics = &self.counters.metrics;
+        if let Some(spool) = self.spool.as_ref().filter(|s| s.has_backlog()) {
+            return self.spool(spool, requests).await;
+        }
+        let started = std::time::Instant::now();
+        match store.persist(requests).await {
+            Ok(inserted) => {
+                metrics.tier_write(Tier::Postgres).record(started.elapsed().as_secs_f64());
+                Counters::add(&self.counters.rows_persisted, inserted as u64);
+                Ok(())
+            }
+            Err(e) => {
+                metrics.tier_errors(Tier::Postgres).increment(1);
+                match &self.spool {
+                    Some(spool) if e.is_unreachable() => {
+                        tracing::warn!(error = ?e, events = requests.len(), "Postgres unreachable; spooling the batch");
+                        self.spool(spool, requests).await
+                    }
+                    _ => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// Appends `requests` to the spool and waits for its fsync.
+    async fn spool(&self, spool: &Arc<Spool>, requests: &[PersistRequest<'_>]) -> Result<(), WriteError> {
+        let started = std::time::Instant::now();
+        let records = spool::encode(requests);
+        let count = requests.len() as u64;
+        let spool = spool.clone();
+        tokio::task::spawn_blocking(move || spool.append(&records, count))
+            .await
+            .map_err(WriteError::FileTask)?
+            .inspect_err(|_| self.counters.metrics.tier_errors(Tier::Spool).increment(1))?;
+        self.counters.metrics.tier_write(Tier::Spool).record(started.elapsed().as_secs_f64());
+        Counters::add(&self.counters.events_spooled, count);
+        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@ pub mod files;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
+pub mod spool;
 pub mod sqlite;
 pub mod stored;
 
@@ -111,6 +112,29 @@ pub enum StoreError {
     Unavailable(#[source] sqlx::Error),
     #[error("database write failed")]
     Write(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// True when the database could not be reached or refused for want of resources
+    /// (the connection failed, the server is shutting down, its disk is full): the
+    /// events may wait in the spool. Any other error is about the batch itself.
+    pub fn is_unreachable(&self) -> bool {
+        let (StoreError::Unavailable(error) | StoreError::Write(error)) = self;
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // 08: connection exception; 53: insufficient resources; 57P: operator
+            // intervention (shutdown, cannot connect now).
+            sqlx::Error::Database(db) => {
+                db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("53") || code.starts_with("57P"))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Why the hot tier missed a batch.

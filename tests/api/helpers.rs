@@ -131,6 +131,7 @@ pub fn test_settings(db: &TestDb, redis: &TestRedis, dir: &TempDir) -> Settings 
     settings.files.path = dir.path().join("audit.jsonl");
     settings.integrity.signing_key_file = dir.path().join("signing.key");
     settings.retention.archive_path = dir.path().join("archive");
+    settings.spool.path = dir.path().join("spool");
     settings.validate().expect("test settings are valid");
     settings
 }
@@ -396,6 +397,7 @@ impl ServerProcess {
             .env("TIERLOG_BOOTSTRAP_KEY", KEY)
             .env("LOGGING_FILE", dir.join("audit.jsonl"))
             .env("TIERLOG__INTEGRITY__SIGNING_KEY_FILE", dir.join("signing.key"))
+            .env("TIERLOG__SPOOL__PATH", dir.join("spool"))
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
