@@ -2,8 +2,8 @@
 # Runs tierlog's whole test suite against real Postgres and Redis.
 #
 # The tests need PostgreSQL on 127.0.0.1:5432 (each test creates and drops its own
-# database), Redis on 127.0.0.1:6379 (each test uses its own key prefix) and the
-# redis-server binary (fault tests start private servers). This script starts them
+# database), Redis on 127.0.0.1:6379 (each test uses its own key prefix), and the
+# redis-server and PostgreSQL server programs (fault tests start private servers). This script starts them
 # when they are installed but stopped, installs them with apt-get when it can (root on
 # Debian/Ubuntu), and otherwise stops at once saying what to do.
 #
@@ -34,7 +34,22 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# The fault tests start private clusters: they need initdb and pg_ctl (on the PATH or
+# in /usr/lib/postgresql/*/bin) and, as root, the postgres user and runuser.
+has_pg_server_programs() {
+  command -v initdb >/dev/null && command -v pg_ctl >/dev/null && return 0
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+}
+
+ensure_postgres_programs() {
+  has_pg_server_programs && { [ "$(id -u)" != 0 ] || id postgres >/dev/null 2>&1; } && return 0
+  can_install || die "the fault tests need PostgreSQL's server programs (initdb, pg_ctl).
+  Install them (Debian/Ubuntu: sudo apt-get install postgresql)."
+  apt_install postgresql
+}
+
 ensure_postgres() {
+  ensure_postgres_programs
   [ -n "${TIERLOG_TEST_DATABASE_URL:-}" ] && return 0
   if port_open 127.0.0.1 5432; then return 0; fi
   if ! command -v pg_ctlcluster >/dev/null; then

@@ -42,28 +42,35 @@ fn with_database(url: &str, database: &str) -> String {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    admin: String,
 }
 
 impl TestDb {
     pub async fn create() -> TestDb {
+        TestDb::create_on(&admin_database_url()).await
+    }
+
+    /// A database on the server of `admin` (a URL of a database there).
+    pub async fn create_on(admin: &str) -> TestDb {
         let name = format!("tierlog_test_{}", Uuid::new_v4().simple());
-        let admin = admin_database_url();
+        let admin = admin.to_owned();
         let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
             panic!("cannot reach Postgres at {admin} ({e}); run scripts/test.sh, which starts it")
         });
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
-        TestDb { url: with_database(&admin, &name), name }
+        TestDb { url: with_database(&admin, &name), name, admin }
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let admin = self.admin.clone();
         // Drop runs outside any async context we can await in: use a thread of its own.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
+                if let Ok(mut conn) = PgConnection::connect(&admin).await {
                     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
                 }
             });
@@ -164,7 +171,11 @@ impl TestApp {
 
     /// The service using `redis` for its hot tier.
     pub async fn spawn_on(redis: TestRedis, configure: impl FnOnce(&mut Settings)) -> TestApp {
-        let db = TestDb::create().await;
+        TestApp::spawn_on_database(TestDb::create().await, redis, configure).await
+    }
+
+    /// The service on `db` and `redis`.
+    pub async fn spawn_on_database(db: TestDb, redis: TestRedis, configure: impl FnOnce(&mut Settings)) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = test_settings(&db, &redis, &dir);
         configure(&mut settings);
@@ -386,7 +397,18 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary on `db`, `redis` and `dir`, with extra environment.
     pub fn start(db: &TestDb, redis: &TestRedis, dir: &std::path::Path, env: &[(&str, &str)]) -> ServerProcess {
+        ServerProcess::launch(db, redis, dir, env, None)
+    }
+
+    /// Like [`ServerProcess::start`], with the kernel refusing writes beyond
+    /// `file_bytes` in any one file (RLIMIT_FSIZE: `EFBIG`, as a full disk would).
+    pub fn start_limited(db: &TestDb, redis: &TestRedis, dir: &std::path::Path, env: &[(&str, &str)], file_bytes: u64) -> ServerProcess {
+        ServerProcess::launch(db, redis, dir, env, Some(file_bytes))
+    }
+
+    fn launch(db: &TestDb, redis: &TestRedis, dir: &std::path::Path, env: &[(&str, &str)], file_bytes: Option<u64>) -> ServerProcess {
         use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
         let mut command = Command::new(env!("CARGO_BIN_EXE_tierlog"));
         command
             .arg("serve")
@@ -404,6 +426,20 @@ impl ServerProcess {
         for (name, value) in env {
             command.env(name, value);
         }
+        if let Some(limit) = file_bytes {
+            // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    // Past the limit write(2) fails with EFBIG instead of killing the process.
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let rlimit = libc::rlimit { rlim_cur: limit, rlim_max: libc::RLIM_INFINITY };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = command.spawn().expect("tierlog binary starts");
         let stdout = child.stdout.take().expect("stdout");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
@@ -420,6 +456,15 @@ impl ServerProcess {
         ServerProcess { child, address: format!("http://{address}") }
     }
 
+    /// Lifts the file size limit of [`ServerProcess::start_limited`].
+    pub fn lift_file_size_limit(&self) {
+        let rlimit = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: prlimit(2) on a child we spawned, with a valid new limit and no old one.
+        let done = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &rlimit, std::ptr::null_mut()) };
+        assert_eq!(done, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+
     /// The process's peak resident memory so far, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -434,5 +479,114 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A private PostgreSQL cluster on a free loopback port (initdb, pg_ctl), for tests
+/// that stop and restart the database. Stopped and removed on drop.
+pub struct PostgresProcess {
+    pub port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    _dir: TempDir,
+}
+
+/// The directory of the PostgreSQL server programs: `initdb` on the PATH, or the
+/// newest `/usr/lib/postgresql/*/bin` (where Debian puts them).
+fn postgres_bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+    {
+        return dir;
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").is_file())
+        .collect();
+    found.sort_by_key(|p| p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()));
+    found.pop().unwrap_or_else(|| {
+        panic!("the fault tests start a private PostgreSQL and need its server programs (initdb, pg_ctl); run scripts/test.sh, which installs them (apt-get install postgresql)")
+    })
+}
+
+impl PostgresProcess {
+    /// Creates a cluster (trust auth, user `postgres`) and starts it.
+    pub fn start() -> PostgresProcess {
+        let bin = postgres_bin_dir();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let port = free_port();
+        if PostgresProcess::as_root() {
+            // initdb and postgres refuse to run as root: the cluster belongs to `postgres`.
+            let status = Command::new("chown").args(["postgres:", &dir.path().display().to_string()]).status().expect("chown");
+            assert!(status.success(), "chown of the cluster directory to postgres");
+        }
+        let process = PostgresProcess { port, bin, data, _dir: dir };
+        let data = process.data.display().to_string();
+        process.run("initdb", &["-D", &data, "--auth=trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]);
+        let conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nmax_connections = 50\n",
+            process.data.display()
+        );
+        let mut file = std::fs::OpenOptions::new().append(true).open(process.data.join("postgresql.conf")).expect("conf");
+        std::io::Write::write_all(&mut file, conf.as_bytes()).expect("write conf");
+        process.resume();
+        process
+    }
+
+    fn as_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    /// `program` of the server's, run as the cluster's owner.
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if PostgresProcess::as_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&path);
+            command
+        } else {
+            Command::new(&path)
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = self.command(program).args(args).output().unwrap_or_else(|e| panic!("{program} runs: {e}"));
+        assert!(
+            output.status.success(),
+            "{program} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn resume(&self) {
+        let data = self.data.display().to_string();
+        let log = self.data.join("server.log").display().to_string();
+        self.run("pg_ctl", &["-D", &data, "-l", &log, "-w", "-t", "60", "start"]);
+    }
+
+    /// Stops the server: `fast` (clean shutdown) or `immediate` (like a crash).
+    pub fn halt(&self, mode: &str) {
+        let data = self.data.display().to_string();
+        self.run("pg_ctl", &["-D", &data, "-m", mode, "-w", "stop"]);
+    }
+
+    /// A URL of the `postgres` database, to create test databases from.
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PostgresProcess {
+    fn drop(&mut self) {
+        let data = self.data.display().to_string();
+        let _ = self.command("pg_ctl").args(["-D", &data, "-m", "immediate", "-w", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
 }

@@ -12,6 +12,7 @@ mod retention;
 mod docs;
 mod embedded_store;
 mod export;
+mod faults;
 mod helpers;
 mod ingest;
 mod insights;

@@ -111,9 +111,10 @@ async fn a_full_queue_answers_503_with_retry_after_and_writes_nothing_of_that_re
 }
 
 #[tokio::test]
-async fn postgres_unreachable_refuses_persisted_events_with_503_and_acknowledges_nothing() {
+async fn postgres_unreachable_without_a_spool_refuses_persisted_events_with_503_and_acknowledges_nothing() {
     let port = crate::helpers::free_port();
     let app = TestApp::spawn_with(|s| {
+        s.spool.enabled = false;
         s.postgres.migrate_on_start = false;
         s.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/nowhere");
         s.postgres.connect_timeout_ms = 300;

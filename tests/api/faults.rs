@@ -1,0 +1,377 @@
+//! Faults under a steady load: Postgres, Redis or tierlog itself stopped mid-stream,
+//! and the file system refusing writes. Every test ends by checking the promise of an
+//! acknowledgement: each acknowledged event is in Postgres (persisted categories) and
+//! in the files exactly once, and every chain verifies.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tierlog::event::Category;
+use tierlog::telemetry::Counters;
+use uuid::Uuid;
+
+use crate::helpers::{
+    event, file_lines_in, redis_url, PostgresProcess, RedisProcess, ServerProcess, TestApp, TestDb, TestRedis, KEY,
+};
+
+const CATEGORIES: [&str; 4] = ["auth", "security", "financial", "api"];
+const PERSISTED: [&str; 3] = ["auth", "security", "financial"];
+const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
+
+/// What the clients of a load saw.
+#[derive(Default)]
+struct Outcome {
+    /// Events of 200 responses.
+    acked: Vec<Value>,
+    /// Batches still unacknowledged when the load stopped (only with `give_up`).
+    unacked: Vec<Vec<Value>>,
+    /// Non-200 answers and failed connections, each retried with the same ids.
+    refusals: u64,
+}
+
+/// Clients posting small mixed batches as fast as they are answered. A refused
+/// batch is retried with the same ids, as a real client would.
+struct Load {
+    stop: Arc<AtomicBool>,
+    give_up: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<Outcome>>,
+}
+
+impl Load {
+    fn start(address: &str, clients: usize, batch: usize) -> Load {
+        let url = format!("{address}/audit/events");
+        let stop = Arc::new(AtomicBool::new(false));
+        let give_up = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+        let tasks = (0..clients)
+            .map(|c| {
+                let (url, stop, give_up, sent, client) =
+                    (url.clone(), stop.clone(), give_up.clone(), sent.clone(), client.clone());
+                tokio::spawn(async move {
+                    let mut outcome = Outcome::default();
+                    let mut n = c;
+                    'load: while !stop.load(Ordering::Relaxed) {
+                        let events: Vec<Value> = (0..batch)
+                            .map(|_| {
+                                n += 1;
+                                event(CATEGORIES[n % CATEGORIES.len()], TENANTS[n % TENANTS.len()])
+                            })
+                            .collect();
+                        loop {
+                            let answer = client.post(&url).bearer_auth(KEY).json(&events).send().await;
+                            if matches!(&answer, Ok(r) if r.status() == 200) {
+                                sent.fetch_add(events.len() as u64, Ordering::Relaxed);
+                                outcome.acked.extend(events);
+                                break;
+                            }
+                            outcome.refusals += 1;
+                            if give_up.load(Ordering::Relaxed) {
+                                outcome.unacked.push(events);
+                                break 'load;
+                            }
+                            tokio::time::sleep(Duration::from_millis(25)).await;
+                        }
+                    }
+                    outcome
+                })
+            })
+            .collect();
+        Load { stop, give_up, sent, tasks }
+    }
+
+    /// Waits until `more` events beyond now are acknowledged (or `limit` passes).
+    async fn progress(&self, more: u64, limit: Duration) {
+        let target = self.sent.load(Ordering::Relaxed) + more;
+        let deadline = Instant::now() + limit;
+        while self.sent.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < deadline, "the load stalled: {} events acknowledged", self.sent.load(Ordering::Relaxed));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the clients; each finishes (retrying) the batch it holds.
+    async fn finish(self) -> Outcome {
+        self.stop.store(true, Ordering::Relaxed);
+        self.collect().await
+    }
+
+    /// Stops the clients at once; batches without an answer are returned unacked.
+    async fn abandon(self) -> Outcome {
+        self.give_up.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+        self.collect().await
+    }
+
+    async fn collect(self) -> Outcome {
+        let mut all = Outcome::default();
+        for task in self.tasks {
+            let outcome = tokio::time::timeout(Duration::from_secs(60), task).await.expect("clients finish").expect("client task");
+            all.acked.extend(outcome.acked);
+            all.unacked.extend(outcome.unacked);
+            all.refusals += outcome.refusals;
+        }
+        all
+    }
+}
+
+/// Each acknowledged event is once in Postgres (persisted categories only) and once
+/// in the files; nothing else is there.
+async fn assert_exactly_once(pool: &PgPool, files: &std::path::Path, acked: &[Value]) {
+    let mut stored: HashMap<Uuid, i64> = HashMap::new();
+    for table in ["audit_logs", "security_events", "financial_audit_logs"] {
+        let rows: Vec<(Uuid, i64)> = sqlx::query_as(&format!("SELECT id, count(*) FROM {table} GROUP BY id"))
+            .fetch_all(pool)
+            .await
+            .expect("ids");
+        for (id, count) in rows {
+            *stored.entry(id).or_default() += count;
+        }
+    }
+    let id = |e: &Value| Uuid::parse_str(e["id"].as_str().expect("id")).expect("uuid");
+    let persisted: Vec<Uuid> =
+        acked.iter().filter(|e| PERSISTED.contains(&e["category"].as_str().unwrap_or(""))).map(id).collect();
+    for event_id in &persisted {
+        assert_eq!(stored.get(event_id), Some(&1), "acknowledged event {event_id} is in Postgres exactly once");
+    }
+    assert_eq!(stored.len(), persisted.len(), "Postgres holds nothing but the acknowledged persisted events");
+
+    let mut lines: HashMap<Uuid, usize> = HashMap::new();
+    for line in file_lines_in(files) {
+        *lines.entry(id(&line)).or_default() += 1;
+    }
+    for event in acked {
+        assert_eq!(lines.get(&id(event)), Some(&1), "acknowledged event {} is in the files exactly once", event["id"]);
+    }
+    assert_eq!(lines.len(), acked.len(), "the files hold nothing but acknowledged events");
+}
+
+async fn verify_ok(client: &reqwest::Client, address: &str) {
+    let report: Value = client
+        .get(format!("{address}/audit/verify"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("verify")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(report["ok"], true, "{report}");
+}
+
+async fn readiness(client: &reqwest::Client, address: &str) -> Value {
+    client.get(format!("{address}/readyz")).send().await.expect("readyz").json().await.expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_and_restarted_under_load_loses_nothing_acknowledged() {
+    let postgres = tokio::task::spawn_blocking(PostgresProcess::start).await.expect("start postgres");
+    let db = TestDb::create_on(&postgres.admin_url()).await;
+    let app = TestApp::spawn_on_database(db, TestRedis::new(redis_url()), |s| {
+        s.postgres.connect_timeout_ms = 300;
+        s.spool.retry_interval_ms = 50;
+        s.spool.replay_batch_events = 200;
+    })
+    .await;
+    let load = Load::start(&app.address, 4, 10);
+    load.progress(300, Duration::from_secs(20)).await;
+
+    // A crash of the database, then a clean stop after it came back once.
+    for mode in ["immediate", "fast"] {
+        let pg = &postgres;
+        tokio::task::block_in_place(|| pg.halt(mode));
+        load.progress(300, Duration::from_secs(20)).await;
+        let ready = readiness(&app.client, &app.address).await;
+        assert_eq!(ready["status"], "degraded", "Postgres down with room in the spool: {ready}");
+        assert_eq!(ready["postgres"]["status"], "down");
+        assert!(ready["spool"]["pending_events"].as_u64().unwrap_or(0) > 0, "{ready}");
+        let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.expect("metrics").text().await.expect("text");
+        assert!(metrics.lines().any(|l| l.starts_with("tierlog_spool_events ") && !l.ends_with(" 0")), "fill level in /metrics");
+        tokio::task::block_in_place(|| pg.resume());
+        load.progress(300, Duration::from_secs(30)).await;
+    }
+    let outcome = load.finish().await;
+
+    // Replay drains the spool.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = readiness(&app.client, &app.address).await;
+        if ready["status"] == "ready" && ready["spool"]["pending_events"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the spool drains once Postgres is back: {ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(Counters::get(&app.counters.events_spooled) > 0, "the spool was used");
+    assert_eq!(Counters::get(&app.counters.events_replayed), Counters::get(&app.counters.events_spooled));
+    assert!(!app.dir.path().join("spool").read_dir().expect("spool dir").any(|e| {
+        e.expect("entry").path().extension().is_some_and(|x| x == "spool")
+    }), "a drained spool deletes its segments");
+    assert_exactly_once(&app.pool, app.dir.path(), &outcome.acked).await;
+    verify_ok(&app.client, &app.address).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn redis_stopped_and_restarted_under_load_loses_nothing_and_the_hot_tier_recovers() {
+    let mut redis = RedisProcess::start();
+    let app = TestApp::spawn_on(TestRedis::new(redis.url()), |s| {
+        s.redis.timeout_ms = 200;
+    })
+    .await;
+    let load = Load::start(&app.address, 4, 10);
+    load.progress(300, Duration::from_secs(20)).await;
+    redis.kill();
+    load.progress(300, Duration::from_secs(20)).await;
+    assert_eq!(readiness(&app.client, &app.address).await["status"], "degraded");
+    let _restarted = RedisProcess::start_on(redis.port);
+    // The hot tier takes events again.
+    let mut checks = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let check = event("auth", "hot-check");
+        assert_eq!(app.post_events(&json!([check])).await.status(), 200);
+        checks.push(check);
+        if !app.redis.list("hot-check", Category::Auth).is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Redis takes events again after its restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    load.progress(300, Duration::from_secs(20)).await;
+    let mut outcome = load.finish().await;
+    let probe = event("auth", "hot-check");
+    assert_eq!(app.post_events(&json!([probe])).await.status(), 200);
+    assert_eq!(app.redis.list("hot-check", Category::Auth)[0]["id"], probe["id"]);
+    checks.push(probe);
+    assert!(Counters::get(&app.counters.redis_misses) > 0, "the outage was seen");
+    assert_eq!(readiness(&app.client, &app.address).await["status"], "ready");
+    outcome.acked.extend(checks);
+    assert_exactly_once(&app.pool, app.dir.path(), &outcome.acked).await;
+    verify_ok(&app.client, &app.address).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tierlog_killed_under_load_and_restarted_loses_nothing_acknowledged() {
+    let db = TestDb::create().await;
+    let redis = TestRedis::new(redis_url());
+    let dir = tempfile::tempdir().expect("dir");
+    let mut server = ServerProcess::start(&db, &redis, dir.path(), &[]);
+    let load = Load::start(&server.address, 4, 10);
+    load.progress(500, Duration::from_secs(30)).await;
+    let pid = i32::try_from(server.child.id()).expect("pid");
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let _ = server.child.wait();
+    let mut outcome = load.abandon().await;
+
+    let restarted = ServerProcess::start(&db, &redis, dir.path(), &[]);
+    let client = reqwest::Client::new();
+    // Clients retry what was never answered, with the same ids: the retry must not
+    // duplicate whatever part of it reached a tier before the kill.
+    for batch in std::mem::take(&mut outcome.unacked) {
+        let answer = client.post(format!("{}/audit/events", restarted.address)).bearer_auth(KEY).json(&batch).send().await;
+        assert_eq!(answer.expect("retry").status(), 200);
+        outcome.acked.extend(batch);
+    }
+    let pool = PgPool::connect(&db.url).await.expect("pool");
+    assert_exactly_once(&pool, dir.path(), &outcome.acked).await;
+    verify_ok(&client, &restarted.address).await;
+    // Redis holds no event twice, and takes new ones from the restarted process.
+    let held: Vec<Value> = TENANTS
+        .iter()
+        .flat_map(|t| CATEGORIES.iter().map(move |c| (t, c)))
+        .flat_map(|(t, c)| redis.list(t, Category::parse(c).expect("category")))
+        .map(|line| line["id"].clone())
+        .collect();
+    let unique: std::collections::HashSet<String> = held.iter().map(Value::to_string).collect();
+    assert_eq!(unique.len(), held.len(), "no event is twice in Redis");
+    let fresh = event("security", "acme");
+    let answer = client.post(format!("{}/audit/events", restarted.address)).bearer_auth(KEY).json(&json!([fresh])).send().await;
+    assert_eq!(answer.expect("post").status(), 200);
+    assert_eq!(redis.list("acme", Category::Security)[0]["id"], fresh["id"]);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_file_system_refusing_writes_answers_503_and_loses_nothing_acknowledged() {
+    let db = TestDb::create().await;
+    let redis = TestRedis::new(redis_url());
+    let dir = tempfile::tempdir().expect("dir");
+    // The kernel refuses writes past 256 KiB per file (EFBIG), as a full disk would.
+    let server = ServerProcess::start_limited(&db, &redis, dir.path(), &[], 256 << 10);
+    let load = Load::start(&server.address, 2, 10);
+    let client = reqwest::Client::new();
+    let post = |body: Value| client.post(format!("{}/audit/events", server.address)).bearer_auth(KEY).json(&body).send();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut singles = Vec::new();
+    let (refused, refused_event) = loop {
+        let single = event("auth", "acme");
+        let answer = post(json!([single])).await.expect("answer");
+        if answer.status() != 200 {
+            break (answer, single);
+        }
+        singles.push(single);
+        assert!(Instant::now() < deadline, "the file tier hits its limit");
+    };
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "storage_unavailable", "{body}");
+    let ready = readiness(&client, &server.address).await;
+    assert_eq!(ready["status"], "down");
+    let reason = ready["files"]["error"].as_str().unwrap_or_default();
+    assert!(reason.contains("audit.") && reason.contains("too large"), "the error names the file and the cause: {reason}");
+
+    // The operator makes room; the clients' retries go through.
+    server.lift_file_size_limit();
+    assert_eq!(post(json!([refused_event])).await.expect("retry").status(), 200, "the retry goes through");
+    singles.push(refused_event);
+    let outcome = load.finish().await;
+    assert!(outcome.refusals > 0, "the clients were refused while writes failed");
+    let pool = PgPool::connect(&db.url).await.expect("pool");
+    let mut acked = outcome.acked;
+    acked.extend(singles);
+    assert_exactly_once(&pool, dir.path(), &acked).await;
+    verify_ok(&client, &server.address).await;
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_full_spool_refuses_persisted_events_with_503_and_keeps_what_it_acknowledged() {
+    let port = crate::helpers::free_port();
+    let app = TestApp::spawn_with(|s| {
+        s.postgres.migrate_on_start = false;
+        s.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/nowhere");
+        s.postgres.connect_timeout_ms = 200;
+        s.spool.max_bytes = 2 * s.limits.max_event_bytes as u64;
+    })
+    .await;
+    let mut acked = 0u64;
+    let refused = loop {
+        let answer = app.post_events(&json!([event("auth", "acme"), event("api", "acme")])).await;
+        if answer.status() != 200 {
+            break answer;
+        }
+        acked += 1;
+        assert!(acked < 10_000, "the spool fills up");
+    };
+    assert!(acked > 0, "events were acknowledged into the spool while Postgres was down");
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "spool_full", "{body}");
+    let ready = readiness(&app.client, &app.address).await;
+    assert_eq!(ready["status"], "down", "{ready}");
+    assert_eq!(ready["spool"]["pending_events"], acked, "{ready}");
+    // api events are not bound for Postgres: they still go through.
+    assert_eq!(app.post_events(&json!([event("api", "acme")])).await.status(), 200);
+    assert_eq!(app.file_lines().len() as u64, 2 * acked + 1, "nothing of the refused request reached the files");
+    app.stop().await;
+}
