@@ -217,10 +217,8 @@ impl Application {
         let interval_sync = spawn_interval_fsync(&state);
         let background = spawn_background(&state);
         tracing::info!(listen = %listener.local_addr()?, "tierlog serving");
-        axum::serve(listener, http::router(state).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("http server failed")?;
+        let header_timeout = Duration::from_millis(state.settings.server.header_timeout_ms);
+        http::serve::serve(listener, http::router(state), header_timeout, shutdown).await.context("http server failed")?;
         tracing::info!("draining the ingest queue");
         workers.stop().await;
         if let Some(task) = interval_sync {

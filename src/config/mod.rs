@@ -157,6 +157,10 @@ pub struct ServerSettings {
     pub bootstrap_key: String,
     /// Addresses or networks of reverse proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<String>,
+    /// A connection that has not sent a whole request head within this is closed.
+    pub header_timeout_ms: u64,
+    /// An ingest body not received whole within this is refused (408).
+    pub body_timeout_ms: u64,
 }
 
 /// The queue and batching between HTTP and the writers.
@@ -316,6 +320,9 @@ impl Settings {
                 "server.bootstrap_key (TIERLOG_BOOTSTRAP_KEY)",
                 "must be at least 16 characters",
             ));
+        }
+        if self.server.header_timeout_ms == 0 || self.server.body_timeout_ms == 0 {
+            return Err(ConfigError::invalid("server.header_timeout_ms / server.body_timeout_ms", "must be greater than 0"));
         }
         let limits = &self.limits;
         for (name, value) in [

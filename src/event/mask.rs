@@ -261,7 +261,9 @@ fn edit_path(root: &mut Map<String, Value>, path: &[String], edit: impl FnOnce(&
 
 fn mask_card(candidate: &str) -> String {
     let digits: Vec<u32> = candidate.chars().filter_map(|c| c.to_digit(10)).collect();
-    if !(13..=19).contains(&digits.len()) || !luhn(&digits) {
+    // Payment card numbers never start with 0 (ISO/IEC 7812 issuer category 0 is not
+    // a card network); without this, zero runs such as a nil UUID would be masked.
+    if !(13..=19).contains(&digits.len()) || digits[0] == 0 || !luhn(&digits) {
         return candidate.to_owned();
     }
     let last4: String = digits[digits.len() - 4..].iter().map(|d| char::from(b'0' + *d as u8)).collect();
@@ -318,6 +320,8 @@ mod tests {
         let message = out["message"].as_str().expect("message");
         assert!(message.contains("[MASKED-CARD ****1111]"), "{message}");
         assert!(message.contains("order 1234567890123"), "a non-Luhn number stays: {message}");
+        let nil = masked(json!({"category": "audit", "message": "ref 00000000-0000-0000-0000-000000000000"}));
+        assert_eq!(nil["message"], "ref 00000000-0000-0000-0000-000000000000", "zero runs are not cards");
         assert!(message.contains("Bearer [MASKED]"), "{message}");
         assert!(message.contains("password=[MASKED]"), "{message}");
         assert!(!message.contains("s3cret") && !message.contains("abc.def"), "{message}");

@@ -36,7 +36,7 @@ pub struct IngestResponse {
 #[tracing::instrument(skip_all, fields(key.id = %principal.key_id, events = tracing::field::Empty))]
 #[utoipa::path(post, path = "/audit/events", tag = "ingest",
     request_body(content = Vec<WireEvent>, description = "one event, an array of events (application/json), or one event per line (application/x-ndjson)"),
-    responses((status = 200, description = "every event is durable", body = IngestResponse), (status = 413, description = "over a size limit", body = ErrorEnvelope), (status = 415, description = "unsupported content type", body = ErrorEnvelope), CommonErrors))]
+    responses((status = 200, description = "every event is durable", body = IngestResponse), (status = 408, description = "the body arrived too slowly", body = ErrorEnvelope), (status = 413, description = "over a size limit", body = ErrorEnvelope), (status = 415, description = "unsupported content type", body = ErrorEnvelope), CommonErrors))]
 pub(super) async fn ingest(
     State(state): State<AppState>,
     principal: Principal,
@@ -59,13 +59,17 @@ pub(super) async fn ingest(
     if declared.is_some_and(|len| len > limits.max_request_bytes) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, limits.max_request_bytes).await.map_err(|e| {
-        if e.into_inner().is::<http_body_util::LengthLimitError>() {
-            too_large()
-        } else {
-            ApiError::bad_request("the body could not be read")
-        }
-    })?;
+    let deadline = std::time::Duration::from_millis(state.settings.server.body_timeout_ms);
+    let bytes = tokio::time::timeout(deadline, axum::body::to_bytes(body, limits.max_request_bytes))
+        .await
+        .map_err(|_| ApiError::request_timeout(format!("the body did not arrive within {} ms; nothing was written", deadline.as_millis())))?
+        .map_err(|e| {
+            if e.into_inner().is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                ApiError::bad_request("the body could not be read")
+            }
+        })?;
     let items = split_items(&bytes, format, limits.max_event_bytes, limits.max_batch_events).map_err(|e| match e {
         BodyError::EventTooLarge { .. } | BodyError::TooManyEvents { .. } => ApiError::too_large(e.to_string()),
         _ => ApiError::bad_request(e.to_string()),

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod openapi;
 mod query;
 pub mod rate;
+pub mod serve;
 pub mod retention;
 mod stats;
 mod subjects;

@@ -14,6 +14,7 @@ mod embedded_store;
 mod export;
 mod faults;
 mod helpers;
+mod hostile;
 mod ingest;
 mod insights;
 mod isolation;
