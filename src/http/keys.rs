@@ -24,9 +24,11 @@ use crate::keys::{KeyInfo, KeyStore, NewKey, Permission, Principal};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     /// The tenant to bind the key to; omitted means all tenants (all-tenant managers
     /// only) or the manager's own tenant.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub tenant_id: Option<String>,
     pub permissions: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -102,7 +104,7 @@ fn key_details(key: &KeyInfo) -> Map<String, Value> {
 }
 
 #[utoipa::path(post, path = "/audit/keys", tag = "keys", request_body = CreateKey,
-    responses((status = 201, description = "the key and, once, its secret", body = CreatedKey), CommonErrors))]
+    responses((status = 201, description = "the key and, once, its secret", body = CreatedKey), (status = 415, description = "the body is not application/json", body = ErrorEnvelope), CommonErrors))]
 pub(super) async fn create_key(
     State(state): State<AppState>,
     principal: Principal,

@@ -11,18 +11,24 @@ pub struct WireEvent {
     /// Idempotency key; assigned (UUIDv7) when absent.
     id: Option<uuid::Uuid>,
     /// RFC 3339; the receive time when absent.
+    #[schema(format = DateTime)]
     timestamp: Option<String>,
     /// auth, security, api, error, audit or financial.
+    #[schema(pattern = "^(auth|security|api|error|audit|financial)$")]
     category: String,
     /// DEBUG, INFO (default), WARNING, ERROR or CRITICAL.
+    #[schema(pattern = "^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")]
     level: Option<String>,
     logger: Option<String>,
     message: Option<String>,
     event_type: Option<String>,
     /// Dotted name such as auth.login_failed.
+    #[schema(pattern = "^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$", max_length = 100)]
     action: Option<String>,
     /// success, failure or error.
+    #[schema(pattern = "^(success|failure|error)$")]
     status: Option<String>,
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     tenant_id: Option<String>,
     application: Option<String>,
     user_id: Option<String>,
@@ -85,12 +91,15 @@ pub enum CommonErrors {
 #[allow(dead_code)] // Read by the schema generator only.
 pub struct QueryParams {
     /// One tenant (keys bound to a tenant may name only their own).
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     tenant_id: Option<String>,
     /// auth, security, api, error, audit or financial.
+    #[param(pattern = "^(auth|security|api|error|audit|financial)$")]
     category: Option<String>,
     user_id: Option<String>,
     action: Option<String>,
     /// success, failure or error.
+    #[param(pattern = "^(success|failure|error)$")]
     status: Option<String>,
     resource: Option<String>,
     resource_id: Option<String>,
@@ -98,12 +107,15 @@ pub struct QueryParams {
     ip_address: Option<String>,
     request_id: Option<String>,
     /// RFC 3339, inclusive.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// RFC 3339, exclusive.
+    #[param(format = DateTime)]
     to: Option<String>,
     /// Full-text search over message, action and details.
     q: Option<String>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -117,8 +129,10 @@ pub struct QueryParams {
 #[allow(dead_code)] // Read by the schema generator only.
 pub struct WindowParams {
     /// The window when `from` is not given: 1 to 8760 hours (default 24).
+    #[param(minimum = 1, maximum = 8760)]
     hours: Option<u32>,
     /// failed-logins only: ip (default) or user.
+    #[param(pattern = "^(ip|user)$")]
     group_by: Option<String>,
     /// failed-logins only: leave out groups with fewer failures.
     min_failures: Option<u32>,
@@ -130,8 +144,10 @@ pub struct WindowParams {
 #[allow(dead_code)] // Read by the schema generator only.
 pub struct ExportParams {
     /// ndjson (default) or csv.
+    #[param(pattern = "^(ndjson|csv)$")]
     format: Option<String>,
     /// audit_logs, security_events or financial_audit_logs (default: every table).
+    #[param(pattern = "^(audit_logs|security_events|financial_audit_logs)$")]
     table: Option<String>,
 }
 

@@ -67,7 +67,7 @@ pub(super) async fn get_retention(
 }
 
 #[utoipa::path(put, path = "/audit/retention", tag = "retention", request_body = RetentionChange,
-    responses((status = 200, description = "the policies now in force", body = Policies), CommonErrors))]
+    responses((status = 200, description = "the policies now in force", body = Policies), (status = 415, description = "the body is not application/json", body = ErrorEnvelope), CommonErrors))]
 pub(super) async fn put_retention(
     State(state): State<AppState>,
     principal: Principal,

@@ -9,6 +9,7 @@ mod operations;
 mod privacy;
 mod quickstart;
 mod retention;
+mod schemathesis;
 mod docs;
 mod embedded_store;
 mod export;
