@@ -212,6 +212,34 @@ mod tests {
     }
 
     #[test]
+    fn checking_a_key_takes_as_long_whether_it_nearly_matches_or_not() {
+        // A presented key is hashed before any comparison, and digests are compared in
+        // constant time, so a guess sharing a long prefix with the real key is not
+        // answered faster or slower than one sharing nothing. Measured as the fastest
+        // of many interleaved batches, which ignores scheduling noise.
+        let real = Secret::generate();
+        let mut near = real.plaintext.clone();
+        near.pop();
+        near.push(if real.plaintext.ends_with('A') { 'B' } else { 'A' });
+        let far = Secret::generate().plaintext;
+        let batch = |key: &str| {
+            let started = std::time::Instant::now();
+            for _ in 0..200 {
+                assert!(!is_bootstrap(std::hint::black_box(key), &real.digest));
+            }
+            started.elapsed()
+        };
+        let (mut fastest_near, mut fastest_far) = (std::time::Duration::MAX, std::time::Duration::MAX);
+        for _ in 0..300 {
+            fastest_near = fastest_near.min(batch(&near));
+            fastest_far = fastest_far.min(batch(&far));
+        }
+        let ratio = fastest_near.as_secs_f64() / fastest_far.as_secs_f64();
+        assert!((0.8..1.25).contains(&ratio), "near {fastest_near:?} vs far {fastest_far:?}");
+        assert!(is_bootstrap(&real.plaintext, &real.digest));
+    }
+
+    #[test]
     fn permissions_parse_from_a_list_and_refuse_unknown_names() {
         assert_eq!(
             parse_permissions("logs.auth.view, events.write,events.write"),

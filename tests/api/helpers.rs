@@ -392,6 +392,8 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
 pub struct ServerProcess {
     pub child: Child,
     pub address: String,
+    /// Everything the process wrote to stdout and stderr so far.
+    output: Arc<std::sync::Mutex<String>>,
 }
 
 impl ServerProcess {
@@ -422,7 +424,7 @@ impl ServerProcess {
             .env("TIERLOG__SPOOL__PATH", dir.join("spool"))
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         for (name, value) in env {
             command.env(name, value);
         }
@@ -442,7 +444,10 @@ impl ServerProcess {
         }
         let mut child = command.spawn().expect("tierlog binary starts");
         let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let output = Arc::new(std::sync::Mutex::new(String::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
+        let kept = output.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Ok(log) = serde_json::from_str::<Value>(&line) {
@@ -450,10 +455,27 @@ impl ServerProcess {
                         let _ = addr_tx.send(listen.to_owned());
                     }
                 }
+                let mut all = kept.lock().expect("output");
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let kept = output.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut all = kept.lock().expect("output");
+                all.push_str(&line);
+                all.push('\n');
             }
         });
         let address = addr_rx.recv_timeout(Duration::from_secs(30)).expect("tierlog logs its address");
-        ServerProcess { child, address: format!("http://{address}") }
+        ServerProcess { child, address: format!("http://{address}"), output }
+    }
+
+    /// What the process wrote to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        self.output.lock().expect("output").clone()
     }
 
     /// Lifts the file size limit of [`ServerProcess::start_limited`].

@@ -10,6 +10,7 @@ mod privacy;
 mod quickstart;
 mod retention;
 mod schemathesis;
+mod security;
 mod docs;
 mod embedded_store;
 mod export;
