@@ -6,7 +6,18 @@
 //! ```text
 //! cargo bench --bench ingest -- [--events N] [--concurrency C] [--batch 1,100]
 //!     [--mix mixed,hot,persisted] [--database-url URL] [--redis-url URL] [--embedded]
+//!     [--rate R] [--raw-pg]
 //! ```
+//!
+//! `--rate R` sends R requests per second on a fixed schedule (open loop) instead of
+//! as fast as answers come back; latency is measured from each request's scheduled
+//! time, so a stalled server cannot hide its queueing delay.
+//!
+//! `--raw-pg` adds, after each run, the raw limit for the same work: the rows tierlog
+//! stored, inserted again by two sessions (tierlog's two writers) in 1,000-row
+//! multi-row INSERT statements into empty copies of the same tables with the same
+//! indexes, without tierlog (no HTTP, no hash chains). Printed as rows/s beside
+//! tierlog's persisted rows/s.
 //!
 //! `--embedded` runs tierlog with neither URL: the in-process hot tier and the SQLite
 //! store in a temporary data directory, verified in the SQLite file and the JSON files.
@@ -39,6 +50,8 @@ struct Options {
     database_url: String,
     redis_url: String,
     embedded: bool,
+    rate: Option<f64>,
+    raw_pg: bool,
 }
 
 fn options() -> Options {
@@ -51,6 +64,8 @@ fn options() -> Options {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
         redis_url: std::env::var("TIERLOG_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
         embedded: false,
+        rate: None,
+        raw_pg: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -63,6 +78,12 @@ fn options() -> Options {
             "--mix" => o.mixes = value.split(',').map(str::to_owned).collect(),
             "--database-url" => o.database_url = value,
             "--redis-url" => o.redis_url = value,
+            "--rate" => o.rate = Some(value.parse().expect("--rate R")),
+            "--raw-pg" => {
+                o.raw_pg = true;
+                i += 1;
+                continue;
+            }
             "--embedded" => {
                 o.embedded = true;
                 i += 1;
@@ -215,6 +236,7 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
 
     let t0 = Instant::now();
+    let interval = o.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
     let mut workers = Vec::new();
     for _ in 0..o.concurrency {
         let client = client.clone();
@@ -227,7 +249,14 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { break };
-                let sent = Instant::now();
+                let sent = match interval {
+                    Some(every) => {
+                        let due = t0 + every * i as u32;
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 let response = client
                     .post(&url)
                     .bearer_auth(KEY)
@@ -302,11 +331,13 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     latencies.sort();
     let persisted: i64 = expected_rows.values().sum();
     println!(
-        "mix={mix:<9} batch={batch:<4} conns={:<3} events={:<7} persisted={:<7} events/s={:>8.0} MB/s={:>6.1} p50={:>7.2}ms p99={:>7.2}ms peak_rss={:>4}MiB verified={}",
+        "mix={mix:<9} batch={batch:<4} conns={:<3} {}events={:<7} persisted={:<7} events/s={:>8.0} persisted_rows/s={:>7.0} MB/s={:>6.1} p50={:>7.2}ms p99={:>7.2}ms peak_rss={:>4}MiB verified={}",
         o.concurrency,
+        o.rate.map(|r| format!("rate={r:.0}/s ")).unwrap_or_default(),
         o.events,
         persisted,
         o.events as f64 / acked_in.as_secs_f64(),
+        persisted as f64 / acked_in.as_secs_f64(),
         body_bytes as f64 / acked_in.as_secs_f64() / 1e6,
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
@@ -315,6 +346,13 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     );
 
     drop(server);
+    if o.raw_pg && !o.embedded && persisted > 0 {
+        let rate = raw_insert_rate(&db_url).await?;
+        println!(
+            "raw-pg    the same {persisted} rows, same tables and indexes, 2 sessions x 1000-row INSERTs: rows/s={rate:>7.0}  tierlog/raw={:.2}",
+            persisted as f64 / acked_in.as_secs_f64() / rate
+        );
+    }
     if let (Some(connection), false) = (redis.as_mut(), keys.is_empty()) {
         redis::cmd("DEL").arg(&keys).query::<()>(connection)?;
     }
@@ -324,16 +362,66 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Inserts the rows tierlog stored into empty copies of its tables (same columns,
+/// same indexes), 1,000 rows per statement from two sessions, and returns rows/s.
+async fn raw_insert_rate(db_url: &str) -> anyhow::Result<f64> {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(3).connect(db_url).await?;
+    let mut statements: Vec<(String, String)> = Vec::new();
+    let mut total = 0usize;
+    for table in ["audit_logs", "security_events", "financial_audit_logs"] {
+        let copy = format!("raw_{table}");
+        sqlx::query(&format!("CREATE TABLE {copy} (LIKE {table} INCLUDING ALL)")).execute(&pool).await?;
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_name = $1 AND is_generated = 'NEVER' ORDER BY ordinal_position",
+        )
+        .bind(table)
+        .fetch_all(&pool)
+        .await?;
+        let list = columns.join(", ");
+        let chunks: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT json_agg(t)::text FROM (SELECT {list}, (row_number() OVER (ORDER BY tenant_id, seq) - 1) / 1000 AS chunk FROM {table}) t GROUP BY chunk ORDER BY chunk"
+        ))
+        .fetch_all(&pool)
+        .await?;
+        total += sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table}")).fetch_one(&pool).await? as usize;
+        let insert = format!("INSERT INTO {copy} ({list}) SELECT {list} FROM json_populate_recordset(NULL::{copy}, $1::json)");
+        statements.extend(chunks.into_iter().map(|chunk| (insert.clone(), chunk)));
+    }
+    sqlx::query("CHECKPOINT").execute(&pool).await?;
+    let statements = Arc::new(statements);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let (pool, statements, next) = (pool.clone(), statements.clone(), next.clone());
+        sessions.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((sql, rows)) = statements.get(i) else { return Ok::<(), sqlx::Error>(()) };
+                sqlx::query(sql).bind(rows).execute(&pool).await?;
+            }
+        }));
+    }
+    for session in sessions {
+        session.await??;
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    pool.close().await;
+    Ok(rate)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let o = options();
     println!(
-        "# cargo bench --bench ingest -- --events {} --concurrency {} --batch {} --mix {}{}",
+        "# cargo bench --bench ingest -- --events {} --concurrency {} --batch {} --mix {}{}{}{}",
         o.events,
         o.concurrency,
         o.batches.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         o.mixes.join(","),
-        if o.embedded { " --embedded" } else { "" }
+        if o.embedded { " --embedded" } else { "" },
+        o.rate.map(|r| format!(" --rate {r}")).unwrap_or_default(),
+        if o.raw_pg { " --raw-pg" } else { "" }
     );
     for mix in &o.mixes {
         for &batch in &o.batches {

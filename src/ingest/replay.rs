@@ -39,8 +39,14 @@ pub async fn run(spool: Arc<Spool>, store: Arc<dyn DurableStore>, counters: Arc<
                     tracing::info!("spool replayed; events go straight to Postgres again");
                 }
             }
-            Err(e) => {
+            Err(ReplayError::Store(e)) if e.is_unreachable() => {
                 tracing::debug!(error = ?e, pending = spool.status().pending_events, "spool replay waits for Postgres");
+                tokio::time::sleep(interval).await;
+            }
+            Err(e) => {
+                // Postgres answers but refuses the records, or the spool cannot be read:
+                // an operator must look; the records stay and are retried.
+                tracing::error!(error = ?e, pending = spool.status().pending_events, "spool replay failed");
                 tokio::time::sleep(interval).await;
             }
         }
