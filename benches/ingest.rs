@@ -6,8 +6,13 @@
 //! ```text
 //! cargo bench --bench ingest -- [--events N] [--concurrency C] [--batch 1,100]
 //!     [--mix mixed,hot,persisted] [--database-url URL] [--redis-url URL] [--embedded]
-//!     [--rate R] [--raw-pg]
+//!     [--rate R] [--raw-pg] [--events-file PATH] [--peer-work]
 //! ```
+//!
+//! `--events-file PATH` sends the first N events of a JSON-lines file instead of the
+//! generated mix (e.g. `../shared/bench`'s `events_1m.jsonl`, the syslog-ng peer's
+//! input). `--peer-work` makes tierlog persist only what the peer persists (security
+//! and financial events); without it tierlog also chains auth and audit events.
 //!
 //! `--rate R` sends R requests per second on a fixed schedule (open loop) instead of
 //! as fast as answers come back; latency is measured from each request's scheduled
@@ -52,6 +57,8 @@ struct Options {
     embedded: bool,
     rate: Option<f64>,
     raw_pg: bool,
+    events_file: Option<String>,
+    peer_work: bool,
 }
 
 fn options() -> Options {
@@ -66,6 +73,8 @@ fn options() -> Options {
         embedded: false,
         rate: None,
         raw_pg: false,
+        events_file: None,
+        peer_work: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -79,6 +88,12 @@ fn options() -> Options {
             "--database-url" => o.database_url = value,
             "--redis-url" => o.redis_url = value,
             "--rate" => o.rate = Some(value.parse().expect("--rate R")),
+            "--events-file" => o.events_file = Some(value),
+            "--peer-work" => {
+                o.peer_work = true;
+                i += 1;
+                continue;
+            }
             "--raw-pg" => {
                 o.raw_pg = true;
                 i += 1;
@@ -198,6 +213,9 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
 
     let mut command = Command::new(env!("CARGO_BIN_EXE_tierlog"));
+    if o.peer_work {
+        command.env("TIERLOG__CATEGORIES__AUTH__TABLE", "none").env("TIERLOG__CATEGORIES__AUDIT__TABLE", "none");
+    }
     if o.embedded {
         command.env_remove("DATABASE_URL").env_remove("REDIS_URL").env("TIERLOG__EMBEDDED__DATA_DIR", &data_dir);
     } else {
@@ -226,7 +244,18 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
 
     // Generate every body up front so the load generator spends its time sending.
     let mut generator = Generator { state: 0x9E37_79B9_7F4A_7C15 ^ batch as u64 ^ mix.len() as u64 };
-    let events: Vec<Value> = (0..o.events).map(|_| generator.event(mix)).collect();
+    let events: Vec<Value> = match &o.events_file {
+        Some(path) => {
+            use std::io::BufRead;
+            std::io::BufReader::new(std::fs::File::open(path)?)
+                .lines()
+                .take(o.events)
+                .map(|line| Ok(serde_json::from_str(&line?)?))
+                .collect::<anyhow::Result<_>>()?
+        }
+        None => (0..o.events).map(|_| generator.event(mix)).collect(),
+    };
+    anyhow::ensure!(events.len() == o.events, "the events file holds fewer than {} events", o.events);
     let bodies: Vec<Vec<u8>> = events
         .chunks(batch)
         .map(|chunk| if batch == 1 { serde_json::to_vec(&chunk[0]) } else { serde_json::to_vec(chunk) })
@@ -282,7 +311,14 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     let acked_in = t0.elapsed();
 
     // Every acknowledged event must be in every tier it belongs to.
-    let settings = Settings::defaults()?;
+    let mut settings = Settings::defaults()?;
+    if o.peer_work {
+        for category in [tierlog::event::Category::Auth, tierlog::event::Category::Audit] {
+            if let Some(policy) = settings.categories.get_mut(&category) {
+                policy.table = tierlog::config::TableChoice::None;
+            }
+        }
+    }
     let routing = Routing::new(&settings);
     let parser = EventParser::new(Limits::default(), None, chrono::Utc::now());
     let mut expected_rows: HashMap<&str, i64> = HashMap::new();
@@ -414,14 +450,16 @@ async fn raw_insert_rate(db_url: &str) -> anyhow::Result<f64> {
 async fn main() -> anyhow::Result<()> {
     let o = options();
     println!(
-        "# cargo bench --bench ingest -- --events {} --concurrency {} --batch {} --mix {}{}{}{}",
+        "# cargo bench --bench ingest -- --events {} --concurrency {} --batch {} --mix {}{}{}{}{}{}",
         o.events,
         o.concurrency,
         o.batches.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         o.mixes.join(","),
         if o.embedded { " --embedded" } else { "" },
         o.rate.map(|r| format!(" --rate {r}")).unwrap_or_default(),
-        if o.raw_pg { " --raw-pg" } else { "" }
+        if o.raw_pg { " --raw-pg" } else { "" },
+        o.events_file.as_ref().map(|p| format!(" --events-file {p}")).unwrap_or_default(),
+        if o.peer_work { " --peer-work" } else { "" }
     );
     for mix in &o.mixes {
         for &batch in &o.batches {

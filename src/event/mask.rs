@@ -21,11 +21,14 @@ use crate::config::MaskingSettings;
 pub const MASKED: &str = "[MASKED]";
 
 /// The compiled masking rules.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Masker {
     enabled: bool,
-    mask_keys: Vec<Vec<String>>,
-    drop_keys: Vec<Vec<String>>,
+    mask_keys: Vec<KeyRule>,
+    drop_keys: Vec<KeyRule>,
+    /// What each key name seen so far calls for; key names repeat across events, so
+    /// the word splitting and rule matching run once per name.
+    verdicts: std::sync::RwLock<std::collections::HashMap<String, KeyAction>>,
     mask_paths: Vec<Vec<String>>,
     drop_paths: Vec<Vec<String>>,
     patterns: Vec<Pattern>,
@@ -89,15 +92,37 @@ fn words(key: &str) -> Vec<String> {
     out
 }
 
-/// True when `rule`'s words appear, in order and adjacent, among `key`'s words, or
-/// when the key written without separators equals the rule written without them
-/// (`apikey` against `api_key`).
-fn key_matches(key: &[String], rule: &[String]) -> bool {
-    if rule.is_empty() {
-        return false;
-    }
-    key.windows(rule.len()).any(|w| w == rule) || key.concat() == rule.concat()
+/// A key rule: its words, and the words run together.
+#[derive(Debug, Clone)]
+struct KeyRule {
+    words: Vec<String>,
+    joined: String,
 }
+
+impl KeyRule {
+    fn new(raw: &str) -> Option<KeyRule> {
+        let words = words(raw);
+        (!words.is_empty()).then(|| KeyRule { joined: words.concat(), words })
+    }
+
+    /// True when the rule's words appear, in order and adjacent, among the key's
+    /// words, or when the key written without separators equals the rule written
+    /// without them (`apikey` against `api_key`).
+    fn matches(&self, key_words: &[String], key_joined: &str) -> bool {
+        key_words.windows(self.words.len()).any(|w| w == self.words.as_slice()) || key_joined == self.joined
+    }
+}
+
+/// What a key of `details` or `changes` calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyAction {
+    Keep,
+    Mask,
+    Drop,
+}
+
+/// Key names remembered at most; beyond it verdicts are computed each time.
+const VERDICT_CACHE: usize = 4096;
 
 fn paths(setting: &str, raw: &[String]) -> Result<Vec<Vec<String>>, (String, String)> {
     raw.iter()
@@ -128,7 +153,7 @@ impl Masker {
                 .map_err(|e| (format!("masking.custom_patterns.{}", custom.name), e.to_string()))?;
             patterns.push(Pattern { regex, replace: Replace::Text(custom.replacement.clone()) });
         }
-        let key_words = |raw: &[String]| raw.iter().map(|k| words(k)).filter(|w| !w.is_empty()).collect();
+        let key_words = |raw: &[String]| raw.iter().filter_map(|k| KeyRule::new(k)).collect();
         Ok(Masker {
             enabled: settings.enabled,
             mask_keys: key_words(&settings.mask_keys),
@@ -136,6 +161,7 @@ impl Masker {
             mask_paths: paths("masking.mask_paths", &settings.mask_paths)?,
             drop_paths: paths("masking.drop_paths", &settings.drop_paths)?,
             patterns,
+            verdicts: Default::default(),
         })
     }
 
@@ -148,6 +174,7 @@ impl Masker {
             mask_paths: Vec::new(),
             drop_paths: Vec::new(),
             patterns: Vec::new(),
+            verdicts: Default::default(),
         }
     }
 
@@ -206,22 +233,42 @@ impl Masker {
     }
 
     fn walk(&self, map: &mut Map<String, Value>) {
-        let keys: Vec<String> = map.keys().cloned().collect();
-        for key in keys {
-            let key_words = words(&key);
-            if self.drop_keys.iter().any(|rule| key_matches(&key_words, rule)) {
-                map.remove(&key);
-                continue;
-            }
-            let Some(value) = map.get_mut(&key) else { continue };
-            if self.mask_keys.iter().any(|rule| key_matches(&key_words, rule)) {
-                if !value.is_null() {
-                    *value = Value::String(MASKED.into());
+        let mut dropped = Vec::new();
+        for (key, value) in map.iter_mut() {
+            match self.key_action(key) {
+                KeyAction::Drop => dropped.push(key.clone()),
+                KeyAction::Mask => {
+                    if !value.is_null() {
+                        *value = Value::String(MASKED.into());
+                    }
                 }
-                continue;
+                KeyAction::Keep => self.walk_value(value),
             }
-            self.walk_value(value);
         }
+        for key in dropped {
+            map.remove(&key);
+        }
+    }
+
+    fn key_action(&self, key: &str) -> KeyAction {
+        let cached = self.verdicts.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).copied();
+        if let Some(action) = cached {
+            return action;
+        }
+        let key_words = words(key);
+        let joined = key_words.concat();
+        let action = if self.drop_keys.iter().any(|rule| rule.matches(&key_words, &joined)) {
+            KeyAction::Drop
+        } else if self.mask_keys.iter().any(|rule| rule.matches(&key_words, &joined)) {
+            KeyAction::Mask
+        } else {
+            KeyAction::Keep
+        };
+        let mut verdicts = self.verdicts.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verdicts.len() < VERDICT_CACHE {
+            verdicts.insert(key.to_owned(), action);
+        }
+        action
     }
 
     fn walk_value(&self, value: &mut Value) {
