@@ -525,6 +525,17 @@ mod tests {
         spool.append(&records(events), events.len() as u64).expect("append");
     }
 
+    /// Appends batches until the spool has `count` segments; returns what it sent.
+    fn fill_segments(spool: &Spool, dir: &Path, count: usize) -> Vec<AuditEvent> {
+        let mut sent = Vec::new();
+        while segments(dir).len() < count {
+            let batch = events(20, "fill");
+            append(spool, &batch);
+            sent.extend(batch);
+        }
+        sent
+    }
+
     fn read_all(spool: &Spool) -> (Vec<SpooledRow>, Position) {
         spool.read(usize::MAX).expect("read")
     }
@@ -619,12 +630,7 @@ mod tests {
         // 64 KiB segments: a few appends fill one.
         let config = settings(dir.path(), 1 << 20);
         let spool = Spool::open(&config).expect("open");
-        let mut sent = Vec::new();
-        while segments(dir.path()).len() < 3 {
-            let batch = events(20, "fill");
-            append(&spool, &batch);
-            sent.extend(batch);
-        }
+        let sent = fill_segments(&spool, dir.path(), 3);
         drop(spool);
         let first = segments(dir.path()).remove(0);
         let mut bytes = fs::read(&first).expect("read");
@@ -648,12 +654,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let config = settings(dir.path(), 1 << 20);
         let spool = Spool::open(&config).expect("open");
-        let mut sent = Vec::new();
-        while segments(dir.path()).len() < 3 {
-            let batch = events(20, "fill");
-            append(&spool, &batch);
-            sent.extend(batch);
-        }
+        let sent = fill_segments(&spool, dir.path(), 3);
         let first_segment = scan(&segments(dir.path())[0], 0).expect("scan").records as usize;
         let done = first_segment + 5;
         let (rows, to) = spool.read(done).expect("read");
