@@ -42,19 +42,43 @@ pub fn seq_key(prefix: &str, tenant: &str, category: Category) -> String {
 }
 
 /// KEYS: events, ids, seq. ARGV: max_len, ttl, then id/payload pairs (oldest first).
+/// Ids already in the list's id set (or twice in one call) are not pushed again. The
+/// set is read with one ZMSCORE and extended with one ZADD and one LPUSH per 500
+/// events, instead of two calls per event.
 const PUSH_SCRIPT: &str = r#"
 local events, ids, seq = KEYS[1], KEYS[2], KEYS[3]
 local max_len = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local count = (#ARGV - 2) / 2
+local step = 500
 local last = redis.call('INCRBY', seq, count)
-local pushed = 0
-for i = 0, count - 1 do
-  local id, payload = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
-  if redis.call('ZADD', ids, 'NX', last - count + 1 + i, id) == 1 then
-    redis.call('LPUSH', events, payload)
-    pushed = pushed + 1
+local known = {}
+for s = 0, count - 1, step do
+  local batch = {}
+  for i = s, math.min(s + step, count) - 1 do
+    batch[#batch + 1] = ARGV[3 + 2 * i]
   end
+  local scores = redis.call('ZMSCORE', ids, unpack(batch))
+  for j = 1, #batch do
+    if scores[j] then
+      known[batch[j]] = true
+    end
+  end
+end
+local members, payloads = {}, {}
+for i = 0, count - 1 do
+  local id = ARGV[3 + 2 * i]
+  if not known[id] then
+    known[id] = true
+    members[#members + 1] = last - count + 1 + i
+    members[#members + 1] = id
+    payloads[#payloads + 1] = ARGV[4 + 2 * i]
+  end
+end
+for s = 1, #payloads, step do
+  local e = math.min(s + step - 1, #payloads)
+  redis.call('ZADD', ids, 'NX', unpack(members, 2 * s - 1, 2 * e))
+  redis.call('LPUSH', events, unpack(payloads, s, e))
 end
 redis.call('LTRIM', events, 0, max_len - 1)
 local extra = redis.call('ZCARD', ids) - max_len
@@ -64,7 +88,7 @@ end
 redis.call('EXPIRE', events, ttl)
 redis.call('EXPIRE', ids, ttl)
 redis.call('EXPIRE', seq, ttl)
-return pushed
+return #payloads
 "#;
 
 /// The Redis hot tier. Redis is a cache: when it fails, callers count the miss and

@@ -159,6 +159,20 @@ async fn retrying_the_same_ids_leaves_one_copy_in_every_tier() {
 }
 
 #[tokio::test]
+async fn a_thousand_events_of_one_list_are_pushed_once_each_in_order_even_when_resent() {
+    // More events for one list than the push script handles in one step (500).
+    let app = TestApp::spawn().await;
+    let batch: Vec<Value> = (0..1000).map(|_| event("api", "bulk")).collect();
+    assert_eq!(app.post_events(&json!(batch)).await.status(), 200);
+    let mixed: Vec<Value> = batch[400..700].iter().cloned().chain((0..300).map(|_| event("api", "bulk"))).collect();
+    assert_eq!(app.post_events(&json!(mixed)).await.status(), 200);
+    let held: Vec<Value> = app.redis.list("bulk", Category::Api).into_iter().map(|l| l["id"].clone()).collect();
+    let expected: Vec<Value> = batch.iter().chain(&mixed[300..]).rev().map(|e| e["id"].clone()).collect();
+    assert_eq!(held, expected, "every event once, newest first");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_same_id_in_two_tenants_is_two_events() {
     let app = TestApp::spawn().await;
     let mut first = event("auth", "tenant-a");
