@@ -1,8 +1,10 @@
 //! The writer tasks: gather queued jobs into a batch and write it to every tier.
 //!
 //! Order per batch: the durable store first (Postgres, the system of record for
-//! persisted categories), then the files (the system of record for the rest) and the
-//! hot tier side by side. Jobs complete only when the store and the files succeeded;
+//! persisted categories; or the spool while Postgres is unreachable or the spool
+//! still holds a backlog, see [`crate::tiers::spool`]), then the files (the system of
+//! record for the rest) and the hot tier side by side. Jobs complete only when the
+//! store (or the spool) and the files succeeded;
 //! a hot-tier failure is counted as a miss and does not fail the batch. Every tier
 //! skips ids it already holds, so a client retrying a failed request cannot create
 //! a second copy anywhere.
