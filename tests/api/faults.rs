@@ -324,8 +324,17 @@ async fn a_file_system_refusing_writes_answers_503_and_loses_nothing_acknowledge
     assert!(refused.headers().contains_key("retry-after"));
     let body: Value = refused.json().await.expect("json");
     assert_eq!(body["error"]["code"], "storage_unavailable", "{body}");
-    let ready = readiness(&client, &server.address).await;
-    assert_eq!(ready["status"], "down");
+    // Readiness reports the last append: a small write that still fits under the
+    // limit succeeds and reports `ready` until the next one fails, so poll.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ready = loop {
+        let ready = readiness(&client, &server.address).await;
+        if ready["status"] == "down" || Instant::now() > deadline {
+            break ready;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(ready["status"], "down", "{ready}");
     let reason = ready["files"]["error"].as_str().unwrap_or_default();
     assert!(reason.contains("audit.") && reason.contains("too large"), "the error names the file and the cause: {reason}");
 
