@@ -118,6 +118,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                     ("tierlog_spool_events", "Events waiting in the spool for Postgres.", status.pending_events),
                     ("tierlog_spool_bytes", "Bytes held by the spool's files.", status.bytes),
                     ("tierlog_spool_max_bytes", "The spool's configured bound.", status.max_bytes),
+                    ("tierlog_spool_quarantined", "Corrupt spool segment tails moved aside at start.", status.quarantined),
                 ] {
                     text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
                 }

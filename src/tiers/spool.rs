@@ -130,7 +130,7 @@ struct State {
 }
 
 /// The spool's fill level, for `/readyz` and `/metrics`.
-#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct SpoolStatus {
     /// Events waiting for Postgres.
     pub pending_events: u64,
@@ -138,6 +138,9 @@ pub struct SpoolStatus {
     pub bytes: u64,
     /// The configured bound (`spool.max_bytes`).
     pub max_bytes: u64,
+    /// Segment tails moved aside as corrupt when the spool was opened: an operator
+    /// must look at the `*.spool.corrupt-N` files.
+    pub quarantined: u64,
 }
 
 /// The spool directory, opened by one process.
@@ -243,6 +246,7 @@ impl Spool {
             pending_events: self.pending_events.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             max_bytes: self.max_bytes,
+            quarantined: self.quarantined(),
         }
     }
 
@@ -381,7 +385,7 @@ impl Spool {
         write_atomically(&self.dir, "cursor", &serde_json::to_vec(&state.cursor).unwrap_or_default())
     }
 
-    /// Records moved aside as corrupt since the spool was opened.
+    /// Segment tails moved aside as corrupt when the spool was opened.
     pub fn quarantined(&self) -> u64 {
         self.lock().quarantined
     }
@@ -639,7 +643,7 @@ mod tests {
         fs::write(&first, &bytes).expect("write");
 
         let spool = Spool::open(&config).expect("reopen");
-        assert_eq!(spool.quarantined(), 1);
+        assert_eq!(spool.status().quarantined, 1, "the operator sees it in /readyz");
         let aside = first.with_extension(format!("{SUFFIX}.corrupt-1"));
         assert_eq!(fs::metadata(&aside).expect("moved aside").len() as usize, bytes.len() - header);
         let (rows, _) = read_all(&spool);
