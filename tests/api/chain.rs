@@ -84,3 +84,69 @@ async fn a_changed_column_no_longer_matches_its_hash() {
     assert_eq!(error, "ContentChanged { seq: 2 }");
     app.stop().await;
 }
+
+/// Two stores stand for two tierlog processes on one database: each remembers the
+/// heads it committed, and each must notice when the other has moved them.
+#[tokio::test]
+async fn two_processes_extending_one_chain_in_turn_and_at_once_keep_it_whole() {
+    use tierlog::event::{AuditEvent, EventParser, Limits};
+    use tierlog::tiers::{DurableStore, PersistRequest};
+
+    let app = TestApp::spawn().await;
+    let stores = [PgStore::from_pool(app.pool.clone()), PgStore::from_pool(app.pool.clone())];
+    let parser = EventParser::new(Limits::default(), None, chrono::Utc::now());
+    let make = |n: usize, category: &str| -> Vec<AuditEvent> {
+        (0..n).map(|i| parser.parse(i, event(category, "acme")).expect("valid")).collect()
+    };
+    fn requests(events: &[AuditEvent]) -> Vec<PersistRequest<'_>> {
+        events
+            .iter()
+            .map(|event| PersistRequest {
+                table: if event.category.as_str() == "security" { Table::SecurityEvents } else { Table::AuditLogs },
+                expires_at: chrono::Utc::now() + chrono::Duration::days(30),
+                pii_paths: Vec::new(),
+                event,
+            })
+            .collect()
+    }
+
+    // In turn: after the first rounds each store holds a head the other has moved.
+    let mut audit = 0;
+    let mut security = 0;
+    for round in 0..8 {
+        let mut events = make(3, "auth");
+        events.extend(make(2, "security"));
+        let written = stores[round % 2].persist(&requests(&events)).await.expect("persisted");
+        assert_eq!(written, 5, "round {round}");
+        audit += 3;
+        security += 2;
+    }
+    // At once, and a store repeating batches of its own (its cache is then right).
+    for round in 0..10 {
+        let (first, second) = (make(4, "auth"), make(3, "auth"));
+        let (first, second) = (requests(&first), requests(&second));
+        let (a, b) = tokio::join!(stores[0].persist(&first), stores[1].persist(&second));
+        assert_eq!((a.expect("first"), b.expect("second")), (4, 3), "round {round}");
+        let again = make(2, "auth");
+        assert_eq!(stores[round % 2].persist(&requests(&again)).await.expect("again"), 2);
+        audit += 9;
+    }
+    // A retry, through a store whose cache is current, leaves one copy.
+    let retried = make(3, "auth");
+    assert_eq!(stores[0].persist(&requests(&retried)).await.expect("first try"), 3);
+    assert_eq!(stores[0].persist(&requests(&retried)).await.expect("retry"), 0);
+    audit += 3;
+
+    for (table, expected) in [(Table::AuditLogs, audit), (Table::SecurityEvents, security)] {
+        let rows = stores[0].read_chain("acme", table).await.expect("chain");
+        assert_eq!(rows.len(), expected, "{table}");
+        recompute(&rows).unwrap_or_else(|e| panic!("{table}: {e}"));
+        let head: i64 = sqlx::query_scalar("SELECT seq FROM chain_heads WHERE tenant_id = 'acme' AND table_name = $1")
+            .bind(table.as_str())
+            .fetch_one(&app.pool)
+            .await
+            .expect("head");
+        assert_eq!(head, expected as i64, "{table}");
+    }
+    app.stop().await;
+}

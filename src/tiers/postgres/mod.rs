@@ -9,13 +9,17 @@ pub mod verify;
 pub mod checkpoints;
 pub mod retention;
 pub mod erasure;
+mod heads;
 mod rows;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use heads::{ChainKey, Head, HeadCache, HeadMove};
 use uuid::Uuid;
 
 pub use migrate::{migrate, MigrateError};
@@ -29,6 +33,8 @@ use crate::integrity::chain::{self, GENESIS_HASH};
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The chain heads this store last committed (see [`heads`]).
+    heads: Arc<HeadCache>,
 }
 
 impl PgStore {
@@ -44,12 +50,12 @@ impl PgStore {
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_millis(settings.connect_timeout_ms))
             .connect_lazy_with(options.application_name("tierlog"));
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, heads: Arc::default() })
     }
 
     /// Wraps an existing pool.
     pub fn from_pool(pool: PgPool) -> PgStore {
-        PgStore { pool }
+        PgStore { pool, heads: Arc::default() }
     }
 
     /// The pool, for migrations and readers.
@@ -80,69 +86,117 @@ impl PgStore {
     }
 
     async fn attempt(&self, batch: &[PersistRequest<'_>], skip_stored: bool) -> Result<usize, StoreError> {
-        let mut chains: BTreeMap<(Table, &str), Vec<&PersistRequest<'_>>> = BTreeMap::new();
-        let mut seen: HashSet<(Table, &str, Uuid)> = HashSet::new();
-        for request in batch {
-            let tenant = request.event.tenant_id.as_str();
-            if seen.insert((request.table, tenant, request.event.id)) {
-                chains.entry((request.table, tenant)).or_default().push(request);
-            }
-        }
+        let chains = group_by_chain(batch);
         if chains.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await.map_err(StoreError::Unavailable)?;
-        let heads = lock_heads(&mut tx, chains.keys().copied()).await.map_err(StoreError::Write)?;
-        let mut new_heads: Vec<((Table, &str), i64, [u8; 32])> = Vec::new();
-        let mut inserted = 0;
-        for table in Table::ALL {
-            let table_chains: Vec<(&str, &Vec<&PersistRequest<'_>>)> = chains
-                .iter()
-                .filter(|((t, _), _)| *t == table)
-                .map(|((_, tenant), requests)| (*tenant, requests))
-                .collect();
-            if table_chains.is_empty() {
-                continue;
+        if !skip_stored {
+            if let Some(cached) = self.heads.get_all(chains.keys().copied()) {
+                let plan = Plan::build(&chains, &cached, &HashSet::new());
+                let tables: Vec<(Table, &rows::RowColumns)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
+                match heads::extend_if_unchanged(&self.pool, &plan.moves, &tables).await {
+                    Ok(true) => {
+                        self.heads.remember(plan.moves.iter().map(|m| (m.key, m.to)));
+                        return Ok(plan.inserted);
+                    }
+                    Ok(false) => tracing::debug!("a chain head moved under this process; locking the heads"),
+                    Err(e) => {
+                        self.heads.forget(chains.keys().copied());
+                        return Err(StoreError::Write(e));
+                    }
+                }
             }
-            let stored = if skip_stored {
-                let ids: Vec<Uuid> =
-                    table_chains.iter().flat_map(|(_, reqs)| reqs.iter().map(|r| r.event.id)).collect();
-                stored_ids(&mut tx, table, &ids).await.map_err(StoreError::Write)?
-            } else {
-                HashSet::new()
-            };
+        }
+        let result = self.attempt_locked(&chains, skip_stored).await;
+        if result.is_err() {
+            self.heads.forget(chains.keys().copied());
+        }
+        result
+    }
+
+    /// The locking path: creates and locks the batch's heads, inserts, moves them.
+    async fn attempt_locked(&self, chains: &Chains<'_, '_>, skip_stored: bool) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::Unavailable)?;
+        let locked = heads::lock_heads(&mut tx, chains.keys().copied()).await.map_err(StoreError::Write)?;
+        let mut stored = HashSet::new();
+        if skip_stored {
+            for table in Table::ALL {
+                let ids: Vec<Uuid> = chains
+                    .iter()
+                    .filter(|((t, _), _)| *t == table)
+                    .flat_map(|(_, requests)| requests.iter().map(|r| r.event.id))
+                    .collect();
+                if !ids.is_empty() {
+                    let found = stored_ids(&mut tx, table, &ids).await.map_err(StoreError::Write)?;
+                    stored.extend(found.into_iter().map(|(tenant, id)| (table, tenant, id)));
+                }
+            }
+        }
+        let plan = Plan::build(chains, &locked, &stored);
+        for (table, rows) in &plan.tables {
+            rows.insert(&mut tx, *table).await.map_err(StoreError::Write)?;
+        }
+        heads::update_heads(&mut tx, &plan.moves).await.map_err(StoreError::Write)?;
+        tx.commit().await.map_err(StoreError::Write)?;
+        // Heads of chains that were not extended (all their ids stored) are current too.
+        self.heads.remember(locked.into_iter().map(|(key, head)| {
+            (key, plan.moves.iter().find(|m| m.key == key).map_or(head, |m| m.to))
+        }));
+        Ok(plan.inserted)
+    }
+}
+
+/// A batch's requests per chain, duplicates of one id in one chain dropped.
+type Chains<'b, 'r> = BTreeMap<ChainKey<'b>, Vec<&'b PersistRequest<'r>>>;
+
+fn group_by_chain<'b, 'r>(batch: &'b [PersistRequest<'r>]) -> Chains<'b, 'r> {
+    let mut chains: Chains<'b, 'r> = BTreeMap::new();
+    let mut seen: HashSet<(Table, &str, Uuid)> = HashSet::new();
+    for request in batch {
+        let tenant = request.event.tenant_id.as_str();
+        if seen.insert((request.table, tenant, request.event.id)) {
+            chains.entry((request.table, tenant)).or_default().push(request);
+        }
+    }
+    chains
+}
+
+/// A batch linked onto given heads: each table's rows and each chain's move.
+struct Plan<'k> {
+    tables: Vec<(Table, rows::RowColumns)>,
+    moves: Vec<HeadMove<'k>>,
+    inserted: usize,
+}
+
+impl<'k> Plan<'k> {
+    /// Links every request not in `stored` onto its chain's head in `heads`.
+    fn build(chains: &Chains<'k, '_>, heads: &BTreeMap<ChainKey<'k>, Head>, stored: &HashSet<(Table, String, Uuid)>) -> Plan<'k> {
+        let mut plan = Plan { tables: Vec::new(), moves: Vec::new(), inserted: 0 };
+        for table in Table::ALL {
             let mut rows = rows::RowColumns::default();
-            for (tenant, requests) in table_chains {
-                let (mut seq, mut hash) = heads.get(&(table, tenant)).copied().unwrap_or((0, GENESIS_HASH));
-                let mut extended = false;
+            for (&key, requests) in chains.range((table, "")..).take_while(|((t, _), _)| *t == table) {
+                let from = heads.get(&key).copied().unwrap_or((0, GENESIS_HASH));
+                let (mut seq, mut hash) = from;
                 for request in requests {
-                    if stored.contains(&(tenant.to_owned(), request.event.id)) {
+                    if !stored.is_empty() && stored.contains(&(table, key.1.to_owned(), request.event.id)) {
                         continue;
                     }
                     let (link, seal) =
-                        chain::next_link(
-                        table.as_str(),
-                        seq,
-                        &hash,
-                        &request.expires_at,
-                        &request.pii_paths,
-                        request.event,
-                    );
+                        chain::next_link(table.as_str(), seq, &hash, &request.expires_at, &request.pii_paths, request.event);
                     rows.push(request, &link, &seal);
                     seq = link.seq;
                     hash = link.row_hash;
-                    extended = true;
                 }
-                if extended {
-                    new_heads.push(((table, tenant), seq, hash));
+                if (seq, hash) != from {
+                    plan.moves.push(HeadMove { key, from, to: (seq, hash) });
                 }
             }
-            inserted += rows.len();
-            rows.insert(&mut tx, table).await.map_err(StoreError::Write)?;
+            if rows.len() > 0 {
+                plan.inserted += rows.len();
+                plan.tables.push((table, rows));
+            }
         }
-        update_heads(&mut tx, &new_heads).await.map_err(StoreError::Write)?;
-        tx.commit().await.map_err(StoreError::Write)?;
-        Ok(inserted)
+        plan
     }
 }
 
@@ -159,55 +213,6 @@ impl DurableStore for PgStore {
     }
 }
 
-/// Creates missing heads, then locks every head of the batch in one fixed order
-/// (table name, tenant) so concurrent writers, in this process or another, cannot
-/// deadlock and each chain is extended by one writer at a time.
-async fn lock_heads<'k>(
-    tx: &mut Transaction<'_, Postgres>,
-    keys: impl Iterator<Item = (Table, &'k str)>,
-) -> Result<BTreeMap<(Table, &'k str), (i64, [u8; 32])>, sqlx::Error> {
-    let mut sorted: Vec<(Table, &str)> = keys.collect();
-    sorted.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
-    let tenants: Vec<&str> = sorted.iter().map(|(_, tenant)| *tenant).collect();
-    let tables: Vec<&str> = sorted.iter().map(|(table, _)| table.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO chain_heads (tenant_id, table_name, seq, head_hash)
-         SELECT t, n, 0, $3 FROM unnest($1::text[], $2::text[]) AS k(t, n)
-         ORDER BY n, t
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&tenants)
-    .bind(&tables)
-    .bind(&GENESIS_HASH[..])
-    .execute(&mut **tx)
-    .await?;
-    let locked = sqlx::query(
-        "SELECT tenant_id, table_name, seq, head_hash FROM chain_heads
-         WHERE (tenant_id, table_name) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-         ORDER BY table_name, tenant_id
-         FOR UPDATE",
-    )
-    .bind(&tenants)
-    .bind(&tables)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut heads = BTreeMap::new();
-    for row in locked {
-        let tenant: String = row.try_get("tenant_id")?;
-        let table_name: String = row.try_get("table_name")?;
-        let seq: i64 = row.try_get("seq")?;
-        let hash: Vec<u8> = row.try_get("head_hash")?;
-        let key = sorted.iter().find(|(t, n)| t.as_str() == table_name && *n == tenant).copied();
-        if let (Some(key), Ok(hash)) = (key, <[u8; 32]>::try_from(hash.as_slice())) {
-            heads.insert(key, (seq, hash));
-        }
-    }
-    if heads.len() != sorted.len() {
-        return Err(sqlx::Error::Protocol("chain_heads rows missing or malformed".into()));
-    }
-    Ok(heads)
-}
-
 async fn stored_ids(
     tx: &mut Transaction<'_, Postgres>,
     table: Table,
@@ -218,29 +223,4 @@ async fn stored_ids(
     rows.into_iter()
         .map(|row| Ok((row.try_get("tenant_id")?, row.try_get("id")?)))
         .collect()
-}
-
-async fn update_heads(
-    tx: &mut Transaction<'_, Postgres>,
-    heads: &[((Table, &str), i64, [u8; 32])],
-) -> Result<(), sqlx::Error> {
-    if heads.is_empty() {
-        return Ok(());
-    }
-    let tenants: Vec<&str> = heads.iter().map(|((_, tenant), _, _)| *tenant).collect();
-    let tables: Vec<&str> = heads.iter().map(|((table, _), _, _)| table.as_str()).collect();
-    let seqs: Vec<i64> = heads.iter().map(|(_, seq, _)| *seq).collect();
-    let hashes: Vec<Vec<u8>> = heads.iter().map(|(_, _, hash)| hash.to_vec()).collect();
-    sqlx::query(
-        "UPDATE chain_heads h SET seq = k.seq, head_hash = k.hash, updated_at = now()
-         FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[]) AS k(t, n, seq, hash)
-         WHERE h.tenant_id = k.t AND h.table_name = k.n",
-    )
-    .bind(&tenants)
-    .bind(&tables)
-    .bind(&seqs)
-    .bind(&hashes)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

@@ -97,6 +97,7 @@ impl RowColumns {
         self.id.len()
     }
 
+    /// Inserts the rows into `table` in one statement.
     pub(super) async fn insert(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -105,34 +106,15 @@ impl RowColumns {
         if self.id.is_empty() {
             return Ok(());
         }
-        let text_list = TEXT_COLUMNS.join(", ");
-        let json_list = JSON_COLUMNS.join(", ");
-        // $1..$8 fixed columns, then the text columns, ip, json columns, hashes.
-        let text_params: Vec<String> =
-            (0..TEXT_COLUMNS.len()).map(|i| format!("${}::text[]", 9 + i)).collect();
-        let ip_param = 9 + TEXT_COLUMNS.len();
-        let json_params: Vec<String> =
-            (0..JSON_COLUMNS.len()).map(|i| format!("${}::jsonb[]", ip_param + 1 + i)).collect();
-        let hash_base = ip_param + 1 + JSON_COLUMNS.len();
-        let sql = format!(
-            "INSERT INTO {table} (tenant_id, seq, id, occurred_at, received_at, expires_at, category, level,
-                 {text_list}, ip_address, {json_list}, prev_hash, row_hash, pii_salt, pii_hash, pii_paths)
-             SELECT tenant_id, seq, id, occurred_at, received_at, expires_at, category, level,
-                 {text_list}, ip::inet, {json_list}, prev_hash, row_hash, pii_salt, pii_hash, pii_paths
-             FROM unnest($1::text[], $2::int8[], $3::uuid[], $4::timestamptz[], $5::timestamptz[],
-                 $6::timestamptz[], $7::text[], $8::text[], {text_params}, ${ip_param}::text[],
-                 {json_params}, ${h0}::bytea[], ${h1}::bytea[], ${h2}::bytea[], ${h3}::bytea[], ${h4}::jsonb[])
-             AS r(tenant_id, seq, id, occurred_at, received_at, expires_at, category, level,
-                 {text_list}, ip, {json_list}, prev_hash, row_hash, pii_salt, pii_hash, pii_paths)",
-            text_params = text_params.join(", "),
-            json_params = json_params.join(", "),
-            h0 = hash_base,
-            h1 = hash_base + 1,
-            h2 = hash_base + 2,
-            h3 = hash_base + 3,
-            h4 = hash_base + 4,
-        );
-        let mut query = sqlx::query(&sql)
+        let sql = insert_sql(table, 1, None);
+        self.bind(sqlx::query(&sql)).execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    /// Binds the columns, in the order [`insert_sql`] numbers them, after the
+    /// parameters `query` already has.
+    pub(super) fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        let mut query = query
             .bind(&self.tenant_id)
             .bind(&self.seq)
             .bind(&self.id)
@@ -154,10 +136,47 @@ impl RowColumns {
             .bind(&self.pii_salt)
             .bind(&self.pii_hash)
             .bind(&self.pii_paths)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
     }
+}
+
+/// A query being built with positional parameters.
+pub(super) type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// How many parameters [`RowColumns::bind`] adds.
+pub(super) const INSERT_PARAMS: usize = 8 + TEXT_COLUMNS.len() + 1 + JSON_COLUMNS.len() + 5;
+
+/// `INSERT INTO table ... SELECT ... FROM unnest(...)` over the parameters `$first`
+/// onwards. `guard`, when given, is a relation joined in and a condition on it: no
+/// row is inserted unless the condition holds.
+pub(super) fn insert_sql(table: Table, first: usize, guard: Option<(&str, &str)>) -> String {
+    let text_list = TEXT_COLUMNS.join(", ");
+    let json_list = JSON_COLUMNS.join(", ");
+    let param = |i: usize, ty: &str| format!("${}::{ty}[]", first + i);
+    let fixed = ["text", "int8", "uuid", "timestamptz", "timestamptz", "timestamptz", "text", "text"];
+    let mut params: Vec<String> = fixed.iter().enumerate().map(|(i, ty)| param(i, ty)).collect();
+    params.extend((0..TEXT_COLUMNS.len()).map(|i| param(fixed.len() + i, "text")));
+    params.push(param(fixed.len() + TEXT_COLUMNS.len(), "text"));
+    let json_base = fixed.len() + TEXT_COLUMNS.len() + 1;
+    params.extend((0..JSON_COLUMNS.len()).map(|i| param(json_base + i, "jsonb")));
+    let hash_base = json_base + JSON_COLUMNS.len();
+    params.extend(["bytea", "bytea", "bytea", "bytea", "jsonb"].iter().enumerate().map(|(i, ty)| param(hash_base + i, ty)));
+    debug_assert_eq!(params.len(), INSERT_PARAMS);
+    let (guard_from, guard_where) = match guard {
+        Some((relation, condition)) => (format!(", {relation}"), format!(" WHERE {condition}")),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "INSERT INTO {table} (tenant_id, seq, id, occurred_at, received_at, expires_at, category, level,
+             {text_list}, ip_address, {json_list}, prev_hash, row_hash, pii_salt, pii_hash, pii_paths)
+         SELECT r.tenant_id, r.seq, r.id, r.occurred_at, r.received_at, r.expires_at, r.category, r.level,
+             {r_text}, r.ip::inet, {r_json}, r.prev_hash, r.row_hash, r.pii_salt, r.pii_hash, r.pii_paths
+         FROM unnest({params})
+         AS r(tenant_id, seq, id, occurred_at, received_at, expires_at, category, level,
+             {text_list}, ip, {json_list}, prev_hash, row_hash, pii_salt, pii_hash, pii_paths){guard_from}{guard_where}",
+        r_text = TEXT_COLUMNS.map(|c| format!("r.{c}")).join(", "),
+        r_json = JSON_COLUMNS.map(|c| format!("r.{c}")).join(", "),
+        params = params.join(", "),
+    )
 }
 
 /// The columns a [`StoredRow`] is read from: every stored column except the

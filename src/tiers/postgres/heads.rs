@@ -1,0 +1,212 @@
+//! Chain heads: the last `(seq, row_hash)` of every `(tenant, table)` chain, kept in
+//! `chain_heads` and extended by every batch.
+//!
+//! Two ways to extend them:
+//!
+//! - **Known heads, one statement.** The store remembers the heads it last committed
+//!   ([`HeadCache`]). When every chain of a batch is in the cache, the links are
+//!   computed from the cached heads and the whole batch is one autocommit statement
+//!   ([`extend_if_unchanged`]): it locks the batch's head rows *only if each still
+//!   holds the cached value*, and only when all of them do, moves the heads and
+//!   inserts the rows. One round trip, one commit.
+//! - **Locking, several statements.** When a head is not cached (a chain's first
+//!   batch in this process) or has moved (another process extended the chain), the
+//!   batch's heads are created if missing and locked in a fixed order inside a
+//!   transaction ([`lock_heads`]), the links are computed from what is read, and the
+//!   heads are moved at the end ([`update_heads`]).
+//!
+//! Both paths take row locks on the heads, so a chain is never extended by two
+//! writers at once, in this process or another, and a stale cache costs one wasted
+//! statement, never a fork in a chain.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use super::rows::{insert_sql, RowColumns, INSERT_PARAMS};
+use crate::integrity::chain::GENESIS_HASH;
+use crate::tiers::Table;
+
+/// A chain's last sequence number and row hash.
+pub(super) type Head = (i64, [u8; 32]);
+
+/// A chain, as `(table, tenant)`.
+pub(super) type ChainKey<'k> = (Table, &'k str);
+
+/// One chain's move in a batch.
+pub(super) struct HeadMove<'k> {
+    pub key: ChainKey<'k>,
+    pub from: Head,
+    pub to: Head,
+}
+
+/// The heads this process last committed or read, per chain. Bounded: past
+/// [`HeadCache::MAX_CHAINS`] it starts over (the next batch of each chain then takes
+/// the locking path once).
+#[derive(Debug, Default)]
+pub(super) struct HeadCache {
+    heads: Mutex<HashMap<(Table, String), Head>>,
+}
+
+impl HeadCache {
+    const MAX_CHAINS: usize = 200_000;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Table, String), Head>> {
+        self.heads.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The cached head of every chain in `keys`, or `None` when one is missing.
+    pub(super) fn get_all<'k>(&self, keys: impl Iterator<Item = ChainKey<'k>>) -> Option<BTreeMap<ChainKey<'k>, Head>> {
+        let heads = self.lock();
+        keys.map(|(table, tenant)| heads.get(&(table, tenant.to_owned())).map(|head| ((table, tenant), *head)))
+            .collect()
+    }
+
+    /// Records heads known to be committed.
+    pub(super) fn remember<'k>(&self, heads: impl Iterator<Item = (ChainKey<'k>, Head)>) {
+        let mut cache = self.lock();
+        for ((table, tenant), head) in heads {
+            if cache.len() >= Self::MAX_CHAINS && !cache.contains_key(&(table, tenant.to_owned())) {
+                cache.clear();
+            }
+            cache.insert((table, tenant.to_owned()), head);
+        }
+    }
+
+    /// Drops chains whose head is no longer known (a write of unknown outcome).
+    pub(super) fn forget<'k>(&self, keys: impl Iterator<Item = ChainKey<'k>>) {
+        let mut cache = self.lock();
+        for (table, tenant) in keys {
+            cache.remove(&(table, tenant.to_owned()));
+        }
+    }
+}
+
+/// In one autocommit statement: if every head in `moves` still holds its `from`
+/// value, locks them (in `(table, tenant)` order), moves each to its `to` value and
+/// inserts every table's rows. Otherwise changes nothing and returns `false`.
+pub(super) async fn extend_if_unchanged(
+    pool: &PgPool,
+    moves: &[HeadMove<'_>],
+    tables: &[(Table, &RowColumns)],
+) -> Result<bool, sqlx::Error> {
+    let mut sql = String::from(
+        "WITH k AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[], $5::int8[], $6::bytea[])
+             AS k(t, n, from_seq, from_hash, to_seq, to_hash)
+         ),
+         held AS (
+             SELECT h.tenant_id FROM chain_heads h
+             JOIN k ON h.tenant_id = k.t AND h.table_name = k.n
+             WHERE h.seq = k.from_seq AND h.head_hash = k.from_hash
+             ORDER BY h.table_name, h.tenant_id
+             FOR UPDATE OF h
+         ),
+         ok AS (SELECT count(*) = $7 AS unchanged FROM held),
+         moved AS (
+             UPDATE chain_heads h SET seq = k.to_seq, head_hash = k.to_hash, updated_at = now()
+             FROM k, ok
+             WHERE ok.unchanged AND h.tenant_id = k.t AND h.table_name = k.n
+         )",
+    );
+    let mut next_param = 8;
+    for (i, (table, _)) in tables.iter().enumerate() {
+        let insert = insert_sql(*table, next_param, Some(("ok", "ok.unchanged")));
+        sql.push_str(&format!(", rows_{i} AS ({insert})"));
+        next_param += INSERT_PARAMS;
+    }
+    sql.push_str(" SELECT unchanged FROM ok");
+
+    let tenants: Vec<&str> = moves.iter().map(|m| m.key.1).collect();
+    let names: Vec<&str> = moves.iter().map(|m| m.key.0.as_str()).collect();
+    let from_seqs: Vec<i64> = moves.iter().map(|m| m.from.0).collect();
+    let from_hashes: Vec<&[u8]> = moves.iter().map(|m| &m.from.1[..]).collect();
+    let to_seqs: Vec<i64> = moves.iter().map(|m| m.to.0).collect();
+    let to_hashes: Vec<&[u8]> = moves.iter().map(|m| &m.to.1[..]).collect();
+    let mut query = sqlx::query(&sql)
+        .bind(&tenants)
+        .bind(&names)
+        .bind(&from_seqs)
+        .bind(&from_hashes)
+        .bind(&to_seqs)
+        .bind(&to_hashes)
+        .bind(moves.len() as i64);
+    for (_, rows) in tables {
+        query = rows.bind(query);
+    }
+    let row = query.fetch_one(pool).await?;
+    row.try_get("unchanged")
+}
+
+/// Creates missing heads, then locks every head of the batch in one fixed order
+/// (table name, tenant) so concurrent writers, in this process or another, cannot
+/// deadlock and each chain is extended by one writer at a time.
+pub(super) async fn lock_heads<'k>(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: impl Iterator<Item = ChainKey<'k>>,
+) -> Result<BTreeMap<ChainKey<'k>, Head>, sqlx::Error> {
+    let mut sorted: Vec<ChainKey<'k>> = keys.collect();
+    sorted.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+    let tenants: Vec<&str> = sorted.iter().map(|(_, tenant)| *tenant).collect();
+    let tables: Vec<&str> = sorted.iter().map(|(table, _)| table.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO chain_heads (tenant_id, table_name, seq, head_hash)
+         SELECT t, n, 0, $3 FROM unnest($1::text[], $2::text[]) AS k(t, n)
+         ORDER BY n, t
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&tenants)
+    .bind(&tables)
+    .bind(&GENESIS_HASH[..])
+    .execute(&mut **tx)
+    .await?;
+    let locked = sqlx::query(
+        "SELECT tenant_id, table_name, seq, head_hash FROM chain_heads
+         WHERE (tenant_id, table_name) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+         ORDER BY table_name, tenant_id
+         FOR UPDATE",
+    )
+    .bind(&tenants)
+    .bind(&tables)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut heads = BTreeMap::new();
+    for row in locked {
+        let tenant: String = row.try_get("tenant_id")?;
+        let table_name: String = row.try_get("table_name")?;
+        let seq: i64 = row.try_get("seq")?;
+        let hash: Vec<u8> = row.try_get("head_hash")?;
+        let key = sorted.iter().find(|(t, n)| t.as_str() == table_name && *n == tenant).copied();
+        if let (Some(key), Ok(hash)) = (key, <[u8; 32]>::try_from(hash.as_slice())) {
+            heads.insert(key, (seq, hash));
+        }
+    }
+    if heads.len() != sorted.len() {
+        return Err(sqlx::Error::Protocol("chain_heads rows missing or malformed".into()));
+    }
+    Ok(heads)
+}
+
+/// Moves locked heads to their new values.
+pub(super) async fn update_heads(tx: &mut Transaction<'_, Postgres>, moves: &[HeadMove<'_>]) -> Result<(), sqlx::Error> {
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<&str> = moves.iter().map(|m| m.key.1).collect();
+    let tables: Vec<&str> = moves.iter().map(|m| m.key.0.as_str()).collect();
+    let seqs: Vec<i64> = moves.iter().map(|m| m.to.0).collect();
+    let hashes: Vec<&[u8]> = moves.iter().map(|m| &m.to.1[..]).collect();
+    sqlx::query(
+        "UPDATE chain_heads h SET seq = k.seq, head_hash = k.hash, updated_at = now()
+         FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[]) AS k(t, n, seq, hash)
+         WHERE h.tenant_id = k.t AND h.table_name = k.n",
+    )
+    .bind(&tenants)
+    .bind(&tables)
+    .bind(&seqs)
+    .bind(&hashes)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
