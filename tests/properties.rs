@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use tierlog::event::body::{split_items, BodyError, BodyFormat};
+use tierlog::event::wire::WireItem;
 use tierlog::event::{AuditEvent, EventParser, Limits};
 use tierlog::keys::Principal;
 use tierlog::query::filter::MAX_LIMIT;
@@ -154,6 +155,24 @@ proptest! {
     }
 
     #[test]
+    fn an_item_read_from_the_body_bytes_validates_like_its_json_value(
+        item in prop_oneof![event_like(), json_value()],
+    ) {
+        let parser = EventParser::new(Limits::default(), None, received());
+        let bytes = serde_json::to_vec(&item).expect("json");
+        let read: WireItem = serde_json::from_slice(&bytes).expect("bytes of a JSON value read back");
+        match (parser.parse_item(0, read), parser.parse(0, item)) {
+            (Ok(mut from_bytes), Ok(from_value)) => {
+                // An item without an id gets a fresh one each time.
+                from_bytes.id = from_value.id;
+                prop_assert_eq!(from_bytes, from_value);
+            }
+            (Err(from_bytes), Err(from_value)) => prop_assert_eq!(from_bytes, from_value),
+            (from_bytes, from_value) => prop_assert!(false, "{from_bytes:?} against {from_value:?}"),
+        }
+    }
+
+    #[test]
     fn splitting_arbitrary_bytes_never_panics_and_respects_the_limits(
         body in prop::collection::vec(any::<u8>(), 0..2048),
         ndjson in any::<bool>(),
@@ -181,7 +200,7 @@ proptest! {
             }
         }
         let split = split_items(&body, BodyFormat::Ndjson, 1 << 20, 100).expect("valid NDJSON splits");
-        prop_assert_eq!(split, items);
+        prop_assert_eq!(split, items.into_iter().map(WireItem::from_value).collect::<Vec<_>>());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! NDJSON (one object per line).
 
 use serde_json::value::RawValue;
-use serde_json::Value;
+
+use super::wire::WireItem;
 
 /// How the body is framed, from its content type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,14 +42,14 @@ pub enum BodyError {
     TooManyEvents { count: usize, limit: usize },
 }
 
-/// Splits `body` into parsed items, enforcing the per-event size and the count limit
-/// before any item is validated.
+/// Splits `body` into items, each read into its fields, enforcing the per-event size
+/// and the count limit before any item is read.
 pub fn split_items(
     body: &[u8],
     format: BodyFormat,
     max_event_bytes: usize,
     max_batch_events: usize,
-) -> Result<Vec<Value>, BodyError> {
+) -> Result<Vec<WireItem>, BodyError> {
     let raw_items: Vec<(usize, &[u8])> = match format {
         BodyFormat::Json => json_items(body)?,
         BodyFormat::Ndjson => body

@@ -7,6 +7,7 @@ pub mod access;
 pub mod body;
 pub mod mask;
 pub mod parse;
+pub mod wire;
 
 use std::fmt;
 use std::net::IpAddr;

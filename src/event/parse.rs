@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::wire::{WireFields, WireItem};
 use super::{
     truncate_to_micros, AuditEvent, Category, Changes, FinancialInfo, Level, SecurityInfo, Status,
     DEFAULT_TENANT,
@@ -55,13 +56,6 @@ pub struct FieldError {
     pub reason: String,
 }
 
-const TOP_LEVEL_FIELDS: &[&str] = &[
-    "id", "timestamp", "category", "level", "logger", "message", "event_type", "action",
-    "status", "tenant_id", "application", "user_id", "username", "email", "resource",
-    "resource_id", "ip_address", "user_agent", "request_id", "session_id", "details",
-    "changes", "security", "financial",
-];
-
 const SEVERITIES: &[&str] = &["low", "medium", "high", "critical"];
 
 /// Turns wire JSON into validated events.
@@ -79,18 +73,21 @@ impl EventParser {
         EventParser { limits, bound_tenant, received_at: truncate_to_micros(received_at) }
     }
 
-    /// Validates one item; on failure returns every problem found in it.
+    /// Validates one item given as a JSON value; see [`EventParser::parse_item`].
     pub fn parse(&self, index: usize, item: Value) -> Result<AuditEvent, Vec<FieldError>> {
+        self.parse_item(index, WireItem::from_value(item))
+    }
+
+    /// Validates one item; on failure returns every problem found in it.
+    pub fn parse_item(&self, index: usize, item: WireItem) -> Result<AuditEvent, Vec<FieldError>> {
         let mut item_check = ItemCheck { index, limits: &self.limits, errors: Vec::new() };
-        let Value::Object(mut object) = item else {
+        let WireItem::Object(mut fields) = item else {
             item_check.fail("", "each event must be a JSON object");
             return Err(item_check.errors);
         };
-        let obj = &mut object;
-        for key in obj.keys() {
-            if !TOP_LEVEL_FIELDS.contains(&key.as_str()) {
-                item_check.fail(key, "unknown field");
-            }
+        let obj = &mut fields;
+        for key in obj.unknown() {
+            item_check.fail(key, "unknown field");
         }
 
         let id = match item_check.string(obj, "id", 64) {
@@ -115,7 +112,7 @@ impl EventParser {
         };
         let category = match obj.get("category") {
             None | Some(Value::Null) => {
-                obj.remove("category");
+                obj.take("category");
                 item_check.fail("category", "is required");
                 None
             }
@@ -210,7 +207,7 @@ impl EventParser {
         }
     }
 
-    fn tenant(&self, check: &mut ItemCheck<'_>, obj: &mut Map<String, Value>) -> Option<String> {
+    fn tenant(&self, check: &mut ItemCheck<'_>, obj: &mut WireFields) -> Option<String> {
         let claimed = check.string(obj, "tenant_id", 64);
         if let Some(claimed) = &claimed {
             if !is_tenant_id(claimed) {
@@ -280,8 +277,8 @@ impl ItemCheck<'_> {
     }
 
     /// An optional string field, taken out of `obj`: absent or null gives `None`.
-    fn string(&mut self, obj: &mut Map<String, Value>, field: &str, max_chars: usize) -> Option<String> {
-        self.string_at(obj.remove(field), field, max_chars)
+    fn string(&mut self, obj: &mut WireFields, field: &str, max_chars: usize) -> Option<String> {
+        self.string_at(obj.take(field), field, max_chars)
     }
 
     fn string_at(&mut self, value: Option<Value>, field: &str, max_chars: usize) -> Option<String> {
@@ -305,8 +302,8 @@ impl ItemCheck<'_> {
         }
     }
 
-    fn object(&mut self, obj: &mut Map<String, Value>, field: &str) -> Option<Map<String, Value>> {
-        self.object_at(obj.remove(field), field)
+    fn object(&mut self, obj: &mut WireFields, field: &str) -> Option<Map<String, Value>> {
+        self.object_at(obj.take(field), field)
     }
 
     fn object_at(&mut self, value: Option<Value>, field: &str) -> Option<Map<String, Value>> {
@@ -334,11 +331,11 @@ impl ItemCheck<'_> {
     /// A nested object, taken out of `obj`, whose keys must all be in `allowed`.
     fn sub_object(
         &mut self,
-        obj: &mut Map<String, Value>,
+        obj: &mut WireFields,
         field: &str,
         allowed: &[&str],
     ) -> Option<Map<String, Value>> {
-        match obj.remove(field) {
+        match obj.take(field) {
             None | Some(Value::Null) => None,
             Some(Value::Object(map)) => {
                 for key in map.keys() {
@@ -355,7 +352,7 @@ impl ItemCheck<'_> {
         }
     }
 
-    fn changes(&mut self, obj: &mut Map<String, Value>) -> Option<Changes> {
+    fn changes(&mut self, obj: &mut WireFields) -> Option<Changes> {
         let mut map = self.sub_object(obj, "changes", &["before", "after"])?;
         Some(Changes {
             before: self.object_at(map.remove("before"), "changes.before"),
@@ -363,7 +360,7 @@ impl ItemCheck<'_> {
         })
     }
 
-    fn security(&mut self, obj: &mut Map<String, Value>) -> Option<SecurityInfo> {
+    fn security(&mut self, obj: &mut WireFields) -> Option<SecurityInfo> {
         let mut map = self.sub_object(obj, "security", &["event_type", "severity"])?;
         if map.get("event_type").is_none_or(Value::is_null) {
             self.fail("security.event_type", "is required");
@@ -378,7 +375,7 @@ impl ItemCheck<'_> {
         Some(SecurityInfo { event_type: event_type?, severity })
     }
 
-    fn financial(&mut self, obj: &mut Map<String, Value>) -> Option<FinancialInfo> {
+    fn financial(&mut self, obj: &mut WireFields) -> Option<FinancialInfo> {
         let allowed = ["transaction_id", "amount", "currency", "account_id", "counterparty"];
         let mut map = self.sub_object(obj, "financial", &allowed)?;
         let max = self.limits.max_field_chars;

@@ -80,7 +80,7 @@ pub(super) async fn ingest(
     let mut events: Vec<AuditEvent> = Vec::with_capacity(items.len());
     let mut problems: Vec<FieldError> = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        match parser.parse(index, item) {
+        match parser.parse_item(index, item) {
             Ok(mut event) => {
                 // Before any tier sees it.
                 state.masker.apply(&mut event);
