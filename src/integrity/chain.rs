@@ -86,12 +86,30 @@ impl PersonalPaths {
         Ok(PersonalPaths { patterns: parsed })
     }
 
-    /// The concrete paths of `event` that hold personal values, sorted.
+    /// The concrete paths of `event` that hold personal values, sorted. Walks
+    /// `details` and `changes` where they are, without encoding the event.
     pub fn find(&self, event: &AuditEvent) -> Vec<PiiPath> {
         if self.patterns.is_empty() || (event.details.is_none() && event.changes.is_none()) {
             return Vec::new();
         }
-        self.find_in(&Value::Object(event_value(event)))
+        let changes = event
+            .changes
+            .as_ref()
+            .filter(|_| self.patterns.iter().any(|p| p[0] == "changes"))
+            .and_then(|changes| serde_json::to_value(changes).ok());
+        let mut found = Vec::new();
+        for pattern in &self.patterns {
+            let root = match pattern[0].as_str() {
+                "details" => event.details.as_ref(),
+                _ => changes.as_ref().and_then(Value::as_object),
+            };
+            if let Some(root) = root {
+                collect_in(root, &pattern[1..], &mut vec![pattern[0].clone()], &mut found);
+            }
+        }
+        found.sort();
+        found.dedup();
+        found
     }
 
     /// Like [`PersonalPaths::find`] over an event's JSON object.
@@ -107,13 +125,19 @@ impl PersonalPaths {
 }
 
 fn collect(value: &Value, pattern: &[String], at: &mut Vec<String>, found: &mut Vec<PiiPath>) {
-    let Some((head, rest)) = pattern.split_first() else {
+    if pattern.is_empty() {
         if !value.is_null() {
             found.push(at.clone());
         }
         return;
-    };
+    }
     let Value::Object(map) = value else { return };
+    collect_in(map, pattern, at, found);
+}
+
+/// [`collect`] over the members of `map` (`pattern` is not empty).
+fn collect_in(map: &Map<String, Value>, pattern: &[String], at: &mut Vec<String>, found: &mut Vec<PiiPath>) {
+    let Some((head, rest)) = pattern.split_first() else { return };
     let mut visit = |key: &String, child: &Value| {
         at.push(key.clone());
         collect(child, rest, at, found);
@@ -296,13 +320,6 @@ fn hash_content_bytes(table: &str, pii_hash: &[u8; 32], pii_paths: &[PiiPath], c
     hasher.finalize().into()
 }
 
-fn event_value(event: &AuditEvent) -> Map<String, Value> {
-    match serde_json::to_value(event) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    }
-}
-
 /// Canonical JSON: object keys sorted by their UTF-8 bytes, no whitespace, strings
 /// and numbers as serde_json writes them. Independent of serde_json's map ordering
 /// features.
@@ -312,7 +329,7 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
     out
 }
 
-fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
+pub(super) fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
     entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     out.push(b'{');
@@ -370,6 +387,13 @@ mod tests {
         EventParser::new(Limits::default(), None, received).parse(0, item).expect("valid")
     }
 
+    fn event_value(event: &AuditEvent) -> Map<String, Value> {
+        match serde_json::to_value(event) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        }
+    }
+
     fn paths() -> PersonalPaths {
         PersonalPaths::parse(&["details.phone".into(), "changes.*.email".into(), "details.absent".into()]).expect("valid")
     }
@@ -398,6 +422,9 @@ mod tests {
         ];
         for extra in variants {
             let e = event(extra.clone());
+            // Walking details and changes in place finds what a walk of the whole
+            // encoded event finds.
+            assert_eq!(finder.find(&e), finder.find_in(&Value::Object(event_value(&e))), "{extra}");
             for found in [Vec::new(), finder.find(&e), vec![vec!["details".into(), "missing".into()]]] {
                 assert_eq!(split_encoded(&e, &found), generic(&e, &found), "{extra} with {found:?}");
             }

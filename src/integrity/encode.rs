@@ -7,8 +7,8 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::chain::{take_path, write_canonical, PiiPath};
-use crate::event::{format_timestamp, AuditEvent};
+use super::chain::{take_path, write_canonical, write_object, PiiPath};
+use crate::event::{format_timestamp, AuditEvent, Changes};
 
 /// Writes one JSON object with keys given in sorted order.
 struct Object<'o> {
@@ -45,6 +45,24 @@ impl<'o> Object<'o> {
         }
     }
 
+    fn map(&mut self, key: &str, value: Option<&Map<String, Value>>) {
+        if let Some(value) = value {
+            self.key(key);
+            write_object(value, self.out);
+        }
+    }
+
+    /// `changes` as its generic encoding has it: `after` and `before`, each if present.
+    fn changes(&mut self, key: &str, value: Option<&Changes>) {
+        if let Some(changes) = value {
+            self.key(key);
+            let mut inner = Object::open(self.out);
+            inner.map("after", changes.after.as_ref());
+            inner.map("before", changes.before.as_ref());
+            inner.close();
+        }
+    }
+
     fn close(self) {
         self.out.push(b'}');
     }
@@ -77,28 +95,19 @@ pub(super) fn split_encoded(event: &AuditEvent, pii_paths: &[PiiPath]) -> (Vec<u
             taken.push((path, take_path(&mut nested, path).unwrap_or(Value::Null)));
         }
     }
-    let details_value;
-    let details = if pii_paths.is_empty() {
-        details_value = event.details.as_ref().map(|d| Value::Object(d.clone()));
-        details_value.as_ref()
-    } else {
-        nested.get("details")
-    };
-    let changes_value;
-    let changes = if pii_paths.is_empty() {
-        changes_value = event.changes.as_ref().map(plain);
-        changes_value.as_ref()
-    } else {
-        nested.get("changes")
-    };
-
     let mut content = Vec::with_capacity(512);
     let mut o = Object::open(&mut content);
     o.str("action", event.action.as_deref());
     o.str("application", event.application.as_deref());
     o.str("category", Some(event.category.as_str()));
-    o.value("changes", changes);
-    o.value("details", details);
+    if pii_paths.is_empty() {
+        // Written from the event itself, without copying them into values.
+        o.changes("changes", event.changes.as_ref());
+        o.map("details", event.details.as_ref());
+    } else {
+        o.value("changes", nested.get("changes"));
+        o.value("details", nested.get("details"));
+    }
     o.str("event_type", event.event_type.as_deref());
     o.value("financial", event.financial.as_ref().map(plain).as_ref());
     o.str("id", Some(&event.id.to_string()));

@@ -89,7 +89,7 @@ impl HeadCache {
 pub(super) async fn extend_if_unchanged(
     pool: &PgPool,
     moves: &[HeadMove<'_>],
-    tables: &[(Table, &RowColumns)],
+    tables: &[(Table, &RowColumns<'_>)],
 ) -> Result<bool, sqlx::Error> {
     let mut sql = String::from(
         "WITH k AS (

@@ -93,7 +93,7 @@ impl PgStore {
         if !skip_stored {
             if let Some(cached) = self.heads.get_all(chains.keys().copied()) {
                 let plan = Plan::build(&chains, &cached, &HashSet::new());
-                let tables: Vec<(Table, &rows::RowColumns)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
+                let tables: Vec<(Table, &rows::RowColumns<'_>)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
                 match heads::extend_if_unchanged(&self.pool, &plan.moves, &tables).await {
                     Ok(true) => {
                         self.heads.remember(plan.moves.iter().map(|m| (m.key, m.to)));
@@ -162,15 +162,19 @@ fn group_by_chain<'b, 'r>(batch: &'b [PersistRequest<'r>]) -> Chains<'b, 'r> {
 }
 
 /// A batch linked onto given heads: each table's rows and each chain's move.
-struct Plan<'k> {
-    tables: Vec<(Table, rows::RowColumns)>,
+struct Plan<'k, 'e> {
+    tables: Vec<(Table, rows::RowColumns<'e>)>,
     moves: Vec<HeadMove<'k>>,
     inserted: usize,
 }
 
-impl<'k> Plan<'k> {
+impl<'k, 'e> Plan<'k, 'e> {
     /// Links every request not in `stored` onto its chain's head in `heads`.
-    fn build(chains: &Chains<'k, '_>, heads: &BTreeMap<ChainKey<'k>, Head>, stored: &HashSet<(Table, String, Uuid)>) -> Plan<'k> {
+    fn build(
+        chains: &Chains<'k, 'e>,
+        heads: &BTreeMap<ChainKey<'k>, Head>,
+        stored: &HashSet<(Table, String, Uuid)>,
+    ) -> Plan<'k, 'e> {
         let mut plan = Plan { tables: Vec::new(), moves: Vec::new(), inserted: 0 };
         for table in Table::ALL {
             let mut rows = rows::RowColumns::default();

@@ -1,20 +1,23 @@
 //! Mapping between events and the columns of the event tables.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::event::AuditEvent;
+use crate::event::{AuditEvent, Changes, FinancialInfo, SecurityInfo};
 use crate::integrity::chain::{Link, PiiSeal};
 use crate::tiers::stored::{decode_stored, paths_json, RowSource, StoredRow};
 use crate::tiers::{PersistRequest, Table};
 
 /// One batch's rows for one table, column by column, for `INSERT ... FROM UNNEST`.
+/// Text and JSON columns borrow from the events: they are encoded straight into the
+/// statement's parameters, not copied first.
 #[derive(Default)]
-pub(super) struct RowColumns {
-    tenant_id: Vec<String>,
+pub(super) struct RowColumns<'e> {
+    tenant_id: Vec<&'e str>,
     seq: Vec<i64>,
     id: Vec<Uuid>,
     occurred_at: Vec<DateTime<Utc>>,
@@ -22,9 +25,12 @@ pub(super) struct RowColumns {
     expires_at: Vec<DateTime<Utc>>,
     category: Vec<&'static str>,
     level: Vec<&'static str>,
-    text: [Vec<Option<String>>; TEXT_COLUMNS.len()],
+    text: [Vec<Option<&'e str>>; TEXT_COLUMNS.len()],
     ip_address: Vec<Option<String>>,
-    json: [Vec<Option<Value>>; JSON_COLUMNS.len()],
+    details: Vec<Option<Json<&'e Map<String, Value>>>>,
+    changes: Vec<Option<Json<&'e Changes>>>,
+    security: Vec<Option<Json<&'e SecurityInfo>>>,
+    financial: Vec<Option<Json<&'e FinancialInfo>>>,
     prev_hash: Vec<Vec<u8>>,
     row_hash: Vec<Vec<u8>>,
     pii_salt: Vec<Vec<u8>>,
@@ -39,39 +45,29 @@ const TEXT_COLUMNS: [&str; 14] = [
 
 const JSON_COLUMNS: [&str; 4] = ["details", "changes", "security", "financial"];
 
-fn text_values(event: &AuditEvent) -> [Option<String>; TEXT_COLUMNS.len()] {
+fn text_values(event: &AuditEvent) -> [Option<&str>; TEXT_COLUMNS.len()] {
     [
-        event.logger.clone(),
-        event.message.clone(),
-        event.event_type.clone(),
-        event.action.clone(),
-        event.status.map(|s| s.as_str().to_owned()),
-        event.application.clone(),
-        event.user_id.clone(),
-        event.username.clone(),
-        event.email.clone(),
-        event.resource.clone(),
-        event.resource_id.clone(),
-        event.user_agent.clone(),
-        event.request_id.clone(),
-        event.session_id.clone(),
+        event.logger.as_deref(),
+        event.message.as_deref(),
+        event.event_type.as_deref(),
+        event.action.as_deref(),
+        event.status.map(|s| s.as_str()),
+        event.application.as_deref(),
+        event.user_id.as_deref(),
+        event.username.as_deref(),
+        event.email.as_deref(),
+        event.resource.as_deref(),
+        event.resource_id.as_deref(),
+        event.user_agent.as_deref(),
+        event.request_id.as_deref(),
+        event.session_id.as_deref(),
     ]
 }
 
-fn json_values(event: &AuditEvent) -> [Option<Value>; JSON_COLUMNS.len()] {
-    let to_json = |v: Option<Result<Value, serde_json::Error>>| v.and_then(Result::ok);
-    [
-        event.details.clone().map(Value::Object),
-        to_json(event.changes.as_ref().map(serde_json::to_value)),
-        to_json(event.security.as_ref().map(serde_json::to_value)),
-        to_json(event.financial.as_ref().map(serde_json::to_value)),
-    ]
-}
-
-impl RowColumns {
-    pub(super) fn push(&mut self, request: &PersistRequest<'_>, link: &Link, seal: &PiiSeal) {
+impl<'e> RowColumns<'e> {
+    pub(super) fn push(&mut self, request: &PersistRequest<'e>, link: &Link, seal: &PiiSeal) {
         let event = request.event;
-        self.tenant_id.push(event.tenant_id.clone());
+        self.tenant_id.push(&event.tenant_id);
         self.seq.push(link.seq);
         self.id.push(event.id);
         self.occurred_at.push(event.timestamp);
@@ -83,9 +79,10 @@ impl RowColumns {
             column.push(value);
         }
         self.ip_address.push(event.ip_address.map(|ip| ip.to_string()));
-        for (column, value) in self.json.iter_mut().zip(json_values(event)) {
-            column.push(value);
-        }
+        self.details.push(event.details.as_ref().map(Json));
+        self.changes.push(event.changes.as_ref().map(Json));
+        self.security.push(event.security.as_ref().map(Json));
+        self.financial.push(event.financial.as_ref().map(Json));
         self.prev_hash.push(link.prev_hash.to_vec());
         self.row_hash.push(link.row_hash.to_vec());
         self.pii_salt.push(seal.salt.to_vec());
@@ -126,11 +123,12 @@ impl RowColumns {
         for column in &self.text {
             query = query.bind(column);
         }
-        query = query.bind(&self.ip_address);
-        for column in &self.json {
-            query = query.bind(column);
-        }
         query
+            .bind(&self.ip_address)
+            .bind(&self.details)
+            .bind(&self.changes)
+            .bind(&self.security)
+            .bind(&self.financial)
             .bind(&self.prev_hash)
             .bind(&self.row_hash)
             .bind(&self.pii_salt)
