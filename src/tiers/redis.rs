@@ -4,12 +4,12 @@
 //!
 //! - `<prefix>:v1:{t:<tenant>}:<category>:events`: LIST of JSON lines, newest first,
 //!   trimmed to the category's length cap;
-//! - `<prefix>:v1:{t:<tenant>}:<category>:ids`: ZSET of the ids in that list, by push
-//!   order, so a retried event is not pushed twice;
-//! - `<prefix>:v1:{t:<tenant>}:<category>:seq`: push counter scoring the ZSET.
+//! - `<prefix>:v1:{t:<tenant>}:<category>:ids`: ZSET of the ids in that list, scored
+//!   in push order, so a retried event is not pushed twice.
 //!
-//! Each batch is one pipeline holding one script call per list: push new ids, trim
-//! list and id set, refresh the TTL of all three keys, atomically.
+//! Each batch is one pipeline holding one script call per tenant: for each of its
+//! lists, push new ids, trim list and id set, refresh the TTL of both keys,
+//! atomically.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -36,59 +36,63 @@ pub fn ids_key(prefix: &str, tenant: &str, category: Category) -> String {
     format!("{prefix}:{KEY_VERSION}:{{t:{tenant}}}:{category}:ids")
 }
 
-/// The push counter that orders [`ids_key`].
-pub fn seq_key(prefix: &str, tenant: &str, category: Category) -> String {
-    format!("{prefix}:{KEY_VERSION}:{{t:{tenant}}}:{category}:seq")
-}
-
-/// KEYS: events, ids, seq. ARGV: max_len, ttl, then id/payload pairs (oldest first).
-/// Ids already in the list's id set (or twice in one call) are not pushed again. The
-/// set is read with one ZMSCORE and extended with one ZADD and one LPUSH per 500
-/// events, instead of two calls per event.
+/// One call per tenant and batch (a tenant's keys share a Cluster slot). KEYS: the
+/// events and ids key of each of the tenant's lists in the batch, in pairs. ARGV, per
+/// list in the same order: max_len, ttl, count, then `count` id/payload pairs (oldest
+/// first). Ids already in a list's id set (or twice in one call) are not pushed
+/// again. New ids are scored after the highest score in the set, so the set keeps
+/// push order without a counter key; it is read with one ZMSCORE and extended with
+/// one ZADD and one LPUSH per 500 events.
 const PUSH_SCRIPT: &str = r#"
-local events, ids, seq = KEYS[1], KEYS[2], KEYS[3]
-local max_len = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local count = (#ARGV - 2) / 2
 local step = 500
-local last = redis.call('INCRBY', seq, count)
-local known = {}
-for s = 0, count - 1, step do
-  local batch = {}
-  for i = s, math.min(s + step, count) - 1 do
-    batch[#batch + 1] = ARGV[3 + 2 * i]
+local a = 1
+local pushed = 0
+for k = 1, #KEYS, 2 do
+  local events, ids = KEYS[k], KEYS[k + 1]
+  local max_len, ttl, count = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local base = a + 3
+  local last = 0
+  local top = redis.call('ZRANGE', ids, -1, -1, 'WITHSCORES')
+  if top[2] then
+    last = tonumber(top[2])
   end
-  local scores = redis.call('ZMSCORE', ids, unpack(batch))
-  for j = 1, #batch do
-    if scores[j] then
-      known[batch[j]] = true
+  local known = {}
+  for s = 0, count - 1, step do
+    local batch = {}
+    for i = s, math.min(s + step, count) - 1 do
+      batch[#batch + 1] = ARGV[base + 2 * i]
+    end
+    local scores = redis.call('ZMSCORE', ids, unpack(batch))
+    for j = 1, #batch do
+      if scores[j] then
+        known[batch[j]] = true
+      end
     end
   end
-end
-local members, payloads = {}, {}
-for i = 0, count - 1 do
-  local id = ARGV[3 + 2 * i]
-  if not known[id] then
-    known[id] = true
-    members[#members + 1] = last - count + 1 + i
-    members[#members + 1] = id
-    payloads[#payloads + 1] = ARGV[4 + 2 * i]
+  local members, payloads = {}, {}
+  for i = 0, count - 1 do
+    local id = ARGV[base + 2 * i]
+    if not known[id] then
+      known[id] = true
+      last = last + 1
+      members[#members + 1] = last
+      members[#members + 1] = id
+      payloads[#payloads + 1] = ARGV[base + 2 * i + 1]
+    end
   end
+  for s = 1, #payloads, step do
+    local e = math.min(s + step - 1, #payloads)
+    redis.call('ZADD', ids, 'NX', unpack(members, 2 * s - 1, 2 * e))
+    redis.call('LPUSH', events, unpack(payloads, s, e))
+  end
+  redis.call('LTRIM', events, 0, max_len - 1)
+  redis.call('ZREMRANGEBYRANK', ids, 0, -max_len - 1)
+  redis.call('EXPIRE', events, ttl)
+  redis.call('EXPIRE', ids, ttl)
+  pushed = pushed + #payloads
+  a = base + 2 * count
 end
-for s = 1, #payloads, step do
-  local e = math.min(s + step - 1, #payloads)
-  redis.call('ZADD', ids, 'NX', unpack(members, 2 * s - 1, 2 * e))
-  redis.call('LPUSH', events, unpack(payloads, s, e))
-end
-redis.call('LTRIM', events, 0, max_len - 1)
-local extra = redis.call('ZCARD', ids) - max_len
-if extra > 0 then
-  redis.call('ZREMRANGEBYRANK', ids, 0, extra - 1)
-end
-redis.call('EXPIRE', events, ttl)
-redis.call('EXPIRE', ids, ttl)
-redis.call('EXPIRE', seq, ttl)
-return #payloads
+return pushed
 "#;
 
 /// The Redis hot tier. Redis is a cache: when it fails, callers count the miss and
@@ -174,25 +178,36 @@ impl RedisHotTier {
         result
     }
 
-    async fn push_pipeline(&self, entries: &[HotEntry<'_>]) -> Result<(), HotTierError> {
+    /// The batch's pipeline: one script call per tenant.
+    fn push_commands(&self, entries: &[HotEntry<'_>]) -> ::redis::Pipeline {
         let mut lists: BTreeMap<(&str, Category), Vec<&HotEntry<'_>>> = BTreeMap::new();
         for entry in entries {
             lists.entry((entry.event.tenant_id.as_str(), entry.event.category)).or_default().push(entry);
         }
         let mut pipe = ::redis::pipe();
-        for ((tenant, category), list) in &lists {
-            let first = list[0];
-            let mut invocation = self.script.key(events_key(&self.prefix, tenant, *category));
-            invocation
-                .key(ids_key(&self.prefix, tenant, *category))
-                .key(seq_key(&self.prefix, tenant, *category))
-                .arg(first.max_len)
-                .arg(first.ttl_seconds);
-            for entry in list {
-                invocation.arg(entry.event.id.to_string()).arg(entry.line);
+        let mut lists = lists.iter().peekable();
+        while let Some(((tenant, _), _)) = lists.peek() {
+            let tenant = *tenant;
+            let mut invocation = self.script.prepare_invoke();
+            while let Some(((_, category), list)) = lists.next_if(|((t, _), _)| *t == tenant) {
+                let first = list[0];
+                invocation
+                    .key(events_key(&self.prefix, tenant, *category))
+                    .key(ids_key(&self.prefix, tenant, *category))
+                    .arg(first.max_len)
+                    .arg(first.ttl_seconds)
+                    .arg(list.len());
+                for entry in list {
+                    invocation.arg(entry.event.id.to_string()).arg(entry.line);
+                }
             }
             pipe.invoke_script(&invocation).ignore();
         }
+        pipe
+    }
+
+    async fn push_pipeline(&self, entries: &[HotEntry<'_>]) -> Result<(), HotTierError> {
+        let pipe = self.push_commands(entries);
         let mut connection = self.connection().await?;
         match pipe.query_async::<()>(&mut connection).await {
             // A restarted Redis has forgotten the script: load it and send again.
