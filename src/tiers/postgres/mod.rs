@@ -33,6 +33,9 @@ use crate::integrity::chain::{self, GENESIS_HASH};
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The writers' connections: same database, default plan caching, so the batch
+    /// insert is planned once per connection instead of once per batch.
+    writes: PgPool,
     /// The chain heads this store last committed (see [`heads`]).
     heads: Arc<HeadCache>,
 }
@@ -44,18 +47,21 @@ impl PgStore {
         // Read queries vary wildly in selectivity per tenant (a term common in one
         // tenant is rare in the next); a generic cached plan picks badly for some of
         // them, so every execution is planned for its own values.
-        let options: PgConnectOptions =
-            settings.url.parse::<PgConnectOptions>()?.options([("plan_cache_mode", "force_custom_plan")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .acquire_timeout(Duration::from_millis(settings.connect_timeout_ms))
-            .connect_lazy_with(options.application_name("tierlog"));
-        Ok(PgStore { pool, heads: Arc::default() })
+        let options: PgConnectOptions = settings.url.parse::<PgConnectOptions>()?.application_name("tierlog");
+        let pool_options = || {
+            PgPoolOptions::new()
+                .max_connections(settings.max_connections)
+                .acquire_timeout(Duration::from_millis(settings.connect_timeout_ms))
+        };
+        let pool = pool_options().connect_lazy_with(options.clone().options([("plan_cache_mode", "force_custom_plan")]));
+        // Opened on demand: one per writer task (and the spool's replay) at most.
+        let writes = pool_options().connect_lazy_with(options);
+        Ok(PgStore { pool, writes, heads: Arc::default() })
     }
 
     /// Wraps an existing pool.
     pub fn from_pool(pool: PgPool) -> PgStore {
-        PgStore { pool, heads: Arc::default() }
+        PgStore { writes: pool.clone(), pool, heads: Arc::default() }
     }
 
     /// The pool, for migrations and readers.
@@ -94,7 +100,7 @@ impl PgStore {
             if let Some(cached) = self.heads.get_all(chains.keys().copied()) {
                 let plan = Plan::build(&chains, &cached, &HashSet::new());
                 let tables: Vec<(Table, &rows::RowColumns<'_>)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
-                match heads::extend_if_unchanged(&self.pool, &plan.moves, &tables).await {
+                match heads::extend_if_unchanged(&self.writes, &plan.moves, &tables).await {
                     Ok(true) => {
                         self.heads.remember(plan.moves.iter().map(|m| (m.key, m.to)));
                         return Ok(plan.inserted);
@@ -116,7 +122,7 @@ impl PgStore {
 
     /// The locking path: creates and locks the batch's heads, inserts, moves them.
     async fn attempt_locked(&self, chains: &Chains<'_, '_>, skip_stored: bool) -> Result<usize, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::Unavailable)?;
+        let mut tx = self.writes.begin().await.map_err(StoreError::Unavailable)?;
         let locked = heads::lock_heads(&mut tx, chains.keys().copied()).await.map_err(StoreError::Write)?;
         let mut stored = HashSet::new();
         if skip_stored {
