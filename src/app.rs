@@ -111,6 +111,10 @@ impl Application {
             if settings.postgres.migrate_on_start {
                 postgres::migrate(pg.pool()).await.context("cannot migrate the database")?;
             }
+            tokio::spawn({
+                let (pg, writers) = (pg.clone(), settings.ingest.writers);
+                async move { pg.warm_up(writers).await }
+            });
             Database::Postgres(pg)
         };
         if settings.server.bootstrap_key.is_empty() && matches!(database, Database::Sqlite(_)) {

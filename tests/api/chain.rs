@@ -150,3 +150,27 @@ async fn two_processes_extending_one_chain_in_turn_and_at_once_keep_it_whole() {
     }
     app.stop().await;
 }
+
+/// At start the writers' connections are opened and warmed, so the first batches do
+/// not wait for a connection (or for Postgres to load the tables' descriptions).
+#[tokio::test]
+async fn the_writer_connections_are_opened_before_the_first_batch() {
+    use sqlx::Connection;
+
+    let db = crate::helpers::TestDb::create().await;
+    let mut settings = tierlog::config::Settings::defaults().expect("defaults").postgres;
+    settings.url = db.url.clone();
+    let store = PgStore::connect_lazy(&settings).expect("store");
+    tierlog::tiers::postgres::migrate(store.pool()).await.expect("migrate");
+    let mut admin = sqlx::PgConnection::connect(&crate::helpers::admin_database_url()).await.expect("admin");
+    let mut open = async || -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tierlog'")
+            .bind(&db.name)
+            .fetch_one(&mut admin)
+            .await
+            .expect("count")
+    };
+    let before = open().await;
+    store.warm_up(3).await;
+    assert_eq!(open().await - before, 3, "three writer connections were opened");
+}

@@ -64,6 +64,35 @@ impl PgStore {
         PgStore { writes: pool.clone(), pool, heads: Arc::default() }
     }
 
+    /// Opens up to `connections` writer connections and has each plan a read of the
+    /// event tables and `chain_heads`, so the first batches after start do not pay
+    /// for connecting and for loading the tables' and indexes' descriptions (tens to
+    /// hundreds of milliseconds, which every request queued behind them would wait).
+    /// Best effort: while Postgres is down this does nothing, and writes connect when
+    /// they need to.
+    pub async fn warm_up(&self, connections: usize) {
+        let mut held = Vec::new();
+        for _ in 0..connections {
+            match self.writes.acquire().await {
+                Ok(connection) => held.push(connection),
+                Err(e) => {
+                    tracing::debug!(error = %e, "writer connections not warmed up");
+                    break;
+                }
+            }
+        }
+        for connection in &mut held {
+            for table in Table::ALL {
+                let sql = format!(
+                    "SELECT id FROM {table} WHERE tenant_id = '' AND id IS NULL AND request_id IS NULL
+                     AND user_id IS NULL AND ip_address IS NULL ORDER BY occurred_at DESC LIMIT 0"
+                );
+                let _ = sqlx::query(&sql).execute(&mut **connection).await;
+            }
+            let _ = sqlx::query("SELECT seq FROM chain_heads WHERE tenant_id = '' LIMIT 0").execute(&mut **connection).await;
+        }
+    }
+
     /// The pool, for migrations and readers.
     pub fn pool(&self) -> &PgPool {
         &self.pool
