@@ -5,7 +5,9 @@
 //! still holds a backlog, see [`crate::tiers::spool`]), then the files (the system of
 //! record for the rest) and the hot tier side by side. Jobs complete only when the
 //! store (or the spool) and the files succeeded;
-//! a hot-tier failure is counted as a miss and does not fail the batch. Every tier
+//! a hot-tier failure is counted as a miss and does not fail the batch. A writer
+//! runs the next batch's store write while the previous batch's files and hot tier
+//! are written (see [`run`]). Every tier
 //! skips ids it already holds, so a client retrying a failed request cannot create
 //! a second copy anywhere.
 
@@ -56,19 +58,25 @@ pub struct TierWriter {
 }
 
 impl TierWriter {
-    /// Writes one batch to every tier; `Ok` means it is durable.
+    /// The first stage of a batch: its persisted events into Postgres (or the spool).
     #[tracing::instrument(skip_all, fields(batch.events = batch.events.len()))]
-    pub async fn write(&self, batch: Arc<EncodedBatch>) -> Result<(), WriteError> {
-        let started = std::time::Instant::now();
-        let metrics = &self.counters.metrics;
-        metrics.batch_events.record(batch.events.len() as f64);
+    pub async fn write_store(&self, batch: &EncodedBatch) -> Result<(), WriteError> {
+        self.counters.metrics.batch_events.record(batch.events.len() as f64);
         if let Some(store) = &self.store {
-            let requests = self.routing.persist_requests(&batch);
+            let requests = self.routing.persist_requests(batch);
             if !requests.is_empty() {
                 self.write_durable(store.as_ref(), &requests).await?;
             }
         }
-        let stored_at = started.elapsed();
+        Ok(())
+    }
+
+    /// The second stage, once the first succeeded: the files and the hot tier side
+    /// by side. `Ok` means the files hold the batch.
+    #[tracing::instrument(skip_all, fields(batch.events = batch.events.len()))]
+    pub async fn write_files_and_hot(&self, batch: Arc<EncodedBatch>) -> Result<(), WriteError> {
+        let started = std::time::Instant::now();
+        let metrics = &self.counters.metrics;
         let files = async {
             let Some(files) = self.files.clone() else { return Ok(()) };
             let batch = batch.clone();
@@ -95,11 +103,7 @@ impl TierWriter {
             }
         };
         let (files_result, ()) = tokio::join!(files, hot);
-        tracing::debug!(
-            store_ms = stored_at.as_secs_f64() * 1e3,
-            total_ms = started.elapsed().as_secs_f64() * 1e3,
-            "batch written"
-        );
+        tracing::debug!(files_and_hot_ms = started.elapsed().as_secs_f64() * 1e3, "batch written");
         files_result
     }
 }
@@ -149,45 +153,75 @@ impl TierWriter {
 }
 
 /// One writer task: until stopped and drained, take a batch and write it.
+///
+/// Two stages overlap: while one batch's files and hot tier are written (and its
+/// requests answered), the next batch's Postgres statement already runs. The second
+/// stages run one at a time, in batch order, so the files keep the order of the
+/// batches; a batch whose first stage failed writes nothing else.
 pub(super) async fn run(
     mut queue: mpsc::UnboundedReceiver<Job>,
     mut stop: watch::Receiver<bool>,
     batching: Batching,
     writer: Arc<TierWriter>,
 ) {
+    let mut finishing: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let mut jobs = next_batch(&mut queue, &mut stop, batching).await;
         if jobs.is_empty() {
-            return;
+            break;
         }
         let events: Vec<AuditEvent> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.events)).collect();
-        let count = events.len();
-        let mut per_category = [0u64; Category::ALL.len()];
-        for event in &events {
-            if let Some(i) = Category::ALL.iter().position(|c| *c == event.category) {
-                per_category[i] += 1;
+        let batch = Arc::new(EncodedBatch::new(events));
+        let stored = writer.write_store(&batch).await;
+        // The previous batch's second stage ends before this one's begins.
+        if let Some(previous) = finishing.take() {
+            if let Err(e) = previous.await {
+                tracing::error!(error = %e, "writer stage failed");
             }
         }
-        let result = writer.write(Arc::new(EncodedBatch::new(events))).await.map_err(Arc::new);
-        match &result {
-            Ok(()) => {
-                Counters::add(&writer.counters.batches_written, 1);
-                Counters::add(&writer.counters.events_accepted, count as u64);
-                for (category, n) in Category::ALL.iter().zip(per_category) {
-                    if n > 0 {
-                        writer.counters.metrics.category(category.as_str()).increment(n);
-                    }
+        let writer = writer.clone();
+        finishing = Some(tokio::spawn(async move {
+            let result = match stored {
+                Ok(()) => writer.write_files_and_hot(batch.clone()).await,
+                Err(e) => Err(e),
+            };
+            finish(&writer, &batch, jobs, result.map_err(Arc::new));
+        }));
+    }
+    if let Some(previous) = finishing {
+        if let Err(e) = previous.await {
+            tracing::error!(error = %e, "writer stage failed");
+        }
+    }
+}
+
+/// Counts a written (or refused) batch and answers its requests.
+fn finish(writer: &TierWriter, batch: &EncodedBatch, jobs: Vec<Job>, result: Result<(), Arc<WriteError>>) {
+    let count = batch.events.len();
+    match &result {
+        Ok(()) => {
+            let mut per_category = [0u64; Category::ALL.len()];
+            for event in &batch.events {
+                if let Some(i) = Category::ALL.iter().position(|c| *c == event.category) {
+                    per_category[i] += 1;
                 }
             }
-            Err(e) => {
-                Counters::add(&writer.counters.batches_failed, 1);
-                tracing::error!(error = ?e, batch.events = count, "batch not durable; requests refused");
+            Counters::add(&writer.counters.batches_written, 1);
+            Counters::add(&writer.counters.events_accepted, count as u64);
+            for (category, n) in Category::ALL.iter().zip(per_category) {
+                if n > 0 {
+                    writer.counters.metrics.category(category.as_str()).increment(n);
+                }
             }
         }
-        for job in jobs {
-            // The client may have gone away; its events are written all the same.
-            let _ = job.done.send(result.clone());
+        Err(e) => {
+            Counters::add(&writer.counters.batches_failed, 1);
+            tracing::error!(error = ?e, batch.events = count, "batch not durable; requests refused");
         }
+    }
+    for job in jobs {
+        // The client may have gone away; its events are written all the same.
+        let _ = job.done.send(result.clone());
     }
 }
 
