@@ -26,6 +26,8 @@ fn field_index(name: &str) -> Option<usize> {
 }
 
 /// One item of a request body.
+// Items live in one Vec per request; boxing the fields would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum WireItem {
     /// A JSON object, split into its fields.
