@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// Every top-level field of a wire event.
-pub(super) const TOP_LEVEL_FIELDS: [&str; 24] = [
+const TOP_LEVEL_FIELDS: [&str; 24] = [
     "id", "timestamp", "category", "level", "logger", "message", "event_type", "action",
     "status", "tenant_id", "application", "user_id", "username", "email", "resource",
     "resource_id", "ip_address", "user_agent", "request_id", "session_id", "details",

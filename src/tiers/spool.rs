@@ -386,7 +386,7 @@ impl Spool {
     }
 
     /// Segment tails moved aside as corrupt when the spool was opened.
-    pub fn quarantined(&self) -> u64 {
+    fn quarantined(&self) -> u64 {
         self.lock().quarantined
     }
 }

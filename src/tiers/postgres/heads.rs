@@ -118,12 +118,9 @@ pub(super) async fn extend_if_unchanged(
     }
     sql.push_str(" SELECT unchanged FROM ok");
 
-    let tenants: Vec<&str> = moves.iter().map(|m| m.key.1).collect();
-    let names: Vec<&str> = moves.iter().map(|m| m.key.0.as_str()).collect();
+    let (tenants, names, to_seqs, to_hashes) = targets(moves);
     let from_seqs: Vec<i64> = moves.iter().map(|m| m.from.0).collect();
     let from_hashes: Vec<&[u8]> = moves.iter().map(|m| &m.from.1[..]).collect();
-    let to_seqs: Vec<i64> = moves.iter().map(|m| m.to.0).collect();
-    let to_hashes: Vec<&[u8]> = moves.iter().map(|m| &m.to.1[..]).collect();
     let mut query = sqlx::query(&sql)
         .bind(&tenants)
         .bind(&names)
@@ -193,10 +190,7 @@ pub(super) async fn update_heads(tx: &mut Transaction<'_, Postgres>, moves: &[He
     if moves.is_empty() {
         return Ok(());
     }
-    let tenants: Vec<&str> = moves.iter().map(|m| m.key.1).collect();
-    let tables: Vec<&str> = moves.iter().map(|m| m.key.0.as_str()).collect();
-    let seqs: Vec<i64> = moves.iter().map(|m| m.to.0).collect();
-    let hashes: Vec<&[u8]> = moves.iter().map(|m| &m.to.1[..]).collect();
+    let (tenants, tables, seqs, hashes) = targets(moves);
     sqlx::query(
         "UPDATE chain_heads h SET seq = k.seq, head_hash = k.hash, updated_at = now()
          FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[]) AS k(t, n, seq, hash)
@@ -209,4 +203,15 @@ pub(super) async fn update_heads(tx: &mut Transaction<'_, Postgres>, moves: &[He
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The chains of `moves` and the heads they move to, column by column.
+#[allow(clippy::type_complexity)]
+fn targets<'m>(moves: &'m [HeadMove<'_>]) -> (Vec<&'m str>, Vec<&'static str>, Vec<i64>, Vec<&'m [u8]>) {
+    (
+        moves.iter().map(|m| m.key.1).collect(),
+        moves.iter().map(|m| m.key.0.as_str()).collect(),
+        moves.iter().map(|m| m.to.0).collect(),
+        moves.iter().map(|m| &m.to.1[..]).collect(),
+    )
 }

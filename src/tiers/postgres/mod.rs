@@ -13,14 +13,15 @@ mod heads;
 mod rows;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
 
 use heads::{ChainKey, Head, HeadCache, HeadMove};
-use uuid::Uuid;
 
 pub use migrate::{migrate, MigrateError};
 pub use crate::tiers::stored::StoredRow;
@@ -38,6 +39,8 @@ pub struct PgStore {
     writes: PgPool,
     /// The chain heads this store last committed (see [`heads`]).
     heads: Arc<HeadCache>,
+    /// Batches that found a remembered head moved by another writer.
+    moved_heads: Arc<AtomicU64>,
 }
 
 impl PgStore {
@@ -56,12 +59,12 @@ impl PgStore {
         let pool = pool_options().connect_lazy_with(options.clone().options([("plan_cache_mode", "force_custom_plan")]));
         // Opened on demand: one per writer task (and the spool's replay) at most.
         let writes = pool_options().connect_lazy_with(options);
-        Ok(PgStore { pool, writes, heads: Arc::default() })
+        Ok(PgStore { pool, writes, heads: Arc::default(), moved_heads: Arc::default() })
     }
 
     /// Wraps an existing pool.
     pub fn from_pool(pool: PgPool) -> PgStore {
-        PgStore { writes: pool.clone(), pool, heads: Arc::default() }
+        PgStore { writes: pool.clone(), pool, heads: Arc::default(), moved_heads: Arc::default() }
     }
 
     /// Opens up to `connections` writer connections and has each plan a read of the
@@ -91,6 +94,12 @@ impl PgStore {
             }
             let _ = sqlx::query("SELECT seq FROM chain_heads WHERE tenant_id = '' LIMIT 0").execute(&mut **connection).await;
         }
+    }
+
+    /// How many batches found a chain head it had committed moved by another writer
+    /// (another process on the same database) and took the locking path.
+    pub fn moved_heads(&self) -> u64 {
+        self.moved_heads.load(Ordering::Relaxed)
     }
 
     /// The pool, for migrations and readers.
@@ -134,7 +143,10 @@ impl PgStore {
                         self.heads.remember(plan.moves.iter().map(|m| (m.key, m.to)));
                         return Ok(plan.inserted);
                     }
-                    Ok(false) => tracing::debug!("a chain head moved under this process; locking the heads"),
+                    Ok(false) => {
+                        self.moved_heads.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!("a chain head moved under this process; locking the heads");
+                    }
                     Err(e) => {
                         self.heads.forget(chains.keys().copied());
                         return Err(StoreError::Write(e));
@@ -173,10 +185,9 @@ impl PgStore {
         }
         heads::update_heads(&mut tx, &plan.moves).await.map_err(StoreError::Write)?;
         tx.commit().await.map_err(StoreError::Write)?;
-        // Heads of chains that were not extended (all their ids stored) are current too.
-        self.heads.remember(locked.into_iter().map(|(key, head)| {
-            (key, plan.moves.iter().find(|m| m.key == key).map_or(head, |m| m.to))
-        }));
+        // Heads as locked (chains whose ids were all stored stay there), then moved.
+        self.heads.remember(locked.into_iter());
+        self.heads.remember(plan.moves.iter().map(|m| (m.key, m.to)));
         Ok(plan.inserted)
     }
 }
