@@ -275,6 +275,10 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     }
     let Some(pg) = state.database.clone() else { return tasks };
     let settings = state.settings.clone();
+    if let (Database::Postgres(store), 1..) = (&pg, settings.postgres.search_merge_interval_ms) {
+        let every = Duration::from_millis(settings.postgres.search_merge_interval_ms);
+        tasks.push(tokio::spawn(postgres::search::run_merges(store.clone(), every)));
+    }
     let every = |seconds: u64| {
         let mut tick = tokio::time::interval(Duration::from_secs(seconds.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

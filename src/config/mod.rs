@@ -182,6 +182,9 @@ pub struct PostgresSettings {
     pub max_connections: u32,
     pub connect_timeout_ms: u64,
     pub migrate_on_start: bool,
+    /// How often the search indexes' pending lists are merged in the background
+    /// (milliseconds; 0: never, Postgres merges them inside inserts).
+    pub search_merge_interval_ms: u64,
 }
 
 /// The hot tier.

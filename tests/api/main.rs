@@ -25,5 +25,6 @@ mod limits;
 mod promises;
 mod query;
 mod rotation;
+mod search_upkeep;
 mod validation;
 mod verify;

@@ -9,6 +9,7 @@ pub mod verify;
 pub mod checkpoints;
 pub mod retention;
 pub mod erasure;
+pub mod search;
 mod heads;
 mod rows;
 
