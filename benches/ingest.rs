@@ -22,7 +22,9 @@
 //! stored, inserted again by two sessions (tierlog's two writers) in 1,000-row
 //! multi-row INSERT statements into empty copies of the same tables with the same
 //! indexes, without tierlog (no HTTP, no hash chains). Printed as rows/s beside
-//! tierlog's persisted rows/s.
+//! tierlog's persisted rows/s. With `--rate R` it gives instead the latency floor of
+//! a durable acknowledgement: the same rows, each inserted and committed on its own,
+//! open loop at the rate they arrived (p50/p99 beside tierlog's).
 //!
 //! `--embedded` runs tierlog with neither URL: the in-process hot tier and the SQLite
 //! store in a temporary data directory, verified in the SQLite file and the JSON files.
@@ -382,12 +384,26 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     );
 
     drop(server);
-    if o.raw_pg && !o.embedded && persisted > 0 {
-        let rate = raw_insert_rate(&db_url).await?;
-        println!(
-            "raw-pg    the same {persisted} rows, same tables and indexes, 2 sessions x 1000-row INSERTs: rows/s={rate:>7.0}  tierlog/raw={:.2}",
-            persisted as f64 / acked_in.as_secs_f64() / rate
-        );
+    match (o.raw_pg && !o.embedded && persisted > 0, o.rate) {
+        (false, _) => {}
+        (true, None) => {
+            let rate = raw_insert_rate(&db_url, persisted as usize).await?;
+            println!(
+                "raw-pg    the same {persisted} rows, same tables and indexes, 2 sessions x 1000-row INSERTs: rows/s={rate:>7.0}  tierlog/raw={:.2}",
+                persisted as f64 / acked_in.as_secs_f64() / rate
+            );
+        }
+        (true, Some(rate)) => {
+            // The persisted share of the requests, at the rate they arrived.
+            let row_rate = rate * persisted as f64 / o.events as f64;
+            let sessions = o.concurrency.min(32);
+            let raw = raw_commit_latencies(&db_url, row_rate, sessions).await?;
+            println!(
+                "raw-pg    the same {persisted} rows, one INSERT and COMMIT each, open loop at {row_rate:.0}/s from {sessions} sessions: p50={:>7.2}ms p99={:>7.2}ms",
+                percentile(&raw, 0.50).as_secs_f64() * 1e3,
+                percentile(&raw, 0.99).as_secs_f64() * 1e3,
+            );
+        }
     }
     if let (Some(connection), false) = (redis.as_mut(), keys.is_empty()) {
         redis::cmd("DEL").arg(&keys).query::<()>(connection)?;
@@ -398,33 +414,37 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Inserts the rows tierlog stored into empty copies of its tables (same columns,
-/// same indexes), 1,000 rows per statement from two sessions, and returns rows/s.
-async fn raw_insert_rate(db_url: &str) -> anyhow::Result<f64> {
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(3).connect(db_url).await?;
+/// Empty copies of tierlog's tables (same columns, same indexes) and the statements
+/// that insert the rows tierlog stored into them, `per_statement` rows each.
+async fn raw_copies(pool: &sqlx::PgPool, per_statement: usize) -> anyhow::Result<Vec<(String, String)>> {
     let mut statements: Vec<(String, String)> = Vec::new();
-    let mut total = 0usize;
     for table in ["audit_logs", "security_events", "financial_audit_logs"] {
         let copy = format!("raw_{table}");
-        sqlx::query(&format!("CREATE TABLE {copy} (LIKE {table} INCLUDING ALL)")).execute(&pool).await?;
+        sqlx::query(&format!("CREATE TABLE {copy} (LIKE {table} INCLUDING ALL)")).execute(pool).await?;
         let columns: Vec<String> = sqlx::query_scalar(
             "SELECT column_name::text FROM information_schema.columns WHERE table_name = $1 AND is_generated = 'NEVER' ORDER BY ordinal_position",
         )
         .bind(table)
-        .fetch_all(&pool)
+        .fetch_all(pool)
         .await?;
         let list = columns.join(", ");
         let chunks: Vec<String> = sqlx::query_scalar(&format!(
-            "SELECT json_agg(t)::text FROM (SELECT {list}, (row_number() OVER (ORDER BY tenant_id, seq) - 1) / 1000 AS chunk FROM {table}) t GROUP BY chunk ORDER BY chunk"
+            "SELECT json_agg(t)::text FROM (SELECT {list}, (row_number() OVER (ORDER BY tenant_id, seq) - 1) / {per_statement} AS chunk FROM {table}) t GROUP BY chunk ORDER BY chunk"
         ))
-        .fetch_all(&pool)
+        .fetch_all(pool)
         .await?;
-        total += sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table}")).fetch_one(&pool).await? as usize;
         let insert = format!("INSERT INTO {copy} ({list}) SELECT {list} FROM json_populate_recordset(NULL::{copy}, $1::json)");
         statements.extend(chunks.into_iter().map(|chunk| (insert.clone(), chunk)));
     }
-    sqlx::query("CHECKPOINT").execute(&pool).await?;
-    let statements = Arc::new(statements);
+    sqlx::query("CHECKPOINT").execute(pool).await?;
+    Ok(statements)
+}
+
+/// Inserts the rows tierlog stored into empty copies of its tables, 1,000 rows per
+/// statement from two sessions, and returns rows/s.
+async fn raw_insert_rate(db_url: &str, rows: usize) -> anyhow::Result<f64> {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(3).connect(db_url).await?;
+    let statements = Arc::new(raw_copies(&pool, 1000).await?);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut sessions = Vec::new();
@@ -441,9 +461,46 @@ async fn raw_insert_rate(db_url: &str) -> anyhow::Result<f64> {
     for session in sessions {
         session.await??;
     }
-    let rate = total as f64 / started.elapsed().as_secs_f64();
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
     pool.close().await;
     Ok(rate)
+}
+
+/// The latency floor of acknowledging one event durably: each row tierlog stored,
+/// inserted and committed on its own into an empty copy of its table, open loop at
+/// `rate` rows/s from `sessions` sessions (latency counted from each row's scheduled
+/// time, as for tierlog's requests). Returns the sorted latencies.
+async fn raw_commit_latencies(db_url: &str, rate: f64, sessions: usize) -> anyhow::Result<Vec<Duration>> {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(sessions as u32 + 1).connect(db_url).await?;
+    let statements = Arc::new(raw_copies(&pool, 1).await?);
+    // Open every session before the clock starts.
+    let held: Vec<_> = futures_util::future::try_join_all((0..sessions).map(|_| pool.acquire())).await?;
+    drop(held);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let every = Duration::from_secs_f64(1.0 / rate);
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..sessions {
+        let (pool, statements, next) = (pool.clone(), statements.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((sql, row)) = statements.get(i) else { return Ok::<_, sqlx::Error>(latencies) };
+                let due = t0 + every * i as u32;
+                tokio::time::sleep_until(due.into()).await;
+                sqlx::query(sql).bind(row).execute(&pool).await?;
+                latencies.push(due.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.append(&mut task.await??);
+    }
+    pool.close().await;
+    latencies.sort();
+    Ok(latencies)
 }
 
 #[tokio::main]
