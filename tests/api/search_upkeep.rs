@@ -75,3 +75,32 @@ async fn the_merge_task_empties_the_pending_lists_and_search_still_finds_every_e
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_database_user_that_does_not_own_the_indexes_gets_an_error_and_the_task_stops() {
+    let app = TestApp::spawn_with(|s| s.postgres.search_merge_interval_ms = 0).await;
+    let role = format!("tierlog_not_owner_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE ROLE {role}")).execute(&app.pool).await.expect("create role");
+    let options: sqlx::postgres::PgConnectOptions = app.db.url.parse().expect("url");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.options([("role", role.as_str())]))
+        .await
+        .expect("connect as the role");
+    let store = tierlog::tiers::postgres::PgStore::from_pool(pool.clone());
+    let refused = store.merge_search_pending().await;
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(10),
+        tierlog::tiers::postgres::search::run_merges(store, Duration::from_millis(10)),
+    )
+    .await;
+    // The role is the cluster's, not the test database's: drop it before asserting.
+    pool.close().await;
+    sqlx::query(&format!("DROP ROLE {role}")).execute(&app.pool).await.expect("drop role");
+    match refused {
+        Err(sqlx::Error::Database(e)) => assert_eq!(e.code().as_deref(), Some("42501"), "{e}"),
+        other => panic!("expected a refusal for lack of ownership, got {other:?}"),
+    }
+    assert!(stopped.is_ok(), "the merge task gives up instead of retrying for ever");
+    app.stop().await;
+}
