@@ -275,8 +275,9 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     }
     let Some(pg) = state.database.clone() else { return tasks };
     let settings = state.settings.clone();
-    if let (Database::Postgres(store), 1..) = (&pg, settings.postgres.search_merge_interval_ms) {
-        let every = Duration::from_millis(settings.postgres.search_merge_interval_ms);
+    let merge_every = settings.postgres.search_merge_interval_ms;
+    if let (Database::Postgres(store), true) = (&pg, merge_every > 0) {
+        let every = Duration::from_millis(merge_every);
         tasks.push(tokio::spawn(postgres::search::run_merges(store.clone(), every)));
     }
     let every = |seconds: u64| {

@@ -7,8 +7,9 @@
 //! writer's batch then takes hundreds of milliseconds instead of a few, and every
 //! request waiting on that batch waits with it. [`PgStore::merge_search_pending`],
 //! called every `postgres.search_merge_interval_ms` by a background task, merges the
-//! lists first, so the list never reaches the limit and a writer that finds a merge
-//! under way does not wait for it (Postgres skips a merge another session holds).
+//! lists first, so a list seldom reaches the limit, and a writer that reaches it
+//! while a merge is under way does not wait for it (Postgres skips a merge another
+//! session holds).
 
 use std::time::Duration;
 
