@@ -22,9 +22,10 @@
 //! stored, inserted again by two sessions (tierlog's two writers) in 1,000-row
 //! multi-row INSERT statements into empty copies of the same tables with the same
 //! indexes, without tierlog (no HTTP, no hash chains). Printed as rows/s beside
-//! tierlog's persisted rows/s. With `--rate R` it gives instead the latency floor of
-//! a durable acknowledgement: the same rows, each inserted and committed on its own,
-//! open loop at the rate they arrived (p50/p99 beside tierlog's).
+//! tierlog's persisted rows/s. With `--rate R` it gives instead the latency of the
+//! simplest durable acknowledgement, without batching: the same rows, each inserted
+//! and committed on its own, open loop at the rate they arrived (p50/p99 beside
+//! tierlog's).
 //!
 //! `--embedded` runs tierlog with neither URL: the in-process hot tier and the SQLite
 //! store in a temporary data directory, verified in the SQLite file and the JSON files.
@@ -466,10 +467,10 @@ async fn raw_insert_rate(db_url: &str, rows: usize) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-/// The latency floor of acknowledging one event durably: each row tierlog stored,
-/// inserted and committed on its own into an empty copy of its table, open loop at
-/// `rate` rows/s from `sessions` sessions (latency counted from each row's scheduled
-/// time, as for tierlog's requests). Returns the sorted latencies.
+/// The latency of acknowledging each event durably without batching: each row
+/// tierlog stored, inserted and committed on its own into an empty copy of its table,
+/// open loop at `rate` rows/s from `sessions` sessions (latency counted from each
+/// row's scheduled time, as for tierlog's requests). Returns the sorted latencies.
 async fn raw_commit_latencies(db_url: &str, rate: f64, sessions: usize) -> anyhow::Result<Vec<Duration>> {
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(sessions as u32 + 1).connect(db_url).await?;
     let statements = Arc::new(raw_copies(&pool, 1).await?);

@@ -63,13 +63,9 @@ async fn the_merge_task_empties_the_pending_lists_and_search_still_finds_every_e
     assert_eq!(counts, vec![0, 0, 0], "the pending lists were merged");
     let endpoints = ["/audit/logs", "/audit/security-events", "/audit/financial", "/audit/logs"];
     for (i, (sent, endpoint)) in events.iter().zip(endpoints).enumerate() {
-        let response = app
-            .request_with(reqwest::Method::GET, &format!("{endpoint}?tenant_id=acme&q=searchable{i}"), KEY)
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(response.status(), 200);
-        let body: Value = response.json().await.expect("json");
+        let path = format!("{endpoint}?tenant_id=acme&q=searchable{i}");
+        let (status, body) = app.send_json(reqwest::Method::GET, &path, KEY, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
         let found: Vec<&Value> = body["items"].as_array().expect("items").iter().map(|item| &item["id"]).collect();
         assert_eq!(found, vec![&sent["id"]], "{endpoint}?q=searchable{i}");
     }
