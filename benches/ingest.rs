@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench --bench ingest -- [--events N] [--concurrency C] [--batch 1,100]
 //!     [--mix mixed,hot,persisted] [--database-url URL] [--redis-url URL] [--embedded]
-//!     [--rate R] [--raw-pg] [--events-file PATH] [--peer-work]
+//!     [--rate R] [--raw-pg] [--raw-redis] [--events-file PATH] [--peer-work]
 //! ```
 //!
 //! `--events-file PATH` sends the first N events of a JSON-lines file instead of the
@@ -26,6 +26,13 @@
 //! simplest durable acknowledgement, without batching: the same rows, each inserted
 //! and committed on its own, open loop at the rate they arrived (p50/p99 beside
 //! tierlog's).
+//!
+//! `--raw-redis` adds, after a run that persisted nothing (the `hot` mix), the raw
+//! limit of the hot tier's work: the events and JSON lines tierlog wrote (read back
+//! from its files) pushed again into Redis by tierlog's own push code (the same
+//! script, keys and pipelines), in batches cut per writer shard at tierlog's mean
+//! batch size, from four connections, without HTTP, parsing, files or queueing.
+//! Printed as events/s beside tierlog's.
 //!
 //! `--embedded` runs tierlog with neither URL: the in-process hot tier and the SQLite
 //! store in a temporary data directory, verified in the SQLite file and the JSON files.
@@ -60,6 +67,7 @@ struct Options {
     embedded: bool,
     rate: Option<f64>,
     raw_pg: bool,
+    raw_redis: bool,
     events_file: Option<String>,
     peer_work: bool,
 }
@@ -76,6 +84,7 @@ fn options() -> Options {
         embedded: false,
         rate: None,
         raw_pg: false,
+        raw_redis: false,
         events_file: None,
         peer_work: false,
     };
@@ -99,6 +108,11 @@ fn options() -> Options {
             }
             "--raw-pg" => {
                 o.raw_pg = true;
+                i += 1;
+                continue;
+            }
+            "--raw-redis" => {
+                o.raw_redis = true;
                 i += 1;
                 continue;
             }
@@ -367,6 +381,7 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     anyhow::ensure!(lines == o.events, "files hold {lines} lines, expected {}", o.events);
 
     let rss = peak_rss_kib(server.child.id());
+    let mean_batch = if o.raw_redis && !o.embedded && expected_rows.values().all(|rows| *rows == 0) { Some(mean_batch(&client, &server.address).await?) } else { None };
     latencies.sort();
     let persisted: i64 = expected_rows.values().sum();
     println!(
@@ -406,6 +421,15 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(mean_batch) = mean_batch {
+        let replay = RawPush { redis_url: &o.redis_url, prefix: &prefix, settings: &settings, batch: mean_batch };
+        let (rate, batch) = replay.rate(&files_dir).await?;
+        println!(
+            "raw-redis the same {} events and lines, tierlog's own push (script and pipeline), {batch}-event batches per writer shard from 4 connections: events/s={rate:>8.0}  tierlog/raw={:.2}",
+            o.events,
+            o.events as f64 / acked_in.as_secs_f64() / rate
+        );
+    }
     if let (Some(connection), false) = (redis.as_mut(), keys.is_empty()) {
         redis::cmd("DEL").arg(&keys).query::<()>(connection)?;
     }
@@ -413,6 +437,106 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
         sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)")).execute(admin).await?;
     }
     Ok(())
+}
+
+/// Mean events per batch that tierlog's writers wrote, from its `/metrics`.
+async fn mean_batch(client: &reqwest::Client, address: &str) -> anyhow::Result<usize> {
+    let text = client.get(format!("{address}/metrics")).bearer_auth(KEY).send().await?.error_for_status()?.text().await?;
+    let counter = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse::<f64>().ok()))
+            .ok_or_else(|| anyhow::anyhow!("/metrics has no {name}"))
+    };
+    let batches = counter("tierlog_batches_written_total")?;
+    anyhow::ensure!(batches > 0.0, "tierlog wrote no batch");
+    Ok((counter("tierlog_events_accepted_total")? / batches).round().max(1.0) as usize)
+}
+
+/// The raw limit of the hot tier's own work: the events tierlog wrote, with the very
+/// lines it wrote (read back from its files), pushed again into Redis under a fresh
+/// prefix by tierlog's own push (the same script, keys and pipeline per batch), with
+/// no HTTP, parsing, files or queueing. Batches are cut as tierlog's writers cut them:
+/// per writer shard, in file order, of tierlog's mean batch size.
+struct RawPush<'a> {
+    redis_url: &'a str,
+    prefix: &'a str,
+    settings: &'a Settings,
+    batch: usize,
+}
+
+impl RawPush<'_> {
+    /// Returns events/s and the batch size used.
+    async fn rate(&self, files_dir: &std::path::Path) -> anyhow::Result<(f64, usize)> {
+        use tierlog::tiers::HotTier;
+        let mut paths: Vec<std::path::PathBuf> =
+            std::fs::read_dir(files_dir)?.map(|entry| entry.map(|e| e.path())).collect::<Result<_, _>>()?;
+        paths.sort_by_key(|path| (std::fs::metadata(path).and_then(|m| m.modified()).ok(), path.clone()));
+        let writers = std::env::var("TIERLOG__INGEST__WRITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.settings.ingest.writers)
+            .max(1);
+        let mut shards: Vec<Vec<(tierlog::event::AuditEvent, Vec<u8>)>> = (0..writers).map(|_| Vec::new()).collect();
+        for path in paths {
+            for line in std::fs::read(path)?.split(|b| *b == b'\n').filter(|line| !line.is_empty()) {
+                let event: tierlog::event::AuditEvent = serde_json::from_slice(line)?;
+                shards[tierlog::ingest::shard_of(&event.tenant_id, writers)].push((event, line.to_vec()));
+            }
+        }
+        let total: usize = shards.iter().map(Vec::len).sum();
+        let batches: Vec<tierlog::tiers::EncodedBatch> = shards
+            .into_iter()
+            .flat_map(|shard| {
+                let mut batches = Vec::new();
+                let mut rest = shard.into_iter().peekable();
+                while rest.peek().is_some() {
+                    let (events, lines) = rest.by_ref().take(self.batch).unzip();
+                    batches.push(tierlog::tiers::EncodedBatch { events, lines });
+                }
+                batches
+            })
+            .collect();
+        let mut redis_settings = self.settings.redis.clone();
+        redis_settings.url = self.redis_url.to_owned();
+        redis_settings.key_prefix = format!("{}-raw", self.prefix);
+        redis_settings.timeout_ms = 60_000;
+        let mut tiers = Vec::new();
+        for _ in 0..4 {
+            let tier = Arc::new(tierlog::tiers::redis::RedisHotTier::new(&redis_settings)?);
+            tier.ping().await.map_err(|e| anyhow::anyhow!("redis: {e}"))?;
+            tiers.push(tier);
+        }
+        let routing = Routing::new(self.settings);
+        let batches = Arc::new(batches);
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for tier in tiers {
+            let (routing, batches, next) = (routing.clone(), batches.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(batch) = batches.get(i) else { return Ok::<(), anyhow::Error>(()) };
+                    tier.push(&routing.hot_entries(batch)).await.map_err(|e| anyhow::anyhow!("redis: {e}"))?;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        let rate = total as f64 / started.elapsed().as_secs_f64();
+        let mut connection = redis::Client::open(self.redis_url)?.get_connection()?;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", redis_settings.key_prefix)).query(&mut connection)?;
+        let mut pushed = 0i64;
+        for key in keys.iter().filter(|k| k.ends_with(":events")) {
+            pushed += redis::cmd("LLEN").arg(key).query::<i64>(&mut connection)?;
+        }
+        if !keys.is_empty() {
+            redis::cmd("DEL").arg(&keys).query::<()>(&mut connection)?;
+        }
+        anyhow::ensure!(pushed == total as i64, "the raw push left {pushed} events in Redis, expected {total}");
+        Ok((rate, self.batch))
+    }
 }
 
 /// Empty copies of tierlog's tables (same columns, same indexes) and the statements
@@ -508,7 +632,7 @@ async fn raw_commit_latencies(db_url: &str, rate: f64, sessions: usize) -> anyho
 async fn main() -> anyhow::Result<()> {
     let o = options();
     println!(
-        "# cargo bench --bench ingest -- --events {} --concurrency {} --batch {} --mix {}{}{}{}{}{}",
+        "# cargo bench --bench ingest -- --events {} --concurrency {} --batch {} --mix {}{}{}{}{}{}{}",
         o.events,
         o.concurrency,
         o.batches.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
@@ -516,6 +640,7 @@ async fn main() -> anyhow::Result<()> {
         if o.embedded { " --embedded" } else { "" },
         o.rate.map(|r| format!(" --rate {r}")).unwrap_or_default(),
         if o.raw_pg { " --raw-pg" } else { "" },
+        if o.raw_redis { " --raw-redis" } else { "" },
         o.events_file.as_ref().map(|p| format!(" --events-file {p}")).unwrap_or_default(),
         if o.peer_work { " --peer-work" } else { "" }
     );

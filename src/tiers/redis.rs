@@ -11,7 +11,7 @@
 //! lists, push new ids, trim list and id set, refresh the TTL of both keys,
 //! atomically.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -38,11 +38,14 @@ pub fn ids_key(prefix: &str, tenant: &str, category: Category) -> String {
 
 /// One call per tenant and batch (a tenant's keys share a Cluster slot). KEYS: the
 /// events and ids key of each of the tenant's lists in the batch, in pairs. ARGV, per
-/// list in the same order: max_len, ttl, count, then `count` id/payload pairs (oldest
-/// first). Ids already in a list's id set (or twice in one call) are not pushed
-/// again. New ids are scored after the highest score in the set, so the set keeps
-/// push order without a counter key; it is read with one ZMSCORE and extended with
-/// one ZADD and one LPUSH per 500 events.
+/// list in the same order: max_len, ttl, count, then the `count` ids, then their
+/// `count` payloads (both oldest first; the caller sends each id once per call). Ids
+/// already in a list's id set are not pushed again. New ids are scored after the
+/// highest score in the set, so the set keeps push order without a counter key; it is
+/// read with one ZMSCORE and extended with one ZADD and one LPUSH per 500 events.
+/// When no id is known (the usual case) the payloads go to LPUSH straight from ARGV,
+/// without being copied into a Lua table first; list and id set are trimmed when the
+/// push took the list over its cap.
 const PUSH_SCRIPT: &str = r#"
 local step = 500
 local a = 1
@@ -50,47 +53,63 @@ local pushed = 0
 for k = 1, #KEYS, 2 do
   local events, ids = KEYS[k], KEYS[k + 1]
   local max_len, ttl, count = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local base = a + 3
+  local first_id = a + 3
+  local first_payload = first_id + count
   local last = 0
   local top = redis.call('ZRANGE', ids, -1, -1, 'WITHSCORES')
   if top[2] then
     last = tonumber(top[2])
   end
-  local known = {}
+  local known = nil
   for s = 0, count - 1, step do
-    local batch = {}
-    for i = s, math.min(s + step, count) - 1 do
-      batch[#batch + 1] = ARGV[base + 2 * i]
-    end
-    local scores = redis.call('ZMSCORE', ids, unpack(batch))
-    for j = 1, #batch do
+    local e = math.min(s + step, count) - 1
+    local scores = redis.call('ZMSCORE', ids, unpack(ARGV, first_id + s, first_id + e))
+    for j = 1, e - s + 1 do
       if scores[j] then
-        known[batch[j]] = true
+        known = known or {}
+        known[s + j] = true
       end
     end
   end
-  local members, payloads = {}, {}
-  for i = 0, count - 1 do
-    local id = ARGV[base + 2 * i]
-    if not known[id] then
-      known[id] = true
-      last = last + 1
-      members[#members + 1] = last
-      members[#members + 1] = id
-      payloads[#payloads + 1] = ARGV[base + 2 * i + 1]
+  local new = count
+  local length = 0
+  if known == nil then
+    for s = 0, count - 1, step do
+      local e = math.min(s + step, count) - 1
+      local members = {}
+      for i = s, e do
+        members[#members + 1] = last + i + 1
+        members[#members + 1] = ARGV[first_id + i]
+      end
+      redis.call('ZADD', ids, 'NX', unpack(members))
+      length = redis.call('LPUSH', events, unpack(ARGV, first_payload + s, first_payload + e))
+    end
+  else
+    local members, payloads = {}, {}
+    for i = 0, count - 1 do
+      if not known[i + 1] then
+        last = last + 1
+        members[#members + 1] = last
+        members[#members + 1] = ARGV[first_id + i]
+        payloads[#payloads + 1] = ARGV[first_payload + i]
+      end
+    end
+    new = #payloads
+    for s = 1, new, step do
+      local e = math.min(s + step - 1, new)
+      redis.call('ZADD', ids, 'NX', unpack(members, 2 * s - 1, 2 * e))
+      length = redis.call('LPUSH', events, unpack(payloads, s, e))
     end
   end
-  for s = 1, #payloads, step do
-    local e = math.min(s + step - 1, #payloads)
-    redis.call('ZADD', ids, 'NX', unpack(members, 2 * s - 1, 2 * e))
-    redis.call('LPUSH', events, unpack(payloads, s, e))
+  -- The id set grows and shrinks with its list, so both are over the cap together.
+  if length > max_len then
+    redis.call('LTRIM', events, 0, max_len - 1)
+    redis.call('ZREMRANGEBYRANK', ids, 0, -max_len - 1)
   end
-  redis.call('LTRIM', events, 0, max_len - 1)
-  redis.call('ZREMRANGEBYRANK', ids, 0, -max_len - 1)
   redis.call('EXPIRE', events, ttl)
   redis.call('EXPIRE', ids, ttl)
-  pushed = pushed + #payloads
-  a = base + 2 * count
+  pushed = pushed + new
+  a = first_payload + count
 end
 return pushed
 "#;
@@ -181,8 +200,12 @@ impl RedisHotTier {
     /// The batch's pipeline: one script call per tenant.
     fn push_commands(&self, entries: &[HotEntry<'_>]) -> ::redis::Pipeline {
         let mut lists: BTreeMap<(&str, Category), Vec<&HotEntry<'_>>> = BTreeMap::new();
+        let mut seen = HashSet::new();
         for entry in entries {
-            lists.entry((entry.event.tenant_id.as_str(), entry.event.category)).or_default().push(entry);
+            // Each id once per list and call: the script pushes every id it does not know.
+            if seen.insert((entry.event.tenant_id.as_str(), entry.event.category, entry.event.id)) {
+                lists.entry((entry.event.tenant_id.as_str(), entry.event.category)).or_default().push(entry);
+            }
         }
         let mut pipe = ::redis::pipe();
         let mut lists = lists.iter().peekable();
@@ -198,7 +221,10 @@ impl RedisHotTier {
                     .arg(first.ttl_seconds)
                     .arg(list.len());
                 for entry in list {
-                    invocation.arg(entry.event.id.to_string()).arg(entry.line);
+                    invocation.arg(entry.event.id.to_string());
+                }
+                for entry in list {
+                    invocation.arg(entry.line);
                 }
             }
             pipe.invoke_script(&invocation).ignore();

@@ -148,13 +148,17 @@ async fn retrying_the_same_ids_leaves_one_copy_in_every_tier() {
     // The same ids again, inside one request.
     let doubled = json!([batch[0], batch[0], batch[1]]);
     assert_eq!(app.post_events(&doubled).await.status(), 200);
+    // New ids, each twice in one request: the first push of an id keeps one copy.
+    let fresh = [event("auth", "acme"), event("api", "acme")];
+    let twice = json!([fresh[0], fresh[1], fresh[0], fresh[1]]);
+    assert_eq!(app.post_events(&twice).await.status(), 200);
 
-    assert_eq!(app.count_rows("audit_logs", "acme").await, 1);
+    assert_eq!(app.count_rows("audit_logs", "acme").await, 2);
     assert_eq!(app.count_rows("financial_audit_logs", "acme").await, 1);
-    assert_eq!(app.redis.list("acme", Category::Auth).len(), 1);
-    assert_eq!(app.redis.list("acme", Category::Api).len(), 1);
+    assert_eq!(app.redis.list("acme", Category::Auth).len(), 2);
+    assert_eq!(app.redis.list("acme", Category::Api).len(), 2);
     assert_eq!(app.redis.list("acme", Category::Financial).len(), 1);
-    assert_eq!(app.file_lines().len(), 3);
+    assert_eq!(app.file_lines().len(), 5);
     app.stop().await;
 }
 
