@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::clock::Clock;
 use crate::config::{FsyncPolicy, Settings};
 use crate::event::mask::Masker;
-use crate::http::{self, auth::Authenticator, AppState, Integrity};
+use crate::http::{self, auth::Authenticator, AppState, Integrity, Shared};
 use crate::integrity::checkpoint::{Keyring, PublicKey, Signer};
 use crate::retention::{Policies, PolicyHandle};
 use crate::tiers::database::Database;
@@ -179,7 +179,7 @@ impl Application {
         // Validated with the rest of the settings.
         let trusted_proxies = settings.trusted_proxies().unwrap_or_default().into();
         let masker = Arc::new(Masker::new(&settings.masking).unwrap_or_else(|_| Masker::disabled()));
-        let state = AppState {
+        let state = AppState::new(Shared {
             auth,
             trusted_proxies,
             settings: Arc::new(settings),
@@ -194,7 +194,7 @@ impl Application {
             policies,
             clock,
             masker,
-        };
+        });
         Application { listener, state, workers }
     }
 

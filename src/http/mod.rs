@@ -38,9 +38,28 @@ use crate::tiers::spool::Spool;
 use crate::tiers::database::Database;
 use crate::tiers::{DurableStore, HotTier};
 
-/// What every handler may use.
+/// What every handler may use. Axum clones the state for every request (and its
+/// middleware), so it is one shared pointer rather than a score of them.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state of a service built from `shared`.
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub settings: Arc<Settings>,
     pub pipeline: Pipeline,
     pub auth: auth::Authenticator,
