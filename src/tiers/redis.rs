@@ -8,8 +8,8 @@
 //!   in push order, so a retried event is not pushed twice.
 //!
 //! Each batch is one pipeline holding one script call per tenant: for each of its
-//! lists, push new ids, trim list and id set, refresh the TTL of both keys,
-//! atomically.
+//! lists, push new ids, trim list and id set back to the cap when the push went past
+//! it, refresh the TTL of both keys, atomically.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
