@@ -381,7 +381,12 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     anyhow::ensure!(lines == o.events, "files hold {lines} lines, expected {}", o.events);
 
     let rss = peak_rss_kib(server.child.id());
-    let mean_batch = if o.raw_redis && !o.embedded && expected_rows.values().all(|rows| *rows == 0) { Some(mean_batch(&client, &server.address).await?) } else { None };
+    let hot_only = expected_rows.values().all(|rows| *rows == 0);
+    let mean_batch = if o.raw_redis && !o.embedded && hot_only {
+        Some(mean_batch(&client, &server.address).await?)
+    } else {
+        None
+    };
     latencies.sort();
     let persisted: i64 = expected_rows.values().sum();
     println!(
@@ -423,9 +428,9 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     }
     if let Some(mean_batch) = mean_batch {
         let replay = RawPush { redis_url: &o.redis_url, prefix: &prefix, settings: &settings, batch: mean_batch };
-        let (rate, batch) = replay.rate(&files_dir).await?;
+        let rate = replay.rate(&files_dir).await?;
         println!(
-            "raw-redis the same {} events and lines, tierlog's own push (script and pipeline), {batch}-event batches per writer shard from 4 connections: events/s={rate:>8.0}  tierlog/raw={:.2}",
+            "raw-redis the same {} events and lines, tierlog's own push (script and pipeline), {mean_batch}-event batches per writer shard from 4 connections: events/s={rate:>8.0}  tierlog/raw={:.2}",
             o.events,
             o.events as f64 / acked_in.as_secs_f64() / rate
         );
@@ -465,8 +470,8 @@ struct RawPush<'a> {
 }
 
 impl RawPush<'_> {
-    /// Returns events/s and the batch size used.
-    async fn rate(&self, files_dir: &std::path::Path) -> anyhow::Result<(f64, usize)> {
+    /// Returns events/s.
+    async fn rate(&self, files_dir: &std::path::Path) -> anyhow::Result<f64> {
         use tierlog::tiers::HotTier;
         let mut paths: Vec<std::path::PathBuf> =
             std::fs::read_dir(files_dir)?.map(|entry| entry.map(|e| e.path())).collect::<Result<_, _>>()?;
@@ -535,7 +540,7 @@ impl RawPush<'_> {
             redis::cmd("DEL").arg(&keys).query::<()>(&mut connection)?;
         }
         anyhow::ensure!(pushed == total as i64, "the raw push left {pushed} events in Redis, expected {total}");
-        Ok((rate, self.batch))
+        Ok(rate)
     }
 }
 
