@@ -209,6 +209,17 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) the process has used so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -281,6 +292,7 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     let bodies = Arc::new(bodies);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
 
+    let cpu_before = cpu_time(server.child.id());
     let t0 = Instant::now();
     let interval = o.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
     let mut workers = Vec::new();
@@ -326,6 +338,7 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
         failures += f;
     }
     let acked_in = t0.elapsed();
+    let server_cpu = cpu_time(server.child.id()).saturating_sub(cpu_before);
 
     // Every acknowledged event must be in every tier it belongs to.
     let mut settings = Settings::defaults()?;
@@ -390,7 +403,7 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     latencies.sort();
     let persisted: i64 = expected_rows.values().sum();
     println!(
-        "mix={mix:<9} batch={batch:<4} conns={:<3} {}events={:<7} persisted={:<7} events/s={:>8.0} persisted_rows/s={:>7.0} MB/s={:>6.1} p50={:>7.2}ms p99={:>7.2}ms peak_rss={:>4}MiB verified={}",
+        "mix={mix:<9} batch={batch:<4} conns={:<3} {}events={:<7} persisted={:<7} events/s={:>8.0} persisted_rows/s={:>7.0} MB/s={:>6.1} p50={:>7.2}ms p99={:>7.2}ms peak_rss={:>4}MiB cpu/event={:>5.1}us verified={}",
         o.concurrency,
         o.rate.map(|r| format!("rate={r:.0}/s ")).unwrap_or_default(),
         o.events,
@@ -401,6 +414,7 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         rss / 1024,
+        server_cpu.as_secs_f64() * 1e6 / o.events as f64,
         if o.embedded { "sqlite,files" } else { "pg,redis,files" },
     );
 
