@@ -13,13 +13,12 @@ use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use crate::config::{FileSettings, FsyncPolicy};
-use crate::event::AuditEvent;
 use crate::tiers::EncodedBatch;
 
 /// A failed file operation, naming the path.
@@ -36,12 +35,12 @@ fn file_error<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error
     move |source| FileError { action, path: path.to_owned(), source }
 }
 
-/// What identifies an event for de-duplication.
-type EventKey = (Box<str>, Uuid);
+/// What identifies an event for de-duplication. The tenant is shared by every key of
+/// that tenant (see [`State::key`]), so a key costs no allocation of its own.
+type EventKey = (Arc<str>, Uuid);
 
-fn event_key(event: &AuditEvent) -> EventKey {
-    (event.tenant_id.as_str().into(), event.id)
-}
+/// Sets of keys, hashed with a per-process random seed.
+type KeySet = HashSet<EventKey, foldhash::fast::RandomState>;
 
 /// A file that is no longer written, with the events it holds.
 #[derive(Debug)]
@@ -117,8 +116,25 @@ impl Naming {
 struct State {
     current: Option<OpenFile>,
     closed: VecDeque<ClosedFile>,
-    seen: HashSet<EventKey>,
+    seen: KeySet,
+    /// One shared string per tenant with a key in `seen`.
+    tenants: HashSet<Arc<str>, foldhash::fast::RandomState>,
     next_seq: u64,
+}
+
+impl State {
+    /// The key of `(tenant, id)`, with the tenant's shared string.
+    fn key(&mut self, tenant: &str, id: Uuid) -> EventKey {
+        let tenant = match self.tenants.get(tenant) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<str> = tenant.into();
+                self.tenants.insert(shared.clone());
+                shared
+            }
+        };
+        (tenant, id)
+    }
 }
 
 /// The rolling JSON-lines writer. Calls block; run them on a blocking thread.
@@ -151,18 +167,19 @@ impl RollingFiles {
         let mut state = State {
             current: None,
             closed: VecDeque::new(),
-            seen: HashSet::new(),
+            seen: KeySet::default(),
+            tenants: HashSet::default(),
             next_seq: found.last().map(|(seq, _, _)| seq + 1).unwrap_or(1),
         };
         let newest = found.pop();
         for (_, _, path) in found {
-            let keys = read_keys(&path)?;
+            let keys = read_keys(&path, &mut state)?;
             state.seen.extend(keys.iter().cloned());
             state.closed.push_back(ClosedFile { path, keys });
         }
         if let Some((seq, date, path)) = newest {
             cut_torn_tail(&path)?;
-            let keys = read_keys(&path)?;
+            let keys = read_keys(&path, &mut state)?;
             state.seen.extend(keys.iter().cloned());
             let file = OpenOptions::new().append(true).open(&path).map_err(file_error("open", &path))?;
             let size = file.metadata().map_err(file_error("stat", &path))?.len();
@@ -221,13 +238,13 @@ impl RollingFiles {
 
     fn append_lines(&self, batch: &EncodedBatch, now: DateTime<Utc>) -> Result<usize, FileError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut batch_keys: HashSet<EventKey> = HashSet::new();
+        let mut batch_keys = KeySet::default();
         let mut pending: Vec<u8> = Vec::new();
         let mut pending_keys: Vec<EventKey> = Vec::new();
         let mut written = 0;
         let today = now.date_naive();
         for (event, line) in batch.iter() {
-            let key = event_key(event);
+            let key = state.key(&event.tenant_id, event.id);
             if state.seen.contains(&key) || !batch_keys.insert(key.clone()) {
                 continue;
             }
@@ -339,6 +356,9 @@ impl RollingFiles {
             for key in &oldest.keys {
                 state.seen.remove(key);
             }
+            drop(oldest);
+            // Tenants whose every key went with the file: only this set holds them.
+            state.tenants.retain(|tenant| Arc::strong_count(tenant) > 1);
         }
         Ok(())
     }
@@ -346,7 +366,7 @@ impl RollingFiles {
 
 /// The (tenant, id) of every complete line of a file; lines that do not parse are
 /// skipped (they cannot be retries of anything).
-fn read_keys(path: &Path) -> Result<Vec<EventKey>, FileError> {
+fn read_keys(path: &Path, state: &mut State) -> Result<Vec<EventKey>, FileError> {
     #[derive(serde::Deserialize)]
     struct Line {
         id: Uuid,
@@ -357,7 +377,7 @@ fn read_keys(path: &Path) -> Result<Vec<EventKey>, FileError> {
     for line in BufReader::new(file).split(b'\n') {
         let line = line.map_err(file_error("read", path))?;
         if let Ok(parsed) = serde_json::from_slice::<Line>(&line) {
-            keys.push((parsed.tenant_id.into_boxed_str(), parsed.id));
+            keys.push(state.key(&parsed.tenant_id, parsed.id));
         }
     }
     Ok(keys)
@@ -396,6 +416,49 @@ fn cut_torn_tail(path: &Path) -> Result<(), FileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::FileSettings;
+    use crate::event::{AuditEvent, EventParser, Limits};
+
+    fn event(tenant: &str, id: Uuid) -> AuditEvent {
+        let parser = EventParser::new(Limits::default(), None, Utc::now());
+        let item = serde_json::json!({"category": "api", "tenant_id": tenant, "id": id.to_string()});
+        parser.parse(0, item).expect("valid")
+    }
+
+    #[test]
+    fn keys_are_per_tenant_and_a_tenant_leaves_with_its_last_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = FileSettings {
+            enabled: true,
+            path: dir.path().join("audit.jsonl"),
+            max_size_mb: 1,
+            backup_count: 1,
+            daily: false,
+            fsync: FsyncPolicy::Batch,
+            fsync_interval_ms: 1000,
+        };
+        // One line per file: every append after the first rotates.
+        let files = RollingFiles::open_with_max_bytes(&settings, 1).expect("open");
+        let append = |events: Vec<AuditEvent>| files.append(&EncodedBatch::new(events), Utc::now()).expect("append");
+        let shared = Uuid::now_v7();
+        assert_eq!(append(vec![event("gone", shared), event("kept", shared)]), 2, "one id, two tenants: two events");
+        let tenants = |files: &RollingFiles| {
+            let mut names: Vec<String> = files.state.lock().expect("state").tenants.iter().map(|t| t.to_string()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(tenants(&files), ["gone", "kept"]);
+
+        let later = Uuid::now_v7();
+        assert_eq!(append(vec![event("kept", later)]), 1);
+        // Three files were written; the one holding "gone" and the first "kept" line
+        // is deleted, so "gone" has no key left.
+        assert_eq!(files.paths().len(), 2);
+        assert_eq!(tenants(&files), ["kept"]);
+        assert_eq!(append(vec![event("kept", later)]), 0, "a kept event is not written twice");
+        assert_eq!(append(vec![event("gone", shared)]), 1, "an event whose file is gone is written again");
+        assert_eq!(tenants(&files), ["gone", "kept"]);
+    }
 
     #[test]
     fn names_round_trip_and_share_one_glob() {
