@@ -503,18 +503,16 @@ impl RawPush<'_> {
             }
         }
         let total: usize = shards.iter().map(Vec::len).sum();
-        let batches: Vec<tierlog::tiers::EncodedBatch> = shards
-            .into_iter()
-            .flat_map(|shard| {
-                let mut batches = Vec::new();
-                let mut rest = shard.into_iter().peekable();
-                while rest.peek().is_some() {
-                    let (events, lines) = rest.by_ref().take(self.batch).unzip();
-                    batches.push(tierlog::tiers::EncodedBatch { events, lines });
-                }
-                batches
-            })
-            .collect();
+        let mut batches: Vec<tierlog::tiers::EncodedBatch> = Vec::new();
+        for shard in shards {
+            for chunk in shard.chunks(self.batch) {
+                let (events, lines): (Vec<_>, Vec<_>) = chunk.iter().cloned().unzip();
+                let batch = tierlog::tiers::EncodedBatch::new(events);
+                // Encoded again, each line must be the one tierlog wrote.
+                anyhow::ensure!(batch.iter().zip(&lines).all(|((_, encoded), line)| encoded == line.as_slice()), "a line does not re-encode to itself");
+                batches.push(batch);
+            }
+        }
         let mut redis_settings = self.settings.redis.clone();
         redis_settings.url = self.redis_url.to_owned();
         redis_settings.key_prefix = format!("{}-raw", self.prefix);

@@ -215,8 +215,15 @@ impl AuditEvent {
     /// store. Control characters are escaped by the JSON encoder, so a line never
     /// breaks in two.
     pub fn to_json_line(&self) -> Vec<u8> {
-        // Serialising a struct of plain data cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        let mut line = Vec::with_capacity(512);
+        self.write_json_line(&mut line);
+        line
+    }
+
+    /// Appends the event's JSON line (no trailing newline) to `out`.
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        // Serialising a struct of plain data into memory cannot fail.
+        let _ = serde_json::to_writer(&mut *out, self);
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, IoSlice, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -239,32 +239,29 @@ impl RollingFiles {
     fn append_lines(&self, batch: &EncodedBatch, now: DateTime<Utc>) -> Result<usize, FileError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch_keys = KeySet::default();
-        let mut pending: Vec<u8> = Vec::new();
-        let mut pending_keys: Vec<EventKey> = Vec::new();
+        let mut pending = Pending { batch, runs: Vec::new(), bytes: 0, keys: Vec::new() };
         let mut written = 0;
         let today = now.date_naive();
-        for (event, line) in batch.iter() {
+        for (i, event) in batch.events.iter().enumerate() {
             let key = state.key(&event.tenant_id, event.id);
             if state.seen.contains(&key) || !batch_keys.insert(key.clone()) {
                 continue;
             }
+            let line_bytes = batch.line_with_newline(i).len() as u64;
             let needs_new_file = match &state.current {
                 None => true,
                 Some(open) => {
-                    let size = open.size + pending.len() as u64;
-                    (size > 0 && size + line.len() as u64 + 1 > self.max_bytes)
-                        || (self.daily && open.date != today)
+                    let size = open.size + pending.bytes;
+                    (size > 0 && size + line_bytes > self.max_bytes) || (self.daily && open.date != today)
                 }
             };
             if needs_new_file {
-                written += self.flush(&mut state, &mut pending, &mut pending_keys)?;
+                written += self.flush(&mut state, &mut pending)?;
                 self.rotate(&mut state, today)?;
             }
-            pending.extend_from_slice(line);
-            pending.push(b'\n');
-            pending_keys.push(key);
+            pending.push(i, line_bytes, key);
         }
-        written += self.flush(&mut state, &mut pending, &mut pending_keys)?;
+        written += self.flush(&mut state, &mut pending)?;
         if let Some(open) = state.current.as_mut() {
             if self.fsync == FsyncPolicy::Batch && open.unsynced {
                 open.file.sync_data().map_err(file_error("fsync", &open.path))?;
@@ -297,26 +294,22 @@ impl RollingFiles {
 
     /// Writes `pending` to the open file; on failure cuts the file back so no partial
     /// line stays behind.
-    fn flush(
-        &self,
-        state: &mut State,
-        pending: &mut Vec<u8>,
-        pending_keys: &mut Vec<EventKey>,
-    ) -> Result<usize, FileError> {
-        if pending.is_empty() {
+    fn flush(&self, state: &mut State, pending: &mut Pending<'_>) -> Result<usize, FileError> {
+        if pending.keys.is_empty() {
             return Ok(0);
         }
         let Some(open) = state.current.as_mut() else { return Ok(0) };
-        if let Err(source) = open.file.write_all(pending) {
+        if let Err(source) = write_all_vectored(&mut open.file, &mut pending.slices()) {
             let _ = open.file.set_len(open.size);
             return Err(FileError { action: "write", path: open.path.clone(), source });
         }
-        open.size += pending.len() as u64;
+        open.size += pending.bytes;
         open.unsynced = true;
-        let count = pending_keys.len();
-        state.seen.extend(pending_keys.iter().cloned());
-        open.keys.append(pending_keys);
-        pending.clear();
+        let count = pending.keys.len();
+        state.seen.extend(pending.keys.iter().cloned());
+        open.keys.append(&mut pending.keys);
+        pending.runs.clear();
+        pending.bytes = 0;
         Ok(count)
     }
 
@@ -362,6 +355,44 @@ impl RollingFiles {
         }
         Ok(())
     }
+}
+
+/// Lines of a batch waiting to be written to the open file: runs of consecutive
+/// lines, so a batch without duplicates is one slice of its buffer.
+struct Pending<'b> {
+    batch: &'b EncodedBatch,
+    /// Ranges of line indexes.
+    runs: Vec<(usize, usize)>,
+    bytes: u64,
+    keys: Vec<EventKey>,
+}
+
+impl Pending<'_> {
+    fn push(&mut self, line: usize, bytes: u64, key: EventKey) {
+        match self.runs.last_mut() {
+            Some((_, end)) if *end == line => *end += 1,
+            _ => self.runs.push((line, line + 1)),
+        }
+        self.bytes += bytes;
+        self.keys.push(key);
+    }
+
+    fn slices(&self) -> Vec<IoSlice<'_>> {
+        self.runs.iter().map(|&(from, to)| IoSlice::new(self.batch.lines_with_newlines(from, to))).collect()
+    }
+}
+
+/// Writes every slice, in order, in as few calls as the kernel allows.
+fn write_all_vectored(file: &mut File, mut rest: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "the file took no bytes")),
+            Ok(written) => IoSlice::advance_slices(&mut rest, written),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The (tenant, id) of every complete line of a file; lines that do not parse are
@@ -423,6 +454,34 @@ mod tests {
         let parser = EventParser::new(Limits::default(), None, Utc::now());
         let item = serde_json::json!({"category": "api", "tenant_id": tenant, "id": id.to_string()});
         parser.parse(0, item).expect("valid")
+    }
+
+    #[test]
+    fn a_batch_with_known_and_repeated_ids_writes_each_new_line_once_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = FileSettings {
+            enabled: true,
+            path: dir.path().join("audit.jsonl"),
+            max_size_mb: 1,
+            backup_count: 1,
+            daily: false,
+            fsync: FsyncPolicy::Batch,
+            fsync_interval_ms: 1000,
+        };
+        let files = RollingFiles::open(&settings).expect("open");
+        let [a, b, c, d] = ["acme", "acme", "other", "acme"].map(|tenant| event(tenant, Uuid::now_v7()));
+        assert_eq!(files.append(&EncodedBatch::new(vec![b.clone()]), Utc::now()).expect("append"), 1);
+        // Known, repeated and new ids interleaved: the new lines are written in runs.
+        let batch = EncodedBatch::new(vec![a.clone(), b.clone(), c.clone(), a.clone(), b.clone(), d.clone()]);
+        assert_eq!(files.append(&batch, Utc::now()).expect("append"), 3);
+        let mut want = Vec::new();
+        for event in [&b, &a, &c, &d] {
+            want.extend(event.to_json_line());
+            want.push(b'\n');
+        }
+        let paths = files.paths();
+        assert_eq!(paths.len(), 1);
+        assert_eq!(String::from_utf8(std::fs::read(&paths[0]).expect("read")).expect("utf-8"), String::from_utf8(want).expect("utf-8"));
     }
 
     #[test]

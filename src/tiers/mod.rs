@@ -84,24 +84,51 @@ pub struct HotEntry<'a> {
 }
 
 /// A batch of events with each one's JSON line, encoded once for the file and hot
-/// tiers.
+/// tiers. The lines lie back to back in one buffer, each followed by its newline, so
+/// the file tier writes a batch as it is, without copying it.
 #[derive(Debug, Clone)]
 pub struct EncodedBatch {
     pub events: Vec<AuditEvent>,
-    /// `lines[i]` is `events[i]` as one JSON line, without the newline.
-    pub lines: Vec<Vec<u8>>,
+    text: Vec<u8>,
+    /// `text[ends[i - 1]..ends[i]]` is `events[i]`'s line and newline.
+    ends: Vec<usize>,
 }
 
 impl EncodedBatch {
     /// Encodes every event.
     pub fn new(events: Vec<AuditEvent>) -> EncodedBatch {
-        let lines = events.iter().map(AuditEvent::to_json_line).collect();
-        EncodedBatch { events, lines }
+        // Room for typical lines; a longer batch grows the buffer once or twice.
+        let mut text = Vec::with_capacity(events.len() * 768);
+        let mut ends = Vec::with_capacity(events.len());
+        for event in &events {
+            event.write_json_line(&mut text);
+            text.push(b'\n');
+            ends.push(text.len());
+        }
+        EncodedBatch { events, text, ends }
     }
 
-    /// Events paired with their lines.
+    /// Events paired with their lines (without the newline).
     pub fn iter(&self) -> impl Iterator<Item = (&AuditEvent, &[u8])> {
-        self.events.iter().zip(self.lines.iter().map(Vec::as_slice))
+        self.events.iter().zip((0..self.ends.len()).map(|i| {
+            let line = self.line_with_newline(i);
+            &line[..line.len() - 1]
+        }))
+    }
+
+    /// The `i`th line followed by its newline.
+    pub fn line_with_newline(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    /// Lines `from..to` with their newlines: one slice of the buffer.
+    pub fn lines_with_newlines(&self, from: usize, to: usize) -> &[u8] {
+        if from >= to {
+            return &[];
+        }
+        let start = if from == 0 { 0 } else { self.ends[from - 1] };
+        &self.text[start..self.ends[to - 1]]
     }
 }
 
