@@ -170,7 +170,10 @@ pub(super) async fn run(
         if jobs.is_empty() {
             break;
         }
-        let events: Vec<AuditEvent> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.events)).collect();
+        let mut events: Vec<AuditEvent> = Vec::with_capacity(jobs.iter().map(|job| job.events.len()).sum());
+        for job in &mut jobs {
+            events.append(&mut job.events);
+        }
         let batch = Arc::new(EncodedBatch::new(events));
         let stored = writer.write_store(&batch).await;
         // The previous batch's second stage ends before this one's begins.
