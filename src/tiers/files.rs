@@ -450,6 +450,18 @@ mod tests {
     use crate::config::FileSettings;
     use crate::event::{AuditEvent, EventParser, Limits};
 
+    fn one_backup(dir: &Path) -> FileSettings {
+        FileSettings {
+            enabled: true,
+            path: dir.join("audit.jsonl"),
+            max_size_mb: 1,
+            backup_count: 1,
+            daily: false,
+            fsync: FsyncPolicy::Batch,
+            fsync_interval_ms: 1000,
+        }
+    }
+
     fn event(tenant: &str, id: Uuid) -> AuditEvent {
         let parser = EventParser::new(Limits::default(), None, Utc::now());
         let item = serde_json::json!({"category": "api", "tenant_id": tenant, "id": id.to_string()});
@@ -459,15 +471,7 @@ mod tests {
     #[test]
     fn a_batch_with_known_and_repeated_ids_writes_each_new_line_once_in_order() {
         let dir = tempfile::tempdir().expect("dir");
-        let settings = FileSettings {
-            enabled: true,
-            path: dir.path().join("audit.jsonl"),
-            max_size_mb: 1,
-            backup_count: 1,
-            daily: false,
-            fsync: FsyncPolicy::Batch,
-            fsync_interval_ms: 1000,
-        };
+        let settings = one_backup(dir.path());
         let files = RollingFiles::open(&settings).expect("open");
         let [a, b, c, d] = ["acme", "acme", "other", "acme"].map(|tenant| event(tenant, Uuid::now_v7()));
         assert_eq!(files.append(&EncodedBatch::new(vec![b.clone()]), Utc::now()).expect("append"), 1);
@@ -487,15 +491,7 @@ mod tests {
     #[test]
     fn keys_are_per_tenant_and_a_tenant_leaves_with_its_last_file() {
         let dir = tempfile::tempdir().expect("dir");
-        let settings = FileSettings {
-            enabled: true,
-            path: dir.path().join("audit.jsonl"),
-            max_size_mb: 1,
-            backup_count: 1,
-            daily: false,
-            fsync: FsyncPolicy::Batch,
-            fsync_interval_ms: 1000,
-        };
+        let settings = one_backup(dir.path());
         // One line per file: every append after the first rotates.
         let files = RollingFiles::open_with_max_bytes(&settings, 1).expect("open");
         let append = |events: Vec<AuditEvent>| files.append(&EncodedBatch::new(events), Utc::now()).expect("append");
