@@ -117,7 +117,8 @@ struct State {
     current: Option<OpenFile>,
     closed: VecDeque<ClosedFile>,
     seen: KeySet,
-    /// One shared string per tenant with a key in `seen`.
+    /// One shared string per tenant: every tenant with a key in `seen`, and any other
+    /// looked up since a file was last deleted (each deletion prunes the rest).
     tenants: HashSet<Arc<str>, foldhash::fast::RandomState>,
     next_seq: u64,
 }
