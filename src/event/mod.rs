@@ -228,16 +228,107 @@ impl AuditEvent {
 }
 
 /// Formats an instant the one way tierlog writes instants: RFC 3339, UTC,
-/// microseconds.
+/// microseconds (`2026-11-23T12:00:00.123456Z`).
 pub fn format_timestamp(ts: &DateTime<Utc>) -> String {
-    ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    match TimestampText::of(ts) {
+        Some(text) => text.as_str().to_owned(),
+        None => ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    }
 }
 
 fn serialize_timestamp<S: Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_timestamp(ts))
+    match TimestampText::of(ts) {
+        Some(text) => s.serialize_str(text.as_str()),
+        None => s.serialize_str(&format_timestamp(ts)),
+    }
+}
+
+/// An instant in tierlog's format, written into a fixed buffer: every event is
+/// written with two of them, so this skips the general formatter. `None` for what
+/// the fixed layout cannot hold (years outside 0–9999, a leap second), which
+/// [`format_timestamp`] leaves to chrono.
+struct TimestampText([u8; 27]);
+
+impl TimestampText {
+    fn of(ts: &DateTime<Utc>) -> Option<TimestampText> {
+        use chrono::{Datelike, Timelike};
+        let year = u32::try_from(ts.year()).ok().filter(|y| *y <= 9999)?;
+        let nanos = ts.nanosecond();
+        if nanos >= 1_000_000_000 {
+            return None;
+        }
+        let mut out = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut value: u32| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, ts.month());
+        put(8, 2, ts.day());
+        put(11, 2, ts.hour());
+        put(14, 2, ts.minute());
+        put(17, 2, ts.second());
+        put(20, 6, nanos / 1000);
+        Some(TimestampText(out))
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// Truncates an instant to whole microseconds (Postgres' precision).
 pub fn truncate_to_micros(ts: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(ts.timestamp_micros()).unwrap_or(ts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{NaiveDate, TimeZone};
+
+    fn chrono_text(ts: &DateTime<Utc>) -> String {
+        ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    }
+
+    #[test]
+    fn timestamps_are_written_as_chrono_writes_them() {
+        // Spread over years 0 to 9999, with every field's edges among them.
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let first = NaiveDate::from_ymd_opt(0, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0)).expect("date").and_utc();
+        let last = NaiveDate::from_ymd_opt(9999, 12, 31).and_then(|d| d.and_hms_micro_opt(23, 59, 59, 999_999)).expect("date").and_utc();
+        let span = (last.timestamp_micros() - first.timestamp_micros()) as u64;
+        let mut instants = vec![first, last, DateTime::UNIX_EPOCH, Utc.with_ymd_and_hms(2026, 2, 28, 9, 5, 7).single().expect("time")];
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let micros = first.timestamp_micros() + (state % (span + 1)) as i64;
+            instants.push(DateTime::from_timestamp_micros(micros).expect("in range"));
+        }
+        for ts in &instants {
+            assert_eq!(format_timestamp(ts), chrono_text(ts));
+            let json = serde_json::to_string(&AuditEvent { timestamp: *ts, ..sample() }).expect("json");
+            assert!(json.contains(&format!("\"timestamp\":\"{}\"", chrono_text(ts))), "{json}");
+        }
+    }
+
+    #[test]
+    fn instants_the_fixed_layout_cannot_hold_are_left_to_chrono() {
+        let far = NaiveDate::from_ymd_opt(10_000, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0)).expect("date").and_utc();
+        let before = NaiveDate::from_ymd_opt(-1, 12, 31).and_then(|d| d.and_hms_opt(23, 59, 59)).expect("date").and_utc();
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31).and_then(|d| d.and_hms_micro_opt(23, 59, 59, 1_500_000)).expect("leap second").and_utc();
+        for ts in [far, before, leap] {
+            assert!(TimestampText::of(&ts).is_none());
+            assert_eq!(format_timestamp(&ts), chrono_text(&ts));
+        }
+    }
+
+    fn sample() -> AuditEvent {
+        let parser = EventParser::new(Limits::default(), None, Utc::now());
+        parser.parse(0, serde_json::json!({"category": "auth"})).expect("valid")
+    }
 }
