@@ -302,6 +302,8 @@ mod tests {
         let last = NaiveDate::from_ymd_opt(9999, 12, 31).and_then(|d| d.and_hms_micro_opt(23, 59, 59, 999_999)).expect("date").and_utc();
         let span = (last.timestamp_micros() - first.timestamp_micros()) as u64;
         let mut instants = vec![first, last, DateTime::UNIX_EPOCH, Utc.with_ymd_and_hms(2026, 2, 28, 9, 5, 7).single().expect("time")];
+        // Below a microsecond, both cut rather than round.
+        instants.push(DateTime::from_timestamp(1_700_000_000, 123_456_999).expect("time"));
         for _ in 0..20_000 {
             state ^= state << 13;
             state ^= state >> 7;
