@@ -378,11 +378,8 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     let mut redis = None;
     if !o.embedded {
         let mut connection = redis::Client::open(o.redis_url.as_str())?.get_connection()?;
-        keys = redis::cmd("KEYS").arg(format!("{prefix}:*")).query(&mut connection)?;
-        let mut in_redis = 0i64;
-        for key in keys.iter().filter(|k| k.ends_with(":events")) {
-            in_redis += redis::cmd("LLEN").arg(key).query::<i64>(&mut connection)?;
-        }
+        let in_redis;
+        (keys, in_redis) = events_under(&mut connection, &prefix)?;
         anyhow::ensure!(in_redis == o.events as i64, "redis holds {in_redis} events, expected {}", o.events);
         redis = Some(connection);
     }
@@ -456,6 +453,16 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
         sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)")).execute(admin).await?;
     }
     Ok(())
+}
+
+/// The Redis keys under `prefix`, and how many events their lists hold.
+fn events_under(connection: &mut redis::Connection, prefix: &str) -> anyhow::Result<(Vec<String>, i64)> {
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query(connection)?;
+    let mut events = 0i64;
+    for key in keys.iter().filter(|k| k.ends_with(":events")) {
+        events += redis::cmd("LLEN").arg(key).query::<i64>(connection)?;
+    }
+    Ok((keys, events))
 }
 
 /// Mean events per batch that tierlog's writers wrote, from its `/metrics`.
@@ -543,11 +550,7 @@ impl RawPush<'_> {
         }
         let rate = total as f64 / started.elapsed().as_secs_f64();
         let mut connection = redis::Client::open(self.redis_url)?.get_connection()?;
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", redis_settings.key_prefix)).query(&mut connection)?;
-        let mut pushed = 0i64;
-        for key in keys.iter().filter(|k| k.ends_with(":events")) {
-            pushed += redis::cmd("LLEN").arg(key).query::<i64>(&mut connection)?;
-        }
+        let (keys, pushed) = events_under(&mut connection, &redis_settings.key_prefix)?;
         if !keys.is_empty() {
             redis::cmd("DEL").arg(&keys).query::<()>(&mut connection)?;
         }
