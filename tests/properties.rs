@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use tierlog::event::body::{split_items, BodyError, BodyFormat};
 use tierlog::event::wire::WireItem;
-use tierlog::event::{AuditEvent, EventParser, Limits};
+use tierlog::event::{json, AuditEvent, EventParser, Limits};
+use tierlog::integrity::chain::canonical_json;
 use tierlog::keys::Principal;
 use tierlog::query::filter::MAX_LIMIT;
 use tierlog::query::{Cursor, Filters};
@@ -134,12 +135,30 @@ proptest! {
             Ok(event) => {
                 let line = event.to_json_line();
                 assert_safe_line(&line)?;
+                // The hand-written line is the event's serde encoding, byte for byte.
+                prop_assert_eq!(&line, &serde_json::to_vec(&event).expect("json"));
                 // What the files and the spool hold reads back as the same event.
                 let back: AuditEvent = serde_json::from_slice(&line).expect("the line decodes");
                 prop_assert_eq!(back, event);
             }
             Err(errors) => prop_assert!(!errors.is_empty(), "a refusal names its fields"),
         }
+    }
+
+    #[test]
+    fn strings_and_values_are_written_as_serde_json_writes_them(
+        text in prop_oneof![nasty_string(), any::<String>()],
+        value in json_value(),
+    ) {
+        let mut out = Vec::new();
+        json::write_str(&text, &mut out);
+        prop_assert_eq!(&out, &serde_json::to_vec(&text).expect("json"));
+        let mut out = Vec::new();
+        json::write_value(&value, &mut out);
+        let expected = serde_json::to_vec(&value).expect("json");
+        prop_assert_eq!(&out, &expected);
+        // serde_json's maps are sorted by key here, so the canonical form is the same.
+        prop_assert_eq!(canonical_json(&value), expected);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::encode::split_encoded;
+use crate::event::json::{write_scalar, write_str, Object};
 use crate::event::AuditEvent;
 
 /// Version of the canonical encoding, hashed into every row.
@@ -330,19 +331,20 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
 }
 
 pub(super) fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    out.push(b'{');
-    for (i, (key, item)) in entries.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        // Writing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, key);
-        out.push(b':');
-        write_canonical(item, out);
+    let mut object = Object::open(out);
+    let mut member = |key: &String, item: &Value| {
+        object.key(key);
+        write_canonical(item, object.out);
+    };
+    // Maps are sorted by key already unless serde_json keeps insertion order.
+    if map.keys().is_sorted_by(|a, b| a.as_bytes() <= b.as_bytes()) {
+        map.iter().for_each(|(key, item)| member(key, item));
+    } else {
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        entries.into_iter().for_each(|(key, item)| member(key, item));
     }
-    out.push(b'}');
+    object.close();
 }
 
 pub(super) fn write_canonical(value: &Value, out: &mut Vec<u8>) {
@@ -358,13 +360,9 @@ pub(super) fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
+        Value::String(text) => write_str(text, out),
         scalar => write_scalar(scalar, out),
     }
-}
-
-fn write_scalar(value: &Value, out: &mut Vec<u8>) {
-    // Writing a scalar Value into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 #[cfg(test)]
@@ -502,5 +500,19 @@ mod tests {
         assert_ne!(first.row_hash, at("audit_logs", 1, &e.timestamp));
         let content = content_hash("audit_logs", &seal.hash, &[], &e);
         assert_eq!(first.row_hash, link_hash(1, &e.received_at, &GENESIS_HASH, &content));
+    }
+
+    /// Chains written by earlier versions must still verify: the hashes of a fixed
+    /// event with every kind of escape are pinned to what tierlog has always written.
+    #[test]
+    fn hashes_of_a_fixed_event_never_change() {
+        let e = event(json!({"message": "tab\t quote\" back\\ bell\u{7} esc\u{1b} é \u{2028} \u{1F600} plain text over eight bytes",
+            "ip_address": "2001:db8::1", "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+            "details": {"phone": "+1 555 0100", "z\nkey": {"b": null, "a": [true, -3e40, 12]}}}));
+        let found = paths().find(&e);
+        let pii = pii_hash(&e, &found, &[9; 16]);
+        let content = content_hash("audit_logs", &pii, &found, &e);
+        assert_eq!(hex::encode(pii), "f793d1625ea1197b8bb380ded1df20a334183e4001dbedd2eb2fd6f4243a2a8b");
+        assert_eq!(hex::encode(content), "ba9a4c68ee2c1811fbe725674ad254f8e4645132b9999648a9ceb9ecab9d3be7");
     }
 }

@@ -8,69 +8,42 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::chain::{take_path, write_canonical, write_object, PiiPath};
-use crate::event::{format_timestamp, AuditEvent, Changes};
+use crate::event::json::Object;
+use crate::event::{write_timestamp_member, AuditEvent, Changes};
 
-/// Writes one JSON object with keys given in sorted order.
-struct Object<'o> {
-    out: &'o mut Vec<u8>,
-    first: bool,
+/// The members of the canonical encoding that are not plain strings: written with
+/// sorted keys, as [`super::chain`] writes them.
+trait Canonical {
+    fn value(&mut self, key: &'static str, value: Option<&Value>);
+    fn map(&mut self, key: &'static str, value: Option<&Map<String, Value>>);
+    fn changes(&mut self, key: &'static str, value: Option<&Changes>);
 }
 
-impl<'o> Object<'o> {
-    fn open(out: &'o mut Vec<u8>) -> Object<'o> {
-        out.push(b'{');
-        Object { out, first: true }
-    }
-
-    fn key(&mut self, key: &str) {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-        json_string(key, self.out);
-        self.out.push(b':');
-    }
-
-    fn str(&mut self, key: &str, value: Option<&str>) {
+impl Canonical for Object<'_> {
+    fn value(&mut self, key: &'static str, value: Option<&Value>) {
         if let Some(value) = value {
-            self.key(key);
-            json_string(value, self.out);
-        }
-    }
-
-    fn value(&mut self, key: &str, value: Option<&Value>) {
-        if let Some(value) = value {
-            self.key(key);
+            self.field(key);
             write_canonical(value, self.out);
         }
     }
 
-    fn map(&mut self, key: &str, value: Option<&Map<String, Value>>) {
+    fn map(&mut self, key: &'static str, value: Option<&Map<String, Value>>) {
         if let Some(value) = value {
-            self.key(key);
+            self.field(key);
             write_object(value, self.out);
         }
     }
 
     /// `changes` as its generic encoding has it: `after` and `before`, each if present.
-    fn changes(&mut self, key: &str, value: Option<&Changes>) {
+    fn changes(&mut self, key: &'static str, value: Option<&Changes>) {
         if let Some(changes) = value {
-            self.key(key);
+            self.field(key);
             let mut inner = Object::open(self.out);
             inner.map("after", changes.after.as_ref());
             inner.map("before", changes.before.as_ref());
             inner.close();
         }
     }
-
-    fn close(self) {
-        self.out.push(b'}');
-    }
-}
-
-fn json_string(text: &str, out: &mut Vec<u8>) {
-    // Writing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 fn plain<T: Serialize>(value: &T) -> Value {
@@ -110,11 +83,11 @@ pub(super) fn split_encoded(event: &AuditEvent, pii_paths: &[PiiPath]) -> (Vec<u
     }
     o.str("event_type", event.event_type.as_deref());
     o.value("financial", event.financial.as_ref().map(plain).as_ref());
-    o.str("id", Some(&event.id.to_string()));
+    o.str("id", Some(event.id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer())));
     o.str("level", Some(event.level.as_str()));
     o.str("logger", event.logger.as_deref());
     o.str("message", event.message.as_deref());
-    o.str("received_at", Some(&format_timestamp(&event.received_at)));
+    write_timestamp_member(&mut o, "received_at", &event.received_at);
     o.str("request_id", event.request_id.as_deref());
     o.str("resource", event.resource.as_deref());
     o.str("resource_id", event.resource_id.as_deref());
@@ -122,15 +95,17 @@ pub(super) fn split_encoded(event: &AuditEvent, pii_paths: &[PiiPath]) -> (Vec<u
     o.str("session_id", event.session_id.as_deref());
     o.str("status", event.status.map(|s| s.as_str()));
     o.str("tenant_id", Some(&event.tenant_id));
-    o.str("timestamp", Some(&format_timestamp(&event.timestamp)));
+    write_timestamp_member(&mut o, "timestamp", &event.timestamp);
     o.close();
 
     let mut personal = Vec::with_capacity(128);
     let mut p = Object::open(&mut personal);
     p.str("email", event.email.as_deref());
-    p.str("ip_address", event.ip_address.map(|ip| ip.to_string()).as_deref());
+    if let Some(ip) = event.ip_address {
+        p.plain_display("ip_address", ip);
+    }
     if !pii_paths.is_empty() {
-        p.key("paths");
+        p.field("paths");
         p.out.push(b'[');
         for (i, (path, value)) in taken.iter().enumerate() {
             if i > 0 {
