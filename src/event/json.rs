@@ -62,6 +62,12 @@ pub fn write_str(text: &str, out: &mut Vec<u8>) {
 /// Appends `value` as `serde_json` writes it compactly (object keys in the map's own
 /// order).
 pub fn write_value(value: &Value, out: &mut Vec<u8>) {
+    write_value_with(value, out, write_map);
+}
+
+/// Appends `value` compactly, each object (at any depth) written by `object`: the
+/// one place that decides member order.
+pub fn write_value_with(value: &Value, out: &mut Vec<u8>, object: fn(&Map<String, Value>, &mut Vec<u8>)) {
     match value {
         Value::String(text) => write_str(text, out),
         Value::Array(items) => {
@@ -70,11 +76,11 @@ pub fn write_value(value: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_value(item, out);
+                write_value_with(item, out, object);
             }
             out.push(b']');
         }
-        Value::Object(map) => write_map(map, out),
+        Value::Object(map) => object(map, out),
         scalar => write_scalar(scalar, out),
     }
 }
@@ -90,7 +96,7 @@ pub fn write_map(map: &Map<String, Value>, out: &mut Vec<u8>) {
 }
 
 /// Appends a number, boolean or null.
-pub fn write_scalar(value: &Value, out: &mut Vec<u8>) {
+fn write_scalar(value: &Value, out: &mut Vec<u8>) {
     // Writing a scalar into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, value);
 }

@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::encode::split_encoded;
-use crate::event::json::{write_scalar, write_str, Object};
+use crate::event::json::{write_value_with, Object};
 use crate::event::AuditEvent;
 
 /// Version of the canonical encoding, hashed into every row.
@@ -348,21 +348,7 @@ pub(super) fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
 }
 
 pub(super) fn write_canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => write_object(map, out),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        Value::String(text) => write_str(text, out),
-        scalar => write_scalar(scalar, out),
-    }
+    write_value_with(value, out, write_object);
 }
 
 #[cfg(test)]
