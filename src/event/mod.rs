@@ -397,6 +397,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn lines_are_the_serde_encoding_with_every_field_and_with_each_one_missing() {
+        let full = serde_json::json!({
+            "id": "0192f0c4-7a4e-7c3a-9c55-3f1f2a7d9b10", "timestamp": "2026-11-23T12:00:00.5Z",
+            "tenant_id": "acme", "category": "financial", "level": "WARNING", "logger": "app.pay",
+            "message": "moved \"money\"\n", "event_type": "transfer", "action": "payment.transfer",
+            "status": "success", "application": "billing", "user_id": "u-1", "username": "alice",
+            "email": "a@example.com", "resource": "account", "resource_id": "acc-1",
+            "ip_address": "2001:db8::1", "user_agent": "UA/1.0", "request_id": "r-1", "session_id": "s-1",
+            "details": {"z": [1, 2.5, null], "a": {"nested": "é\t"}},
+            "changes": {"before": {"limit": 10}, "after": {"limit": 20}},
+            "security": {"event_type": "suspicious_transfer", "severity": "high"},
+            "financial": {"transaction_id": "tx-1", "amount": "12.50", "currency": "EUR",
+                          "account_id": "acc-1", "counterparty": "ACME GmbH"},
+        });
+        let parser = EventParser::new(Limits::default(), None, Utc::now());
+        let mut items = vec![full.clone()];
+        // Every field but the one an event must have.
+        for field in full.as_object().expect("object").keys().filter(|k| *k != "category") {
+            let mut item = full.clone();
+            item.as_object_mut().expect("object").remove(field);
+            items.push(item);
+        }
+        for nested in ["changes.before", "changes.after", "security.severity", "financial.transaction_id",
+                       "financial.amount", "financial.currency", "financial.account_id", "financial.counterparty"] {
+            let (outer, inner) = nested.split_once('.').expect("dotted");
+            let mut item = full.clone();
+            item[outer].as_object_mut().expect("object").remove(inner);
+            items.push(item);
+        }
+        for item in items {
+            let event = parser.parse(0, item.clone()).expect("valid");
+            assert_eq!(String::from_utf8(event.to_json_line()).expect("utf-8"), serde_json::to_string(&event).expect("json"), "{item}");
+        }
+    }
+
     fn sample() -> AuditEvent {
         let parser = EventParser::new(Limits::default(), None, Utc::now());
         parser.parse(0, serde_json::json!({"category": "auth"})).expect("valid")
