@@ -28,7 +28,7 @@ pub struct Masker {
     drop_keys: Vec<KeyRule>,
     /// What each key name seen so far calls for; key names repeat across events, so
     /// the word splitting and rule matching run once per name.
-    verdicts: std::sync::RwLock<std::collections::HashMap<String, KeyAction, foldhash::fast::RandomState>>,
+    verdicts: std::sync::RwLock<foldhash::HashMap<String, KeyAction>>,
     mask_paths: Vec<Vec<String>>,
     drop_paths: Vec<Vec<String>>,
     patterns: Vec<Pattern>,

@@ -40,7 +40,7 @@ fn file_error<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error
 type EventKey = (Arc<str>, Uuid);
 
 /// Sets of keys, hashed with a per-process random seed.
-type KeySet = HashSet<EventKey, foldhash::fast::RandomState>;
+type KeySet = foldhash::HashSet<EventKey>;
 
 /// A file that is no longer written, with the events it holds.
 #[derive(Debug)]
@@ -119,7 +119,7 @@ struct State {
     seen: KeySet,
     /// One shared string per tenant: every tenant with a key in `seen`, and any other
     /// looked up since a file was last deleted (each deletion prunes the rest).
-    tenants: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    tenants: foldhash::HashSet<Arc<str>>,
     next_seq: u64,
 }
 

@@ -118,8 +118,7 @@ impl EncodedBatch {
 
     /// The `i`th line followed by its newline.
     pub fn line_with_newline(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
+        self.lines_with_newlines(i, i + 1)
     }
 
     /// Lines `from..to` with their newlines: one slice of the buffer.

@@ -11,7 +11,7 @@
 //! lists, push new ids, trim list and id set back to the cap when the push went past
 //! it, refresh the TTL of both keys, atomically.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -200,7 +200,7 @@ impl RedisHotTier {
     /// The batch's pipeline: one script call per tenant.
     fn push_commands(&self, entries: &[HotEntry<'_>]) -> ::redis::Pipeline {
         let mut lists: BTreeMap<(&str, Category), Vec<&HotEntry<'_>>> = BTreeMap::new();
-        let mut seen = HashSet::with_hasher(foldhash::fast::RandomState::default());
+        let mut seen: foldhash::HashSet<_> = Default::default();
         for entry in entries {
             // Each id once per list and call: the script pushes every id it does not know.
             if seen.insert((entry.event.tenant_id.as_str(), entry.event.category, entry.event.id)) {

@@ -198,7 +198,7 @@ type Chains<'b, 'r> = BTreeMap<ChainKey<'b>, Vec<&'b PersistRequest<'r>>>;
 
 fn group_by_chain<'b, 'r>(batch: &'b [PersistRequest<'r>]) -> Chains<'b, 'r> {
     let mut chains: Chains<'b, 'r> = BTreeMap::new();
-    let mut seen: HashSet<(Table, &str, Uuid), _> = HashSet::with_hasher(foldhash::fast::RandomState::default());
+    let mut seen: foldhash::HashSet<(Table, &str, Uuid)> = Default::default();
     for request in batch {
         let tenant = request.event.tenant_id.as_str();
         if seen.insert((request.table, tenant, request.event.id)) {
