@@ -382,12 +382,20 @@ async fn verify(pg: &Database, keys: &Keyring, tenant: Option<String>, table: Op
     for (chain_tenant, chain_table, _) in pg.chains(tenant.as_deref(), table).await? {
         let report = pg.verify_chain(keys, &chain_tenant, chain_table).await?;
         checked += report.rows_checked;
-        match &report.first_break {
-            None => println!("ok      {chain_tenant} {chain_table}: {} rows, head {}", report.rows_checked, report.head_seq),
-            Some(first) => {
-                broken += 1;
-                println!("BROKEN  {chain_tenant} {chain_table}: {}", serde_json::to_string(first)?);
-            }
+        if report.ok {
+            println!("ok      {chain_tenant} {chain_table}: {} rows, head {}", report.rows_checked, report.head_seq);
+            continue;
+        }
+        broken += 1;
+        println!(
+            "BROKEN  {chain_tenant} {chain_table}: {} break(s) in {} rows, head {}",
+            report.break_count, report.rows_checked, report.head_seq
+        );
+        for each in &report.breaks {
+            println!("        {}", serde_json::to_string(each)?);
+        }
+        if report.break_count > report.breaks.len() as u64 {
+            println!("        ... and {} more", report.break_count - report.breaks.len() as u64);
         }
     }
     println!("{checked} rows checked, {broken} broken chain(s)");

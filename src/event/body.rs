@@ -3,6 +3,8 @@
 
 use serde_json::value::RawValue;
 
+use super::exact;
+use super::parse::FieldError;
 use super::wire::WireItem;
 
 /// How the body is framed, from its content type.
@@ -34,6 +36,9 @@ pub enum BodyError {
     Empty,
     #[error("item {index} is not valid JSON: {reason}")]
     Malformed { index: usize, reason: String },
+    /// Valid JSON but for numbers out of the range of a 64-bit float, named by field.
+    #[error("item {} has numbers out of range", .0.first().map_or(0, |e| e.index))]
+    NumbersOutOfRange(Vec<FieldError>),
     #[error("the body is not valid JSON: {0}")]
     NotJson(String),
     #[error("item {index} is {size} bytes, more than the {limit}-byte limit per event")]
@@ -70,11 +75,24 @@ pub fn split_items(
     }
     raw_items
         .into_iter()
-        .map(|(index, raw)| {
-            serde_json::from_slice(raw)
-                .map_err(|e| BodyError::Malformed { index, reason: e.to_string() })
-        })
+        .map(|(index, raw)| WireItem::from_slice(raw).map_err(|e| unreadable(index, raw, &e)))
         .collect()
+}
+
+/// Why an item could not be read: its out-of-range numbers by field when that is
+/// what the parser stumbled on, or the parser's own words.
+fn unreadable(index: usize, raw: &[u8], error: &serde_json::Error) -> BodyError {
+    let out_of_range: Vec<FieldError> = exact::scan(raw)
+        .problems
+        .into_iter()
+        .filter(|p| p.reason == exact::OUT_OF_RANGE)
+        .map(|p| FieldError { index, field: p.field, reason: p.reason.to_owned() })
+        .collect();
+    if out_of_range.is_empty() {
+        BodyError::Malformed { index, reason: error.to_string() }
+    } else {
+        BodyError::NumbersOutOfRange(out_of_range)
+    }
 }
 
 fn json_items(body: &[u8]) -> Result<Vec<(usize, &[u8])>, BodyError> {
@@ -126,6 +144,18 @@ mod tests {
             split_items(body, BodyFormat::Json, 100, 1),
             Err(BodyError::TooManyEvents { count: 2, limit: 1 })
         );
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_named_by_field() {
+        let body = b"{}\n{\"details\":{\"big\":[1e400]}}\n";
+        match split_items(body, BodyFormat::Ndjson, 100, 10) {
+            Err(BodyError::NumbersOutOfRange(fields)) => {
+                assert_eq!(fields.len(), 1);
+                assert_eq!((fields[0].index, fields[0].field.as_str()), (1, "details.big[0]"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

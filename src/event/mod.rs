@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod body;
+pub mod exact;
 pub mod json;
 pub mod mask;
 pub mod parse;
@@ -212,6 +213,15 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
+    /// Holds every float of 1e16 or more that is a 64-bit integer as that integer,
+    /// the form Postgres gives back (see [`exact::settle_wide_floats`]).
+    pub fn settle_wide_floats(&mut self) {
+        let changes = self.changes.iter_mut().flat_map(|c| [c.before.as_mut(), c.after.as_mut()]).flatten();
+        for map in self.details.iter_mut().chain(changes) {
+            map.values_mut().for_each(exact::settle_wide_floats);
+        }
+    }
+
     /// The event as one JSON line (no trailing newline): what the file and Redis tiers
     /// store. Control characters are escaped by the JSON encoder, so a line never
     /// breaks in two.

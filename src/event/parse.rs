@@ -89,6 +89,10 @@ impl EventParser {
         for key in obj.unknown() {
             item_check.fail(key, "unknown field");
         }
+        for problem in &obj.scan().problems {
+            item_check.fail(&problem.field, problem.reason);
+        }
+        let wide_floats = obj.scan().wide_floats;
 
         let id = match item_check.string(obj, "id", 64) {
             Some(raw) => match Uuid::parse_str(&raw) {
@@ -201,6 +205,10 @@ impl EventParser {
             financial: item_check.financial(obj),
         };
         if item_check.errors.is_empty() {
+            let mut event = event;
+            if wide_floats {
+                event.settle_wide_floats();
+            }
             Ok(event)
         } else {
             Err(item_check.errors)

@@ -5,13 +5,16 @@
 //! only for validation to take it out again; here a key is matched against the field
 //! list where it lies in the body and its value lands in a fixed slot. Values are
 //! still read as JSON values, so validation ([`super::parse`]) sees exactly what a map
-//! would have held (a repeated key keeps its last value, as in a map).
+//! would have held; what a map forgets (number text, repeated keys) is checked on the
+//! item's bytes by [`super::exact`] and travels with the fields.
 
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
+
+use super::exact::{self, Scan};
 
 /// Every top-level field of a wire event.
 const TOP_LEVEL_FIELDS: [&str; 24] = [
@@ -42,6 +45,8 @@ pub struct WireFields {
     values: [Option<Value>; TOP_LEVEL_FIELDS.len()],
     /// Keys that are not event fields, sorted, each once.
     unknown: Vec<String>,
+    /// What the item's bytes say of its numbers and keys.
+    scan: Scan,
 }
 
 impl WireFields {
@@ -59,13 +64,32 @@ impl WireFields {
     pub(super) fn unknown(&self) -> &[String] {
         &self.unknown
     }
+
+    /// What the item's bytes say of its numbers and keys.
+    pub(super) fn scan(&self) -> &Scan {
+        &self.scan
+    }
 }
 
 impl WireItem {
-    /// Splits an already parsed JSON value (tests, tools).
+    /// Reads one item from its JSON text, numbers and keys checked on the bytes.
+    pub fn from_slice(raw: &[u8]) -> serde_json::Result<WireItem> {
+        let mut item: WireItem = serde_json::from_slice(raw)?;
+        if let WireItem::Object(fields) = &mut item {
+            fields.scan = exact::scan(raw);
+        }
+        Ok(item)
+    }
+
+    /// Splits an already parsed JSON value (tests, tools), checked through its text.
     pub fn from_value(value: Value) -> WireItem {
+        let scan = exact::scan_value(&value);
         // A `Value` always deserializes: every shape has a branch below.
-        WireItem::deserialize(value).unwrap_or(WireItem::NotObject)
+        let mut item = WireItem::deserialize(value).unwrap_or(WireItem::NotObject);
+        if let WireItem::Object(fields) = &mut item {
+            fields.scan = scan;
+        }
+        item
     }
 }
 
@@ -182,16 +206,19 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn bytes_and_values_split_alike_and_a_repeated_key_keeps_its_last_value() {
+    fn bytes_and_values_split_alike_and_a_repeated_key_is_noted() {
         let bytes = br#"{"category":"auth","zz":1,"message":"a","message":"b","aa":[1],"zz":2}"#;
-        let read: WireItem = serde_json::from_slice(bytes).expect("json");
+        let read = WireItem::from_slice(bytes).expect("json");
         let WireItem::Object(mut fields) = read.clone() else { panic!("an object") };
         assert_eq!(fields.unknown(), ["aa", "zz"]);
         assert_eq!(fields.take("message"), Some(json!("b")));
         assert_eq!(fields.take("message"), None);
         assert_eq!(fields.get("category"), Some(&json!("auth")));
-        let value: Value = serde_json::from_slice(bytes).expect("json");
-        assert_eq!(WireItem::from_value(value), read);
+        let repeated: Vec<&str> = fields.scan().problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(repeated, ["message", "zz"]);
+        let plain = br#"{"category":"auth","zz":1.5,"message":"b","aa":[1]}"#;
+        let value: Value = serde_json::from_slice(plain).expect("json");
+        assert_eq!(WireItem::from_value(value), WireItem::from_slice(plain).expect("json"));
     }
 
     #[test]

@@ -72,6 +72,7 @@ pub(super) async fn ingest(
         })?;
     let items = split_items(&bytes, format, limits.max_event_bytes, limits.max_batch_events).map_err(|e| match e {
         BodyError::EventTooLarge { .. } | BodyError::TooManyEvents { .. } => ApiError::too_large(e.to_string()),
+        BodyError::NumbersOutOfRange(fields) => ApiError::validation(fields),
         _ => ApiError::bad_request(e.to_string()),
     })?;
     tracing::Span::current().record("events", items.len());

@@ -82,25 +82,92 @@ impl RowHashes {
     }
 }
 
-/// Walks a chain entry by entry.
+/// Breaks listed in full in a report; past this many only the count goes on.
+pub const MAX_LISTED_BREAKS: usize = 100;
+
+/// Every break a walk found: the first [`MAX_LISTED_BREAKS`] of them and the count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BreakLog {
+    listed: Vec<Break>,
+    count: u64,
+}
+
+impl BreakLog {
+    /// Records one break.
+    pub fn push(&mut self, broken: Break) {
+        self.count += 1;
+        if self.listed.len() < MAX_LISTED_BREAKS {
+            self.listed.push(broken);
+        }
+    }
+
+    /// The breaks listed, in the order they were found.
+    pub fn listed(&self) -> &[Break] {
+        &self.listed
+    }
+
+    /// How many breaks were found in all.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The breaks, listed and counted.
+    pub fn into_parts(self) -> (Vec<Break>, u64) {
+        (self.listed, self.count)
+    }
+}
+
+/// Walks a chain entry by entry. A break is recorded and the walk goes on from what
+/// the entry itself holds, so one altered row can never hide another: each check
+/// returns the entry's first break (callers that stop at one can), and every break
+/// of the walk stays in [`Verifier::breaks`].
 #[derive(Debug, Clone)]
 pub struct Verifier {
     next_seq: i64,
-    prev_hash: [u8; 32],
+    /// The hash the next entry must link to; `None` when the start is not anchored,
+    /// so nothing is known to link to.
+    prev_hash: Option<[u8; 32]>,
     checked: u64,
     /// Checkpoints after the start, oldest first.
     anchors: Vec<Anchor>,
     next_anchor: usize,
+    breaks: BreakLog,
 }
 
 impl Default for Verifier {
     fn default() -> Self {
-        Verifier { next_seq: 1, prev_hash: GENESIS_HASH, checked: 0, anchors: Vec::new(), next_anchor: 0 }
+        Verifier {
+            next_seq: 1,
+            prev_hash: Some(GENESIS_HASH),
+            checked: 0,
+            anchors: Vec::new(),
+            next_anchor: 0,
+            breaks: BreakLog::default(),
+        }
     }
 }
 
 fn hash32(bytes: &[u8]) -> Option<[u8; 32]> {
     bytes.try_into().ok()
+}
+
+/// The breaks of one entry, the first of which its check returns.
+struct EntryBreaks<'v> {
+    log: &'v mut BreakLog,
+    first: Option<Break>,
+}
+
+impl EntryBreaks<'_> {
+    fn push(&mut self, broken: Break) {
+        if self.first.is_none() {
+            self.first = Some(broken.clone());
+        }
+        self.log.push(broken);
+    }
+
+    fn result(self) -> Result<(), Break> {
+        self.first.map_or(Ok(()), Err)
+    }
 }
 
 impl Verifier {
@@ -110,20 +177,25 @@ impl Verifier {
     }
 
     /// A verifier for a chain whose oldest held entry is `first_seq` (the head + 1
-    /// when nothing is held), with the chain's verified checkpoints.
-    pub fn starting_at(first_seq: i64, mut anchors: Vec<Anchor>) -> Result<Verifier, Break> {
+    /// when nothing is held), with the chain's verified checkpoints. A start after
+    /// deleted rows that no checkpoint anchors is an [`Break::UnanchoredStart`]: it is
+    /// returned and recorded, and the returned verifier walks on from the first
+    /// entry's own link.
+    pub fn starting_at(first_seq: i64, mut anchors: Vec<Anchor>) -> (Verifier, Option<Break>) {
         anchors.sort_by_key(|a| a.seq);
         let mut verifier = Verifier::default();
+        let mut unanchored = None;
         if first_seq > 1 {
-            let anchor = anchors
-                .iter()
-                .find(|a| a.seq == first_seq - 1)
-                .ok_or(Break::UnanchoredStart { first_seq })?;
             verifier.next_seq = first_seq;
-            verifier.prev_hash = anchor.hash;
+            verifier.prev_hash = anchors.iter().find(|a| a.seq == first_seq - 1).map(|a| a.hash);
+            if verifier.prev_hash.is_none() {
+                let broken = Break::UnanchoredStart { first_seq };
+                verifier.breaks.push(broken.clone());
+                unanchored = Some(broken);
+            }
         }
         verifier.anchors = anchors.into_iter().filter(|a| a.seq >= first_seq).collect();
-        Ok(verifier)
+        (verifier, unanchored)
     }
 
     /// Entries checked so far.
@@ -136,29 +208,66 @@ impl Verifier {
         self.next_seq - 1
     }
 
-    fn expect_position(&self, seq: i64, prev_hash: &[u8]) -> Result<(), Break> {
-        if seq != self.next_seq {
-            return Err(Break::SequenceGap { expected: self.next_seq, found: seq });
-        }
-        if prev_hash != self.prev_hash {
-            return Err(Break::BrokenLink { seq });
-        }
-        Ok(())
+    /// Records a break found outside the entries (a bad checkpoint signature).
+    pub fn record(&mut self, broken: Break) {
+        self.breaks.push(broken);
     }
 
-    fn advance(&mut self, seq: i64, row_hash: [u8; 32]) -> Result<(), Break> {
-        if let Some(anchor) = self.anchors.get(self.next_anchor) {
-            if anchor.seq == seq {
-                if anchor.hash != row_hash {
-                    return Err(Break::CheckpointMismatch { seq });
-                }
-                self.next_anchor += 1;
-            }
+    /// Every break found so far.
+    pub fn breaks(&self) -> &BreakLog {
+        &self.breaks
+    }
+
+    /// Checks one entry's position, link and row hash, then moves past it. After a
+    /// gap or a broken link, the entry's own `prev_hash` stands in for the expected
+    /// one, so its content is still checked; after a content change, the stored row
+    /// hash is what the next entry links to.
+    fn check_entry(
+        &mut self,
+        seq: i64,
+        prev_hash: &[u8],
+        expires_at: &DateTime<Utc>,
+        content: Option<[u8; 32]>,
+        row_hash: &[u8],
+        extra: impl FnOnce(&mut EntryBreaks<'_>),
+    ) -> Result<(), Break> {
+        let mut found = EntryBreaks { log: &mut self.breaks, first: None };
+        let mut expected_prev = self.prev_hash;
+        if seq != self.next_seq {
+            found.push(Break::SequenceGap { expected: self.next_seq, found: seq });
+            // The gap explains a link that does not hold.
+            expected_prev = None;
         }
-        self.prev_hash = row_hash;
-        self.next_seq += 1;
+        let own_prev = hash32(prev_hash);
+        if expected_prev.is_some_and(|expected| prev_hash != expected) {
+            found.push(Break::BrokenLink { seq });
+        }
+        let stored = hash32(row_hash);
+        let content_ok = match (stored, content, own_prev) {
+            (Some(stored), Some(content), Some(prev)) => link_hash(seq, expires_at, &prev, &content) == stored,
+            _ => false,
+        };
+        if !content_ok {
+            found.push(Break::ContentChanged { seq });
+        }
+        extra(&mut found);
+        // Checkpoints on rows that are gone are reported by the gap.
+        while self.anchors.get(self.next_anchor).is_some_and(|a| a.seq < seq) {
+            self.next_anchor += 1;
+        }
+        if let Some(anchor) = self.anchors.get(self.next_anchor).filter(|a| a.seq == seq) {
+            if Some(anchor.hash) != stored {
+                found.push(Break::CheckpointMismatch { seq });
+            }
+            self.next_anchor += 1;
+        }
+        let result = found.result();
+        // A malformed stored hash links nothing: the next entry is checked against its
+        // own link.
+        self.prev_hash = stored;
+        self.next_seq = seq + 1;
         self.checked += 1;
-        Ok(())
+        result
     }
 
     /// Checks the next row of the chain.
@@ -169,47 +278,41 @@ impl Verifier {
     /// Like [`Verifier::check`] with the row's hashes computed beforehand (they
     /// depend on the row alone, so many rows can be hashed in parallel).
     pub fn check_hashed(&mut self, row: &StoredRow, hashes: &RowHashes) -> Result<(), Break> {
-        self.expect_position(row.seq, &row.prev_hash)?;
         let seq = row.seq;
-        let stored = hash32(&row.row_hash).ok_or(Break::ContentChanged { seq })?;
-        let content = hashes.content.ok_or(Break::ContentChanged { seq })?;
-        if link_hash(seq, &row.expires_at, &self.prev_hash, &content) != stored {
-            return Err(Break::ContentChanged { seq });
-        }
-        if !hashes.personal_ok {
-            return Err(Break::PersonalFieldsChanged { seq });
-        }
-        self.advance(seq, stored)
+        self.check_entry(seq, &row.prev_hash, &row.expires_at, hashes.content, &row.row_hash, |found| {
+            if !hashes.personal_ok {
+                found.push(Break::PersonalFieldsChanged { seq });
+            }
+        })
     }
 
     /// Checks the next entry when it is a deleted row's tombstone.
     pub fn check_tombstone(&mut self, tombstone: &Tombstone) -> Result<(), Break> {
         let seq = tombstone.seq;
-        self.expect_position(seq, &tombstone.prev_hash)?;
-        let content = hash32(&tombstone.content_hash).ok_or(Break::ContentChanged { seq })?;
-        let stored = hash32(&tombstone.row_hash).ok_or(Break::ContentChanged { seq })?;
-        if link_hash(seq, &tombstone.expires_at, &self.prev_hash, &content) != stored {
-            return Err(Break::ContentChanged { seq });
-        }
-        if tombstone.deleted_at < tombstone.expires_at {
-            return Err(Break::DeletedBeforeExpiry { seq });
-        }
-        self.advance(seq, stored)
+        let content = hash32(&tombstone.content_hash);
+        let early = tombstone.deleted_at < tombstone.expires_at;
+        self.check_entry(seq, &tombstone.prev_hash, &tombstone.expires_at, content, &tombstone.row_hash, |found| {
+            if early {
+                found.push(Break::DeletedBeforeExpiry { seq });
+            }
+        })
     }
 
     /// Checks that the walk ended exactly at the recorded head and reached every
     /// checkpoint.
-    pub fn finish(&self, head_seq: i64) -> Result<(), Break> {
+    pub fn finish(&mut self, head_seq: i64) -> Result<(), Break> {
         let last_seq = self.last_seq();
         let newest_checkpoint = self.anchors.last().map_or(0, |a| a.seq);
         let must_reach = head_seq.max(newest_checkpoint);
-        if last_seq < must_reach {
-            return Err(Break::MissingTail { last_seq, head_seq: must_reach });
-        }
-        if last_seq > head_seq {
-            return Err(Break::RowsBeyondHead { last_seq, head_seq });
-        }
-        Ok(())
+        let broken = if last_seq < must_reach {
+            Break::MissingTail { last_seq, head_seq: must_reach }
+        } else if last_seq > head_seq {
+            Break::RowsBeyondHead { last_seq, head_seq }
+        } else {
+            return Ok(());
+        };
+        self.breaks.push(broken.clone());
+        Err(broken)
     }
 }
 
@@ -235,7 +338,7 @@ mod tests {
     fn the_walk_must_end_exactly_at_the_recorded_head() {
         assert_eq!(Verifier::new().finish(0), Ok(()));
         assert_eq!(Verifier::new().finish(2), Err(Break::MissingTail { last_seq: 0, head_seq: 2 }));
-        let walked = Verifier { next_seq: 4, ..Verifier::default() };
+        let mut walked = Verifier { next_seq: 4, ..Verifier::default() };
         assert_eq!(walked.finish(3), Ok(()));
         assert_eq!(walked.finish(2), Err(Break::RowsBeyondHead { last_seq: 3, head_seq: 2 }));
     }
@@ -259,15 +362,89 @@ mod tests {
     #[test]
     fn a_chain_after_deleted_rows_needs_a_checkpoint_and_must_reach_the_newest() {
         let anchor_hash = [9u8; 32];
-        assert_eq!(Verifier::starting_at(5, Vec::new()).err(), Some(Break::UnanchoredStart { first_seq: 5 }));
+        assert_eq!(Verifier::starting_at(5, Vec::new()).1, Some(Break::UnanchoredStart { first_seq: 5 }));
         let fifth = tombstone(5, anchor_hash, 1);
         let anchors = vec![Anchor { seq: 4, hash: anchor_hash }, Anchor { seq: 6, hash: [1; 32] }];
-        let mut verifier = Verifier::starting_at(5, anchors.clone()).expect("anchored");
+        let (mut verifier, unanchored) = Verifier::starting_at(5, anchors.clone());
+        assert_eq!(unanchored, None);
         assert_eq!(verifier.check_tombstone(&fifth), Ok(()));
         assert_eq!(verifier.finish(5), Err(Break::MissingTail { last_seq: 5, head_seq: 6 }));
 
         let wrong = vec![Anchor { seq: 4, hash: anchor_hash }, Anchor { seq: 5, hash: [1; 32] }];
-        let mut verifier = Verifier::starting_at(5, wrong).expect("anchored");
+        let (mut verifier, _) = Verifier::starting_at(5, wrong);
         assert_eq!(verifier.check_tombstone(&fifth), Err(Break::CheckpointMismatch { seq: 5 }));
+    }
+
+    /// A valid chain of `len` tombstones.
+    fn tombstone_chain(len: i64) -> Vec<Tombstone> {
+        let mut chain: Vec<Tombstone> = Vec::new();
+        for seq in 1..=len {
+            let prev = chain.last().map_or(GENESIS_HASH, |t| hash32(&t.row_hash).expect("32"));
+            chain.push(tombstone(seq, prev, 1));
+        }
+        chain
+    }
+
+    fn walk(chain: &[Tombstone]) -> BreakLog {
+        let mut verifier = Verifier::new();
+        for tomb in chain {
+            let _ = verifier.check_tombstone(tomb);
+        }
+        let _ = verifier.finish(chain.last().map_or(0, |t| t.seq));
+        verifier.breaks().clone()
+    }
+
+    #[test]
+    fn the_walk_goes_on_after_a_break_and_reports_every_later_one() {
+        assert_eq!(walk(&tombstone_chain(6)).count(), 0);
+        let mut chain = tombstone_chain(6);
+        chain[1].expires_at -= chrono::Duration::days(1);
+        chain[3].deleted_at = chain[3].expires_at - chrono::Duration::days(1);
+        chain[5].prev_hash = vec![7; 32];
+        let log = walk(&chain);
+        assert_eq!(
+            log.listed(),
+            [
+                Break::ContentChanged { seq: 2 },
+                Break::DeletedBeforeExpiry { seq: 4 },
+                Break::BrokenLink { seq: 6 },
+                Break::ContentChanged { seq: 6 },
+            ]
+        );
+        assert_eq!(log.count(), 4);
+    }
+
+    #[test]
+    fn a_removed_entry_is_one_gap_and_the_rows_after_it_still_verify() {
+        let mut chain = tombstone_chain(5);
+        chain.remove(2);
+        chain[3].expires_at += chrono::Duration::days(1);
+        let log = walk(&chain);
+        assert_eq!(log.listed(), [Break::SequenceGap { expected: 3, found: 4 }, Break::ContentChanged { seq: 5 }]);
+    }
+
+    #[test]
+    fn an_unanchored_start_is_reported_and_the_rows_after_it_are_still_checked() {
+        let chain = tombstone_chain(4);
+        let (mut verifier, unanchored) = Verifier::starting_at(3, Vec::new());
+        assert_eq!(unanchored, Some(Break::UnanchoredStart { first_seq: 3 }));
+        let mut third = chain[2].clone();
+        assert_eq!(verifier.check_tombstone(&third), Ok(()));
+        third.seq = 4;
+        third.prev_hash = chain[2].row_hash.clone();
+        assert_eq!(verifier.check_tombstone(&third), Err(Break::ContentChanged { seq: 4 }));
+        assert_eq!(verifier.breaks().count(), 2);
+    }
+
+    #[test]
+    fn the_list_of_breaks_is_bounded_and_the_count_is_not() {
+        let mut chain = tombstone_chain(150);
+        for tomb in &mut chain {
+            tomb.deleted_at = tomb.expires_at - chrono::Duration::seconds(1);
+        }
+        let log = walk(&chain);
+        assert_eq!(log.listed().len(), MAX_LISTED_BREAKS);
+        assert_eq!(log.count(), 150);
+        assert_eq!(log.listed()[99], Break::DeletedBeforeExpiry { seq: 100 });
     }
 }

@@ -33,6 +33,12 @@ pub struct ChainReport {
     /// The first link that does not hold.
     #[schema(value_type = Option<Object>)]
     pub first_break: Option<Break>,
+    /// Every break found, in chain order, up to the first 100: the walk goes on
+    /// after a break, so one bad row never hides another.
+    #[schema(value_type = Vec<Object>)]
+    pub breaks: Vec<Break>,
+    /// How many breaks were found in all (more than `breaks` lists when over 100).
+    pub break_count: u64,
 }
 
 /// A chunk of rows, each with its hashes.
@@ -57,20 +63,20 @@ pub(crate) fn known_chains(rows: Vec<(String, String, i64)>) -> Vec<(String, Tab
     rows.into_iter().filter_map(|(tenant, name, seq)| Table::parse(&name).map(|table| (tenant, table, seq))).collect()
 }
 
-/// The checkpoints as verified anchors; the first bad signature is a break.
-pub(crate) fn anchors(checkpoints: &[Checkpoint], keys: &Keyring) -> (Vec<Anchor>, Option<Break>) {
+/// The checkpoints whose signatures hold, as anchors, and a break for each that
+/// does not (it anchors nothing).
+pub(crate) fn anchors(checkpoints: &[Checkpoint], keys: &Keyring) -> (Vec<Anchor>, Vec<Break>) {
     let mut anchors = Vec::new();
+    let mut bad = Vec::new();
     for checkpoint in checkpoints {
         let seq = checkpoint.head.seq;
-        if let Err(reason) = checkpoint.verify(keys) {
-            return (anchors, Some(Break::BadCheckpoint { seq, reason }));
-        }
-        match checkpoint.hash_bytes() {
-            Some(hash) => anchors.push(Anchor { seq, hash }),
-            None => return (anchors, Some(Break::BadCheckpoint { seq, reason: SignatureError::Invalid })),
+        match (checkpoint.verify(keys), checkpoint.hash_bytes()) {
+            (Ok(()), Some(hash)) => anchors.push(Anchor { seq, hash }),
+            (Err(reason), _) => bad.push(Break::BadCheckpoint { seq, reason }),
+            (Ok(()), None) => bad.push(Break::BadCheckpoint { seq, reason: SignatureError::Invalid }),
         }
     }
-    (anchors, None)
+    (anchors, bad)
 }
 
 /// Decodes and hashes rows on every core: both depend on each row alone.
@@ -109,7 +115,8 @@ pub(crate) fn decode_and_hash<R: Sync>(
     Ok(done.into_iter().unzip())
 }
 
-/// Verifies one chain from `source` against its head and signed checkpoints.
+/// Verifies one chain from `source` against its head and signed checkpoints,
+/// reporting every break, not just the first.
 pub(crate) async fn verify(
     source: &mut impl ChainSource,
     keys: &Keyring,
@@ -117,70 +124,61 @@ pub(crate) async fn verify(
     table: Table,
 ) -> Result<ChainReport, sqlx::Error> {
     let head_seq = source.head().await?;
-    let (anchors, bad_checkpoint) = anchors(&source.checkpoints().await?, keys);
-    let checkpoint_count = anchors.len();
+    let (anchors, bad_checkpoints) = anchors(&source.checkpoints().await?, keys);
+    let checkpoint_count = anchors.len() + bad_checkpoints.len();
     let first_seq = source.first_held().await?.unwrap_or(head_seq + 1);
-    let report = |rows_checked, first_break: Option<Break>| ChainReport {
+    let (mut verifier, _) = Verifier::starting_at(first_seq, anchors);
+    for bad in bad_checkpoints {
+        verifier.record(bad);
+    }
+    walk(source, &mut verifier, first_seq - 1).await?;
+    let _ = verifier.finish(head_seq);
+    let rows_checked = verifier.checked();
+    let (breaks, break_count) = verifier.breaks().clone().into_parts();
+    Ok(ChainReport {
         tenant_id: tenant.to_owned(),
         table: table.as_str().to_owned(),
         rows_checked,
         first_seq,
         head_seq,
         checkpoints: checkpoint_count,
-        ok: first_break.is_none(),
-        first_break,
-    };
-    if bad_checkpoint.is_some() {
-        return Ok(report(0, bad_checkpoint));
-    }
-    let mut verifier = match Verifier::starting_at(first_seq, anchors) {
-        Ok(verifier) => verifier,
-        Err(broken) => return Ok(report(0, Some(broken))),
-    };
-    let first_break = walk(source, &mut verifier, first_seq - 1).await?;
-    let first_break = first_break.or_else(|| verifier.finish(head_seq).err());
-    Ok(report(verifier.checked(), first_break))
+        ok: break_count == 0,
+        first_break: breaks.first().cloned(),
+        breaks,
+        break_count,
+    })
 }
 
-/// Why the row walk stopped early.
-enum Stop {
-    Broken(Break),
-    /// The tombstone buffer ran dry inside this stretch of rows.
-    NeedTombstones,
-}
+/// The tombstone buffer ran dry inside a stretch of rows.
+struct NeedTombstones;
 
-impl From<Break> for Stop {
-    fn from(broken: Break) -> Stop {
-        Stop::Broken(broken)
-    }
-}
-
-/// Checks `rows`, and the buffered tombstones that fall before each of them.
+/// Checks `rows`, and the buffered tombstones that fall before each of them. Breaks
+/// are recorded in the verifier and the walk goes on.
 fn check_rows(
     verifier: &mut Verifier,
     rows: &[StoredRow],
     hashes: &[RowHashes],
     tombs: &mut VecDeque<Tombstone>,
     tombs_done: bool,
-) -> Result<(), Stop> {
+) -> Result<(), NeedTombstones> {
     for (row, hashes) in rows.iter().zip(hashes) {
         if row.seq <= verifier.last_seq() {
             continue;
         }
         while let Some(tomb) = tombs.front().filter(|t| t.seq < row.seq) {
-            verifier.check_tombstone(tomb)?;
+            let _ = verifier.check_tombstone(tomb);
             tombs.pop_front();
             if tombs.is_empty() && !tombs_done {
-                return Err(Stop::NeedTombstones);
+                return Err(NeedTombstones);
             }
         }
-        verifier.check_hashed(row, hashes)?;
+        let _ = verifier.check_hashed(row, hashes);
     }
     Ok(())
 }
 
 /// Walks rows and tombstones after `after` in sequence order.
-async fn walk(source: &mut impl ChainSource, verifier: &mut Verifier, after: i64) -> Result<Option<Break>, sqlx::Error> {
+async fn walk(source: &mut impl ChainSource, verifier: &mut Verifier, after: i64) -> Result<(), sqlx::Error> {
     let mut tombs: VecDeque<Tombstone> = source.tombstones_after(after, TOMBSTONE_CHUNK).await?.into();
     let mut tombs_done = (tombs.len() as i64) < TOMBSTONE_CHUNK;
     loop {
@@ -188,24 +186,18 @@ async fn walk(source: &mut impl ChainSource, verifier: &mut Verifier, after: i64
         if rows.is_empty() {
             break;
         }
-        match check_rows(verifier, &rows, &hashes, &mut tombs, tombs_done) {
-            Ok(()) => {}
-            Err(Stop::Broken(broken)) => return Ok(Some(broken)),
-            Err(Stop::NeedTombstones) => {
-                tombs.extend(source.tombstones_after(verifier.last_seq(), TOMBSTONE_CHUNK).await?);
-                tombs_done = (tombs.len() as i64) < TOMBSTONE_CHUNK;
-            }
+        if check_rows(verifier, &rows, &hashes, &mut tombs, tombs_done).is_err() {
+            tombs.extend(source.tombstones_after(verifier.last_seq(), TOMBSTONE_CHUNK).await?);
+            tombs_done = (tombs.len() as i64) < TOMBSTONE_CHUNK;
         }
     }
     // Tombstones after the last row.
     loop {
         while let Some(tomb) = tombs.pop_front() {
-            if let Err(broken) = verifier.check_tombstone(&tomb) {
-                return Ok(Some(broken));
-            }
+            let _ = verifier.check_tombstone(&tomb);
         }
         if tombs_done {
-            return Ok(None);
+            return Ok(());
         }
         tombs.extend(source.tombstones_after(verifier.last_seq(), TOMBSTONE_CHUNK).await?);
         tombs_done = (tombs.len() as i64) < TOMBSTONE_CHUNK;

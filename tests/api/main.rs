@@ -1,6 +1,8 @@
 //! tierlog's integration tests: one binary, the real Postgres, Redis, files and HTTP.
 
+#[macro_use]
 mod behaviour;
+mod numbers;
 mod chain;
 mod checkpoints;
 mod masking;

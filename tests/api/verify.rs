@@ -27,6 +27,8 @@ async fn verification_names_the_first_broken_link_for_each_kind_of_tampering() {
         assert_eq!(app.post_events(&json!(batch)).await.status(), 200);
     }
     app.tamper("UPDATE audit_logs SET message = 'nothing happened' WHERE tenant_id = 'changed' AND seq = 3").await;
+    // A second edit further on must not hide behind the first.
+    app.tamper("UPDATE audit_logs SET username = 'mallory' WHERE tenant_id = 'changed' AND seq = 5").await;
     app.tamper("DELETE FROM audit_logs WHERE tenant_id = 'deleted' AND seq = 2").await;
     app.tamper("DELETE FROM audit_logs WHERE tenant_id = 'tail' AND seq = 5").await;
     // A row slipped in at 3: the later rows move up and the last one is dropped, so the
@@ -60,6 +62,15 @@ async fn verification_names_the_first_broken_link_for_each_kind_of_tampering() {
         assert_eq!(report["first_break"], first_break, "{tenant}: {report}");
         assert_eq!(report["ok"], first_break.is_null(), "{tenant}");
     }
+    let changed = verdict(&app, "changed").await;
+    assert_eq!(
+        changed["breaks"],
+        json!([{"kind": "content_changed", "seq": 3}, {"kind": "personal_fields_changed", "seq": 5}]),
+        "{changed}"
+    );
+    assert_eq!(changed["break_count"], 2);
+    // The walk resumes after a gap: the rows after it still verify.
+    assert_eq!(verdict(&app, "deleted").await["break_count"], 1);
 
     // The command line reaches the same verdict, with exit status 1 on a broken chain.
     let run = |tenant: &str| {
@@ -77,6 +88,8 @@ async fn verification_names_the_first_broken_link_for_each_kind_of_tampering() {
     let broken = run("deleted");
     assert_eq!(broken.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&broken.stdout).contains("sequence_gap"));
+    let both = String::from_utf8_lossy(&run("changed").stdout).into_owned();
+    assert!(both.contains("2 break(s)") && both.contains("content_changed") && both.contains("personal_fields_changed"), "{both}");
     app.stop().await;
 }
 

@@ -179,10 +179,10 @@ pub async fn compact(
     }
     let mut conn = pool.acquire().await?;
     let (anchors, bad) = chain_walk::anchors(&checkpoints::for_chain(&mut *conn, tenant, table).await?, keys);
-    if bad.is_some() {
+    let (mut verifier, unanchored) = Verifier::starting_at(first_tomb, anchors);
+    if !bad.is_empty() || unanchored.is_some() {
         return Ok(None);
     }
-    let Ok(mut verifier) = Verifier::starting_at(first_tomb, anchors) else { return Ok(None) };
     let mut after = first_tomb - 1;
     let mut last_hash = None;
     while after < boundary - 1 {

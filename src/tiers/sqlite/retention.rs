@@ -164,10 +164,10 @@ pub async fn compact(
     }
     let mut source = super::verify::SqliteSource { tx, tenant: tenant.to_owned(), table };
     let (anchors, bad) = chain_walk::anchors(&source.checkpoints().await?, keys);
-    if bad.is_some() {
+    let (mut verifier, unanchored) = Verifier::starting_at(first_tomb, anchors);
+    if !bad.is_empty() || unanchored.is_some() {
         return Ok(None);
     }
-    let Ok(mut verifier) = Verifier::starting_at(first_tomb, anchors) else { return Ok(None) };
     let tombs = source.tombstones_after(first_tomb - 1, boundary - first_tomb).await?;
     let mut last_hash = None;
     for tomb in &tombs {
