@@ -109,7 +109,8 @@ impl Application {
         } else {
             let pg = PgStore::connect_lazy(&settings.postgres).context("postgres.url (DATABASE_URL)")?;
             if settings.postgres.migrate_on_start {
-                postgres::migrate(pg.pool()).await.context("cannot migrate the database")?;
+                let retry = Duration::from_millis(settings.spool.retry_interval_ms.max(100));
+                pg.migrate_or_defer(retry).await.context("cannot migrate the database")?;
             }
             tokio::spawn({
                 let (pg, writers) = (pg.clone(), settings.ingest.writers);
@@ -120,7 +121,10 @@ impl Application {
         if settings.server.bootstrap_key.is_empty() && matches!(database, Database::Sqlite(_)) {
             settings.server.bootstrap_key = embedded_bootstrap_key(&settings)?;
         }
-        let keys = Arc::new(database.key_store());
+        let verified_keys_file = (matches!(database, Database::Postgres(_)) && settings.spool.enabled)
+            .then(|| settings.spool.path.join("verified-keys.json"));
+        let grace = Duration::from_secs(settings.keys.outage_grace_seconds);
+        let keys = Arc::new(database.key_store().with_outage_grace(grace, verified_keys_file));
         let store = database.durable();
         let governance = Governance::from_settings(&settings)?;
         let hot: Option<Arc<dyn HotTier>> = match (settings.redis.enabled, settings.redis.url.is_empty()) {

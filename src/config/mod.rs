@@ -47,6 +47,7 @@ pub struct Settings {
     pub embedded: EmbeddedSettings,
     pub spool: SpoolSettings,
     pub rate_limit: RateLimitSettings,
+    pub keys: KeySettings,
     pub integrity: IntegritySettings,
     pub retention: RetentionSettings,
     pub privacy: PrivacySettings,
@@ -63,6 +64,15 @@ pub struct SpoolSettings {
     pub max_bytes: u64,
     pub replay_batch_events: usize,
     pub retry_interval_ms: u64,
+}
+
+/// API keys while the database is unreachable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    /// Keys verified within this many seconds keep working while the database cannot
+    /// be asked; 0 refuses every stored key during an outage.
+    pub outage_grace_seconds: u64,
 }
 
 /// Per-key request rate limits.

@@ -43,10 +43,13 @@ const REPEATED_KEY: &str = "appears more than once in its object";
 
 /// Objects with more keys than this look repeats up in a hash set.
 const LINEAR_KEYS: usize = 16;
+/// Nesting past this is not scanned: serde's parser refuses it (at 128), and the
+/// scan of a refused item must not recurse without bound.
+const MAX_DEPTH: usize = 128;
 
 /// Scans one item's JSON text (already known to be valid JSON).
 pub fn scan(raw: &[u8]) -> Scan {
-    let mut scanner = Scanner { bytes: raw, pos: 0, path: String::new(), scan: Scan::default() };
+    let mut scanner = Scanner { bytes: raw, pos: 0, depth: 0, path: String::new(), scan: Scan::default() };
     scanner.value();
     scanner.scan
 }
@@ -59,6 +62,8 @@ pub fn scan_value(value: &Value) -> Scan {
 struct Scanner<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Objects and arrays open around the value being scanned.
+    depth: usize,
     /// The path of the value being scanned.
     path: String,
     scan: Scan,
@@ -81,9 +86,21 @@ impl<'a> Scanner<'a> {
 
     fn value(&mut self) {
         self.skip_whitespace();
+        if self.depth >= MAX_DEPTH {
+            self.pos = self.bytes.len();
+            return;
+        }
         match self.peek() {
-            b'{' => self.object(),
-            b'[' => self.array(),
+            b'{' => {
+                self.depth += 1;
+                self.object();
+                self.depth -= 1;
+            }
+            b'[' => {
+                self.depth += 1;
+                self.array();
+                self.depth -= 1;
+            }
             b'"' => {
                 self.string();
             }
@@ -357,6 +374,14 @@ mod tests {
         let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
         assert_eq!(problems(&format!("{{{},\"k3\":0}}", many.join(","))), [("k3".to_owned(), REPEATED_KEY)]);
         assert_eq!(problems(&format!("{{{}}}", many.join(","))), []);
+    }
+
+    #[test]
+    fn nesting_beyond_the_parser_limit_ends_the_scan_without_recursing_further() {
+        let deep = format!("{}1e400{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(problems(&deep), []);
+        let shallow = format!("{{\"a\":{}1e400{}}}", "[".repeat(3), "]".repeat(3));
+        assert_eq!(problems(&shallow), [("a[0][0][0]".to_owned(), OUT_OF_RANGE)]);
     }
 
     #[test]

@@ -123,6 +123,13 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                     text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
                 }
             }
+            if let Some(keys) = state.auth.store() {
+                let name = "tierlog_auth_remembered_total";
+                text.push_str(&format!(
+                    "# HELP {name} Requests let in on a key as last verified while the database could not be asked.\n# TYPE {name} counter\n{name} {}\n",
+                    keys.outage_auths()
+                ));
+            }
             text
         },
     )

@@ -5,6 +5,7 @@
 //! by the digest of the presented secret, so the secret itself is never compared or
 //! stored; the bootstrap key from configuration is compared in constant time.
 
+mod cache;
 mod store;
 
 use std::fmt;
@@ -16,7 +17,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-pub use store::{KeyStore, KeyStoreError, NewKey};
+pub use store::{KeyStore, KeyStoreError, NewKey, DEFAULT_OUTAGE_GRACE};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
@@ -141,7 +142,7 @@ fn base64url(bytes: &[u8]) -> String {
 }
 
 /// A stored key's public description (never the secret).
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: Uuid,
     pub name: String,

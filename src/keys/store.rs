@@ -1,9 +1,11 @@
-//! API keys in the durable store (Postgres or the embedded SQLite), with a short
-//! in-memory cache so authentication costs no query on most requests.
+//! API keys in the durable store (Postgres or the embedded SQLite), with the answers
+//! remembered ([`super::cache`]) so authentication costs no query on most requests
+//! and keys verified before a database outage keep working through it.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -11,11 +13,16 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
+use super::cache::VerifiedKeys;
 use super::{KeyInfo, Permission, Principal, Secret};
 
 /// How long a looked-up key is trusted without asking the database again; also the
 /// longest a revocation on another node takes to reach this one.
 pub const CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// How long a key verified before a database outage keeps working during it, unless
+/// configured (`keys.outage_grace_seconds`).
+pub const DEFAULT_OUTAGE_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// A key to create.
 #[derive(Debug, Clone)]
@@ -37,9 +44,6 @@ pub enum KeyStoreError {
     Corrupt(Uuid),
 }
 
-/// A looked-up key (or its absence) and when it was looked up.
-type CachedKey = (Option<KeyInfo>, Instant);
-
 /// Where keys are kept.
 enum KeyDb {
     Postgres(PgPool),
@@ -49,8 +53,14 @@ enum KeyDb {
 /// The key store.
 pub struct KeyStore {
     db: KeyDb,
-    /// By digest of the presented secret.
-    cache: Mutex<HashMap<[u8; 32], CachedKey>>,
+    /// The database's answers, by digest of the presented secret.
+    cache: Mutex<VerifiedKeys>,
+    /// Requests let in on a remembered key while the database could not be asked.
+    outage_auths: AtomicU64,
+}
+
+fn chrono_duration(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
 const COLUMNS: &str = "id, name, key_prefix, tenant_id, permissions, created_at, created_by, expires_at, revoked_at, last_used_at";
@@ -105,14 +115,35 @@ fn now_text() -> String {
 }
 
 impl KeyStore {
+    fn over(db: KeyDb) -> KeyStore {
+        let cache = VerifiedKeys::new(chrono_duration(CACHE_TTL), chrono_duration(DEFAULT_OUTAGE_GRACE), None);
+        KeyStore { db, cache: Mutex::new(cache), outage_auths: AtomicU64::new(0) }
+    }
+
     /// A store over `pool` (migrated).
     pub fn new(pool: PgPool) -> KeyStore {
-        KeyStore { db: KeyDb::Postgres(pool), cache: Mutex::new(HashMap::new()) }
+        KeyStore::over(KeyDb::Postgres(pool))
     }
 
     /// A store in the embedded database (migrated).
     pub fn sqlite(pool: SqlitePool) -> KeyStore {
-        KeyStore { db: KeyDb::Sqlite(pool), cache: Mutex::new(HashMap::new()) }
+        KeyStore::over(KeyDb::Sqlite(pool))
+    }
+
+    /// Keys verified within `grace` keep working while the database cannot be
+    /// asked; with a `file`, what was verified survives a restart.
+    pub fn with_outage_grace(mut self, grace: Duration, file: Option<PathBuf>) -> KeyStore {
+        self.cache = Mutex::new(VerifiedKeys::new(chrono_duration(CACHE_TTL), chrono_duration(grace), file));
+        self
+    }
+
+    fn cache(&self) -> MutexGuard<'_, VerifiedKeys> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Requests let in on a remembered key while the database could not be asked.
+    pub fn outage_auths(&self) -> u64 {
+        self.outage_auths.load(Ordering::Relaxed)
     }
 
     /// Creates a key and returns it with its secret, which is not kept.
@@ -230,53 +261,64 @@ impl KeyStore {
                 row.as_ref().map(lite_key_info).transpose()?
             }
         };
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if let Some(key) = &revoked {
+            self.cache().revoked(key.id, key.revoked_at.unwrap_or_else(Utc::now));
+        }
         Ok(revoked)
     }
 
-    /// The principal of a presented key, if it is known, active and unexpired.
+    /// The principal of a presented key, if it is known, active and unexpired. While
+    /// the database cannot be asked, a key it vouched for within the grace period
+    /// still answers; any other key is an error (the caller refuses it).
     pub async fn authenticate(&self, digest: &[u8; 32]) -> Result<Option<Principal>, KeyStoreError> {
         let now = Utc::now();
-        let cached = {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            cache.get(digest).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(info, _)| info.clone())
-        };
-        let info = match cached {
-            Some(info) => info,
-            None => {
-                let info = match &self.db {
-                    KeyDb::Postgres(pool) => {
-                        let row = sqlx::query(&format!(
-                            "UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1 RETURNING {COLUMNS}"
-                        ))
-                        .bind(&digest[..])
-                        .fetch_optional(pool)
-                        .await?;
-                        row.as_ref().map(key_info).transpose()?
-                    }
-                    KeyDb::Sqlite(pool) => {
-                        let row = sqlx::query(&format!(
-                            "UPDATE api_keys SET last_used_at = ?2 WHERE key_hash = ?1 RETURNING {COLUMNS}"
-                        ))
-                        .bind(&digest[..])
-                        .bind(now_text())
-                        .fetch_optional(pool)
-                        .await?;
-                        row.as_ref().map(lite_key_info).transpose()?
-                    }
-                };
-                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                if cache.len() > 10_000 {
-                    cache.clear();
+        let fresh = self.cache().fresh(digest, now);
+        let info = match fresh {
+            Some(answer) => answer,
+            None => match self.look_up(digest).await {
+                Ok(answer) => {
+                    self.cache().record(digest, answer.clone(), now);
+                    answer
                 }
-                cache.insert(*digest, (info.clone(), Instant::now()));
-                info
-            }
+                Err(KeyStoreError::Database(e)) => {
+                    let remembered = self.cache().during_outage(digest, now);
+                    match remembered {
+                        Some(key) => {
+                            self.outage_auths.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(error = %e, key.id = %key.id, "key database unreachable; using the key as last verified");
+                            Some(key)
+                        }
+                        None => return Err(KeyStoreError::Database(e)),
+                    }
+                }
+                Err(e) => return Err(e),
+            },
         };
         Ok(info.filter(|key| key.is_active(now)).map(|key| Principal {
             key_id: key.id.to_string(),
             tenant: key.tenant_id,
             permissions: key.permissions,
         }))
+    }
+
+    /// Asks the database for the key of `digest`, noting its use.
+    async fn look_up(&self, digest: &[u8; 32]) -> Result<Option<KeyInfo>, KeyStoreError> {
+        match &self.db {
+            KeyDb::Postgres(pool) => {
+                let row = sqlx::query(&format!("UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1 RETURNING {COLUMNS}"))
+                    .bind(&digest[..])
+                    .fetch_optional(pool)
+                    .await?;
+                row.as_ref().map(key_info).transpose()
+            }
+            KeyDb::Sqlite(pool) => {
+                let row = sqlx::query(&format!("UPDATE api_keys SET last_used_at = ?2 WHERE key_hash = ?1 RETURNING {COLUMNS}"))
+                    .bind(&digest[..])
+                    .bind(now_text())
+                    .fetch_optional(pool)
+                    .await?;
+                row.as_ref().map(lite_key_info).transpose()
+            }
+        }
     }
 }

@@ -138,28 +138,41 @@ pub enum StoreError {
     Unavailable(#[source] sqlx::Error),
     #[error("database write failed")]
     Write(#[source] sqlx::Error),
+    /// The node started while the database was unreachable and has not migrated it
+    /// yet.
+    #[error("the database schema is not migrated yet")]
+    SchemaPending,
 }
 
 impl StoreError {
     /// True when the database could not be reached or refused for want of resources
-    /// (the connection failed, the server is shutting down, its disk is full): the
-    /// events may wait in the spool. Any other error is about the batch itself.
+    /// (the connection failed, the server is shutting down, its disk is full), or is
+    /// not migrated yet: the events may wait in the spool. Any other error is about
+    /// the batch itself.
     pub fn is_unreachable(&self) -> bool {
-        let (StoreError::Unavailable(error) | StoreError::Write(error)) = self;
-        match error {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => true,
-            // 08: connection exception; 53: insufficient resources; 57P: operator
-            // intervention (shutdown, cannot connect now).
-            sqlx::Error::Database(db) => {
-                db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("53") || code.starts_with("57P"))
-            }
-            _ => false,
+        match self {
+            StoreError::Unavailable(error) | StoreError::Write(error) => is_unreachable(error),
+            StoreError::SchemaPending => true,
         }
+    }
+}
+
+/// True when `error` says the database could not be reached or refused for want of
+/// resources, rather than refusing the statement itself.
+pub fn is_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // 08: connection exception; 53: insufficient resources; 57P: operator
+        // intervention (shutdown, cannot connect now).
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("53") || code.starts_with("57P"))
+        }
+        _ => false,
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tierlog::event::Category;
+use tierlog::keys::{KeyStore, NewKey, Permission};
 use tierlog::telemetry::Counters;
 use uuid::Uuid;
 
@@ -44,15 +45,21 @@ struct Load {
 
 impl Load {
     fn start(address: &str, clients: usize, batch: usize) -> Load {
+        Load::start_as(address, clients, batch, KEY, &TENANTS)
+    }
+
+    /// A load sent with `key`, spread over `tenants`.
+    fn start_as(address: &str, clients: usize, batch: usize, key: &str, tenants: &'static [&'static str]) -> Load {
         let url = format!("{address}/audit/events");
+        let key = key.to_owned();
         let stop = Arc::new(AtomicBool::new(false));
         let give_up = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
         let tasks = (0..clients)
             .map(|c| {
-                let (url, stop, give_up, sent, client) =
-                    (url.clone(), stop.clone(), give_up.clone(), sent.clone(), client.clone());
+                let (url, stop, give_up, sent, client, key) =
+                    (url.clone(), stop.clone(), give_up.clone(), sent.clone(), client.clone(), key.clone());
                 tokio::spawn(async move {
                     let mut outcome = Outcome::default();
                     let mut n = c;
@@ -60,11 +67,11 @@ impl Load {
                         let events: Vec<Value> = (0..batch)
                             .map(|_| {
                                 n += 1;
-                                event(CATEGORIES[n % CATEGORIES.len()], TENANTS[n % TENANTS.len()])
+                                event(CATEGORIES[n % CATEGORIES.len()], tenants[n % tenants.len()])
                             })
                             .collect();
                         loop {
-                            let answer = client.post(&url).bearer_auth(KEY).json(&events).send().await;
+                            let answer = client.post(&url).bearer_auth(&key).json(&events).send().await;
                             if matches!(&answer, Ok(r) if r.status() == 200) {
                                 sent.fetch_add(events.len() as u64, Ordering::Relaxed);
                                 outcome.acked.extend(events);
@@ -215,6 +222,135 @@ async fn postgres_stopped_and_restarted_under_load_loses_nothing_acknowledged() 
     assert_exactly_once(&app.pool, app.dir.path(), &outcome.acked).await;
     verify_ok(&app.client, &app.address).await;
     app.stop().await;
+}
+
+/// A key made straight in the database (no access record), bound to `tenant`.
+async fn writer_key(pool: &PgPool, tenant: &str) -> (Uuid, String) {
+    let store = KeyStore::new(pool.clone());
+    let new = NewKey {
+        name: format!("{tenant} writer"),
+        tenant_id: Some(tenant.to_owned()),
+        permissions: vec![Permission::EventsWrite],
+        expires_at: None,
+        created_by: "test".into(),
+    };
+    let (info, secret) = store.create(new).await.expect("key created");
+    (info.id, secret.plaintext)
+}
+
+async fn post_as(client: &reqwest::Client, address: &str, key: &str, events: &Value) -> u16 {
+    client.post(format!("{address}/audit/events")).bearer_auth(key).json(events).send().await.expect("sent").status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_key_writes_through_a_postgres_outage_and_a_revoked_key_stays_refused() {
+    let postgres = tokio::task::spawn_blocking(PostgresProcess::start).await.expect("start postgres");
+    let db = TestDb::create_on(&postgres.admin_url()).await;
+    let app = TestApp::spawn_on_database(db, TestRedis::new(redis_url()), |s| {
+        s.postgres.connect_timeout_ms = 300;
+        s.spool.retry_interval_ms = 50;
+    })
+    .await;
+    let (_, writer) = writer_key(&app.pool, "acme").await;
+    let (revoked_id, revoked) = writer_key(&app.pool, "acme").await;
+    let mut late = vec![event("auth", "acme")];
+    assert_eq!(post_as(&app.client, &app.address, &revoked, &json!(late)).await, 200);
+    // Revoked in the database behind this node's back: it learns within its cache time.
+    KeyStore::new(app.pool.clone()).revoke(revoked_id, None).await.expect("revoke").expect("the key");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let probe = event("auth", "acme");
+        let status = post_as(&app.client, &app.address, &revoked, &json!([probe])).await;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        late.push(probe);
+        assert!(Instant::now() < deadline, "the node learns of the revocation");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let load = Load::start_as(&app.address, 2, 10, &writer, &["acme"]);
+    load.progress(200, Duration::from_secs(20)).await;
+    let pg = &postgres;
+    tokio::task::block_in_place(|| pg.halt("fast"));
+    // Twenty seconds without Postgres, long past the key cache's own freshness.
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(20) {
+        load.progress(100, Duration::from_secs(10)).await;
+    }
+    assert_eq!(post_as(&app.client, &app.address, &revoked, &json!([event("auth", "acme")])).await, 401, "a revoked key stays refused");
+    assert_eq!(
+        post_as(&app.client, &app.address, "tlk_never-issued-0123456789", &json!([event("auth", "acme")])).await,
+        503,
+        "an unknown key is refused while it cannot be checked"
+    );
+    let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.lines().any(|l| l.starts_with("tierlog_auth_remembered_total ") && !l.ends_with(" 0")), "{metrics}");
+    tokio::task::block_in_place(|| pg.resume());
+    load.progress(200, Duration::from_secs(30)).await;
+    let mut outcome = load.finish().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while readiness(&app.client, &app.address).await["spool"]["pending_events"] != 0 {
+        assert!(Instant::now() < deadline, "the spool drains");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(Counters::get(&app.counters.events_spooled) > 0, "the tenant key's events were spooled");
+    let mut acked = std::mem::take(&mut outcome.acked);
+    acked.extend(late);
+    assert_exactly_once(&app.pool, app.dir.path(), &acked).await;
+    verify_ok(&app.client, &app.address).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_postgres_is_down_comes_up_degraded_spools_and_catches_up() {
+    let postgres = tokio::task::spawn_blocking(PostgresProcess::start).await.expect("start postgres");
+    let db = TestDb::create_on(&postgres.admin_url()).await;
+    let redis = TestRedis::new(redis_url());
+    let dir = tempfile::tempdir().expect("dir");
+    let client = reqwest::Client::new();
+    let pool = PgPool::connect(&db.url).await.expect("pool");
+    tierlog::tiers::postgres::migrate(&pool).await.expect("migrated");
+    let (_, writer) = writer_key(&pool, "acme").await;
+    // A first run verifies the key while Postgres answers.
+    let first_batch: Vec<Value> = (0..3).map(|_| event("auth", "acme")).collect();
+    {
+        let server = ServerProcess::start(&db, &redis, dir.path(), &[]);
+        assert_eq!(post_as(&client, &server.address, &writer, &json!(first_batch)).await, 200);
+    }
+    pool.close().await;
+    let pg = &postgres;
+    tokio::task::block_in_place(|| pg.halt("fast"));
+
+    let server = ServerProcess::start(&db, &redis, dir.path(), &[("TIERLOG__POSTGRES__CONNECT_TIMEOUT_MS", "300"), ("TIERLOG__SPOOL__RETRY_INTERVAL_MS", "100")]);
+    let ready = readiness(&client, &server.address).await;
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["postgres"]["status"], "down", "{ready}");
+    let mut acked = first_batch;
+    for round in 0..5 {
+        let batch: Vec<Value> = (0..4).map(|i| event(CATEGORIES[(round + i) % CATEGORIES.len()], "acme")).collect();
+        assert_eq!(post_as(&client, &server.address, &writer, &json!(batch)).await, 200, "the tenant key writes into the spool");
+        acked.extend(batch);
+    }
+    let by_bootstrap = vec![event("security", "acme")];
+    assert_eq!(post_as(&client, &server.address, KEY, &json!(by_bootstrap)).await, 200);
+    acked.extend(by_bootstrap);
+    assert_eq!(post_as(&client, &server.address, "tlk_never-issued-0123456789", &json!([event("auth", "acme")])).await, 503);
+
+    tokio::task::block_in_place(|| pg.resume());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = readiness(&client, &server.address).await;
+        if ready["status"] == "ready" && ready["spool"]["pending_events"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node migrates and replays once Postgres answers: {ready}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pool = PgPool::connect(&db.url).await.expect("pool");
+    assert_exactly_once(&pool, dir.path(), &acked).await;
+    verify_ok(&client, &server.address).await;
 }
 
 #[tokio::test]

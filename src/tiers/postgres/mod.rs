@@ -14,7 +14,7 @@ mod heads;
 mod rows;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +42,9 @@ pub struct PgStore {
     heads: Arc<HeadCache>,
     /// Batches that found a remembered head moved by another writer.
     moved_heads: Arc<AtomicU64>,
+    /// False from a start while Postgres was unreachable until the schema is migrated:
+    /// writes wait in the spool meanwhile.
+    schema_ready: Arc<AtomicBool>,
 }
 
 impl PgStore {
@@ -60,12 +63,59 @@ impl PgStore {
         let pool = pool_options().connect_lazy_with(options.clone().options([("plan_cache_mode", "force_custom_plan")]));
         // Opened on demand: one per writer task (and the spool's replay) at most.
         let writes = pool_options().connect_lazy_with(options);
-        Ok(PgStore { pool, writes, heads: Arc::default(), moved_heads: Arc::default() })
+        Ok(PgStore { pool, writes, heads: Arc::default(), moved_heads: Arc::default(), schema_ready: Arc::new(AtomicBool::new(true)) })
     }
 
     /// Wraps an existing pool.
     pub fn from_pool(pool: PgPool) -> PgStore {
-        PgStore { writes: pool.clone(), pool, heads: Arc::default(), moved_heads: Arc::default() }
+        PgStore {
+            writes: pool.clone(),
+            pool,
+            heads: Arc::default(),
+            moved_heads: Arc::default(),
+            schema_ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Migrates the schema now if Postgres answers; otherwise holds writes back (they
+    /// spool) and keeps trying every `retry` in the background until it can, so a
+    /// node starts while Postgres is down. Errors other than an unreachable database
+    /// are returned.
+    pub async fn migrate_or_defer(&self, retry: Duration) -> Result<(), MigrateError> {
+        match migrate(&self.pool).await {
+            Ok(()) => return Ok(()),
+            Err(MigrateError::Execute(e)) if super::is_unreachable(&e) => {
+                tracing::warn!(error = %e, "Postgres unreachable at start: events are spooled until it answers, then the schema is migrated and the spool replayed");
+            }
+            Err(e) => return Err(e),
+        }
+        self.schema_ready.store(false, Ordering::Release);
+        let store = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(retry).await;
+                match migrate(&store.pool).await {
+                    Ok(()) => {
+                        store.schema_ready.store(true, Ordering::Release);
+                        tracing::info!("Postgres answers: schema migrated");
+                        return;
+                    }
+                    Err(MigrateError::Execute(e)) if super::is_unreachable(&e) => {
+                        tracing::debug!(error = %e, "Postgres still unreachable; migrating later");
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot migrate the database; retrying"),
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn schema_ready(&self) -> Result<(), StoreError> {
+        if self.schema_ready.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(StoreError::SchemaPending)
+        }
     }
 
     /// Opens up to `connections` writer connections and has each plan a read of the
@@ -121,6 +171,7 @@ impl PgStore {
     /// Inserts optimistically; only when an id turns out to be stored already (a
     /// retry) is the batch written again with the slower check for known ids.
     async fn persist_batch(&self, batch: &[PersistRequest<'_>]) -> Result<usize, StoreError> {
+        self.schema_ready()?;
         match self.attempt(batch, false).await {
             Err(StoreError::Write(sqlx::Error::Database(e))) if e.is_unique_violation() => {
                 tracing::debug!("batch holds stored ids; writing it again without them");
@@ -259,7 +310,7 @@ impl DurableStore for PgStore {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             sqlx::query("SELECT 1").execute(&self.pool).await.map_err(StoreError::Unavailable)?;
-            Ok(())
+            self.schema_ready()
         })
     }
 }
