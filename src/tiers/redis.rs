@@ -232,8 +232,23 @@ impl RedisHotTier {
         pipe
     }
 
+    /// Sends the batch's pipeline; when the connection turns out to be dead (Redis
+    /// restarted while this node was idle, so nothing noticed), sends it once more on
+    /// a fresh connection before the batch counts as a miss. A repeat adds nothing:
+    /// the script skips ids its list already holds.
     async fn push_pipeline(&self, entries: &[HotEntry<'_>]) -> Result<(), HotTierError> {
         let pipe = self.push_commands(entries);
+        match self.send_push(&pipe).await {
+            Err(HotTierError::Redis(e)) if e.is_connection_dropped() || e.is_io_error() => {
+                tracing::debug!(error = %e, "redis connection lost; pushing again on a fresh one");
+                self.connection.lock().await.take();
+                self.send_push(&pipe).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_push(&self, pipe: &::redis::Pipeline) -> Result<(), HotTierError> {
         let mut connection = self.connection().await?;
         match pipe.query_async::<()>(&mut connection).await {
             // A restarted Redis has forgotten the script: load it and send again.

@@ -394,6 +394,28 @@ async fn redis_stopped_and_restarted_under_load_loses_nothing_and_the_hot_tier_r
 }
 
 #[tokio::test]
+async fn the_first_batch_after_a_redis_restart_nobody_saw_reaches_the_hot_tier() {
+    let mut redis = RedisProcess::start();
+    let app = TestApp::spawn_on(TestRedis::new(redis.url()), |s| {
+        s.redis.timeout_ms = 1000;
+    })
+    .await;
+    let before = event("auth", "idle");
+    assert_eq!(app.post_events(&json!([before])).await.status(), 200);
+    assert_eq!(app.redis.list("idle", Category::Auth).len(), 1);
+    // Restarted while tierlog is idle: its open connection is dead and it does not know.
+    redis.kill();
+    let _restarted = RedisProcess::start_on(redis.port);
+    let after = event("auth", "idle");
+    assert_eq!(app.post_events(&json!([after])).await.status(), 200);
+    let listed = app.redis.list("idle", Category::Auth);
+    assert_eq!(listed.len(), 1, "the restarted Redis holds the new batch: {listed:?}");
+    assert_eq!(listed[0]["id"], after["id"]);
+    assert_eq!(Counters::get(&app.counters.redis_misses), 0, "no miss was counted");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn tierlog_killed_under_load_and_restarted_loses_nothing_acknowledged() {
     let db = TestDb::create().await;
     let redis = TestRedis::new(redis_url());
