@@ -19,7 +19,7 @@ use tierlog::retention::Policies;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tierlog::config::Settings;
-use tierlog::event::parse::is_tenant_id;
+use tierlog::event::parse::{is_tenant_id, TENANT_ID_RULE};
 use serde_json::{json, Map, Value};
 use tierlog::event::access::AccessRecord;
 use tierlog::ingest::route::Routing;
@@ -223,7 +223,7 @@ async fn keys(command: KeysCommand, pg: &Database, routing: &Routing) -> anyhow:
         KeysCommand::Create { name, tenant, permissions, expires_in_days } => {
             let permissions = parse_permissions(&permissions).map_err(anyhow::Error::msg)?;
             if let Some(tenant) = &tenant {
-                anyhow::ensure!(is_tenant_id(tenant), "--tenant must be 1-64 characters of letters, digits, '.', '_' or '-'");
+                anyhow::ensure!(is_tenant_id(tenant), "--tenant {TENANT_ID_RULE}");
             }
             let expires_at = expires_in_days.map(|days| Utc::now() + Duration::days(i64::from(days)));
             let (key, secret) = store
@@ -348,6 +348,7 @@ async fn retention(settings: &Settings) -> anyhow::Result<()> {
 }
 
 async fn export_chain(settings: &Settings, tenant: &str, table: Option<&str>, out: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::ensure!(is_tenant_id(tenant), "--tenant {TENANT_ID_RULE}");
     let table = match table {
         Some(name) => Some(tierlog::tiers::Table::parse(name).ok_or_else(|| anyhow::anyhow!("--table: unknown table {name:?}"))?),
         None => None,

@@ -219,7 +219,7 @@ impl EventParser {
         let claimed = check.string(obj, "tenant_id", 64);
         if let Some(claimed) = &claimed {
             if !is_tenant_id(claimed) {
-                check.fail("tenant_id", "must be 1-64 characters of letters, digits, '.', '_' or '-'");
+                check.fail("tenant_id", TENANT_ID_RULE);
                 return None;
             }
         }
@@ -235,12 +235,19 @@ impl EventParser {
     }
 }
 
-/// True when `name` may be used as a tenant id (it becomes part of Redis keys).
+/// True when `name` may be used as a tenant id. It becomes part of Redis keys and a
+/// directory name (archives, chain exports), so it must be a safe path component:
+/// letters, digits, '.', '_' and '-', and not `.` or `..`.
 pub fn is_tenant_id(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name != "."
+        && name != ".."
 }
+
+/// What a tenant id must be, in words, for error messages.
+pub const TENANT_ID_RULE: &str = "must be 1-64 characters of letters, digits, '.', '_' or '-', and not '.' or '..'";
 
 fn is_dotted_name(name: &str) -> bool {
     !name.is_empty()
@@ -468,6 +475,18 @@ mod tests {
         ];
         want.sort();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn tenant_ids_are_safe_path_components() {
+        for bad in [".", "..", "", "a/b", "a\\b", "x y", &"t".repeat(65)] {
+            assert!(!is_tenant_id(bad), "{bad:?}");
+            let item = json!({"category": "auth", "tenant_id": bad});
+            assert_eq!(fields(parser(None).parse(0, item)), vec!["tenant_id"], "{bad:?}");
+        }
+        for good in ["acme", "...", "..a", "a..", ".hidden", "t-1_2.3"] {
+            assert!(is_tenant_id(good), "{good:?}");
+        }
     }
 
     #[test]

@@ -148,9 +148,7 @@ pub fn tenant_scope(principal: &crate::keys::Principal, asked: Option<&str>) -> 
     match asked {
         Some(tenant) => {
             if !crate::event::parse::is_tenant_id(tenant) {
-                return Err(ApiError::bad_request(
-                    "tenant_id: must be 1-64 characters of letters, digits, '.', '_' or '-'",
-                ));
+                return Err(ApiError::bad_request(format!("tenant_id: {}", crate::event::parse::TENANT_ID_RULE)));
             }
             if !principal.may_access_tenant(tenant) {
                 return Err(ApiError::forbidden_tenant());

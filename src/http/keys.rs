@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::openapi::*;
 use super::extract::{ApiJson, Caller, PathUuid};
 use super::AppState;
-use crate::event::parse::is_tenant_id;
+use crate::event::parse::{is_tenant_id, TENANT_ID_RULE};
 use crate::keys::{KeyInfo, KeyStore, NewKey, Permission, Principal};
 
 /// `POST /audit/keys` body.
@@ -28,7 +28,7 @@ pub struct CreateKey {
     pub name: String,
     /// The tenant to bind the key to; omitted means all tenants (all-tenant managers
     /// only) or the manager's own tenant.
-    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    #[schema(pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$")]
     pub tenant_id: Option<String>,
     pub permissions: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -84,7 +84,7 @@ pub fn plan_key(principal: &Principal, request: CreateKey) -> Result<NewKey, Api
     };
     if let Some(tenant) = &tenant_id {
         if !is_tenant_id(tenant) {
-            return Err(ApiError::bad_request("tenant_id must be 1-64 characters of letters, digits, '.', '_' or '-'"));
+            return Err(ApiError::bad_request(format!("tenant_id {TENANT_ID_RULE}")));
         }
     }
     if request.expires_at.is_some_and(|at| at <= Utc::now()) {

@@ -28,7 +28,7 @@ pub struct WireEvent {
     /// success, failure or error.
     #[schema(pattern = "^(success|failure|error)$")]
     status: Option<String>,
-    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    #[schema(pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$")]
     tenant_id: Option<String>,
     application: Option<String>,
     user_id: Option<String>,
@@ -91,7 +91,7 @@ pub enum CommonErrors {
 #[allow(dead_code)] // Read by the schema generator only.
 pub struct QueryParams {
     /// One tenant (keys bound to a tenant may name only their own).
-    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    #[param(pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$")]
     tenant_id: Option<String>,
     /// auth, security, api, error, audit or financial.
     #[param(pattern = "^(auth|security|api|error|audit|financial)$")]

@@ -32,7 +32,7 @@ fn subject_id(id: &str) -> Result<(), ApiError> {
 
 #[utoipa::path(post, path = "/audit/subjects/{id}/erase", tag = "privacy",
     params(("id" = String, Path, description = "the subject's user_id"),
-           ("tenant_id" = Option<String>, Query, description = "one tenant (default: the key's, or every tenant)", pattern = "^[A-Za-z0-9._-]{1,64}$")),
+           ("tenant_id" = Option<String>, Query, description = "one tenant (default: the key's, or every tenant)", pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$")),
     responses((status = 200, description = "the erasure receipt", body = ErasureReceipt), CommonErrors))]
 pub(super) async fn erase(
     State(state): State<AppState>,
@@ -91,7 +91,7 @@ const EXPORT_LIMIT: i64 = 100_000;
 
 #[utoipa::path(get, path = "/audit/subjects/{id}/export", tag = "privacy",
     params(("id" = String, Path, description = "the subject's user_id"),
-           ("tenant_id" = Option<String>, Query, description = "one tenant (default: the key's, or every tenant)", pattern = "^[A-Za-z0-9._-]{1,64}$")),
+           ("tenant_id" = Option<String>, Query, description = "one tenant (default: the key's, or every tenant)", pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$")),
     responses((status = 200, description = "everything held about the subject", body = SubjectExport), CommonErrors))]
 pub(super) async fn export(
     State(state): State<AppState>,

@@ -32,7 +32,7 @@ pub struct VerifyResponse {
 }
 
 #[utoipa::path(get, path = "/audit/verify", tag = "integrity",
-    params(("tenant_id" = Option<String>, Query, description = "one tenant (required for tenant-bound keys' own tenant only)", pattern = "^[A-Za-z0-9._-]{1,64}$"),
+    params(("tenant_id" = Option<String>, Query, description = "one tenant (required for tenant-bound keys' own tenant only)", pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$"),
            ("table" = Option<String>, Query, description = "audit_logs, security_events or financial_audit_logs", pattern = "^(audit_logs|security_events|financial_audit_logs)$")),
     responses((status = 200, description = "the verdict on each chain", body = VerifyResponse), CommonErrors))]
 pub(super) async fn verify(
@@ -99,7 +99,7 @@ pub(super) async fn public_key(State(state): State<AppState>) -> Json<PublicKeyR
 }
 
 #[utoipa::path(get, path = "/audit/checkpoints", tag = "integrity",
-    params(("tenant_id" = Option<String>, Query, description = "one tenant", pattern = "^[A-Za-z0-9._-]{1,64}$"),
+    params(("tenant_id" = Option<String>, Query, description = "one tenant", pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$"),
            ("since" = Option<String>, Query, description = "RFC 3339: checkpoints created from then on", format = DateTime),
            ("limit" = Option<u32>, Query, description = "at most this many, newest first (default 1000, at most 10000)", minimum = 1, maximum = 10000)),
     responses((status = 200, description = "signed checkpoints and the public key", body = CheckpointExport), CommonErrors))]
@@ -142,7 +142,7 @@ pub(super) async fn list_checkpoints(
 }
 
 #[utoipa::path(post, path = "/audit/checkpoints", tag = "integrity",
-    params(("tenant_id" = Option<String>, Query, description = "one tenant (default: the key's, or every tenant)", pattern = "^[A-Za-z0-9._-]{1,64}$")),
+    params(("tenant_id" = Option<String>, Query, description = "one tenant (default: the key's, or every tenant)", pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$")),
     responses((status = 200, description = "the checkpoints signed now (chains that moved since their last one)", body = CheckpointExport), CommonErrors))]
 pub(super) async fn create_checkpoints(
     State(state): State<AppState>,

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::parse::is_tenant_id;
+use crate::event::parse::{is_tenant_id, TENANT_ID_RULE};
 use crate::event::{Category, Status};
 use crate::keys::Principal;
 
@@ -182,7 +182,7 @@ impl Filters {
             match key.as_str() {
                 "tenant_id" => {
                     if !is_tenant_id(&value) {
-                        return Err(invalid("tenant_id", "must be 1-64 characters of letters, digits, '.', '_' or '-'"));
+                        return Err(invalid("tenant_id", TENANT_ID_RULE));
                     }
                     if !principal.may_access_tenant(&value) {
                         return Err(QueryError::ForeignTenant);

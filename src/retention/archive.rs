@@ -64,7 +64,7 @@ pub fn write(
     }
     let mut manifests = Vec::new();
     for ((tenant, day), rows) in groups {
-        let dir = root.join(tenant).join(table.as_str()).join(&day);
+        let dir = root.join(tenant_dir(tenant)).join(table.as_str()).join(&day);
         fs::create_dir_all(&dir)?;
         let stem = format!("{run_id}-{part}");
         let data_name = format!("{stem}.ndjson.gz");
@@ -111,6 +111,17 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// The directory name of a tenant's archives: the id itself, which validation keeps
+/// a safe path component; an id stored before that rule (`..`) is written as `%` and
+/// its hex, which no valid id can be, so no archive is ever written outside the root.
+pub fn tenant_dir(tenant: &str) -> String {
+    if crate::event::parse::is_tenant_id(tenant) {
+        tenant.to_owned()
+    } else {
+        format!("%{}", hex::encode(tenant))
+    }
 }
 
 /// The verdict on one chain's archived rows.
@@ -283,4 +294,42 @@ pub fn verify(dir: &Path, keys: &Keyring, checkpoints: &[Checkpoint]) -> std::io
         reports.push(report);
     }
     Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventParser, Limits};
+
+    #[test]
+    fn a_tenant_id_that_is_not_a_safe_path_component_is_archived_inside_the_root() {
+        assert_eq!(tenant_dir("acme"), "acme");
+        assert_eq!(tenant_dir(".."), "%2e2e");
+        assert_eq!(tenant_dir("."), "%2e");
+        let dir = tempfile::tempdir().expect("dir");
+        let root = dir.path().join("archive");
+        let mut event = EventParser::new(Limits::default(), None, Utc::now())
+            .parse(0, serde_json::json!({"category": "auth"}))
+            .expect("valid");
+        // As a row stored before tenant ids had to be path components.
+        event.tenant_id = "..".into();
+        let row = StoredRow {
+            table: Table::AuditLogs,
+            event,
+            expires_at: Utc::now(),
+            seq: 1,
+            prev_hash: vec![0; 32],
+            row_hash: vec![1; 32],
+            pii_salt: None,
+            pii_hash: vec![2; 32],
+            pii_paths: Vec::new(),
+        };
+        let signer = Signer::generate();
+        let written = write(&root, &signer, Table::AuditLogs, &[row], Uuid::nil(), 1, Utc::now()).expect("archived");
+        assert!(!written.is_empty());
+        for path in written {
+            assert!(path.starts_with(root.join("%2e2e")), "{}", path.display());
+        }
+        assert!(!dir.path().join("audit_logs").exists(), "nothing escaped the archive root");
+    }
 }

@@ -266,3 +266,30 @@ async fn a_thousand_idle_connections_neither_block_clients_nor_outlive_the_timeo
     assert_eq!(closed, idle.len(), "idle connections are closed by the server");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn tenant_ids_that_name_directories_are_refused_at_ingest_and_by_the_chain_export() {
+    let app = TestApp::spawn().await;
+    for tenant in [".", ".."] {
+        let response = app.post_events(&json!({"category": "auth", "tenant_id": tenant})).await;
+        assert_eq!(response.status(), 400, "{tenant}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["fields"][0]["field"], "tenant_id", "{body}");
+    }
+    assert_eq!(app.count_all_rows().await, 0);
+    assert!(app.file_lines().is_empty());
+
+    let out = app.dir.path().join("exports").join("inner");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_tierlog"))
+        .args(["export-chain", "--tenant", "..", "--out"])
+        .arg(&out)
+        .env("DATABASE_URL", &app.db.url)
+        .env("TIERLOG__INTEGRITY__SIGNING_KEY_FILE", app.dir.path().join("signing.key"))
+        .env("REDIS_LOG_ENABLED", "false")
+        .output()
+        .expect("tierlog runs");
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--tenant"), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(!app.dir.path().join("exports").exists(), "nothing was written");
+    app.stop().await;
+}
