@@ -287,6 +287,12 @@ async fn a_tenant_key_writes_through_a_postgres_outage_and_a_revoked_key_stays_r
     );
     let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.lines().any(|l| l.starts_with("tierlog_auth_remembered_total ") && !l.ends_with(" 0")), "{metrics}");
+    // One client's events, one by one: replay must keep their order in the chain.
+    let in_order: Vec<Value> = (0..20).map(|_| event("auth", "in-order")).collect();
+    for one in &in_order {
+        assert_eq!(app.post_events(&json!([one])).await.status(), 200);
+    }
+    late.extend(in_order.iter().cloned());
     tokio::task::block_in_place(|| pg.resume());
     load.progress(200, Duration::from_secs(30)).await;
     let mut outcome = load.finish().await;
@@ -296,6 +302,12 @@ async fn a_tenant_key_writes_through_a_postgres_outage_and_a_revoked_key_stays_r
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(Counters::get(&app.counters.events_spooled) > 0, "the tenant key's events were spooled");
+    let chain: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM audit_logs WHERE tenant_id = 'in-order' ORDER BY seq")
+        .fetch_all(&app.pool)
+        .await
+        .expect("chain");
+    let sent: Vec<Uuid> = in_order.iter().map(|e| Uuid::parse_str(e["id"].as_str().expect("id")).expect("uuid")).collect();
+    assert_eq!(chain, sent, "the chain holds the spooled events in the order they were acknowledged");
     let mut acked = std::mem::take(&mut outcome.acked);
     acked.extend(late);
     assert_exactly_once(&app.pool, app.dir.path(), &acked).await;
