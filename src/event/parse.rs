@@ -30,6 +30,9 @@ pub struct Limits {
     pub max_message_chars: usize,
     /// Deepest accepted nesting inside `details` and `changes`.
     pub max_json_depth: usize,
+    /// How far ahead of the receiving clock an event's `timestamp` may be, in
+    /// seconds (clock skew); later ones are refused.
+    pub max_future_seconds: u64,
 }
 
 impl Default for Limits {
@@ -41,6 +44,7 @@ impl Default for Limits {
             max_field_chars: 1024,
             max_message_chars: 16 * 1024,
             max_json_depth: 16,
+            max_future_seconds: 3600,
         }
     }
 }
@@ -106,6 +110,13 @@ impl EventParser {
         };
         let timestamp = match item_check.string(obj, "timestamp", 64) {
             Some(raw) => match DateTime::parse_from_rfc3339(&raw) {
+                Ok(ts) if ts.with_timezone(&Utc) > self.latest_timestamp() => {
+                    item_check.fail(
+                        "timestamp",
+                        &format!("is more than {} seconds ahead of the server's clock", self.limits.max_future_seconds),
+                    );
+                    None
+                }
                 Ok(ts) => Some(truncate_to_micros(ts.with_timezone(&Utc))),
                 Err(_) => {
                     item_check.fail("timestamp", "must be an RFC 3339 date-time with offset");
@@ -213,6 +224,12 @@ impl EventParser {
         } else {
             Err(item_check.errors)
         }
+    }
+
+    /// The latest event time accepted.
+    fn latest_timestamp(&self) -> DateTime<Utc> {
+        let ahead = i64::try_from(self.limits.max_future_seconds).unwrap_or(i64::MAX);
+        self.received_at + chrono::Duration::try_seconds(ahead).unwrap_or(chrono::Duration::MAX)
     }
 
     fn tenant(&self, check: &mut ItemCheck<'_>, obj: &mut WireFields) -> Option<String> {
@@ -405,8 +422,8 @@ impl ItemCheck<'_> {
         }
         let currency = self.string_at(map.remove("currency"), "financial.currency", 3);
         if let Some(currency) = &currency {
-            if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-                self.fail("financial.currency", "must be an ISO 4217 code such as EUR");
+            if !super::currency::is_iso_4217(currency) {
+                self.fail("financial.currency", "must be an ISO 4217 currency code such as EUR");
             }
         }
         Some(FinancialInfo {
@@ -486,6 +503,28 @@ mod tests {
         }
         for good in ["acme", "...", "..a", "a..", ".hidden", "t-1_2.3"] {
             assert!(is_tenant_id(good), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn timestamps_may_run_ahead_of_the_clock_only_by_the_configured_skew() {
+        let now = Utc::now();
+        let p = EventParser::new(Limits { max_future_seconds: 60, ..Limits::default() }, None, now);
+        let at = |seconds: i64| (now + chrono::Duration::seconds(seconds)).to_rfc3339();
+        assert!(p.parse(0, json!({"category": "auth", "timestamp": at(59)})).is_ok());
+        assert_eq!(fields(p.parse(0, json!({"category": "auth", "timestamp": at(61)}))), vec!["timestamp"]);
+        assert_eq!(fields(p.parse(0, json!({"category": "auth", "timestamp": "9999-12-31T23:59:59Z"}))), vec!["timestamp"]);
+        assert!(p.parse(0, json!({"category": "auth", "timestamp": "1999-01-01T00:00:00Z"})).is_ok());
+    }
+
+    #[test]
+    fn currencies_must_be_iso_4217_codes() {
+        for good in ["EUR", "USD", "JPY", "CHF", "XAU"] {
+            assert!(parser(None).parse(0, json!({"category": "financial", "financial": {"currency": good}})).is_ok(), "{good}");
+        }
+        for bad in ["ZZZ", "eur", "EURO", "ABC", "E1R"] {
+            let item = json!({"category": "financial", "financial": {"currency": bad}});
+            assert_eq!(fields(parser(None).parse(0, item)), vec!["financial.currency"], "{bad}");
         }
     }
 

@@ -1,7 +1,8 @@
 //! `POST /audit/events`: one event, a JSON array, or NDJSON.
 //!
 //! Checks run cheapest first, and nothing is queued until every item passed:
-//! key (401/403), content type (415), size (413), framing and count (400/413), then
+//! key (401/403), content type and encoding (415), size (413, compressed and
+//! decompressed), framing and count (400/413), then
 //! each item's fields (400 naming index, field and reason).
 
 use axum::body::Body;
@@ -23,6 +24,47 @@ use crate::ingest::{SubmitError, WriteError};
 use crate::tiers::spool::SpoolError;
 use crate::keys::{Permission, Principal};
 use crate::telemetry::Counters;
+
+/// How the body is compressed (`Content-Encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContentEncoding {
+    Identity,
+    Gzip,
+}
+
+impl ContentEncoding {
+    /// The request's encoding: none, `identity` or `gzip`; any other is refused (415)
+    /// before the body is read.
+    fn of(headers: &HeaderMap) -> Result<ContentEncoding, ApiError> {
+        let Some(value) = headers.get(header::CONTENT_ENCODING) else { return Ok(ContentEncoding::Identity) };
+        match value.to_str().map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            Ok("" | "identity") => Ok(ContentEncoding::Identity),
+            Ok("gzip" | "x-gzip") => Ok(ContentEncoding::Gzip),
+            _ => Err(ApiError::unsupported_media_type("Content-Encoding: send the body as it is or gzip-compressed (gzip)")),
+        }
+    }
+
+    /// The body as sent before compression, at most `limit` bytes of it (413 past
+    /// that, so a small compressed body cannot expand without bound).
+    async fn decode(self, body: axum::body::Bytes, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+        if self == ContentEncoding::Identity {
+            return Ok(body);
+        }
+        let inflated = tokio::task::spawn_blocking(move || {
+            use std::io::Read as _;
+            let mut out = Vec::new();
+            let read = flate2::read::MultiGzDecoder::new(body.as_ref()).take(limit as u64 + 1).read_to_end(&mut out);
+            read.map(|_| out)
+        })
+        .await
+        .map_err(|_| ApiError::bad_request("the gzip body could not be read"))?
+        .map_err(|_| ApiError::bad_request("Content-Encoding says gzip but the body is not valid gzip"))?;
+        if inflated.len() > limit {
+            return Err(ApiError::too_large(format!("the body is larger than {limit} bytes once decompressed")));
+        }
+        Ok(inflated.into())
+    }
+}
 
 /// The acknowledgement: every listed event is durable in its system of record.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -51,6 +93,7 @@ pub(super) async fn ingest(
             "send application/json (an event or an array of events) or application/x-ndjson",
         )
     })?;
+    let encoding = ContentEncoding::of(&headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -70,6 +113,7 @@ pub(super) async fn ingest(
                 ApiError::bad_request("the body could not be read")
             }
         })?;
+    let bytes = encoding.decode(bytes, limits.max_request_bytes).await?;
     let items = split_items(&bytes, format, limits.max_event_bytes, limits.max_batch_events).map_err(|e| match e {
         BodyError::EventTooLarge { .. } | BodyError::TooManyEvents { .. } => ApiError::too_large(e.to_string()),
         BodyError::NumbersOutOfRange(fields) => ApiError::validation(fields),

@@ -126,6 +126,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unusable_request_id))
+}
+
+/// Whether a client's `X-Request-ID` is kept: 1 to 128 visible ASCII characters.
+pub fn is_usable_request_id(value: &[u8]) -> bool {
+    !value.is_empty() && value.len() <= 128 && value.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// Drops an `X-Request-ID` that is not usable, so a fresh one is generated, echoed and
+/// recorded instead of whatever was sent.
+async fn drop_unusable_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+    if request.headers().get("x-request-id").is_some_and(|v| !is_usable_request_id(v.as_bytes())) {
+        request.headers_mut().remove("x-request-id");
+    }
+    request
 }
 
 /// Times every read of the `/audit` API into `tierlog_query_seconds{endpoint}`.

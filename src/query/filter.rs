@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike as _, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -98,7 +98,14 @@ impl Cursor {
     fn decode(raw: &str) -> Result<Cursor, QueryError> {
         let bad = || invalid("cursor", "is not a cursor this service issued");
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
-        serde_json::from_slice(&bytes).map_err(|_| bad())
+        let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        // Event times are years 0 to 9999: a cursor outside them was not issued here,
+        // and every tier would read it differently.
+        let issued = DateTime::from_timestamp_micros(cursor.t).is_some_and(|t| (0..=9999).contains(&t.year()));
+        if !issued {
+            return Err(bad());
+        }
+        Ok(cursor)
     }
 
     /// The event time as an instant.
@@ -307,6 +314,19 @@ mod tests {
         assert_eq!(f.tenant.as_deref(), Some("acme"));
         assert_eq!(error_param("tenant_id=other", &bound()), "foreign tenant");
         assert!(Filters::parse(Some("tenant_id=acme"), &bound(), &[]).is_ok());
+    }
+
+    #[test]
+    fn cursors_with_times_no_event_can_have_are_refused() {
+        let forge = |t: i64| {
+            let json = format!("{{\"t\":{t},\"id\":\"{}\"}}", Uuid::nil());
+            format!("cursor={}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+        };
+        for t in [i64::MAX, i64::MIN, 253_402_300_800_000_000] {
+            let error = Filters::parse(Some(&forge(t)), &admin(), &[]).expect_err("refused");
+            assert!(format!("{error:?}").contains("cursor"), "{t}: {error:?}");
+        }
+        assert!(Filters::parse(Some(&forge(1_800_000_000_000_000)), &admin(), &[]).is_ok());
     }
 
     #[test]

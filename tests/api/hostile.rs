@@ -293,3 +293,94 @@ async fn tenant_ids_that_name_directories_are_refused_at_ingest_and_by_the_chain
     assert!(!app.dir.path().join("exports").exists(), "nothing was written");
     app.stop().await;
 }
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).expect("compress");
+    encoder.finish().expect("compress")
+}
+
+async fn post_encoded(app: &TestApp, encoding: &str, body: Vec<u8>) -> (u16, Value) {
+    let response = app
+        .client
+        .post(format!("{}/audit/events", app.address))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .header("content-encoding", encoding)
+        .body(body)
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_read_and_other_encodings_or_false_labels_are_refused() {
+    let app = TestApp::spawn().await;
+    let events = json!([event("auth", "zip"), event("api", "zip")]);
+    let plain = serde_json::to_vec(&events).expect("json");
+    let (status, body) = post_encoded(&app, "gzip", gzip(&plain)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.count_rows("audit_logs", "zip").await, 1);
+    assert_eq!(app.file_lines().len(), 2);
+
+    let (status, body) = post_encoded(&app, "gzip", plain.clone()).await;
+    assert_eq!(status, 400, "a plain body labelled gzip: {body}");
+    let (status, body) = post_encoded(&app, "br", plain).await;
+    assert_eq!(status, 415, "{body}");
+    // Eleven megabytes of one event's padding, a few kilobytes compressed.
+    let bomb = format!("[{{\"category\":\"api\",\"message\":\"{}\"}}]", "a".repeat(11 * 1024 * 1024));
+    let (status, body) = post_encoded(&app, "gzip", gzip(bomb.as_bytes())).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(app.file_lines().len(), 2, "nothing refused was written");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn smaller_edges_are_refused_with_a_400_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let id = uuid::Uuid::new_v4();
+    let repeated = format!(r#"{{"id":"{id}","category":"auth","tenant_id":"a","tenant_id":"b","id":"{}"}}"#, uuid::Uuid::new_v4());
+    let response = app.post_raw("application/json", repeated.into_bytes(), Some(KEY)).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    let fields: Vec<&str> = body["error"]["fields"].as_array().expect("fields").iter().filter_map(|f| f["field"].as_str()).collect();
+    assert_eq!(fields, ["tenant_id", "id"], "{body}");
+    for (item, field) in [
+        (json!({"category": "financial", "financial": {"amount": "1.00", "currency": "ZZZ"}}), "financial.currency"),
+        (json!({"category": "auth", "timestamp": "9999-12-31T23:59:59Z"}), "timestamp"),
+    ] {
+        let response = app.post_events(&item).await;
+        assert_eq!(response.status(), 400);
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["fields"][0]["field"], field, "{body}");
+    }
+    assert_eq!(app.count_all_rows().await, 0);
+
+    // A cursor no page issued is refused alike by every reader.
+    let forged = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{{\"t\":{},\"id\":\"{id}\"}}", i64::MAX))
+    };
+    for path in ["/audit/logs", "/audit/combined", "/audit/redis"] {
+        let (status, body) = app.send_json(reqwest::Method::GET, &format!("{path}?cursor={forged}"), KEY, None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+    }
+
+    // A request id is echoed only when it is 1-128 visible ASCII characters.
+    let request_id = |value: String| {
+        let app = &app;
+        async move {
+            let response = app.client.get(format!("{}/healthz", app.address)).header("x-request-id", value).send().await.expect("sent");
+            response.headers().get("x-request-id").expect("a request id").to_str().expect("ascii").to_owned()
+        }
+    };
+    assert_eq!(request_id("req-42.a:b".into()).await, "req-42.a:b");
+    let huge = request_id("r".repeat(60 * 1024)).await;
+    assert!(huge.len() <= 128 && uuid::Uuid::parse_str(&huge).is_ok(), "{}", &huge[..huge.len().min(80)]);
+    let spaced = request_id("two words".into()).await;
+    assert!(uuid::Uuid::parse_str(&spaced).is_ok(), "{spaced}");
+    app.stop().await;
+}
