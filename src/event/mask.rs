@@ -7,11 +7,14 @@
 //!   matched by words, ignoring case and separators, so `password` catches
 //!   `newPassword`, `password_hash` and `X-Password`;
 //! - exact paths (`mask_paths`, `drop_paths`) such as `details.payload.raw`;
-//! - value patterns over every string of `message`, `details` and `changes`: built-in
-//!   ones (card numbers with a Luhn check, bearer tokens, JWTs, API keys, `password=`
-//!   assignments) and the operator's own regular expressions.
+//! - value patterns over every string of the event (every free-text field, and every
+//!   string of `details` and `changes`): built-in ones (card numbers with a Luhn
+//!   check, bearer tokens, JWTs, API keys, `password=` and `"password":` assignments)
+//!   and the operator's own regular expressions. Card numbers are also found among
+//!   the JSON numbers of `details` and `changes`, and a string that holds a JSON
+//!   document is masked as a document (its keys too), then written back.
 
-use regex::{Captures, Regex};
+use regex::{Captures, Regex, RegexSet};
 use serde_json::{Map, Value};
 
 use super::AuditEvent;
@@ -32,6 +35,12 @@ pub struct Masker {
     mask_paths: Vec<Vec<String>>,
     drop_paths: Vec<Vec<String>>,
     patterns: Vec<Pattern>,
+    /// Every pattern at once: one pass tells which (if any) a string needs, since
+    /// most strings need none.
+    any_pattern: RegexSet,
+    /// Whether card numbers are masked (the `card_number` pattern is on): then JSON
+    /// numbers that are card numbers are masked too.
+    cards: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -58,8 +67,10 @@ fn built_in(name: &str) -> Option<(&'static str, Replace)> {
             r"\b(?:tlk_[A-Za-z0-9_-]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abposr]-[A-Za-z0-9-]{10,})",
             Replace::Text(MASKED.into()),
         ),
+        // `password=x`, `pwd: x`, and the JSON `"password": "x"` (the quote after the
+        // name).
         "password_assignment" => (
-            r#"(?i)\b(password|passwd|pwd|secret)(\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s,;&]+)"#,
+            r#"(?i)\b(password|passwd|passphrase|pwd|pass|secret|credentials?)("?\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s,;&]+)"#,
             Replace::Text("$1$2[MASKED]".into()),
         ),
         _ => return None,
@@ -160,6 +171,9 @@ impl Masker {
             drop_keys: key_words(&settings.drop_keys),
             mask_paths: paths("masking.mask_paths", &settings.mask_paths)?,
             drop_paths: paths("masking.drop_paths", &settings.drop_paths)?,
+            cards: patterns.iter().any(|p| matches!(p.replace, Replace::Card)),
+            any_pattern: RegexSet::new(patterns.iter().map(|p| p.regex.as_str()))
+                .map_err(|e| ("masking.patterns".to_owned(), e.to_string()))?,
             patterns,
             verdicts: Default::default(),
         })
@@ -174,6 +188,8 @@ impl Masker {
             mask_paths: Vec::new(),
             drop_paths: Vec::new(),
             patterns: Vec::new(),
+            any_pattern: RegexSet::empty(),
+            cards: false,
             verdicts: Default::default(),
         }
     }
@@ -183,8 +199,25 @@ impl Masker {
         if !self.enabled {
             return;
         }
-        if let Some(message) = event.message.as_mut() {
-            self.mask_text(message);
+        let security = event.security.as_mut().map(|s| &mut s.event_type);
+        let financial = event.financial.as_mut().map(|f| [&mut f.transaction_id, &mut f.account_id, &mut f.counterparty]);
+        let free_text = [
+            &mut event.logger,
+            &mut event.message,
+            &mut event.event_type,
+            &mut event.action,
+            &mut event.application,
+            &mut event.user_id,
+            &mut event.username,
+            &mut event.email,
+            &mut event.resource,
+            &mut event.resource_id,
+            &mut event.user_agent,
+            &mut event.request_id,
+            &mut event.session_id,
+        ];
+        for text in free_text.into_iter().chain(financial.into_iter().flatten()).filter_map(Option::as_mut).chain(security) {
+            self.mask_text(text);
         }
         if let Some(details) = event.details.as_mut() {
             self.apply_paths(details, "details");
@@ -275,16 +308,43 @@ impl Masker {
         match value {
             Value::Object(map) => self.walk(map),
             Value::Array(items) => items.iter_mut().for_each(|item| self.walk_value(item)),
-            Value::String(text) => self.mask_text(text),
+            Value::String(text) => {
+                if !self.mask_document(text) {
+                    self.mask_text(text);
+                }
+            }
+            Value::Number(number) if self.cards => {
+                if let Some(masked) = number.as_u64().and_then(|n| card_mask(&n.to_string())) {
+                    *value = Value::String(masked);
+                }
+            }
             _ => {}
         }
     }
 
+    /// Masks a string that holds a JSON object or array as a document, so a secret
+    /// under a key inside it is found; writes it back only when something changed.
+    /// False when the string is no such document.
+    fn mask_document(&self, text: &mut String) -> bool {
+        let trimmed = text.trim_start();
+        if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
+            return false;
+        }
+        let Ok(mut document) = serde_json::from_str::<Value>(text) else { return false };
+        let original = document.clone();
+        self.walk_value(&mut document);
+        if document != original {
+            *text = serde_json::to_string(&document).unwrap_or_else(|_| MASKED.to_owned());
+        }
+        true
+    }
+
     fn mask_text(&self, text: &mut String) {
-        for pattern in &self.patterns {
-            if !pattern.regex.is_match(text) {
-                continue;
-            }
+        let needed = self.any_pattern.matches(text);
+        if !needed.matched_any() {
+            return;
+        }
+        for pattern in needed.iter().map(|i| &self.patterns[i]) {
             let replaced = match &pattern.replace {
                 Replace::Text(with) => pattern.regex.replace_all(text, with.as_str()).into_owned(),
                 Replace::Card => pattern.regex.replace_all(text, |caps: &Captures<'_>| mask_card(&caps[0])).into_owned(),
@@ -307,14 +367,20 @@ fn edit_path(root: &mut Map<String, Value>, path: &[String], edit: impl FnOnce(&
 }
 
 fn mask_card(candidate: &str) -> String {
+    card_mask(candidate).unwrap_or_else(|| candidate.to_owned())
+}
+
+/// The mask of a card number (digits, maybe spaced or dashed), keeping its last four
+/// digits; `None` when it is no card number.
+fn card_mask(candidate: &str) -> Option<String> {
     let digits: Vec<u32> = candidate.chars().filter_map(|c| c.to_digit(10)).collect();
     // Payment card numbers never start with 0 (ISO/IEC 7812 issuer category 0 is not
     // a card network); without this, zero runs such as a nil UUID would be masked.
     if !(13..=19).contains(&digits.len()) || digits[0] == 0 || !luhn(&digits) {
-        return candidate.to_owned();
+        return None;
     }
     let last4: String = digits[digits.len() - 4..].iter().map(|d| char::from(b'0' + *d as u8)).collect();
-    format!("[MASKED-CARD ****{last4}]")
+    Some(format!("[MASKED-CARD ****{last4}]"))
 }
 
 fn luhn(digits: &[u32]) -> bool {
