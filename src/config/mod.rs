@@ -234,6 +234,11 @@ pub struct FileSettings {
     pub daily: bool,
     pub fsync: FsyncPolicy,
     pub fsync_interval_ms: u64,
+    /// The log shipper's positions file (Promtail or Alloy); empty for none.
+    pub shipper_positions: PathBuf,
+    /// With a positions file: the most bytes of rotated files kept beyond
+    /// `backup_count` for a shipper that has not read them yet.
+    pub unshipped_cap_mb: u64,
 }
 
 /// tierlog's own logs.

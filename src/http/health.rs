@@ -123,6 +123,12 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                     text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
                 }
             }
+            if let Some(unshipped) = state.files.as_ref().and_then(|files| files.unshipped_bytes()) {
+                let name = "tierlog_files_unshipped_bytes";
+                text.push_str(&format!(
+                    "# HELP {name} Bytes of kept files the log shipper has not read yet (from its positions file).\n# TYPE {name} gauge\n{name} {unshipped}\n"
+                ));
+            }
             if let Some(keys) = state.auth.store() {
                 let name = "tierlog_auth_remembered_total";
                 text.push_str(&format!(

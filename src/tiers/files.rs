@@ -6,8 +6,9 @@
 //! under its final name and never renamed, so a shipper that tracks files by path
 //! (Promtail does) reads every line exactly once across rotations; the shipper's glob
 //! is `<stem>.*.<ext>`. At most `backup_count` closed files are kept besides the open
-//! one. An id already present in a kept file is not written again, so a retried
-//! request leaves one line per event.
+//! one, and more while the shipper has not read them to the end (when its positions
+//! file is configured, see [`super::shipper`]), up to a cap. An id already present in
+//! a kept file is not written again, so a retried request leaves one line per event.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -19,6 +20,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use crate::config::{FileSettings, FsyncPolicy};
+use crate::tiers::shipper::ShipperPositions;
 use crate::tiers::EncodedBatch;
 
 /// A failed file operation, naming the path.
@@ -46,6 +48,7 @@ type KeySet = foldhash::HashSet<EventKey>;
 #[derive(Debug)]
 struct ClosedFile {
     path: PathBuf,
+    size: u64,
     keys: Vec<EventKey>,
 }
 
@@ -145,6 +148,10 @@ pub struct RollingFiles {
     backup_count: usize,
     daily: bool,
     fsync: FsyncPolicy,
+    /// The shipper's positions, read before a rotated file is deleted.
+    shipper: Option<ShipperPositions>,
+    /// Bytes of rotated files past `backup_count` kept for the shipper at most.
+    unshipped_cap: u64,
     state: Mutex<State>,
     /// The last append's failure, cleared by the next success: readiness reports it.
     last_error: Mutex<Option<String>>,
@@ -176,7 +183,8 @@ impl RollingFiles {
         for (_, _, path) in found {
             let keys = read_keys(&path, &mut state)?;
             state.seen.extend(keys.iter().cloned());
-            state.closed.push_back(ClosedFile { path, keys });
+            let size = fs::metadata(&path).map_err(file_error("stat", &path))?.len();
+            state.closed.push_back(ClosedFile { path, size, keys });
         }
         if let Some((seq, date, path)) = newest {
             cut_torn_tail(&path)?;
@@ -192,6 +200,9 @@ impl RollingFiles {
             backup_count: settings.backup_count,
             daily: settings.daily,
             fsync: settings.fsync,
+            shipper: (!settings.shipper_positions.as_os_str().is_empty())
+                .then(|| ShipperPositions::new(settings.shipper_positions.clone())),
+            unshipped_cap: settings.unshipped_cap_mb.saturating_mul(1024 * 1024),
             state: Mutex::new(state),
             last_error: Mutex::new(None),
         };
@@ -335,26 +346,92 @@ impl RollingFiles {
                 old.file.sync_data().map_err(file_error("fsync", &old.path))?;
             }
             tracing::debug!(file.path = %old.path.display(), file.seq = old.seq, "file rotated");
-            state.closed.push_back(ClosedFile { path: old.path, keys: old.keys });
+            state.closed.push_back(ClosedFile { path: old.path, size: old.size, keys: old.keys });
         }
-        while state.closed.len() > self.backup_count {
-            let Some(oldest) = state.closed.pop_front() else { break };
-            match fs::remove_file(&oldest.path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    state.closed.push_front(oldest);
-                    return Err(FileError { action: "delete", path: state.closed[0].path.clone(), source });
-                }
+        self.delete_old(state)
+    }
+
+    /// Deletes the rotated files past `backup_count`, oldest first: each once the
+    /// shipper has read it to the end (at once without a positions file). Files kept
+    /// for the shipper take at most `unshipped_cap` bytes; past it the oldest go
+    /// anyway, and the log says how much the shipper never read.
+    fn delete_old(&self, state: &mut State) -> Result<(), FileError> {
+        let excess = state.closed.len().saturating_sub(self.backup_count);
+        if excess == 0 {
+            return Ok(());
+        }
+        let shipped = self.shipper.as_ref().map(|shipper| {
+            shipper.read().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "shipper positions unreadable; keeping rotated files as unread");
+                Default::default()
+            })
+        });
+        let unread = |file: &ClosedFile| match &shipped {
+            None => 0,
+            Some(offsets) => {
+                let name = file.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                file.size.saturating_sub(offsets.get(&name).copied().unwrap_or(0))
             }
-            for key in &oldest.keys {
-                state.seen.remove(key);
+        };
+        let mut doomed: Vec<usize> = (0..excess).filter(|&i| unread(&state.closed[i]) == 0).collect();
+        let kept: Vec<usize> = (0..excess).filter(|i| !doomed.contains(i)).collect();
+        let mut kept_bytes: u64 = kept.iter().map(|&i| state.closed[i].size).sum();
+        for &i in &kept {
+            if kept_bytes <= self.unshipped_cap {
+                break;
             }
-            drop(oldest);
-            // Tenants whose every key went with the file: only this set holds them.
-            state.tenants.retain(|tenant| Arc::strong_count(tenant) > 1);
+            let file = &state.closed[i];
+            tracing::error!(
+                file.path = %file.path.display(),
+                unshipped_bytes = unread(file),
+                cap_bytes = self.unshipped_cap,
+                "deleting a rotated file the shipper has not finished reading: files.unshipped_cap_mb reached; those lines never reach Loki"
+            );
+            kept_bytes -= file.size;
+            doomed.push(i);
+        }
+        doomed.sort_unstable();
+        for (removed, index) in doomed.into_iter().enumerate() {
+            self.delete_closed(state, index - removed)?;
         }
         Ok(())
+    }
+
+    /// Deletes the closed file at `index` and forgets its events.
+    fn delete_closed(&self, state: &mut State, index: usize) -> Result<(), FileError> {
+        let Some(file) = state.closed.remove(index) else { return Ok(()) };
+        match fs::remove_file(&file.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                let path = file.path.clone();
+                state.closed.insert(index, file);
+                return Err(FileError { action: "delete", path, source });
+            }
+        }
+        for key in &file.keys {
+            state.seen.remove(key);
+        }
+        drop(file);
+        // Tenants whose every key went with the file: only this set holds them.
+        state.tenants.retain(|tenant| Arc::strong_count(tenant) > 1);
+        Ok(())
+    }
+
+    /// Bytes of the kept files the shipper has not read yet; `None` without a
+    /// positions file.
+    pub fn unshipped_bytes(&self) -> Option<u64> {
+        let offsets = self.shipper.as_ref()?.read().ok()?;
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let files = state.closed.iter().map(|f| (&f.path, f.size)).chain(state.current.iter().map(|f| (&f.path, f.size)));
+        Some(
+            files
+                .map(|(path, size)| {
+                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    size.saturating_sub(offsets.get(&name).copied().unwrap_or(0))
+                })
+                .sum(),
+        )
     }
 }
 
@@ -460,6 +537,8 @@ mod tests {
             daily: false,
             fsync: FsyncPolicy::Batch,
             fsync_interval_ms: 1000,
+            shipper_positions: PathBuf::new(),
+            unshipped_cap_mb: 1024,
         }
     }
 

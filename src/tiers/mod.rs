@@ -13,6 +13,7 @@ pub mod files;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
+pub mod shipper;
 pub mod spool;
 pub mod sqlite;
 pub mod stored;

@@ -85,6 +85,18 @@ fn the_compose_stack_is_valid_pinned_and_shares_the_files_with_the_shipper() {
     assert_eq!(writer["type"], "volume");
     assert_eq!(writer["source"], reader["source"], "one named volume");
     assert_eq!(reader["read_only"], true);
+    // tierlog reads Alloy's positions file, in Alloy's data volume, so it never deletes
+    // a file Alloy has not read.
+    let positions = services["tierlog"]["environment"]["TIERLOG__FILES__SHIPPER_POSITIONS"].as_str().expect("positions setting");
+    let command: Vec<&str> = services["alloy"]["command"].as_array().expect("command").iter().filter_map(Value::as_str).collect();
+    let storage = command.iter().find_map(|c| c.strip_prefix("--storage.path=")).expect("Alloy's storage path");
+    assert_eq!(positions, format!("{storage}/loki.source.file.tierlog/positions.yml"), "where loki.source.file \"tierlog\" keeps positions");
+    let shares = |service: &str| {
+        services[service]["volumes"].as_array().expect("volumes").iter().find(|v| v["target"] == storage).cloned()
+    };
+    let (alloy_data, seen_by_tierlog) = (shares("alloy").expect("Alloy's data volume"), shares("tierlog").expect("tierlog mounts it"));
+    assert_eq!(alloy_data["source"], seen_by_tierlog["source"]);
+    assert_eq!(seen_by_tierlog["read_only"], true);
     assert!(config["volumes"].as_object().is_some_and(|v| v.len() >= 5), "named volumes");
 
     let dockerfile = read("Dockerfile");
@@ -163,6 +175,8 @@ fn the_shipper_glob_and_stages_match_the_files_and_lines_tierlog_writes() {
         daily: true,
         fsync: FsyncPolicy::Batch,
         fsync_interval_ms: 1000,
+        shipper_positions: PathBuf::new(),
+        unshipped_cap_mb: 1024,
     };
     let files = RollingFiles::open(&settings).expect("open");
     let parser = EventParser::new(Limits::default(), None, Utc::now());
@@ -415,4 +429,54 @@ async fn every_dashboard_is_valid_and_its_queries_fit_what_tierlog_writes() {
     }
     assert_eq!(sample(r#"tierlog_tier_errors_total{tier="postgres"}"#), 0.0);
     app.stop().await;
+}
+
+/// Every value a label can take in tierlog's lines (absent counts as one).
+fn label_values(label: &str) -> usize {
+    match label {
+        "category" => 6,
+        "level" => 5,
+        "status" => 3 + 1,
+        other => panic!("no known values for the label {other}"),
+    }
+}
+
+#[test]
+fn loki_holds_a_bounded_label_set_and_accepts_late_and_sustained_ingest() {
+    let alloy = read("alloy/config.alloy");
+    let promtail = read("promtail/promtail.yml");
+    // The per-file label both shippers add is dropped: a rotation starts no stream.
+    assert!(Regex::new(r#"stage\.label_drop\s*\{\s*values\s*=\s*\["filename"\]"#).expect("regex").is_match(&alloy), "Alloy drops filename");
+    assert!(Regex::new(r"- labeldrop:\s*\n\s*- filename").expect("regex").is_match(&promtail), "Promtail drops filename");
+    // Entries are stamped with received_at; the event time stays searchable.
+    assert!(Regex::new(r#"stage\.timestamp\s*\{\s*source\s*=\s*"received_at""#).expect("regex").is_match(&alloy));
+    assert!(Regex::new(r"- timestamp:\s*\n\s*source: received_at").expect("regex").is_match(&promtail));
+    assert!(alloy.contains(r#"event_time = "timestamp""#) && promtail.contains("event_time: timestamp"));
+
+    let (json_stage, labels) = shipper_stages();
+    assert!(json_stage.contains_key("received_at"), "received_at is extracted");
+    let streams: usize = labels.iter().map(|l| label_values(l)).product();
+    assert_eq!(streams, 120, "service x category x level x status");
+
+    let loki = yaml_rust2::YamlLoader::load_from_str(&read("loki/loki.yml")).expect("loki.yml");
+    let limits = &loki[0]["limits_config"];
+    assert_eq!(limits["discover_service_name"].as_vec().map(Vec::len), Some(0), "Loki adds no service_name label");
+    let max_streams = limits["max_global_streams_per_user"].as_i64().expect("stream limit");
+    assert!(max_streams >= 2 * streams as i64, "room for every stream: {max_streams}");
+    assert_eq!(limits["reject_old_samples"].as_bool(), Some(false));
+    let megabytes = |key: &str| -> f64 {
+        match &limits[key] {
+            yaml_rust2::Yaml::Integer(n) => *n as f64,
+            yaml_rust2::Yaml::Real(r) => r.parse().expect("number"),
+            yaml_rust2::Yaml::String(s) => s.trim_end_matches("MB").parse().expect("MB"),
+            other => panic!("{key}: {other:?}"),
+        }
+    };
+    // 10,000 events/s of 1 KiB, the rate the README sizes Loki for.
+    assert!(megabytes("ingestion_rate_mb") >= 10.0 && megabytes("per_stream_rate_limit") >= 10.0);
+    assert!(megabytes("ingestion_burst_size_mb") >= megabytes("ingestion_rate_mb"));
+
+    // The README states the exact labels and the bound.
+    let readme = read("README.md");
+    assert!(readme.contains("`service`, `category`, `level` and `status`") && readme.contains("120 streams"), "the README names the labels and the stream bound");
 }

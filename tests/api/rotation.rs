@@ -20,6 +20,8 @@ fn settings(dir: &std::path::Path, backups: usize, daily: bool) -> FileSettings 
         daily,
         fsync: FsyncPolicy::Batch,
         fsync_interval_ms: 1000,
+        shipper_positions: PathBuf::new(),
+        unshipped_cap_mb: 1024,
     }
 }
 
@@ -165,4 +167,96 @@ fn a_failed_rotation_gives_a_clear_error_and_a_retry_writes_each_line_once() {
     tailer.poll(&dir);
     let sent: Vec<String> = all.iter().map(|e| e.id.to_string()).collect();
     assert_eq!(ids(&tailer.lines), sent, "every event once, in order, across the failure");
+}
+
+/// How a shipper writes its positions file.
+#[derive(Clone, Copy)]
+enum Shipper {
+    Promtail,
+    Alloy,
+}
+
+impl Tailer {
+    /// Writes the offsets read so far as `shipper` does, under the directory the
+    /// shipper sees (its own mount point, not tierlog's).
+    fn save_positions(&self, shipper: Shipper, path: &std::path::Path) {
+        let mut text = String::from("positions:\n");
+        let mut entries: Vec<(String, usize)> = self
+            .offsets
+            .iter()
+            .map(|(p, o)| (format!("/var/log/tierlog/{}", p.file_name().expect("name").to_string_lossy()), *o))
+            .collect();
+        entries.sort();
+        for (seen_as, offset) in entries {
+            match shipper {
+                Shipper::Promtail => text.push_str(&format!("  {seen_as}: \"{offset}\"\n")),
+                Shipper::Alloy => text.push_str(&format!(
+                    "  ? path: {seen_as}\n    labels: '{{service=\"tierlog\"}}'\n  : \"{offset}\"\n"
+                )),
+            }
+        }
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, text).expect("positions");
+        std::fs::rename(&temporary, path).expect("positions");
+    }
+}
+
+/// Writes 400 events in small batches while the shipper reads only at the start and
+/// the end (a stall, as when Loki refuses pushes): returns what it read, how many
+/// files were on disk at the stall's worst, and the unshipped bytes reported then.
+fn ship_through_a_stall(shipper: Shipper, cap_mb: u64) -> (Vec<String>, Vec<String>, usize, Option<u64>) {
+    let dir = tempfile::tempdir().expect("dir");
+    let positions = dir.path().join("positions.yaml");
+    let mut config = settings(dir.path(), 1, false);
+    config.shipper_positions = positions.clone();
+    config.unshipped_cap_mb = cap_mb;
+    let files = RollingFiles::open_with_max_bytes(&config, 4096).expect("open");
+    let all = events(400);
+    let mut tailer = Tailer::default();
+    let (mut most_files, mut unshipped) = (0, None);
+    for (i, chunk) in all.chunks(17).enumerate() {
+        files.append(&EncodedBatch::new(chunk.to_vec()), Utc::now()).expect("append");
+        let stalled = (3..20).contains(&i);
+        if !stalled {
+            tailer.poll(dir.path());
+            tailer.save_positions(shipper, &positions);
+        }
+        if i == 19 {
+            most_files = files.paths().len();
+            unshipped = files.unshipped_bytes();
+        }
+    }
+    // The shipper catches up; the next rotations delete what it has read.
+    tailer.poll(dir.path());
+    tailer.save_positions(shipper, &positions);
+    let late = events(60);
+    files.append(&EncodedBatch::new(late.clone()), Utc::now()).expect("append");
+    assert_eq!(files.unshipped_bytes().map(|b| b > 0), Some(true), "the last batch is not read yet");
+    // The open file, one backup, and only the files of the last batch, still unread.
+    assert!(files.paths().len() <= 6, "read files are deleted again: {:?}", files.paths());
+    tailer.poll(dir.path());
+    let sent = all.iter().chain(&late).map(|e| e.id.to_string()).collect();
+    (sent, ids(&tailer.lines), most_files, unshipped)
+}
+
+#[test]
+fn rotated_files_wait_for_a_stalled_promtail_and_every_line_is_shipped_once() {
+    let (sent, shipped, most_files, unshipped) = ship_through_a_stall(Shipper::Promtail, 1024);
+    assert!(most_files > 5, "files the shipper had not read were kept: {most_files}");
+    assert!(unshipped.is_some_and(|b| b > 4096), "{unshipped:?}");
+    assert_eq!(shipped, sent, "every line once, in order");
+}
+
+#[test]
+fn rotated_files_wait_for_a_stalled_alloy_and_every_line_is_shipped_once() {
+    let (sent, shipped, most_files, _) = ship_through_a_stall(Shipper::Alloy, 1024);
+    assert!(most_files > 5, "{most_files}");
+    assert_eq!(shipped, sent, "every line once, in order");
+}
+
+#[test]
+fn past_the_cap_the_oldest_unread_files_are_deleted_anyway() {
+    let (sent, shipped, most_files, _) = ship_through_a_stall(Shipper::Promtail, 0);
+    assert!(most_files <= 2, "nothing kept past backup_count with a cap of 0: {most_files}");
+    assert!(shipped.len() < sent.len(), "the stalled shipper lost the deleted files' lines");
 }
