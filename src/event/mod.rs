@@ -5,7 +5,7 @@
 
 pub mod access;
 pub mod body;
-mod currency;
+pub mod currency;
 pub mod exact;
 pub mod json;
 pub mod mask;

@@ -398,6 +398,9 @@ impl ItemCheck<'_> {
             self.fail("security.event_type", "is required");
         }
         let event_type = self.string_at(map.remove("event_type"), "security.event_type", 64);
+        if event_type.as_deref() == Some("") {
+            self.fail("security.event_type", "must not be empty");
+        }
         let severity = self.string_at(map.remove("severity"), "security.severity", 16);
         if let Some(severity) = &severity {
             if !SEVERITIES.contains(&severity.as_str()) {

@@ -118,7 +118,7 @@ async fn next_chunk(mut progress: Progress) -> Option<(Result<Bytes, std::io::Er
 }
 
 #[utoipa::path(get, path = "/audit/export", tag = "read", params(QueryParams, ExportParams),
-    responses((status = 200, description = "streamed NDJSON or CSV", content_type = "application/x-ndjson", body = String), CommonErrors))]
+    responses((status = 200, description = "streamed NDJSON (format=ndjson, the default) or CSV (format=csv)", content((String = "application/x-ndjson"), (String = "text/csv"))), CommonErrors))]
 pub(super) async fn export(
     State(state): State<AppState>,
     principal: Principal,

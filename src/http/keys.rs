@@ -24,14 +24,24 @@ use crate::keys::{KeyInfo, KeyStore, NewKey, Permission, Principal};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    #[schema(min_length = 1, max_length = 128)]
+    /// 1 to 128 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     pub name: String,
     /// The tenant to bind the key to; omitted means all tenants (all-tenant managers
     /// only) or the manager's own tenant.
     #[schema(pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$")]
     pub tenant_id: Option<String>,
+    /// At least one; each must be held by the key that creates it.
+    #[schema(value_type = Vec<Permission>, min_items = 1)]
     pub permissions: Vec<String>,
+    /// In the future.
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A revoked key.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RevokedKey {
+    pub key: KeyInfo,
 }
 
 /// A created key: its description and, once, its secret.
@@ -104,7 +114,7 @@ fn key_details(key: &KeyInfo) -> Map<String, Value> {
 }
 
 #[utoipa::path(post, path = "/audit/keys", tag = "keys", request_body = CreateKey,
-    responses((status = 201, description = "the key and, once, its secret", body = CreatedKey), (status = 415, description = "the body is not application/json", body = ErrorEnvelope), CommonErrors))]
+    responses((status = 201, description = "the key and, once, its secret", body = CreatedKey), (status = 413, description = "the body is over 2 MiB", body = ErrorEnvelope), (status = 415, description = "the body is not application/json", body = ErrorEnvelope), CommonErrors))]
 pub(super) async fn create_key(
     State(state): State<AppState>,
     principal: Principal,
@@ -150,13 +160,13 @@ pub(super) async fn list_keys(
 }
 
 #[utoipa::path(delete, path = "/audit/keys/{id}", tag = "keys", params(("id" = uuid::Uuid, Path, description = "the key id")),
-    responses((status = 200, description = "the revoked key", body = KeyInfo), (status = 404, description = "no such key", body = ErrorEnvelope), CommonErrors))]
+    responses((status = 200, description = "the revoked key", body = RevokedKey), (status = 404, description = "no such key", body = ErrorEnvelope), CommonErrors))]
 pub(super) async fn revoke_key(
     State(state): State<AppState>,
     principal: Principal,
     caller: Caller,
     PathUuid(id): PathUuid,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RevokedKey>, ApiError> {
     require(&principal, Permission::KeysManage)?;
     let key = store(&state)?
         .revoke(id, principal.tenant.as_deref())
@@ -175,5 +185,5 @@ pub(super) async fn revoke_key(
         },
     )
     .await?;
-    Ok(Json(json!({ "key": key })))
+    Ok(Json(RevokedKey { key }))
 }

@@ -86,7 +86,7 @@ fn page_of_nothing() -> crate::tiers::postgres::query::Page {
     crate::tiers::postgres::query::Page { items: Vec::new(), next_cursor: None, total: Some(0) }
 }
 
-#[utoipa::path(get, path = "/audit/logs", tag = "read", description = "the audit_logs table", params(QueryParams),
+#[utoipa::path(get, path = "/audit/logs", tag = "read", description = "the audit_logs table", params(QueryParams, PageParams),
     responses((status = 200, description = "a page, newest first", body = ListResponse), CommonErrors))]
 pub(super) async fn logs(
     State(state): State<AppState>,
@@ -97,7 +97,7 @@ pub(super) async fn logs(
     list_table(&state, &principal, &caller, query.as_deref(), Table::AuditLogs, "GET /audit/logs").await
 }
 
-#[utoipa::path(get, path = "/audit/security-events", tag = "read", description = "the security_events table", params(QueryParams),
+#[utoipa::path(get, path = "/audit/security-events", tag = "read", description = "the security_events table", params(QueryParams, PageParams),
     responses((status = 200, description = "a page, newest first", body = ListResponse), CommonErrors))]
 pub(super) async fn security_events(
     State(state): State<AppState>,
@@ -109,7 +109,7 @@ pub(super) async fn security_events(
         .await
 }
 
-#[utoipa::path(get, path = "/audit/financial", tag = "read", description = "the financial_audit_logs table", params(QueryParams),
+#[utoipa::path(get, path = "/audit/financial", tag = "read", description = "the financial_audit_logs table", params(QueryParams, PageParams),
     responses((status = 200, description = "a page, newest first", body = ListResponse), CommonErrors))]
 pub(super) async fn financial(
     State(state): State<AppState>,
@@ -168,7 +168,7 @@ async fn record_read(
 }
 
 /// `GET /audit/redis`: the hot tier, per category, with the common filters.
-#[utoipa::path(get, path = "/audit/redis", tag = "read", description = "the Redis hot tier", params(QueryParams),
+#[utoipa::path(get, path = "/audit/redis", tag = "read", description = "the Redis hot tier", params(QueryParams, PageParams),
     responses((status = 200, description = "a page, newest first", body = ListResponse), CommonErrors))]
 pub(super) async fn redis(
     State(state): State<AppState>,
@@ -196,7 +196,7 @@ pub(super) async fn redis(
 /// `GET /audit/combined`: Redis and Postgres merged, de-duplicated by id, newest
 /// first; each item lists the tiers holding it. Without Redis the answer comes from
 /// Postgres alone and says `"partial": true`.
-#[utoipa::path(get, path = "/audit/combined", tag = "read", description = "Redis and Postgres merged by id, newest first", params(QueryParams),
+#[utoipa::path(get, path = "/audit/combined", tag = "read", description = "Redis and Postgres merged by id, newest first", params(QueryParams, PageParams),
     responses((status = 200, description = "a page, newest first", body = ListResponse), CommonErrors))]
 pub(super) async fn combined(
     State(state): State<AppState>,
@@ -213,7 +213,7 @@ pub(super) async fn combined(
 
 /// `GET /audit/users/{id}/activity`: one user's timeline across every tier and every
 /// category the key may view.
-#[utoipa::path(get, path = "/audit/users/{id}/activity", tag = "read", params(("id" = String, Path, description = "the user id"), QueryParams),
+#[utoipa::path(get, path = "/audit/users/{id}/activity", tag = "read", params(("id" = String, Path, description = "the user id", min_length = 1, max_length = 1024, pattern = "^[^\\x00]*$"), QueryParams, PageParams),
     responses((status = 200, description = "the user's timeline, newest first", body = ListResponse), CommonErrors))]
 pub(super) async fn user_activity(
     State(state): State<AppState>,
@@ -226,11 +226,15 @@ pub(super) async fn user_activity(
         return Err(ApiError::bad_request("the user id must be 1-1024 characters"));
     }
     let (mut filters, _) = Filters::parse(query.as_deref(), &principal, &[])?;
-    if filters.user_id.is_some() {
-        return Err(ApiError::bad_request("user_id: is given by the path"));
-    }
+    // Filters are all met at once: a `user_id` filter naming another user than the
+    // path matches nothing.
+    let another_user = filters.user_id.as_ref().is_some_and(|asked| *asked != user_id);
     filters.user_id = Some(user_id);
-    let response = merged_page(&state, &principal, &filters).await?;
+    let response = if another_user {
+        ListResponse { items: Vec::new(), next_cursor: None, total: filters.include_total.then_some(0), partial: Some(false) }
+    } else {
+        merged_page(&state, &principal, &filters).await?
+    };
     record_read(&state, &principal, &filters, "GET /audit/users/{id}/activity", &caller, query.as_deref(), response.items.len())
         .await?;
     Ok(Json(response))

@@ -29,11 +29,12 @@ use crate::retention::{validate_days, Days, Policies, TenantPolicy};
 #[serde(deny_unknown_fields)]
 pub struct RetentionChange {
     /// Plan name -> days per category.
-    #[serde(default)]
-    #[schema(value_type = Object)]
+    #[serde(default, deserialize_with = "crate::retention::deserialize_plans")]
+    #[schema(value_type = PlanMap)]
     pub plans: BTreeMap<String, Days>,
     /// Tenant -> its plan, own days and legal hold.
     #[serde(default)]
+    #[schema(value_type = TenantMap)]
     pub tenants: BTreeMap<String, TenantPolicy>,
 }
 
@@ -67,7 +68,7 @@ pub(super) async fn get_retention(
 }
 
 #[utoipa::path(put, path = "/audit/retention", tag = "retention", request_body = RetentionChange,
-    responses((status = 200, description = "the policies now in force", body = Policies), (status = 415, description = "the body is not application/json", body = ErrorEnvelope), CommonErrors))]
+    responses((status = 200, description = "the policies now in force", body = Policies), (status = 404, description = "a tenant names a plan that does not exist", body = ErrorEnvelope), (status = 413, description = "the body is over 2 MiB", body = ErrorEnvelope), (status = 415, description = "the body is not application/json", body = ErrorEnvelope), CommonErrors))]
 pub(super) async fn put_retention(
     State(state): State<AppState>,
     principal: Principal,
@@ -97,7 +98,7 @@ pub(super) async fn put_retention(
         validate_days(&policy.days, &format!("tenants.{tenant}.days")).map_err(ApiError::bad_request)?;
         if let Some(plan) = &policy.plan {
             if !before.plans.contains_key(plan) && !change.plans.contains_key(plan) {
-                return Err(ApiError::bad_request(format!("tenants.{tenant}.plan: no plan is named {plan}")));
+                return Err(ApiError::not_found(format!("tenants.{tenant}.plan: no plan is named {plan}")));
             }
         }
         if policy.hold_reason.as_ref().is_some_and(|r| r.chars().count() > 1024) {

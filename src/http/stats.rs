@@ -85,7 +85,7 @@ pub struct Stats {
     pub top_failing_users: Vec<FailureGroup>,
 }
 
-#[utoipa::path(get, path = "/audit/stats", tag = "read", params(QueryParams, WindowParams),
+#[utoipa::path(get, path = "/audit/stats", tag = "read", params(QueryParams, PageParams, WindowParams),
     responses((status = 200, description = "counts over the window", body = Stats), CommonErrors))]
 pub(super) async fn stats(
     State(state): State<AppState>,
@@ -145,7 +145,7 @@ pub struct FailedLogins {
     pub items: Vec<FailureGroup>,
 }
 
-#[utoipa::path(get, path = "/audit/failed-logins", tag = "read", params(QueryParams, WindowParams),
+#[utoipa::path(get, path = "/audit/failed-logins", tag = "read", params(QueryParams, PageParams, WindowParams, FailureParams),
     responses((status = 200, description = "failures grouped by address or user", body = FailedLogins), CommonErrors))]
 pub(super) async fn failed_logins(
     State(state): State<AppState>,
@@ -169,14 +169,13 @@ pub(super) async fn failed_logins(
             .ok_or_else(|| ApiError::bad_request("min_failures: must be a whole number from 1 to 1000000"))?,
         None => 1,
     };
-    if filters.category.is_some_and(|c| c != Category::Auth) {
-        return Err(ApiError::bad_request("category: failed logins are auth events"));
-    }
+    // Failed logins are auth events: asking for another category matches nothing.
+    let other_category = filters.category.is_some_and(|c| c != Category::Auth);
     filters.category = Some(Category::Auth);
     let categories = categories_for(&principal, &[Category::Auth], &filters)?;
     let pg = state.reader()?;
     let mut groups = Vec::new();
-    for (table, cats) in tables_for(&state, &categories) {
+    for (table, cats) in tables_for(&state, &categories).into_iter().filter(|_| !other_category) {
         groups.extend(
             pg.failures(
                 table,

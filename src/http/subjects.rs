@@ -31,7 +31,7 @@ fn subject_id(id: &str) -> Result<(), ApiError> {
 }
 
 #[utoipa::path(post, path = "/audit/subjects/{id}/erase", tag = "privacy",
-    params(("id" = String, Path, description = "the subject's user_id"),
+    params(("id" = String, Path, description = "the subject's user_id", min_length = 1, max_length = 1024, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"),
            ("tenant_id" = Option<String>, Query, description = "one tenant (default: the key's, or every tenant)", pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$")),
     responses((status = 200, description = "the erasure receipt", body = ErasureReceipt), CommonErrors))]
 pub(super) async fn erase(
@@ -90,7 +90,7 @@ pub struct SubjectExport {
 const EXPORT_LIMIT: i64 = 100_000;
 
 #[utoipa::path(get, path = "/audit/subjects/{id}/export", tag = "privacy",
-    params(("id" = String, Path, description = "the subject's user_id"),
+    params(("id" = String, Path, description = "the subject's user_id", min_length = 1, max_length = 1024, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"),
            ("tenant_id" = Option<String>, Query, description = "one tenant (default: the key's, or every tenant)", pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$")),
     responses((status = 200, description = "everything held about the subject", body = SubjectExport), CommonErrors))]
 pub(super) async fn export(

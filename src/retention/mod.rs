@@ -21,6 +21,29 @@ use crate::event::Category;
 /// Days per category.
 pub type Days = BTreeMap<Category, u32>;
 
+/// Reads days per category, each a whole number however JSON writes it (`30` or
+/// `30.0`).
+pub fn deserialize_days<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Days, D::Error> {
+    let raw: BTreeMap<Category, serde_json::Number> = serde::Deserialize::deserialize(deserializer)?;
+    raw.into_iter().map(|(category, number)| Ok((category, whole_days::<D::Error>(category, &number)?))).collect()
+}
+
+/// [`deserialize_days`] for a map of plans.
+pub fn deserialize_plans<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, Days>, D::Error> {
+    let raw: BTreeMap<String, BTreeMap<Category, serde_json::Number>> = serde::Deserialize::deserialize(deserializer)?;
+    raw.into_iter()
+        .map(|(plan, days)| {
+            let days = days.into_iter().map(|(category, n)| Ok((category, whole_days::<D::Error>(category, &n)?))).collect::<Result<Days, D::Error>>()?;
+            Ok((plan, days))
+        })
+        .collect()
+}
+
+fn whole_days<E: serde::de::Error>(category: Category, number: &serde_json::Number) -> Result<u32, E> {
+    let whole = number.as_u64().or_else(|| number.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX)).map(|f| f as u64));
+    whole.and_then(|n| u32::try_from(n).ok()).ok_or_else(|| E::custom(format!("{category}: days must be a whole number")))
+}
+
 /// Longest retention a policy may name (100 years).
 pub const MAX_DAYS: u32 = 36_500;
 
@@ -28,17 +51,19 @@ pub const MAX_DAYS: u32 = 36_500;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantPolicy {
-    /// A plan name from `plans`, or none.
+    /// A plan name from `plans`, or none (a plan that does not exist: 404).
     #[serde(default)]
+    #[schema(pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$")]
     pub plan: Option<String>,
     /// Days per category, overriding the plan and the defaults.
-    #[serde(default)]
-    #[schema(value_type = Object)]
+    #[serde(default, deserialize_with = "deserialize_days")]
+    #[schema(value_type = crate::http::openapi::DaysSchema)]
     pub days: Days,
     /// While true, nothing of the tenant is deleted.
     #[serde(default)]
     pub legal_hold: bool,
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub hold_reason: Option<String>,
 }
 

@@ -54,7 +54,8 @@ async fn same_value(pool: &sqlx::PgPool, a: &str, b: &str) -> bool {
 /// exactly or refused by field, then that the chain verifies and that an edit of any
 /// single row after the edge rows is reported, and only it.
 async fn numbers_are_kept_exactly_or_refused_by_field(backends: Backends) {
-    let app = backends.spawn(|_| {}).await;
+    // Masking would turn numbers that look like card numbers into strings.
+    let app = backends.spawn(|s| s.masking.enabled = false).await;
     let mut runner = TestRunner::new(Config { cases: 1, ..Config::default() });
     let texts: Vec<String> = (0..160).map(|_| number_text().new_tree(&mut runner).expect("value").current()).collect();
     let mut accepted = Vec::new();

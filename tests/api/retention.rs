@@ -178,7 +178,6 @@ async fn policies_are_validated_scoped_and_their_changes_audited() {
     for bad in [
         json!({"tenants": {"acme": {"days": {"auth": 0}}}}),
         json!({"tenants": {"acme": {"days": {"nonsense": 5}}}}),
-        json!({"tenants": {"acme": {"plan": "missing"}}}),
         json!({"tenants": {"acme": {"legal_hold": "yes"}}}),
         json!({"tenants": {"bad tenant": {}}}),
         json!({"surprise": 1}),
@@ -186,6 +185,9 @@ async fn policies_are_validated_scoped_and_their_changes_audited() {
         let (status, body) = put(&app, &tenant_admin, bad.clone()).await;
         assert_eq!(status, 400, "{bad} -> {body}");
     }
+    // A plan that does not exist is a missing resource, not a malformed request.
+    let (status, body) = put(&app, &tenant_admin, json!({"tenants": {"acme": {"plan": "missing"}}})).await;
+    assert_eq!(status, 404, "{body}");
     let (status, mine) =
         put(&app, &tenant_admin, json!({"tenants": {"acme": {"plan": "pro", "legal_hold": true, "hold_reason": "audit"}}})).await;
     assert_eq!(status, 200, "{mine}");
@@ -205,6 +207,9 @@ async fn policies_are_validated_scoped_and_their_changes_audited() {
     assert_eq!(changes[0]["before"], Value::Null);
     assert_eq!(changes[0]["after"]["plan"], "pro");
     assert_eq!(changes[0]["after"]["legal_hold"], true);
+    // Days are whole numbers however JSON writes them.
+    assert_eq!(put(&app, &tenant_admin, json!({"tenants": {"acme": {"days": {"auth": 30.0}}}})).await.0, 200);
+    assert_eq!(put(&app, &tenant_admin, json!({"tenants": {"acme": {"days": {"auth": 30.5}}}})).await.0, 400);
     app.stop().await;
 }
 
