@@ -308,7 +308,12 @@ impl Masker {
         match value {
             Value::Object(map) => self.walk(map),
             Value::Array(items) => items.iter_mut().for_each(|item| self.walk_value(item)),
-            Value::String(text) if !self.mask_document(text) => self.mask_text(text),
+            Value::String(text) => {
+                let was_document = self.mask_document(text);
+                if !was_document {
+                    self.mask_text(text);
+                }
+            }
             Value::Number(number) if self.cards => {
                 if let Some(masked) = number.as_u64().and_then(|n| card_mask(&n.to_string())) {
                     *value = Value::String(masked);
