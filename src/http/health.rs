@@ -135,6 +135,11 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                     "# HELP {name} Requests let in on a key as last verified while the database could not be asked.\n# TYPE {name} counter\n{name} {}\n",
                     keys.outage_auths()
                 ));
+                let name = "tierlog_auth_queries_total";
+                text.push_str(&format!(
+                    "# HELP {name} Database queries made to authenticate keys (lookups and reads of the digest index).\n# TYPE {name} counter\n{name} {}\n",
+                    keys.auth_queries()
+                ));
             }
             text
         },

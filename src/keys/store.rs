@@ -2,10 +2,11 @@
 //! remembered ([`super::cache`]) so authentication costs no query on most requests
 //! and keys verified before a database outage keep working through it.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -19,6 +20,14 @@ use super::{KeyInfo, Permission, Principal, Secret};
 /// How long a looked-up key is trusted without asking the database again; also the
 /// longest a revocation on another node takes to reach this one.
 pub const CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// How long the set of every stored digest is trusted to say a digest is unknown.
+pub const DIGEST_INDEX_TTL: Duration = Duration::from_secs(1);
+
+/// Digests missing from the index that are still looked up one by one, per second
+/// (a key just created on another node is found at once); past these, a flood of
+/// made-up keys costs one index read per second and nothing more.
+pub const UNINDEXED_LOOKUPS_PER_SECOND: u32 = 10;
 
 /// How long a key verified before a database outage keeps working during it, unless
 /// configured (`keys.outage_grace_seconds`).
@@ -57,6 +66,12 @@ pub struct KeyStore {
     cache: Mutex<VerifiedKeys>,
     /// Requests let in on a remembered key while the database could not be asked.
     outage_auths: AtomicU64,
+    /// The digest of every stored key, and when it was read.
+    index: tokio::sync::Mutex<(HashSet<[u8; 32]>, Option<Instant>)>,
+    /// Queries made to authenticate (lookups and index reads).
+    queries: AtomicU64,
+    /// Lookups of digests missing from the index in the current second.
+    unindexed: Mutex<(Option<Instant>, u32)>,
 }
 
 fn chrono_duration(duration: Duration) -> chrono::Duration {
@@ -117,7 +132,14 @@ fn now_text() -> String {
 impl KeyStore {
     fn over(db: KeyDb) -> KeyStore {
         let cache = VerifiedKeys::new(chrono_duration(CACHE_TTL), chrono_duration(DEFAULT_OUTAGE_GRACE), None);
-        KeyStore { db, cache: Mutex::new(cache), outage_auths: AtomicU64::new(0) }
+        KeyStore {
+            db,
+            cache: Mutex::new(cache),
+            outage_auths: AtomicU64::new(0),
+            index: tokio::sync::Mutex::new((HashSet::new(), None)),
+            queries: AtomicU64::new(0),
+            unindexed: Mutex::new((None, 0)),
+        }
     }
 
     /// A store over `pool` (migrated).
@@ -146,6 +168,37 @@ impl KeyStore {
         self.outage_auths.load(Ordering::Relaxed)
     }
 
+    /// Queries made to authenticate keys so far.
+    pub fn auth_queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    /// Whether one more digest missing from the index may be looked up this second.
+    fn unindexed_lookup_allowed(&self) -> bool {
+        let mut window = self.unindexed.lock().unwrap_or_else(|p| p.into_inner());
+        if window.0.is_none_or(|start| start.elapsed() >= Duration::from_secs(1)) {
+            *window = (Some(Instant::now()), 0);
+        }
+        window.1 += 1;
+        window.1 <= UNINDEXED_LOOKUPS_PER_SECOND
+    }
+
+    /// Whether `digest` is stored, from the index of every digest (read again when
+    /// older than [`DIGEST_INDEX_TTL`]); `None` when the index cannot be read.
+    async fn may_exist(&self, digest: &[u8; 32]) -> Option<bool> {
+        let mut index = self.index.lock().await;
+        if index.1.is_none_or(|at| at.elapsed() >= DIGEST_INDEX_TTL) {
+            self.queries.fetch_add(1, Ordering::Relaxed);
+            let digests: Vec<Vec<u8>> = match &self.db {
+                KeyDb::Postgres(pool) => sqlx::query_scalar("SELECT key_hash FROM api_keys").fetch_all(pool).await.ok()?,
+                KeyDb::Sqlite(pool) => sqlx::query_scalar("SELECT key_hash FROM api_keys").fetch_all(pool).await.ok()?,
+            };
+            index.0 = digests.into_iter().filter_map(|d| <[u8; 32]>::try_from(d).ok()).collect();
+            index.1 = Some(Instant::now());
+        }
+        Some(index.0.contains(digest))
+    }
+
     /// Creates a key and returns it with its secret, which is not kept.
     pub async fn create(&self, new: NewKey) -> Result<(KeyInfo, Secret), KeyStoreError> {
         let secret = Secret::generate();
@@ -168,6 +221,7 @@ impl KeyStore {
                 .bind(new.expires_at.as_ref().map(crate::tiers::sqlite::instant_text))
                 .fetch_one(pool)
                 .await?;
+                self.index.lock().await.0.insert(secret.digest);
                 return Ok((lite_key_info(&row)?, secret));
             }
         };
@@ -185,6 +239,7 @@ impl KeyStore {
         .bind(new.expires_at)
         .fetch_one(pool)
         .await?;
+        self.index.lock().await.0.insert(secret.digest);
         Ok((key_info(&row)?, secret))
     }
 
@@ -275,6 +330,12 @@ impl KeyStore {
         let fresh = self.cache().fresh(digest, now);
         let info = match fresh {
             Some(answer) => answer,
+            // A digest no stored key has: refused without a lookup of its own once
+            // more than a few a second arrive.
+            None if self.may_exist(digest).await == Some(false) && !self.unindexed_lookup_allowed() => {
+                self.cache().record(digest, None, now);
+                None
+            }
             None => match self.look_up(digest).await {
                 Ok(answer) => {
                     self.cache().record(digest, answer.clone(), now);
@@ -303,6 +364,7 @@ impl KeyStore {
 
     /// Asks the database for the key of `digest`, noting its use.
     async fn look_up(&self, digest: &[u8; 32]) -> Result<Option<KeyInfo>, KeyStoreError> {
+        self.queries.fetch_add(1, Ordering::Relaxed);
         match &self.db {
             KeyDb::Postgres(pool) => {
                 let row = sqlx::query(&format!("UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1 RETURNING {COLUMNS}"))

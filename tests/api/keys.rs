@@ -242,3 +242,44 @@ async fn access_records_take_the_client_address_from_a_trusted_proxy_only() {
     assert_eq!(ip.as_deref(), Some("127.0.0.1"), "a forged header from an untrusted peer is ignored");
     untrusting.stop().await;
 }
+
+async fn auth_queries(app: &TestApp) -> u64 {
+    let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.expect("metrics").text().await.expect("text");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tierlog_auth_queries_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("tierlog_auth_queries_total")
+}
+
+#[tokio::test]
+async fn a_flood_of_made_up_keys_costs_a_few_queries_a_second_and_a_key_made_elsewhere_still_works() {
+    let app = TestApp::spawn().await;
+    let before = auth_queries(&app).await;
+    let started = std::time::Instant::now();
+    let made_up: Vec<String> = (0..400).map(|i| format!("tlk_made-up-{i}-{}", uuid::Uuid::new_v4().simple())).collect();
+    let answers = futures_util::future::join_all(made_up.iter().map(|key| {
+        app.request_with(reqwest::Method::POST, "/audit/events", key).json(&json!({"category": "auth"})).send()
+    }))
+    .await;
+    assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|r| r.status() == 401)), "every made-up key is refused");
+    let seconds = started.elapsed().as_secs() + 1;
+    let spent = auth_queries(&app).await - before;
+    // Per second: one read of the digest index and ten lookups of unindexed digests.
+    assert!(spent <= seconds * 11 + 2, "{spent} queries for 400 made-up keys in about {seconds} s");
+
+    // A key made behind this node's back (as another node would) works once the
+    // flood's second is over.
+    let store = tierlog::keys::KeyStore::new(app.pool.clone());
+    let new = tierlog::keys::NewKey {
+        name: "elsewhere".into(),
+        tenant_id: Some("acme".into()),
+        permissions: vec![tierlog::keys::Permission::EventsWrite],
+        expires_at: None,
+        created_by: "test".into(),
+    };
+    let (_, secret) = store.create(new).await.expect("created");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(app.post_with(&secret.plaintext, &json!({"category": "auth", "tenant_id": "acme"})).await.status(), 200);
+    app.stop().await;
+}
