@@ -64,7 +64,8 @@ pub fn split_items(
             .enumerate()
             .collect(),
     };
-    if raw_items.is_empty() {
+    // An empty JSON array is an empty batch; a body with no JSON at all is an error.
+    if raw_items.is_empty() && format == BodyFormat::Ndjson {
         return Err(BodyError::Empty);
     }
     if raw_items.len() > max_batch_events {
@@ -166,5 +167,7 @@ mod tests {
             Err(BodyError::Malformed { index: 1, .. })
         ));
         assert_eq!(split_items(b"  ", BodyFormat::Json, 100, 10), Err(BodyError::Empty));
+        assert_eq!(split_items(b"\n\n", BodyFormat::Ndjson, 100, 10), Err(BodyError::Empty));
+        assert_eq!(split_items(b" [ ] ", BodyFormat::Json, 100, 10), Ok(Vec::new()));
     }
 }

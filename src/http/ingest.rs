@@ -138,6 +138,9 @@ pub(super) async fn ingest(
         return Err(ApiError::validation(problems));
     }
 
+    if events.is_empty() {
+        return Ok(Json(IngestResponse { accepted: 0, ids: Vec::new() }));
+    }
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let retry_after = state.settings.ingest.retry_after_seconds;
     state.pipeline.submit(events).await.map_err(|e| match e {

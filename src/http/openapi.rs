@@ -184,17 +184,22 @@ impl utoipa::PartialSchema for DaysSchema {
 
 impl utoipa::ToSchema for DaysSchema {}
 
+/// An object keyed by tenant ids or plan names, each member a `value`.
+fn named_map(value: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(string_matching(NAME_PATTERN)))
+        .additional_properties(Some(AdditionalProperties::RefOr(value)))
+        .into()
+}
+
 /// Plans by name, each with its days per category.
 pub struct PlanMap;
 
 impl utoipa::PartialSchema for PlanMap {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property_names(Some(string_matching(NAME_PATTERN)))
-            .additional_properties(Some(AdditionalProperties::RefOr(<DaysSchema as utoipa::PartialSchema>::schema())))
-            .into()
+        named_map(<DaysSchema as utoipa::PartialSchema>::schema())
     }
 }
 
@@ -205,12 +210,7 @@ pub struct TenantMap;
 
 impl utoipa::PartialSchema for TenantMap {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property_names(Some(string_matching(NAME_PATTERN)))
-            .additional_properties(Some(AdditionalProperties::RefOr(utoipa::openapi::Ref::from_schema_name("TenantPolicy").into())))
-            .into()
+        named_map(utoipa::openapi::Ref::from_schema_name("TenantPolicy").into())
     }
 }
 

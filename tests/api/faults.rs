@@ -175,8 +175,9 @@ async fn readiness(client: &reqwest::Client, address: &str) -> Value {
     client.get(format!("{address}/readyz")).send().await.expect("readyz").json().await.expect("json")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_stopped_and_restarted_under_load_loses_nothing_acknowledged() {
+/// The service on a private PostgreSQL that the test may stop, failing fast and
+/// replaying often while it is down.
+async fn app_on_private_postgres() -> (PostgresProcess, TestApp) {
     let postgres = tokio::task::spawn_blocking(PostgresProcess::start).await.expect("start postgres");
     let db = TestDb::create_on(&postgres.admin_url()).await;
     let app = TestApp::spawn_on_database(db, TestRedis::new(redis_url()), |s| {
@@ -185,6 +186,12 @@ async fn postgres_stopped_and_restarted_under_load_loses_nothing_acknowledged() 
         s.spool.replay_batch_events = 200;
     })
     .await;
+    (postgres, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_and_restarted_under_load_loses_nothing_acknowledged() {
+    let (postgres, app) = app_on_private_postgres().await;
     let load = Load::start(&app.address, 4, 10);
     load.progress(300, Duration::from_secs(20)).await;
 
@@ -244,13 +251,7 @@ async fn post_as(client: &reqwest::Client, address: &str, key: &str, events: &Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_key_writes_through_a_postgres_outage_and_a_revoked_key_stays_refused() {
-    let postgres = tokio::task::spawn_blocking(PostgresProcess::start).await.expect("start postgres");
-    let db = TestDb::create_on(&postgres.admin_url()).await;
-    let app = TestApp::spawn_on_database(db, TestRedis::new(redis_url()), |s| {
-        s.postgres.connect_timeout_ms = 300;
-        s.spool.retry_interval_ms = 50;
-    })
-    .await;
+    let (postgres, app) = app_on_private_postgres().await;
     let (_, writer) = writer_key(&app.pool, "acme").await;
     let (revoked_id, revoked) = writer_key(&app.pool, "acme").await;
     let mut late = vec![event("auth", "acme")];

@@ -83,6 +83,12 @@ async fn ndjson_and_single_objects_are_accepted_and_ids_are_assigned() {
     assert_eq!(stored, first_id);
     assert_eq!(app.count_rows("security_events", "default").await, 1);
     assert_eq!(app.file_lines().len(), 3);
+
+    // An empty array is an empty batch: accepted, and nothing is written.
+    let response = app.post_events(&json!([])).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.expect("json"), json!({"accepted": 0, "ids": []}));
+    assert_eq!(app.file_lines().len(), 3);
     app.stop().await;
 }
 

@@ -60,6 +60,7 @@ async fn every_kind_of_bad_input_gets_its_status_and_writes_nothing() {
         ("form", "application/x-www-form-urlencoded", valid.clone(), Some(KEY), 415, "unsupported_media_type"),
         ("not json", "application/json", b"{\"category\": ".to_vec(), Some(KEY), 400, "bad_request"),
         ("empty", "application/json", Vec::new(), Some(KEY), 400, "bad_request"),
+        ("empty ndjson", "application/x-ndjson", b"\n\n".to_vec(), Some(KEY), 400, "bad_request"),
         ("a number", "application/json", b"42".to_vec(), Some(KEY), 400, "validation_failed"),
         ("bad ndjson line", "application/x-ndjson", [valid.clone(), b"\n{oops".to_vec()].concat(), Some(KEY), 400, "bad_request"),
         ("deep nesting", "application/json", serde_json::to_vec(&json!({"category": "api", "details": {"d": deep}})).expect("json"), Some(KEY), 400, "bad_request"),
