@@ -4,7 +4,8 @@
 //! An acknowledged event must be recorded exactly as sent, and its hash must verify
 //! from what each store gives back. A number is kept exactly by every tier (serde's
 //! 64-bit integers and floats, Postgres `jsonb`, SQLite text) when its value is a
-//! 64-bit integer, or the value of the shortest text of the 64-bit float it reads as.
+//! 64-bit integer, or the value of the shortest text of the 64-bit float it reads as
+//! (as serde_json writes it: where two shortest texts tie, the one it picks).
 //! Anything else would be silently changed (`0.1000000000000000055`, `1e-400`,
 //! `18446744073709551616`) or would come back changed from Postgres (`-0.0` comes back
 //! as `0.0`), so it is refused, naming the field. A repeated key would silently keep
@@ -252,7 +253,11 @@ fn check_number(text: &str) -> Result<bool, &'static str> {
             (true, false) => Ok(false),
         };
     }
-    if Decimal::of(&format!("{float:e}")) != Some(sent) {
+    // The text every tier will hold is serde_json's shortest form of the float. Where
+    // two shortest texts read as the same float (a tie), it picks one, and the other
+    // would be stored as a different decimal: only the one it writes is exact.
+    let written = serde_json::to_string(&float).map_err(|_| OUT_OF_RANGE)?;
+    if Decimal::of(&written) != Some(sent) {
         return Err(TOO_PRECISE);
     }
     Ok(float.abs() >= 1e16)
@@ -313,11 +318,12 @@ pub fn settle_wide_floats(value: &mut Value) {
     }
 }
 
-/// The 64-bit integer a float of 1e16 or more in size is written as, if it fits.
+/// The 64-bit integer a float of 1e16 or more in size is written as (by serde_json,
+/// in exponent form at that size), if it fits.
 fn whole_number(float: f64) -> Option<Number> {
-    let text = format!("{float:e}");
-    let (mantissa, exponent) = text.split_once('e')?;
-    let exponent: usize = exponent.parse().ok()?;
+    let text = serde_json::to_string(&float).ok()?;
+    let (mantissa, exponent) = text.split_once(['e', 'E'])?;
+    let exponent: usize = exponent.trim_start_matches('+').parse().ok()?;
     let negative = mantissa.starts_with('-');
     let digits: String = mantissa.trim_start_matches('-').chars().filter(char::is_ascii_digit).collect();
     let zeros = (exponent + 1).checked_sub(digits.len())?;
@@ -343,6 +349,7 @@ mod tests {
             "0", "-1", "1.5", "0.1", "1e5", "1E-5", "0.10", "-0.5", "0e7", "0.0",
             "9223372036854775807", "-9223372036854775808", "18446744073709551615",
             "5e-324", "2.2250738585072014e-308", "1.7976931348623157e308", "123456789.125",
+            "2212628151889387.2",
         ] {
             assert_eq!(problems(&format!("{{\"x\":{good}}}")), [], "{good}");
         }
@@ -361,6 +368,8 @@ mod tests {
             ("0.1000000000000000055511151231257827", TOO_PRECISE),
             ("9007199254740993.0", TOO_PRECISE),
             ("1.00000000000000000001", TOO_PRECISE),
+            // Both read as the float 2212628151889387.25; serde_json writes the ".2".
+            ("2212628151889387.3", TOO_PRECISE),
         ] {
             assert_eq!(problems(&format!("{{\"d\":{{\"a\":[1,{bad}]}}}}")), [("d.a[1]".to_owned(), reason)], "{bad}");
         }
