@@ -74,28 +74,32 @@ impl WireFields {
 impl WireItem {
     /// Reads one item from its JSON text, numbers and keys checked on the bytes.
     pub fn from_slice(raw: &[u8]) -> serde_json::Result<WireItem> {
-        let mut item: WireItem = serde_json::from_slice(raw)?;
-        if let WireItem::Object(fields) = &mut item {
-            fields.scan = exact::scan(raw);
-        }
-        Ok(item)
+        let Unscanned(item) = serde_json::from_slice(raw)?;
+        Ok(item.with_scan(exact::scan(raw)))
     }
 
     /// Splits an already parsed JSON value (tests, tools), checked through its text.
     pub fn from_value(value: Value) -> WireItem {
         let scan = exact::scan_value(&value);
         // A `Value` always deserializes: every shape has a branch below.
-        let mut item = WireItem::deserialize(value).unwrap_or(WireItem::NotObject);
-        if let WireItem::Object(fields) = &mut item {
+        Unscanned::deserialize(value).map_or(WireItem::NotObject, |Unscanned(item)| item.with_scan(scan))
+    }
+
+    fn with_scan(mut self, scan: Scan) -> WireItem {
+        if let WireItem::Object(fields) = &mut self {
             fields.scan = scan;
         }
-        item
+        self
     }
 }
 
-impl<'de> Deserialize<'de> for WireItem {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<WireItem, D::Error> {
-        deserializer.deserialize_any(ItemVisitor)
+/// An item read by serde before its bytes are checked. Only [`WireItem::from_slice`]
+/// and [`WireItem::from_value`] read items, so none escapes the check.
+struct Unscanned(WireItem);
+
+impl<'de> Deserialize<'de> for Unscanned {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Unscanned, D::Error> {
+        deserializer.deserialize_any(ItemVisitor).map(Unscanned)
     }
 }
 
@@ -224,10 +228,10 @@ mod tests {
     #[test]
     fn anything_but_an_object_is_not_an_object() {
         for text in ["[1, {\"a\": 2}]", "\"s\"", "1", "-1", "1.5", "true", "null"] {
-            let read: WireItem = serde_json::from_str(text).expect("json");
+            let read = WireItem::from_slice(text.as_bytes()).expect("json");
             assert_eq!(read, WireItem::NotObject, "{text}");
         }
-        assert!(serde_json::from_str::<WireItem>(r#"{"details": 1e400}"#).is_err());
-        assert!(serde_json::from_str::<WireItem>(r#"{"unknown": "\ud800"}"#).is_err());
+        assert!(WireItem::from_slice(br#"{"details": 1e400}"#).is_err());
+        assert!(WireItem::from_slice(br#"{"unknown": "\ud800"}"#).is_err());
     }
 }
