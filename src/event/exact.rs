@@ -50,7 +50,7 @@ const MAX_DEPTH: usize = 128;
 
 /// Scans one item's JSON text (already known to be valid JSON).
 pub fn scan(raw: &[u8]) -> Scan {
-    let mut scanner = Scanner { bytes: raw, pos: 0, depth: 0, path: String::new(), scan: Scan::default() };
+    let mut scanner = Scanner { bytes: raw, pos: 0, depth: 0, path: String::new(), spare_keys: Vec::new(), scan: Scan::default() };
     scanner.value();
     scanner.scan
 }
@@ -67,6 +67,8 @@ struct Scanner<'a> {
     depth: usize,
     /// The path of the value being scanned.
     path: String,
+    /// Key lists of objects already scanned, kept for the next ones.
+    spare_keys: Vec<Vec<Cow<'a, str>>>,
     scan: Scan,
 }
 
@@ -103,7 +105,7 @@ impl<'a> Scanner<'a> {
                 self.depth -= 1;
             }
             b'"' => {
-                self.string();
+                self.skip_string();
             }
             b't' | b'n' => self.pos += 4,
             b'f' => self.pos += 5,
@@ -115,14 +117,14 @@ impl<'a> Scanner<'a> {
 
     fn object(&mut self) {
         self.pos += 1;
-        let mut keys: Vec<Cow<'a, str>> = Vec::new();
+        let mut keys = self.spare_keys.pop().unwrap_or_default();
         let mut many: HashSet<Cow<'a, str>, foldhash::fast::RandomState> = HashSet::default();
         loop {
             self.skip_whitespace();
             match self.peek() {
                 b'}' => {
                     self.pos += 1;
-                    return;
+                    break;
                 }
                 b',' => {
                     self.pos += 1;
@@ -131,10 +133,10 @@ impl<'a> Scanner<'a> {
                 b'"' => {}
                 _ => {
                     self.pos = self.bytes.len();
-                    return;
+                    break;
                 }
             }
-            let key = self.string();
+            let key = self.key();
             self.skip_whitespace();
             self.pos += 1; // the colon
             let outer = self.path.len();
@@ -156,6 +158,9 @@ impl<'a> Scanner<'a> {
             self.value();
             self.path.truncate(outer);
         }
+        // Objects are many and small: their key lists are reused.
+        keys.clear();
+        self.spare_keys.push(keys);
     }
 
     fn array(&mut self) {
@@ -184,30 +189,39 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Skips a string and returns its text, unescaped only when it holds escapes.
-    fn string(&mut self) -> Cow<'a, str> {
-        let start = self.pos;
+    /// Moves past a string; returns whether it holds escapes.
+    fn skip_string(&mut self) -> bool {
         self.pos += 1;
         let mut escaped = false;
         loop {
             match memchr::memchr2(b'"', b'\\', &self.bytes[self.pos.min(self.bytes.len())..]) {
                 None => {
                     self.pos = self.bytes.len();
-                    return Cow::Borrowed("");
+                    return escaped;
                 }
                 Some(offset) => {
                     self.pos += offset;
                     if self.bytes[self.pos] == b'\\' {
                         escaped = true;
-                        self.pos += 2;
+                        // A backslash as the last byte (invalid JSON) ends the text.
+                        self.pos = (self.pos + 2).min(self.bytes.len());
                     } else {
                         self.pos += 1;
-                        break;
+                        return escaped;
                     }
                 }
             }
         }
+    }
+
+    /// Moves past a key and returns its text, unescaped only when it holds escapes.
+    fn key(&mut self) -> Cow<'a, str> {
+        let start = self.pos;
+        let escaped = self.skip_string();
         let quoted = &self.bytes[start..self.pos];
+        if quoted.len() < 2 || !quoted.ends_with(b"\"") {
+            return Cow::Borrowed("");
+        }
         if escaped {
             Cow::Owned(serde_json::from_slice::<String>(quoted).unwrap_or_default())
         } else {
@@ -391,6 +405,13 @@ mod tests {
         assert_eq!(problems(&deep), []);
         let shallow = format!("{{\"a\":{}1e400{}}}", "[".repeat(3), "]".repeat(3));
         assert_eq!(problems(&shallow), [("a[0][0][0]".to_owned(), OUT_OF_RANGE)]);
+    }
+
+    #[test]
+    fn text_cut_inside_a_string_or_after_a_backslash_ends_the_scan() {
+        for cut in [&b"{\"a\\"[..], b"{\"a", b"{\"k\":\"v\\", b"[\"\\", b"\"\\\\\\"] {
+            assert_eq!(scan(cut).problems, []);
+        }
     }
 
     #[test]

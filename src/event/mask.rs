@@ -341,10 +341,12 @@ impl Masker {
     }
 
     fn mask_text(&self, text: &mut String) {
-        let needed = self.any_pattern.matches(text);
-        if !needed.matched_any() {
+        // Most strings need no pattern: the set's `is_match` answers that without
+        // tracking which pattern matched.
+        if !self.any_pattern.is_match(text) {
             return;
         }
+        let needed = self.any_pattern.matches(text);
         for pattern in needed.iter().map(|i| &self.patterns[i]) {
             let replaced = match &pattern.replace {
                 Replace::Text(with) => pattern.regex.replace_all(text, with.as_str()).into_owned(),
