@@ -231,7 +231,9 @@ mod tests {
             started.elapsed()
         };
         let (mut fastest_near, mut fastest_far) = (std::time::Duration::MAX, std::time::Duration::MAX);
-        for _ in 0..300 {
+        // Enough rounds that the fastest of each is the machine's floor even while other
+        // work runs beside the test.
+        for _ in 0..1000 {
             fastest_near = fastest_near.min(batch(&near));
             fastest_far = fastest_far.min(batch(&far));
         }
