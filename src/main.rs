@@ -12,7 +12,7 @@ use tierlog::retention::job::RetentionJob;
 use tierlog::retention::Policies;
 
 /// mimalloc: ingest allocates and frees many small strings and maps per event, where
-/// it is measurably faster than the system allocator (see the README's benchmarks).
+/// it is measurably faster than the system allocator (see docs/benchmarks.md).
 /// Built with `no_thp`: asked for transparent huge pages, it had the kernel zero 2 MiB
 /// pages each time freed memory was reused (7% of tierlog's CPU under load) and held
 /// 60% more memory.

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-/// An audit event as sent (see the README for every rule).
+/// An audit event as sent (docs/api.md states every rule).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // Read by the schema generator only.
