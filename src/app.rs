@@ -13,6 +13,7 @@ use crate::config::{FsyncPolicy, Settings};
 use crate::event::mask::Masker;
 use crate::http::{self, auth::Authenticator, AppState, Integrity, Shared};
 use crate::integrity::checkpoint::{Keyring, PublicKey, Signer};
+use crate::integrity::identity::{NotSigning, SigningIdentity};
 use crate::retention::{Policies, PolicyHandle};
 use crate::tiers::database::Database;
 use crate::tiers::sqlite::SqliteStore;
@@ -22,7 +23,7 @@ use crate::telemetry::Counters;
 use crate::tiers::files::RollingFiles;
 use crate::tiers::postgres::{self, PgStore};
 use crate::tiers::memory::MemoryHotTier;
-use crate::tiers::redis::RedisHotTier;
+use crate::tiers::redis::{RedisHotTier, RedisLink};
 use crate::tiers::spool::Spool;
 use crate::tiers::{DurableStore, HotTier};
 
@@ -30,6 +31,8 @@ use crate::tiers::{DurableStore, HotTier};
 pub struct Governance {
     pub signer: Arc<Signer>,
     pub keyring: Keyring,
+    /// The signer as the deployment sees it: whether this node may sign.
+    pub identity: Arc<SigningIdentity>,
     pub policies: PolicyHandle,
     pub clock: Clock,
 }
@@ -53,15 +56,15 @@ impl Governance {
         } else {
             tracing::info!(public_key = %public, key_id = signer.public().id(), "checkpoint signing key loaded");
         }
+        // Validated with the rest of the settings.
+        let configured: Vec<PublicKey> =
+            settings.integrity.trusted_public_keys.iter().filter_map(|extra| PublicKey::parse(extra).ok()).collect();
         let mut keys = vec![signer.public().clone()];
-        for extra in &settings.integrity.trusted_public_keys {
-            // Validated with the rest of the settings.
-            if let Ok(key) = PublicKey::parse(extra) {
-                keys.push(key);
-            }
-        }
+        keys.extend(configured.iter().cloned());
+        let signer = Arc::new(signer);
         Ok(Governance {
-            signer: Arc::new(signer),
+            identity: Arc::new(SigningIdentity::new(signer.clone(), configured)),
+            signer,
             keyring: Keyring::new(keys),
             policies: PolicyHandle::new(Policies::from_settings(settings)),
             clock: Clock::default(),
@@ -127,10 +130,30 @@ impl Application {
         let keys = Arc::new(database.key_store().with_outage_grace(grace, verified_keys_file));
         let store = database.durable();
         let governance = Governance::from_settings(&settings)?;
-        let hot: Option<Arc<dyn HotTier>> = match (settings.redis.enabled, settings.redis.url.is_empty()) {
+        match governance.identity.enroll(&database).await {
+            Ok(()) => {}
+            Err(e @ NotSigning::ForeignKey { .. }) => {
+                return Err(anyhow::Error::msg(e).context("integrity.signing_key / integrity.signing_key_file"));
+            }
+            Err(NotSigning::Unreachable(e)) => {
+                tracing::warn!(error = %e, "the deployment's signing key cannot be checked yet; checking again before each signing");
+            }
+        }
+        let link = match settings.redis.enabled && !settings.redis.url.is_empty() {
+            true => Some(Arc::new(RedisLink::new(&settings.redis).context("redis.url (REDIS_URL)")?)),
+            false => None,
+        };
+        if let Some(link) = &link {
+            match link.check_mode().await {
+                Ok(Some(())) => {}
+                Ok(None) => tracing::warn!("Redis cannot be reached yet; its mode (redis.cluster) is not checked"),
+                Err(reason) => anyhow::bail!("redis.url (REDIS_URL) / redis.cluster (REDIS_CLUSTER): {reason}"),
+            }
+        }
+        let hot: Option<Arc<dyn HotTier>> = match (settings.redis.enabled, &link) {
             (false, _) => None,
-            (true, false) => Some(Arc::new(RedisHotTier::new(&settings.redis).context("redis.url (REDIS_URL)")?)),
-            (true, true) => {
+            (true, Some(link)) => Some(Arc::new(RedisHotTier::over(link.clone(), &settings.redis))),
+            (true, None) => {
                 tracing::warn!("no REDIS_URL: the hot tier lives in this process and is lost on restart");
                 Some(Arc::new(MemoryHotTier::new(governance.clock.clone())))
             }
@@ -143,7 +166,8 @@ impl Application {
         };
         let mut auth = Authenticator::new(&settings.server.bootstrap_key, Some(keys));
         if settings.rate_limit.enabled {
-            auth = auth.with_rate_limit(settings.rate_limit.requests_per_second, settings.rate_limit.burst);
+            let shared = link.clone().map(|link| (link, settings.redis.key_prefix.as_str()));
+            auth = auth.with_rate_limit(settings.rate_limit.requests_per_second, settings.rate_limit.burst, shared);
         }
         match database.load_policies(&Policies::from_settings(&settings)).await {
             Ok(policies) => governance.policies.replace(policies),
@@ -170,7 +194,7 @@ impl Application {
         governance: Governance,
     ) -> Application {
         let Tiers { store, database, hot, files, spool } = tiers;
-        let Governance { signer, keyring, policies, clock } = governance;
+        let Governance { signer, keyring, identity, policies, clock } = governance;
         let writer = Arc::new(TierWriter {
             routing: Routing::with_policies(&settings, policies.clone()),
             store: store.clone(),
@@ -194,7 +218,7 @@ impl Application {
             hot,
             files,
             spool,
-            integrity: Integrity { signer, keyring },
+            integrity: Integrity { signer, keyring, identity },
             policies,
             clock,
             masker,
@@ -277,6 +301,9 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
             Duration::from_millis(settings.retry_interval_ms),
         )));
     }
+    if let Some(keys) = state.auth.store() {
+        tasks.push(tokio::spawn(keys.clone().follow_revocations()));
+    }
     let Some(pg) = state.database.clone() else { return tasks };
     let settings = state.settings.clone();
     let merge_every = settings.postgres.search_merge_interval_ms;
@@ -304,14 +331,16 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
         }));
     }
     if settings.integrity.checkpoint_interval_seconds > 0 {
-        let (pg, signer, clock) = (pg.clone(), state.integrity.signer.clone(), state.clock.clone());
+        let (pg, identity, clock) = (pg.clone(), state.integrity.identity.clone(), state.clock.clone());
         let seconds = settings.integrity.checkpoint_interval_seconds;
         tasks.push(tokio::spawn(async move {
             let mut tick = every(seconds);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match pg.checkpoint_heads(&signer, None, "periodic", clock.now()).await {
+                // Logged by the identity when it changes.
+                let Ok(signer) = identity.signer_for(&pg).await else { continue };
+                match pg.checkpoint_heads(signer, None, "periodic", clock.now()).await {
                     Ok(made) => tracing::info!(checkpoints = made.len(), "periodic checkpoints signed"),
                     Err(e) => tracing::error!(error = %e, "periodic checkpoints failed"),
                 }

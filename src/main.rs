@@ -89,6 +89,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The deployment's checkpoint signing keys (one identity for every node).
+    #[command(subcommand)]
+    SigningKey(SigningKeyCommand),
     /// Health probe for container health checks: GET the URL, exit 0 on a 2xx answer.
     Probe {
         /// e.g. http://127.0.0.1:8080/readyz
@@ -123,6 +126,25 @@ enum KeysCommand {
     Revoke { id: uuid::Uuid },
 }
 
+#[derive(Subcommand)]
+enum SigningKeyCommand {
+    /// Print a new signing key (base64 seed, for integrity.signing_key or the key
+    /// file) and its public key. Nothing is stored.
+    Generate,
+    /// List the deployment's keys: the current one and the retired ones whose
+    /// checkpoints still count; and this configuration's key.
+    Show,
+    /// Make a key the deployment's current signing key (the current one is retired;
+    /// its checkpoints keep counting). Nodes still holding the old key stop signing
+    /// at their next checkpoint; restart them with the new key.
+    Promote {
+        /// The new key's public half (base64, or a file holding it); default: the
+        /// configured signing key's.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -148,13 +170,15 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify { tenant, table, public_key, .. } => {
-            let keys = keyring(&settings, public_key.as_deref())?;
-            verify(&connect(&settings).await?, &keys, tenant, table).await
+            let db = connect(&settings).await?;
+            let keys = keyring(&settings, &db, public_key.as_deref()).await?;
+            verify(&db, &keys, tenant, table).await
         }
         Command::Checkpoint { tenant } => {
             let db = connect(&settings).await?;
             let governance = Governance::from_settings(&settings)?;
-            let made = db.checkpoint_heads(&governance.signer, tenant.as_deref(), "on_demand", Utc::now()).await?;
+            let signer = governance.identity.signer_for(&db).await.context("integrity.signing_key / integrity.signing_key_file")?;
+            let made = db.checkpoint_heads(signer, tenant.as_deref(), "on_demand", Utc::now()).await?;
             for checkpoint in &made {
                 println!("{}", serde_json::to_string(checkpoint)?);
             }
@@ -162,6 +186,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Retention => retention(&settings).await,
+        Command::SigningKey(command) => signing_key(&settings, command).await,
         Command::Probe { url } => probe(&url),
         Command::ExportChain { tenant, table, out } => export_chain(&settings, &tenant, table.as_deref(), &out).await,
         Command::Keys(command) => {
@@ -271,8 +296,9 @@ fn probe(url: &str) -> anyhow::Result<()> {
 }
 
 /// The public key given on the command line (base64 or a file), else the configured
-/// signing key's (which must exist: verification never creates one).
-fn keyring(settings: &Settings, public_key: Option<&str>) -> anyhow::Result<Keyring> {
+/// signing key's (which must exist: verification never creates one) with the
+/// deployment's registered keys.
+async fn keyring(settings: &Settings, db: &Database, public_key: Option<&str>) -> anyhow::Result<Keyring> {
     if let Some(given) = public_key {
         return Ok(Keyring::new(vec![parse_public_key(given)?]));
     }
@@ -283,7 +309,48 @@ fn keyring(settings: &Settings, public_key: Option<&str>) -> anyhow::Result<Keyr
         integrity.signing_key_file.display()
     );
     let governance = Governance::from_settings(settings)?;
-    Ok(governance.keyring)
+    Ok(governance.identity.keyring(db).await)
+}
+
+async fn signing_key(settings: &Settings, command: SigningKeyCommand) -> anyhow::Result<()> {
+    use tierlog::integrity::checkpoint::Signer;
+    use tierlog::tiers::postgres::signing_keys;
+    if let SigningKeyCommand::Generate = command {
+        let (signer, seed) = Signer::generate_with_seed();
+        println!("public key (ed25519, base64): {}", signer.public().to_base64());
+        println!("key id: {}", signer.public().id());
+        println!("{seed}");
+        return Ok(());
+    }
+    let Database::Postgres(pg) = connect(settings).await? else {
+        anyhow::bail!("signing keys are registered in Postgres; set DATABASE_URL");
+    };
+    match command {
+        SigningKeyCommand::Generate => unreachable!("handled above"),
+        SigningKeyCommand::Show => {
+            for row in signing_keys::all(pg.pool()).await? {
+                let state = if row.current { "current" } else { "retired" };
+                println!("{state:8} {} {}", row.key.id(), row.key.to_base64());
+            }
+            if !settings.integrity.signing_key.is_empty() || settings.integrity.signing_key_file.exists() {
+                let governance = Governance::from_settings(settings)?;
+                println!("this configuration's key: {}", governance.signer.public().id());
+            }
+            Ok(())
+        }
+        SigningKeyCommand::Promote { public_key } => {
+            let key = match public_key {
+                Some(given) => parse_public_key(&given)?,
+                None => Governance::from_settings(settings)?.signer.public().clone(),
+            };
+            let retired = signing_keys::promote(pg.pool(), &key).await?;
+            println!("current signing key: {}", key.id());
+            if let Some(old) = retired {
+                println!("retired: {old} (its checkpoints still verify)");
+            }
+            Ok(())
+        }
+    }
 }
 
 fn parse_public_key(given: &str) -> anyhow::Result<PublicKey> {
@@ -332,10 +399,11 @@ async fn retention(settings: &Settings) -> anyhow::Result<()> {
     let pg = connect(settings).await?;
     let governance = Governance::from_settings(settings)?;
     governance.policies.replace(pg.load_policies(&Policies::from_settings(settings)).await?);
+    let signer = governance.identity.signer_for(&pg).await.context("integrity.signing_key / integrity.signing_key_file")?;
     let job = RetentionJob::new(
         pg.retention_db(),
-        governance.signer.clone(),
-        governance.keyring.clone(),
+        signer.clone(),
+        governance.identity.keyring(&pg).await,
         governance.policies.clone(),
         &settings.retention,
     );

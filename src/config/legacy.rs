@@ -21,6 +21,7 @@ enum Kind {
 const LEGACY: &[(&str, &str, Kind)] = &[
     ("DATABASE_URL", "postgres.url", Kind::Text),
     ("REDIS_URL", "redis.url", Kind::Text),
+    ("REDIS_CLUSTER", "redis.cluster", Kind::Flag),
     ("REDIS_LOG_DB", "redis.db", Kind::Whole),
     ("REDIS_LOG_TTL", "redis.ttl_seconds", Kind::Whole),
     ("REDIS_MAX_LOGS", "redis.max_len", Kind::Whole),

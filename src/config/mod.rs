@@ -202,13 +202,23 @@ pub struct PostgresSettings {
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     pub enabled: bool,
+    /// One `redis://` URL, or with `cluster` the seed nodes, comma-separated.
     pub url: String,
+    /// `url` names a Redis Cluster (REDIS_CLUSTER).
+    pub cluster: bool,
     pub db: Option<i64>,
     pub key_prefix: String,
     pub ttl_seconds: u64,
     pub max_len: u64,
     pub timeout_ms: u64,
     pub retry_interval_ms: u64,
+}
+
+impl RedisSettings {
+    /// The URLs in `url`, trimmed.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty())
+    }
 }
 
 /// When the file tier calls fsync.
@@ -388,9 +398,20 @@ impl Settings {
         }
         // An empty URL means the in-process hot tier.
         if self.redis.enabled && !self.redis.url.is_empty() {
-            ::redis::parse_redis_url(&self.redis.url).ok_or_else(|| {
-                ConfigError::invalid("redis.url (REDIS_URL)", "must be a redis:// URL")
-            })?;
+            for url in self.redis.urls() {
+                ::redis::parse_redis_url(url).ok_or_else(|| {
+                    ConfigError::invalid("redis.url (REDIS_URL)", "must be a redis:// URL (with redis.cluster, several, comma-separated)")
+                })?;
+            }
+            if !self.redis.cluster && self.redis.urls().count() > 1 {
+                return Err(ConfigError::invalid(
+                    "redis.url (REDIS_URL)",
+                    "names several servers; set redis.cluster (REDIS_CLUSTER=true) if they form a Redis Cluster",
+                ));
+            }
+            if self.redis.cluster && self.redis.db.is_some_and(|db| db != 0) {
+                return Err(ConfigError::invalid("redis.db (REDIS_LOG_DB)", "a Redis Cluster has only database 0"));
+            }
         }
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
             return Err(ConfigError::invalid(

@@ -13,6 +13,7 @@ use axum::http::request::Parts;
 use super::error::ApiError;
 use super::AppState;
 use crate::keys::{self, KeyStore, Permission, Principal};
+use crate::tiers::redis::RedisLink;
 
 /// Everything that can vouch for a key.
 #[derive(Clone)]
@@ -30,10 +31,19 @@ impl Authenticator {
     }
 
     /// Limits every key (the bootstrap key included) to `per_second` requests, with
-    /// bursts of `burst`.
-    pub fn with_rate_limit(mut self, per_second: f64, burst: u32) -> Authenticator {
-        self.limiter = Some(Arc::new(super::rate::RateLimiter::new(per_second, burst)));
+    /// bursts of `burst`: one budget across the nodes sharing `redis` when given.
+    pub fn with_rate_limit(mut self, per_second: f64, burst: u32, redis: Option<(Arc<RedisLink>, &str)>) -> Authenticator {
+        let limiter = match redis {
+            Some((link, prefix)) => super::rate::RateLimiter::shared(per_second, burst, link, prefix),
+            None => super::rate::RateLimiter::new(per_second, burst),
+        };
+        self.limiter = Some(Arc::new(limiter));
         self
+    }
+
+    /// The rate limiter, when limits are on.
+    pub fn limiter(&self) -> Option<&Arc<super::rate::RateLimiter>> {
+        self.limiter.as_ref()
     }
 
     /// The key store, when keys are stored.
@@ -88,7 +98,7 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be \"Bearer <key>\""))?;
         let principal = state.auth.authenticate(presented).await?;
         if let Some(limiter) = &state.auth.limiter {
-            limiter.check(&principal.key_id).map_err(ApiError::rate_limited)?;
+            limiter.check(&principal.key_id).await.map_err(ApiError::rate_limited)?;
         }
         Ok(principal)
     }

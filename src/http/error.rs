@@ -94,6 +94,12 @@ impl ApiError {
         ApiError { retry_after: Some(retry_after), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message) }
     }
 
+    /// 503: this node may not sign checkpoints (its key is not the deployment's, or
+    /// the deployment's keys cannot be read).
+    pub fn not_signing(e: crate::integrity::identity::NotSigning) -> ApiError {
+        ApiError::unavailable("not_signing", format!("this node does not sign now: {e}"), 60)
+    }
+
     /// 429: the key's rate limit is spent; `retry_after` seconds until it is not.
     pub fn rate_limited(retry_after: u64) -> ApiError {
         ApiError {

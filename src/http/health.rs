@@ -58,6 +58,8 @@ struct Readiness {
     #[serde(skip_serializing_if = "Option::is_none")]
     spool: Option<SpoolStatus>,
     redis_misses: u64,
+    /// Whether this node signs checkpoints: only when its key is the deployment's.
+    signing: crate::integrity::identity::SigningStatus,
 }
 
 /// `GET /readyz`: 200 while events can be acknowledged (`ready` or `degraded`), 503
@@ -101,6 +103,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         files,
         spool,
         redis_misses: Counters::get(&state.counters.redis_misses),
+        signing: state.integrity.identity.status(),
     };
     (code, Json(readiness))
 }
@@ -139,6 +142,13 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                 text.push_str(&format!(
                     "# HELP {name} Database queries made to authenticate keys (lookups and reads of the digest index).\n# TYPE {name} counter\n{name} {}\n",
                     keys.auth_queries()
+                ));
+            }
+            if let Some(limiter) = state.auth.limiter() {
+                let name = "tierlog_rate_limit_local_total";
+                text.push_str(&format!(
+                    "# HELP {name} Rate limit checks made with this node's own budget because Redis could not answer.\n# TYPE {name} counter\n{name} {}\n",
+                    limiter.local_fallbacks()
                 ));
             }
             text

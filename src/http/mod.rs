@@ -86,7 +86,9 @@ pub struct Shared {
 #[derive(Clone)]
 pub struct Integrity {
     pub signer: Arc<Signer>,
+    /// The configured keys; [`SigningIdentity::keyring`] adds the deployment's.
     pub keyring: Keyring,
+    pub identity: Arc<crate::integrity::identity::SigningIdentity>,
 }
 
 impl AppState {

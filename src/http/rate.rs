@@ -1,14 +1,106 @@
-//! Per-key rate limits: a token bucket per API key, refilled at
-//! `rate_limit.requests_per_second` up to `rate_limit.burst`. A request beyond it is
-//! answered 429 with `Retry-After`, before any work is done for it.
+//! Per-key rate limits: `rate_limit.requests_per_second`, with bursts of
+//! `rate_limit.burst`. A request beyond it is answered 429 with `Retry-After`, before
+//! any work is done for it.
+//!
+//! With Redis, every node spends one budget per key: GCRA (the generic cell rate
+//! algorithm) keeps a single timestamp per key in Redis, moved by one script call per
+//! request, on Redis's own clock. While Redis cannot answer, each node falls back to
+//! its own token bucket (so the budget is per node until Redis is back), and counts
+//! the checks made that way.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// The buckets of every key seen.
-#[derive(Debug)]
+use ::redis::Script;
+
+use crate::tiers::redis::RedisLink;
+use crate::tiers::HotTierError;
+
+/// GCRA on Redis's clock. KEYS[1]: the key's theoretical arrival time (µs). ARGV:
+/// emission interval (µs per request), burst tolerance (µs). Returns 0 when the
+/// request is let in, else the µs until one would be.
+const GCRA_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local allowed_at = tat - tolerance
+if now < allowed_at then return math.ceil(allowed_at - now) end
+local new = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000) + 1000)
+return 0
+"#;
+
+/// Per-key limits: shared through Redis when there is one, else (and while it is
+/// down) this node's buckets.
 pub struct RateLimiter {
+    local: LocalBuckets,
+    shared: Option<Shared>,
+    /// Checks made with the local buckets because Redis could not answer.
+    local_fallbacks: AtomicU64,
+}
+
+struct Shared {
+    link: Arc<RedisLink>,
+    prefix: String,
+    script: Script,
+}
+
+impl RateLimiter {
+    /// This node's buckets only.
+    pub fn new(per_second: f64, burst: u32) -> RateLimiter {
+        RateLimiter { local: LocalBuckets::new(per_second, burst), shared: None, local_fallbacks: AtomicU64::new(0) }
+    }
+
+    /// One budget per key across every node sharing `link`; keys under `prefix`.
+    pub fn shared(per_second: f64, burst: u32, link: Arc<RedisLink>, prefix: &str) -> RateLimiter {
+        let shared = Shared { link, prefix: prefix.to_owned(), script: Script::new(GCRA_SCRIPT) };
+        RateLimiter { shared: Some(shared), ..RateLimiter::new(per_second, burst) }
+    }
+
+    /// Checks made on this node's buckets because Redis could not answer.
+    pub fn local_fallbacks(&self) -> u64 {
+        self.local_fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// Takes one request from `key`'s budget; when it is spent, the seconds until it
+    /// is not.
+    pub async fn check(&self, key: &str) -> Result<(), u64> {
+        if let Some(shared) = &self.shared {
+            match self.check_shared(shared, key).await {
+                Ok(verdict) => return verdict,
+                Err(e) => {
+                    self.local_fallbacks.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "shared rate limit unavailable; using this node's");
+                }
+            }
+        }
+        self.local.check(key)
+    }
+
+    async fn check_shared(&self, shared: &Shared, key: &str) -> Result<Result<(), u64>, HotTierError> {
+        let interval = 1e6 / self.local.per_second;
+        let tolerance = (self.local.burst - 1.0) * interval;
+        let redis_key = format!("{}:{}:{{rl:{key}}}:gcra", shared.prefix, crate::tiers::redis::KEY_VERSION);
+        let wait_us: u64 = shared
+            .link
+            .guarded(shared.link.timeout(), async {
+                let mut connection = shared.link.connection().await?;
+                let mut invocation = shared.script.key(&redis_key);
+                invocation.arg(interval).arg(tolerance);
+                invocation.invoke_async(&mut connection).await.map_err(HotTierError::Redis)
+            })
+            .await?;
+        Ok(if wait_us == 0 { Ok(()) } else { Err(wait_us.div_ceil(1_000_000).max(1)) })
+    }
+}
+
+/// The token buckets of every key seen on this node.
+#[derive(Debug)]
+struct LocalBuckets {
     per_second: f64,
     burst: f64,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
@@ -17,9 +109,9 @@ pub struct RateLimiter {
 /// Buckets kept before idle ones are dropped.
 const MAX_BUCKETS: usize = 100_000;
 
-impl RateLimiter {
-    pub fn new(per_second: f64, burst: u32) -> RateLimiter {
-        RateLimiter { per_second, burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
+impl LocalBuckets {
+    fn new(per_second: f64, burst: u32) -> LocalBuckets {
+        LocalBuckets { per_second, burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
     }
 
     /// Takes one token for `key`; when none is left, the seconds until one is.
@@ -53,7 +145,7 @@ mod tests {
 
     #[test]
     fn a_key_gets_its_burst_then_its_rate_and_keys_are_apart() {
-        let limiter = RateLimiter::new(2.0, 3);
+        let limiter = LocalBuckets::new(2.0, 3);
         let t0 = Instant::now();
         for _ in 0..3 {
             assert_eq!(limiter.check_at("a", t0), Ok(()));

@@ -50,10 +50,11 @@ pub(super) async fn verify(
         })
         .transpose()?;
     let pg = state.reader()?;
+    let keyring = state.integrity.identity.keyring(pg).await;
     let mut reports = Vec::new();
     for (chain_tenant, chain_table, _) in pg.chains(tenant.as_deref(), table).await.map_err(ApiError::read_failed)? {
         reports.push(
-            pg.verify_chain(&state.integrity.keyring, &chain_tenant, chain_table)
+            pg.verify_chain(&keyring, &chain_tenant, chain_table)
                 .await
                 .map_err(ApiError::read_failed)?,
         );
@@ -152,7 +153,8 @@ pub(super) async fn create_checkpoints(
 ) -> Result<Json<CheckpointExport>, ApiError> {
     let (_, tenant) = scoped_request(&principal, Permission::LogsVerify, query.as_deref(), &[])?;
     let pg = state.reader()?;
-    let made = pg.checkpoint_heads(&state.integrity.signer, tenant.as_deref(), "on_demand", state.clock.now())
+    let signer = state.integrity.identity.signer_for(pg).await.map_err(ApiError::not_signing)?;
+    let made = pg.checkpoint_heads(signer, tenant.as_deref(), "on_demand", state.clock.now())
         .await
         .map_err(ApiError::read_failed)?;
     let mut details = Map::new();

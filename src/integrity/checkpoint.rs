@@ -124,6 +124,12 @@ impl Signer {
         Signer::from_seed(rand::random())
     }
 
+    /// A fresh random key and its seed as base64 (what `integrity.signing_key` holds).
+    pub fn generate_with_seed() -> (Signer, String) {
+        let seed: [u8; 32] = rand::random();
+        (Signer::from_seed(seed), STANDARD.encode(seed))
+    }
+
     /// The key from settings: the configured seed, else the key file, created (mode
     /// 0600) when absent. Returns whether it was created.
     pub fn load_or_create(settings: &IntegritySettings) -> Result<(Signer, bool), String> {

@@ -4,5 +4,6 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod identity;
 mod encode;
 pub mod verify;

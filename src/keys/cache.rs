@@ -130,7 +130,18 @@ impl VerifiedKeys {
         }
     }
 
-    /// Applies a revocation made through this node at once.
+    /// Makes every answer stale, so each key is asked of the database again at its
+    /// next use (a node that may have missed revocation notices). Outage grace is
+    /// kept.
+    pub fn stale_all(&mut self, now: DateTime<Utc>) {
+        let stale = now - self.fresh_for;
+        for verified in self.known.values_mut() {
+            verified.verified_at = verified.verified_at.min(stale);
+        }
+        self.unknown.clear();
+    }
+
+    /// Applies a revocation made through this node, or announced by another, at once.
     pub fn revoked(&mut self, id: Uuid, at: DateTime<Utc>) {
         let mut changed = false;
         for verified in self.known.values_mut().filter(|v| v.key.id == id && v.key.revoked_at.is_none()) {

@@ -78,6 +78,10 @@ fn chrono_duration(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
+/// The Postgres notification channel on which revocations are announced (payload:
+/// the key's id).
+pub const REVOCATION_CHANNEL: &str = "tierlog_key_revoked";
+
 const COLUMNS: &str = "id, name, key_prefix, tenant_id, permissions, created_at, created_by, expires_at, revoked_at, last_used_at";
 
 fn permissions(id: Uuid, names: &[String]) -> Result<Vec<Permission>, KeyStoreError> {
@@ -293,14 +297,20 @@ impl KeyStore {
     pub async fn revoke(&self, id: Uuid, tenant: Option<&str>) -> Result<Option<KeyInfo>, KeyStoreError> {
         let revoked = match &self.db {
             KeyDb::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
                 let row = sqlx::query(&format!(
                     "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
                      WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2) RETURNING {COLUMNS}"
                 ))
                 .bind(id)
                 .bind(tenant)
-                .fetch_optional(pool)
+                .fetch_optional(&mut *tx)
                 .await?;
+                if row.is_some() {
+                    // Delivered to every node's listener when (and only if) this commits.
+                    sqlx::query("SELECT pg_notify($1, $2)").bind(REVOCATION_CHANNEL).bind(id.to_string()).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
                 row.as_ref().map(key_info).transpose()?
             }
             KeyDb::Sqlite(pool) => {
@@ -320,6 +330,52 @@ impl KeyStore {
             self.cache().revoked(key.id, key.revoked_at.unwrap_or_else(Utc::now));
         }
         Ok(revoked)
+    }
+
+    /// Applies revocations made on any node as they commit: listens on Postgres's
+    /// [`REVOCATION_CHANNEL`] and drops the revoked key from this node's answers at
+    /// once. Whenever the listening connection is lost (a notice may have been
+    /// missed), every answer is made stale; the cache's 10-second freshness bounds
+    /// what a lost notice can cost. Runs until the process ends.
+    pub async fn follow_revocations(self: std::sync::Arc<Self>) {
+        let KeyDb::Postgres(pool) = &self.db else { return };
+        let mut listener: Option<sqlx::postgres::PgListener> = None;
+        loop {
+            let Some(active) = listener.as_mut() else {
+                match sqlx::postgres::PgListener::connect_with(pool).await {
+                    Ok(mut fresh) => match fresh.listen(REVOCATION_CHANNEL).await {
+                        Ok(()) => {
+                            // Anything revoked while nobody listened.
+                            self.cache().stale_all(Utc::now());
+                            listener = Some(fresh);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "cannot listen for key revocations yet"),
+                    },
+                    Err(e) => tracing::debug!(error = %e, "cannot listen for key revocations yet"),
+                }
+                if listener.is_none() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                continue;
+            };
+            match active.try_recv().await {
+                Ok(Some(notice)) => match notice.payload().parse::<Uuid>() {
+                    Ok(id) => {
+                        tracing::debug!(key.id = %id, "key revoked on another node");
+                        self.cache().revoked(id, Utc::now());
+                    }
+                    Err(_) => tracing::warn!(payload = notice.payload(), "unreadable key revocation notice"),
+                },
+                // The connection was lost; the next call reconnects.
+                Ok(None) => self.cache().stale_all(Utc::now()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "key revocation listener failed; reconnecting");
+                    self.cache().stale_all(Utc::now());
+                    listener = None;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
     }
 
     /// The principal of a presented key, if it is known, active and unexpired. While

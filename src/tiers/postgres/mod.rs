@@ -10,6 +10,7 @@ pub mod checkpoints;
 pub mod retention;
 pub mod erasure;
 pub mod search;
+pub mod signing_keys;
 mod heads;
 mod rows;
 

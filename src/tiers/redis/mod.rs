@@ -11,13 +11,14 @@
 //! lists, push new ids, trim list and id set back to the cap when the push went past
 //! it, refresh the TTL of both keys, atomically.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+mod link;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{AsyncCommands, Client, Script};
-use tokio::sync::Mutex as AsyncMutex;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ::redis::{AsyncCommands, Script};
+
+pub use link::{Connection, RedisLink};
 
 use super::{BoxFuture, HotEntry, HotTier, HotTierError, LineEdit};
 use crate::config::RedisSettings;
@@ -115,37 +116,23 @@ return pushed
 "#;
 
 /// The Redis hot tier. Redis is a cache: when it fails, callers count the miss and
-/// go on; this type stops trying for `retry_interval` so a dead Redis costs ingest
-/// one timeout per interval, not one per batch.
+/// go on; the [`RedisLink`] stops trying for `retry_interval` so a dead Redis costs
+/// ingest one timeout per interval, not one per batch.
 pub struct RedisHotTier {
-    client: Client,
+    link: Arc<RedisLink>,
     prefix: String,
-    timeout: Duration,
-    retry_interval: Duration,
     script: Script,
-    /// Created on first use so tierlog starts while Redis is down.
-    connection: AsyncMutex<Option<ConnectionManager>>,
-    /// Until when Redis is considered down after a failure.
-    down_until: Mutex<Option<Instant>>,
 }
 
 impl RedisHotTier {
     /// A hot tier for `settings`; does not connect yet.
     pub fn new(settings: &RedisSettings) -> Result<RedisHotTier, ::redis::RedisError> {
-        let mut info: ::redis::ConnectionInfo = settings.url.as_str().parse()?;
-        if let Some(db) = settings.db {
-            let redis_settings = info.redis_settings().clone().set_db(db);
-            info = info.set_redis_settings(redis_settings);
-        }
-        Ok(RedisHotTier {
-            client: Client::open(info)?,
-            prefix: settings.key_prefix.clone(),
-            timeout: Duration::from_millis(settings.timeout_ms),
-            retry_interval: Duration::from_millis(settings.retry_interval_ms),
-            script: Script::new(PUSH_SCRIPT),
-            connection: AsyncMutex::new(None),
-            down_until: Mutex::new(None),
-        })
+        Ok(RedisHotTier::over(Arc::new(RedisLink::new(settings)?), settings))
+    }
+
+    /// A hot tier sharing `link` with the node's other users of Redis.
+    pub fn over(link: Arc<RedisLink>, settings: &RedisSettings) -> RedisHotTier {
+        RedisHotTier { link, prefix: settings.key_prefix.clone(), script: Script::new(PUSH_SCRIPT) }
     }
 
     /// The key prefix in use.
@@ -153,52 +140,21 @@ impl RedisHotTier {
         &self.prefix
     }
 
-    fn in_backoff(&self) -> bool {
-        let guard = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
-        guard.is_some_and(|until| Instant::now() < until)
-    }
-
-    /// Records the outcome of a round trip: a failure starts a back-off interval.
-    fn mark(&self, succeeded: bool) {
-        let mut guard = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
-        *guard = if succeeded { None } else { Some(Instant::now() + self.retry_interval) };
-    }
-
-    async fn connection(&self) -> Result<ConnectionManager, HotTierError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(self.retry_interval);
-        let connection = self
-            .client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(HotTierError::Redis)?;
-        *slot = Some(connection.clone());
-        Ok(connection)
+    /// The link to Redis.
+    pub fn link(&self) -> &Arc<RedisLink> {
+        &self.link
     }
 
     async fn push_batch(&self, entries: &[HotEntry<'_>]) -> Result<(), HotTierError> {
         if entries.is_empty() {
             return Ok(());
         }
-        if self.in_backoff() {
-            return Err(HotTierError::Backoff);
-        }
-        let result = tokio::time::timeout(self.timeout, self.push_pipeline(entries))
-            .await
-            .unwrap_or(Err(HotTierError::Timeout(self.timeout.as_millis() as u64)));
-        self.mark(result.is_ok());
-        result
+        self.link.guarded(self.link.timeout(), self.push_pipeline(entries)).await
     }
 
-    /// The batch's pipeline: one script call per tenant.
-    fn push_commands(&self, entries: &[HotEntry<'_>]) -> ::redis::Pipeline {
+    /// The batch's pipelines: one script call per tenant, all in one pipeline for a
+    /// single server, one pipeline per tenant (hence per slot) for a cluster.
+    fn push_commands(&self, entries: &[HotEntry<'_>]) -> Vec<::redis::Pipeline> {
         let mut lists: BTreeMap<(&str, Category), Vec<&HotEntry<'_>>> = BTreeMap::new();
         let mut seen: foldhash::HashSet<_> = Default::default();
         for entry in entries {
@@ -207,7 +163,7 @@ impl RedisHotTier {
                 lists.entry((entry.event.tenant_id.as_str(), entry.event.category)).or_default().push(entry);
             }
         }
-        let mut pipe = ::redis::pipe();
+        let mut pipes = vec![::redis::pipe()];
         let mut lists = lists.iter().peekable();
         while let Some(((tenant, _), _)) = lists.peek() {
             let tenant = *tenant;
@@ -227,9 +183,13 @@ impl RedisHotTier {
                     invocation.arg(entry.line);
                 }
             }
-            pipe.invoke_script(&invocation).ignore();
+            if self.link.is_cluster() && !pipes[pipes.len() - 1].is_empty() {
+                pipes.push(::redis::pipe());
+            }
+            let last = pipes.len() - 1;
+            pipes[last].invoke_script(&invocation).ignore();
         }
-        pipe
+        pipes
     }
 
     /// Sends the batch's pipeline; when the connection turns out to be dead (Redis
@@ -237,19 +197,24 @@ impl RedisHotTier {
     /// a fresh connection before the batch counts as a miss. A repeat adds nothing:
     /// the script skips ids its list already holds.
     async fn push_pipeline(&self, entries: &[HotEntry<'_>]) -> Result<(), HotTierError> {
-        let pipe = self.push_commands(entries);
-        match self.send_push(&pipe).await {
-            Err(HotTierError::Redis(e)) if e.is_connection_dropped() || e.is_io_error() => {
+        let pipes = self.push_commands(entries);
+        let sent = futures_util::future::join_all(pipes.iter().map(|pipe| self.push_one(pipe))).await;
+        sent.into_iter().collect()
+    }
+
+    async fn push_one(&self, pipe: &::redis::Pipeline) -> Result<(), HotTierError> {
+        match self.send_push(pipe).await {
+            Err(HotTierError::Redis(e)) if !self.link.is_cluster() && (e.is_connection_dropped() || e.is_io_error()) => {
                 tracing::debug!(error = %e, "redis connection lost; pushing again on a fresh one");
-                self.connection.lock().await.take();
-                self.send_push(&pipe).await
+                self.link.reset().await;
+                self.send_push(pipe).await
             }
             other => other,
         }
     }
 
     async fn send_push(&self, pipe: &::redis::Pipeline) -> Result<(), HotTierError> {
-        let mut connection = self.connection().await?;
+        let mut connection = self.link.connection().await?;
         match pipe.query_async::<()>(&mut connection).await {
             // A restarted Redis has forgotten the script: load it and send again.
             Err(e) if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) => {
@@ -279,7 +244,7 @@ impl RedisHotTier {
     /// The events lists of `categories` for one tenant or (SCAN) all of them.
     async fn list_keys(
         &self,
-        connection: &mut ConnectionManager,
+        connection: &mut Connection,
         tenant: Option<&str>,
         categories: &[Category],
     ) -> Result<Vec<String>, HotTierError> {
@@ -289,33 +254,31 @@ impl RedisHotTier {
                 Some(tenant) => keys.push(events_key(&self.prefix, tenant, *category)),
                 None => {
                     let pattern = format!("{}:{KEY_VERSION}:{{t:*}}:{category}:events", self.prefix);
-                    let mut iter: ::redis::AsyncIter<String> =
-                        connection.scan_match(&pattern).await.map_err(HotTierError::Redis)?;
-                    while let Some(key) = iter.next_item().await {
-                        keys.push(key.map_err(HotTierError::Redis)?);
-                    }
+                    keys.extend(self.link.scan(connection, &pattern).await?);
                 }
             }
         }
         Ok(keys)
     }
 
-    /// Runs `work` unless in backoff, within `4 × timeout`, and records the outcome.
+    /// Runs `work` unless in back-off, within `4 × timeout`, and records the outcome.
     async fn guarded<T>(&self, work: impl std::future::Future<Output = Result<T, HotTierError>>) -> Result<T, HotTierError> {
-        if self.in_backoff() {
-            return Err(HotTierError::Backoff);
-        }
-        let result = tokio::time::timeout(self.timeout * 4, work)
-            .await
-            .unwrap_or(Err(HotTierError::Timeout(self.timeout.as_millis() as u64 * 4)));
-        self.mark(result.is_ok());
-        result
+        self.link.guarded(self.link.timeout() * 4, work).await
     }
 
     async fn read_lists(&self, tenant: Option<&str>, categories: &[Category]) -> Result<Vec<Vec<u8>>, HotTierError> {
         self.guarded(async {
-            let mut connection = self.connection().await?;
+            let mut connection = self.link.connection().await?;
             let keys = self.list_keys(&mut connection, tenant, categories).await?;
+            if self.link.is_cluster() && tenant.is_none() {
+                // Keys of many tenants live in many slots: one request each, at once.
+                let reads = keys.iter().map(|key| {
+                    let mut connection = connection.clone();
+                    async move { connection.lrange::<_, Vec<Vec<u8>>>(key, 0, -1).await }
+                });
+                let lists = futures_util::future::try_join_all(reads).await.map_err(HotTierError::Redis)?;
+                return Ok(lists.into_iter().flatten().collect());
+            }
             let mut pipe = ::redis::pipe();
             for key in &keys {
                 pipe.lrange(key, 0, -1);
@@ -328,7 +291,7 @@ impl RedisHotTier {
 
     async fn rewrite_lists(&self, tenant: Option<&str>, edit: &LineEdit<'_>) -> Result<u64, HotTierError> {
         self.guarded(async {
-            let mut connection = self.connection().await?;
+            let mut connection = self.link.connection().await?;
             let script = Script::new(REWRITE_SCRIPT);
             let mut replaced = 0u64;
             for key in self.list_keys(&mut connection, tenant, &Category::ALL).await? {
@@ -371,16 +334,15 @@ impl HotTier for RedisHotTier {
     fn ping(&self) -> BoxFuture<'_, Result<(), HotTierError>> {
         Box::pin(async move {
             let ping = async {
-                let mut connection = self.connection().await?;
+                let mut connection = self.link.connection().await?;
                 ::redis::cmd("PING")
                     .query_async::<String>(&mut connection)
                     .await
                     .map_err(HotTierError::Redis)
                     .map(|_| ())
             };
-            tokio::time::timeout(self.timeout, ping)
-                .await
-                .unwrap_or(Err(HotTierError::Timeout(self.timeout.as_millis() as u64)))
+            let timeout = self.link.timeout();
+            tokio::time::timeout(timeout, ping).await.unwrap_or(Err(HotTierError::Timeout(timeout.as_millis() as u64)))
         })
     }
 }
