@@ -3,9 +3,6 @@
 //! acknowledgement: each acknowledged event is in Postgres (persisted categories) and
 //! in the files exactly once, and every chain verifies.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -15,165 +12,8 @@ use tierlog::keys::{KeyStore, NewKey, Permission};
 use tierlog::telemetry::Counters;
 use uuid::Uuid;
 
-use crate::helpers::{
-    event, file_lines_in, redis_url, PostgresProcess, RedisProcess, ServerProcess, TestApp, TestDb, TestRedis, KEY,
-};
-
-const CATEGORIES: [&str; 4] = ["auth", "security", "financial", "api"];
-const PERSISTED: [&str; 3] = ["auth", "security", "financial"];
-const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
-
-/// What the clients of a load saw.
-#[derive(Default)]
-struct Outcome {
-    /// Events of 200 responses.
-    acked: Vec<Value>,
-    /// Batches still unacknowledged when the load stopped (only with `give_up`).
-    unacked: Vec<Vec<Value>>,
-    /// Non-200 answers and failed connections, each retried with the same ids.
-    refusals: u64,
-}
-
-/// Clients posting small mixed batches as fast as they are answered. A refused
-/// batch is retried with the same ids, as a real client would.
-struct Load {
-    stop: Arc<AtomicBool>,
-    give_up: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    tasks: Vec<tokio::task::JoinHandle<Outcome>>,
-}
-
-impl Load {
-    fn start(address: &str, clients: usize, batch: usize) -> Load {
-        Load::start_as(address, clients, batch, KEY, &TENANTS)
-    }
-
-    /// A load sent with `key`, spread over `tenants`.
-    fn start_as(address: &str, clients: usize, batch: usize, key: &str, tenants: &'static [&'static str]) -> Load {
-        let url = format!("{address}/audit/events");
-        let key = key.to_owned();
-        let stop = Arc::new(AtomicBool::new(false));
-        let give_up = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
-        let tasks = (0..clients)
-            .map(|c| {
-                let (url, stop, give_up, sent, client, key) =
-                    (url.clone(), stop.clone(), give_up.clone(), sent.clone(), client.clone(), key.clone());
-                tokio::spawn(async move {
-                    let mut outcome = Outcome::default();
-                    let mut n = c;
-                    'load: while !stop.load(Ordering::Relaxed) {
-                        let events: Vec<Value> = (0..batch)
-                            .map(|_| {
-                                n += 1;
-                                event(CATEGORIES[n % CATEGORIES.len()], tenants[n % tenants.len()])
-                            })
-                            .collect();
-                        loop {
-                            let answer = client.post(&url).bearer_auth(&key).json(&events).send().await;
-                            if matches!(&answer, Ok(r) if r.status() == 200) {
-                                sent.fetch_add(events.len() as u64, Ordering::Relaxed);
-                                outcome.acked.extend(events);
-                                break;
-                            }
-                            outcome.refusals += 1;
-                            if give_up.load(Ordering::Relaxed) {
-                                outcome.unacked.push(events);
-                                break 'load;
-                            }
-                            tokio::time::sleep(Duration::from_millis(25)).await;
-                        }
-                    }
-                    outcome
-                })
-            })
-            .collect();
-        Load { stop, give_up, sent, tasks }
-    }
-
-    /// Waits until `more` events beyond now are acknowledged (or `limit` passes).
-    async fn progress(&self, more: u64, limit: Duration) {
-        let target = self.sent.load(Ordering::Relaxed) + more;
-        let deadline = Instant::now() + limit;
-        while self.sent.load(Ordering::Relaxed) < target {
-            assert!(Instant::now() < deadline, "the load stalled: {} events acknowledged", self.sent.load(Ordering::Relaxed));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Stops the clients; each finishes (retrying) the batch it holds.
-    async fn finish(self) -> Outcome {
-        self.stop.store(true, Ordering::Relaxed);
-        self.collect().await
-    }
-
-    /// Stops the clients at once; batches without an answer are returned unacked.
-    async fn abandon(self) -> Outcome {
-        self.give_up.store(true, Ordering::Relaxed);
-        self.stop.store(true, Ordering::Relaxed);
-        self.collect().await
-    }
-
-    async fn collect(self) -> Outcome {
-        let mut all = Outcome::default();
-        for task in self.tasks {
-            let outcome = tokio::time::timeout(Duration::from_secs(60), task).await.expect("clients finish").expect("client task");
-            all.acked.extend(outcome.acked);
-            all.unacked.extend(outcome.unacked);
-            all.refusals += outcome.refusals;
-        }
-        all
-    }
-}
-
-/// Each acknowledged event is once in Postgres (persisted categories only) and once
-/// in the files; nothing else is there.
-async fn assert_exactly_once(pool: &PgPool, files: &std::path::Path, acked: &[Value]) {
-    let mut stored: HashMap<Uuid, i64> = HashMap::new();
-    for table in ["audit_logs", "security_events", "financial_audit_logs"] {
-        let rows: Vec<(Uuid, i64)> = sqlx::query_as(&format!("SELECT id, count(*) FROM {table} GROUP BY id"))
-            .fetch_all(pool)
-            .await
-            .expect("ids");
-        for (id, count) in rows {
-            *stored.entry(id).or_default() += count;
-        }
-    }
-    let id = |e: &Value| Uuid::parse_str(e["id"].as_str().expect("id")).expect("uuid");
-    let persisted: Vec<Uuid> =
-        acked.iter().filter(|e| PERSISTED.contains(&e["category"].as_str().unwrap_or(""))).map(id).collect();
-    for event_id in &persisted {
-        assert_eq!(stored.get(event_id), Some(&1), "acknowledged event {event_id} is in Postgres exactly once");
-    }
-    assert_eq!(stored.len(), persisted.len(), "Postgres holds nothing but the acknowledged persisted events");
-
-    let mut lines: HashMap<Uuid, usize> = HashMap::new();
-    for line in file_lines_in(files) {
-        *lines.entry(id(&line)).or_default() += 1;
-    }
-    for event in acked {
-        assert_eq!(lines.get(&id(event)), Some(&1), "acknowledged event {} is in the files exactly once", event["id"]);
-    }
-    assert_eq!(lines.len(), acked.len(), "the files hold nothing but acknowledged events");
-}
-
-async fn verify_ok(client: &reqwest::Client, address: &str) {
-    let report: Value = client
-        .get(format!("{address}/audit/verify"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .expect("verify")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(report["ok"], true, "{report}");
-}
-
-async fn readiness(client: &reqwest::Client, address: &str) -> Value {
-    client.get(format!("{address}/readyz")).send().await.expect("readyz").json().await.expect("json")
-}
+use crate::helpers::{event, redis_url, PostgresProcess, RedisProcess, ServerProcess, TestApp, TestDb, TestRedis, KEY};
+use crate::load::{assert_exactly_once, readiness, verify_ok, Load, CATEGORIES, TENANTS};
 
 /// The service on a private PostgreSQL that the test may stop, failing fast and
 /// replaying often while it is down.
@@ -226,7 +66,7 @@ async fn postgres_stopped_and_restarted_under_load_loses_nothing_acknowledged() 
     assert!(!app.dir.path().join("spool").read_dir().expect("spool dir").any(|e| {
         e.expect("entry").path().extension().is_some_and(|x| x == "spool")
     }), "a drained spool deletes its segments");
-    assert_exactly_once(&app.pool, app.dir.path(), &outcome.acked).await;
+    assert_exactly_once(&app.pool, &[app.dir.path()], &outcome.acked).await;
     verify_ok(&app.client, &app.address).await;
     app.stop().await;
 }
@@ -311,7 +151,7 @@ async fn a_tenant_key_writes_through_a_postgres_outage_and_a_revoked_key_stays_r
     assert_eq!(chain, sent, "the chain holds the spooled events in the order they were acknowledged");
     let mut acked = std::mem::take(&mut outcome.acked);
     acked.extend(late);
-    assert_exactly_once(&app.pool, app.dir.path(), &acked).await;
+    assert_exactly_once(&app.pool, &[app.dir.path()], &acked).await;
     verify_ok(&app.client, &app.address).await;
     app.stop().await;
 }
@@ -362,7 +202,7 @@ async fn a_node_started_while_postgres_is_down_comes_up_degraded_spools_and_catc
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let pool = PgPool::connect(&db.url).await.expect("pool");
-    assert_exactly_once(&pool, dir.path(), &acked).await;
+    assert_exactly_once(&pool, &[dir.path()], &acked).await;
     verify_ok(&client, &server.address).await;
 }
 
@@ -401,7 +241,7 @@ async fn redis_stopped_and_restarted_under_load_loses_nothing_and_the_hot_tier_r
     assert!(Counters::get(&app.counters.redis_misses) > 0, "the outage was seen");
     assert_eq!(readiness(&app.client, &app.address).await["status"], "ready");
     outcome.acked.extend(checks);
-    assert_exactly_once(&app.pool, app.dir.path(), &outcome.acked).await;
+    assert_exactly_once(&app.pool, &[app.dir.path()], &outcome.acked).await;
     verify_ok(&app.client, &app.address).await;
     app.stop().await;
 }
@@ -452,7 +292,7 @@ async fn tierlog_killed_under_load_and_restarted_loses_nothing_acknowledged() {
         outcome.acked.extend(batch);
     }
     let pool = PgPool::connect(&db.url).await.expect("pool");
-    assert_exactly_once(&pool, dir.path(), &outcome.acked).await;
+    assert_exactly_once(&pool, &[dir.path()], &outcome.acked).await;
     verify_ok(&client, &restarted.address).await;
     // Redis holds no event twice, and takes new ones from the restarted process.
     let held: Vec<Value> = TENANTS
@@ -518,7 +358,7 @@ async fn a_file_system_refusing_writes_answers_503_and_loses_nothing_acknowledge
     let pool = PgPool::connect(&db.url).await.expect("pool");
     let mut acked = outcome.acked;
     acked.extend(singles);
-    assert_exactly_once(&pool, dir.path(), &acked).await;
+    assert_exactly_once(&pool, &[dir.path()], &acked).await;
     verify_ok(&client, &server.address).await;
     pool.close().await;
 }

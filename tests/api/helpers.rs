@@ -133,6 +133,8 @@ pub fn test_settings(db: &TestDb, redis: &TestRedis, dir: &TempDir) -> Settings 
     settings.postgres.url = db.url.clone();
     settings.postgres.max_connections = 4;
     settings.redis.url = redis.url.clone();
+    // Several seed URLs: a Redis Cluster's.
+    settings.redis.cluster = redis.url.contains(',');
     settings.redis.key_prefix = redis.prefix.clone();
     settings.redis.retry_interval_ms = 100;
     settings.files.path = dir.path().join("audit.jsonl");

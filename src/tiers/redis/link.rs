@@ -175,6 +175,7 @@ impl RedisLink {
                             *self.connection.lock().await = Some(Connection::Cluster(connection));
                             Ok(Some(true))
                         }
+                        Err(e) if e.to_string().contains("cluster support disabled") => Ok(Some(false)),
                         Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() => Ok(None),
                         Err(e) => Err(e),
                     };
