@@ -11,3 +11,12 @@ CREATE TABLE signing_keys (
     retired_at  timestamptz
 );
 CREATE UNIQUE INDEX signing_keys_one_current ON signing_keys (current) WHERE current;
+
+-- Background work done by one node at a time (src/cluster/lease.rs): the holder of a
+-- lease renews it; when it stops (dies, or loses its link to Postgres), the lease
+-- expires and another node takes it.
+CREATE TABLE leases (
+    name        text        PRIMARY KEY,
+    holder      text        NOT NULL,
+    expires_at  timestamptz NOT NULL
+);

@@ -13,6 +13,7 @@ use crate::config::{FsyncPolicy, Settings};
 use crate::event::mask::Masker;
 use crate::http::{self, auth::Authenticator, AppState, Integrity, Shared};
 use crate::integrity::checkpoint::{Keyring, PublicKey, Signer};
+use crate::cluster::lease::Lease;
 use crate::integrity::identity::{NotSigning, SigningIdentity};
 use crate::retention::{Policies, PolicyHandle};
 use crate::tiers::database::Database;
@@ -207,6 +208,12 @@ impl Application {
         // Validated with the rest of the settings.
         let trusted_proxies = settings.trusted_proxies().unwrap_or_default().into();
         let masker = Arc::new(Masker::new(&settings.masking).unwrap_or_else(|_| Masker::disabled()));
+        let lease = Lease::new(
+            "background",
+            settings.cluster.node(),
+            Duration::from_secs(settings.cluster.lease_seconds),
+            database.as_ref(),
+        );
         let state = AppState::new(Shared {
             auth,
             trusted_proxies,
@@ -222,6 +229,7 @@ impl Application {
             policies,
             clock,
             masker,
+            lease,
         });
         Application { listener, state, workers }
     }
@@ -246,6 +254,7 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Application { listener, state, workers } = self;
         let files = state.files.clone();
+        let lease = state.lease.clone();
         let interval_sync = spawn_interval_fsync(&state);
         let background = spawn_background(&state);
         tracing::info!(listen = %listener.local_addr()?, "tierlog serving");
@@ -259,6 +268,7 @@ impl Application {
         for task in background {
             task.abort();
         }
+        lease.release().await;
         if let Some(files) = files {
             tokio::task::spawn_blocking(move || files.sync()).await?.context("final fsync of the file tier")?;
         }
@@ -306,10 +316,13 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     }
     let Some(pg) = state.database.clone() else { return tasks };
     let settings = state.settings.clone();
+    // Checkpoints, retention and index upkeep: on the lease holder only.
+    let lease = state.lease.clone();
+    tasks.push(tokio::spawn(lease.clone().keep()));
     let merge_every = settings.postgres.search_merge_interval_ms;
     if let (Database::Postgres(store), true) = (&pg, merge_every > 0) {
         let every = Duration::from_millis(merge_every);
-        tasks.push(tokio::spawn(postgres::search::run_merges(store.clone(), every)));
+        tasks.push(tokio::spawn(postgres::search::run_merges(store.clone(), every, lease.clone())));
     }
     let every = |seconds: u64| {
         let mut tick = tokio::time::interval(Duration::from_secs(seconds.max(1)));
@@ -331,13 +344,18 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
         }));
     }
     if settings.integrity.checkpoint_interval_seconds > 0 {
-        let (pg, identity, clock) = (pg.clone(), state.integrity.identity.clone(), state.clock.clone());
+        let (pg, identity, clock, lease) = (pg.clone(), state.integrity.identity.clone(), state.clock.clone(), lease.clone());
         let seconds = settings.integrity.checkpoint_interval_seconds;
+        let counters = state.counters.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = every(seconds);
             tick.tick().await;
             loop {
                 tick.tick().await;
+                if !lease.is_held() {
+                    continue;
+                }
+                Counters::add(&counters.checkpoint_runs, 1);
                 // Logged by the identity when it changes.
                 let Ok(signer) = identity.signer_for(&pg).await else { continue };
                 match pg.checkpoint_heads(signer, None, "periodic", clock.now()).await {
@@ -348,12 +366,16 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
         }));
     }
     if settings.retention.enabled {
-        let state = state.clone();
+        let (state, lease) = (state.clone(), lease.clone());
         tasks.push(tokio::spawn(async move {
             let mut tick = every(state.settings.retention.interval_seconds);
             tick.tick().await;
             loop {
                 tick.tick().await;
+                if !lease.is_held() {
+                    continue;
+                }
+                Counters::add(&state.counters.retention_runs, 1);
                 match http::retention::run_job(&state).await {
                     Ok(report) => tracing::info!(run_id = %report.run_id, deleted = ?report.deleted, "retention run finished"),
                     Err(e) => tracing::error!(status = %e.status(), "retention run failed"),

@@ -22,6 +22,7 @@
 
 pub mod app;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod http;

@@ -137,6 +137,9 @@ pub struct Counters {
     pub events_spooled: AtomicU64,
     /// Spooled events replayed into Postgres.
     pub events_replayed: AtomicU64,
+    /// Background runs this node made while holding the lease.
+    pub checkpoint_runs: AtomicU64,
+    pub retention_runs: AtomicU64,
 }
 
 impl Counters {
@@ -152,7 +155,7 @@ impl Counters {
 
     /// The counters in the Prometheus text format.
     pub fn render_prometheus(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 11] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 13] = [
             ("tierlog_events_accepted_total", "counter", "Events acknowledged to clients.", &self.events_accepted),
             ("tierlog_ingest_bytes_total", "counter", "Body bytes of acknowledged requests.", &self.bytes_accepted),
             ("tierlog_batches_written_total", "counter", "Batches written by the pipeline.", &self.batches_written),
@@ -164,6 +167,8 @@ impl Counters {
             ("tierlog_file_lines_total", "counter", "Lines appended to the JSON files.", &self.lines_written),
             ("tierlog_spooled_events_total", "counter", "Events spooled while Postgres was unreachable.", &self.events_spooled),
             ("tierlog_replayed_events_total", "counter", "Spooled events replayed into Postgres.", &self.events_replayed),
+            ("tierlog_checkpoint_runs_total", "counter", "Periodic checkpoint runs made by this node (the lease holder).", &self.checkpoint_runs),
+            ("tierlog_retention_runs_total", "counter", "Background retention runs made by this node (the lease holder).", &self.retention_runs),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {

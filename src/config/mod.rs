@@ -49,6 +49,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub keys: KeySettings,
     pub integrity: IntegritySettings,
+    pub cluster: ClusterSettings,
     pub retention: RetentionSettings,
     pub privacy: PrivacySettings,
     pub masking: MaskingSettings,
@@ -89,6 +90,28 @@ pub struct RateLimitSettings {
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedSettings {
     pub data_dir: PathBuf,
+}
+
+/// Running several nodes on one Postgres and Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// This node's name in the lease table and logs; empty: host name and process id.
+    pub node_name: String,
+    /// How long the background-work lease lasts without renewal: the longest a dead
+    /// holder's work waits before another node takes it over.
+    pub lease_seconds: u64,
+}
+
+impl ClusterSettings {
+    /// `node_name`, or one made from the host name and process id.
+    pub fn node(&self) -> String {
+        if !self.node_name.is_empty() {
+            return self.node_name.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+        format!("{}-{}", if host.is_empty() { "tierlog" } else { &host }, std::process::id())
+    }
 }
 
 /// Checkpoint signing.
@@ -412,6 +435,9 @@ impl Settings {
             if self.redis.cluster && self.redis.db.is_some_and(|db| db != 0) {
                 return Err(ConfigError::invalid("redis.db (REDIS_LOG_DB)", "a Redis Cluster has only database 0"));
             }
+        }
+        if self.cluster.lease_seconds == 0 {
+            return Err(ConfigError::invalid("cluster.lease_seconds", "must be at least 1"));
         }
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
             return Err(ConfigError::invalid(

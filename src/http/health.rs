@@ -60,6 +60,9 @@ struct Readiness {
     redis_misses: u64,
     /// Whether this node signs checkpoints: only when its key is the deployment's.
     signing: crate::integrity::identity::SigningStatus,
+    /// Whether this node does the background work (checkpoints, retention, index
+    /// upkeep), and which node does.
+    background: crate::cluster::lease::LeaseStatus,
 }
 
 /// `GET /readyz`: 200 while events can be acknowledged (`ready` or `degraded`), 503
@@ -104,6 +107,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         spool,
         redis_misses: Counters::get(&state.counters.redis_misses),
         signing: state.integrity.identity.status(),
+        background: state.lease.status(),
     };
     (code, Json(readiness))
 }

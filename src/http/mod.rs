@@ -80,6 +80,8 @@ pub struct Shared {
     pub clock: Clock,
     /// Masking rules applied at ingest.
     pub masker: Arc<Masker>,
+    /// The background-work lease this node holds or waits for.
+    pub lease: Arc<crate::cluster::lease::Lease>,
 }
 
 /// The checkpoint signing key and the keys whose signatures are accepted.

@@ -7,6 +7,7 @@ mod chain;
 mod checkpoints;
 mod masking;
 mod modes;
+mod nodes;
 mod operations;
 mod privacy;
 mod quickstart;

@@ -243,7 +243,7 @@ async fn every_hot_tier_operation_works_on_a_redis_cluster() {
 }
 
 /// Runs `tierlog serve` expecting it to refuse to start; returns what it printed.
-fn refused_start(env: &[(&str, &str)], dir: &Path) -> String {
+pub fn refused_start(env: &[(&str, &str)], dir: &Path) -> String {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tierlog"));
     command
         .arg("serve")

@@ -87,7 +87,11 @@ async fn a_database_user_that_does_not_own_the_indexes_gets_an_error_and_the_tas
     let refused = store.merge_search_pending().await;
     let stopped = tokio::time::timeout(
         Duration::from_secs(10),
-        tierlog::tiers::postgres::search::run_merges(store, Duration::from_millis(10)),
+        tierlog::tiers::postgres::search::run_merges(
+            store,
+            Duration::from_millis(10),
+            tierlog::cluster::lease::Lease::new("background", "test".into(), Duration::from_secs(15), None),
+        ),
     )
     .await;
     // The role is the cluster's, not the test database's: drop it before asserting.

@@ -17,7 +17,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "api keys", include_str!("../../../migrations/0002_api_keys.sql")),
     (3, "search", include_str!("../../../migrations/0003_search.sql")),
     (4, "integrity and retention", include_str!("../../../migrations/0004_integrity_retention.sql")),
-    (5, "signing keys", include_str!("../../../migrations/0005_signing_keys.sql")),
+    (5, "signing keys and leases", include_str!("../../../migrations/0005_signing_keys.sql")),
 ];
 
 /// Migrations compiled into the binary: (version, description, SQL).

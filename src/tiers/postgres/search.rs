@@ -43,12 +43,15 @@ impl PgStore {
 /// refuses for lack of ownership (then it says so once and stops: Postgres's own
 /// merges still happen, inside writers' inserts). Other errors (Postgres down) are
 /// retried at the next turn.
-pub async fn run_merges(store: PgStore, every: Duration) {
+pub async fn run_merges(store: PgStore, every: Duration, lease: std::sync::Arc<crate::cluster::lease::Lease>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
+        if !lease.is_held() {
+            continue;
+        }
         match store.merge_search_pending().await {
             Ok(pages) => tracing::trace!(pages, "search index pending lists merged"),
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {
