@@ -7,7 +7,16 @@
 //! cargo bench --bench ingest -- [--events N] [--concurrency C] [--batch 1,100]
 //!     [--mix mixed,hot,persisted] [--database-url URL] [--redis-url URL] [--embedded]
 //!     [--rate R] [--raw-pg] [--raw-redis] [--events-file PATH] [--peer-work]
+//!     [--nodes 1,3] [--tenants 100]
 //! ```
+//!
+//! `--nodes N` runs N tierlog processes on the same database and Redis (one signing
+//! key, each its own files and spool) and spreads the connections across them, as a
+//! load balancer would; `--nodes 1,3` runs both in one sitting. Each run also samples
+//! `pg_stat_activity` every 10 ms and prints the share of samples in which a session
+//! of the run waited on a lock (`lock_wait_share`) and the mean number of sessions
+//! waiting (`lock_waiters`): the cost of nodes queueing on chain heads.
+//! `--tenants T` spreads the generated events over T tenants (default 100).
 //!
 //! `--events-file PATH` sends the first N events of a JSON-lines file instead of the
 //! generated mix (e.g. `../shared/bench`'s `events_1m.jsonl`, the syslog-ng peer's
@@ -70,6 +79,8 @@ struct Options {
     raw_redis: bool,
     events_file: Option<String>,
     peer_work: bool,
+    nodes: Vec<usize>,
+    tenants: u64,
 }
 
 fn options() -> Options {
@@ -87,6 +98,8 @@ fn options() -> Options {
         raw_redis: false,
         events_file: None,
         peer_work: false,
+        nodes: vec![1],
+        tenants: 100,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -101,6 +114,8 @@ fn options() -> Options {
             "--redis-url" => o.redis_url = value,
             "--rate" => o.rate = Some(value.parse().expect("--rate R")),
             "--events-file" => o.events_file = Some(value),
+            "--nodes" => o.nodes = value.split(',').map(|n| n.parse().expect("--nodes 1,3")).collect(),
+            "--tenants" => o.tenants = value.parse::<u64>().expect("--tenants T").max(1),
             "--peer-work" => {
                 o.peer_work = true;
                 i += 1;
@@ -135,6 +150,7 @@ fn options() -> Options {
 /// A deterministic generator of realistic events.
 struct Generator {
     state: u64,
+    tenants: u64,
 }
 
 impl Generator {
@@ -148,7 +164,7 @@ impl Generator {
 
     fn event(&mut self, mix: &str) -> Value {
         let r = self.next();
-        let tenant = format!("tenant-{:03}", r % 100);
+        let tenant = format!("tenant-{:03}", r % self.tenants);
         let user = format!("user-{}", (r >> 8) % 5000);
         let ip = format!("198.51.{}.{}", (r >> 20) % 256, (r >> 28) % 256);
         let pick = (r >> 36) % 100;
@@ -227,7 +243,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
+async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Result<()> {
     let db_name = format!("tierlog_bench_{}", Uuid::new_v4().simple());
     let mut admin = if o.embedded { None } else { Some(PgConnection::connect(&o.database_url).await?) };
     if let Some(admin) = admin.as_mut() {
@@ -236,42 +252,26 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     let db_url = format!("{}/{db_name}", o.database_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&o.database_url));
     let prefix = format!("tierlog-bench-{}", Uuid::new_v4().simple());
     let dir = tempfile::tempdir()?;
-    let files_dir = dir.path().join("files");
+    let files_dirs: Vec<std::path::PathBuf> = (0..nodes).map(|n| dir.path().join(format!("files-{n}"))).collect();
     let data_dir = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tierlog"));
-    if o.peer_work {
-        command.env("TIERLOG__CATEGORIES__AUTH__TABLE", "none").env("TIERLOG__CATEGORIES__AUDIT__TABLE", "none");
+    anyhow::ensure!(nodes == 1 || !o.embedded, "--nodes above 1 needs Postgres and Redis");
+    let seed = tierlog::integrity::checkpoint::Signer::generate_with_seed().1;
+    let mut servers = Vec::new();
+    for node in 0..nodes {
+        servers.push(start_server(o, &db_url, &prefix, dir.path(), &files_dirs[node], &data_dir, &seed, node)?);
     }
-    if o.embedded {
-        command.env_remove("DATABASE_URL").env_remove("REDIS_URL").env("TIERLOG__EMBEDDED__DATA_DIR", &data_dir);
-    } else {
-        command.env("DATABASE_URL", &db_url).env("REDIS_URL", &o.redis_url);
-    }
-    let child = command
-        .arg("serve")
-        .env("TIERLOG__REDIS__KEY_PREFIX", &prefix)
-        .env("TIERLOG_LISTEN", format!("127.0.0.1:{port}"))
-        .env("TIERLOG_BOOTSTRAP_KEY", KEY)
-        .env("LOGGING_FILE", files_dir.join("audit.jsonl"))
-        .env("TIERLOG__INTEGRITY__SIGNING_KEY_FILE", dir.path().join("signing.key"))
-        .env("TIERLOG__SPOOL__PATH", dir.path().join("spool"))
-        .env("LOGGING_MAX_SIZE_MB", "100")
-        .env("LOGGING_BACKUP_COUNT", "100")
-        .env("LOGGING_LEVEL", "WARNING")
-        .stdout(if std::env::var_os("TIERLOG_BENCH_SERVER_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
-        .spawn()?;
-    let server = Server { child, address: format!("http://127.0.0.1:{port}") };
     let client = reqwest::Client::builder().pool_max_idle_per_host(o.concurrency).build()?;
     let started = Instant::now();
-    while client.get(format!("{}/healthz", server.address)).send().await.is_err() {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "tierlog did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for server in &servers {
+        while client.get(format!("{}/healthz", server.address)).send().await.is_err() {
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "tierlog did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
+    let server = &servers[0];
 
     // Generate every body up front so the load generator spends its time sending.
-    let mut generator = Generator { state: 0x9E37_79B9_7F4A_7C15 ^ batch as u64 ^ mix.len() as u64 };
+    let mut generator = Generator { state: 0x9E37_79B9_7F4A_7C15 ^ batch as u64 ^ mix.len() as u64, tenants: o.tenants };
     let events: Vec<Value> = match &o.events_file {
         Some(path) => {
             use std::io::BufRead;
@@ -292,15 +292,17 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     let bodies = Arc::new(bodies);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
 
-    let cpu_before = cpu_time(server.child.id());
+    let cpu = || servers.iter().map(|s| cpu_time(s.child.id())).sum::<Duration>();
+    let cpu_before = cpu();
+    let locks = (!o.embedded).then(|| LockSampler::start(&db_url, &db_name));
     let t0 = Instant::now();
     let interval = o.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
     let mut workers = Vec::new();
-    for _ in 0..o.concurrency {
+    for worker in 0..o.concurrency {
         let client = client.clone();
         let bodies = bodies.clone();
         let next = next.clone();
-        let url = format!("{}/audit/events", server.address);
+        let url = format!("{}/audit/events", servers[worker % servers.len()].address);
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut failures = 0usize;
@@ -338,7 +340,11 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
         failures += f;
     }
     let acked_in = t0.elapsed();
-    let server_cpu = cpu_time(server.child.id()).saturating_sub(cpu_before);
+    let server_cpu = cpu().saturating_sub(cpu_before);
+    let locks = match locks {
+        Some(sampler) => Some(sampler.stop().await?),
+        None => None,
+    };
 
     // Every acknowledged event must be in every tier it belongs to.
     let mut settings = Settings::defaults()?;
@@ -384,15 +390,17 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
         redis = Some(connection);
     }
     let mut lines = 0usize;
-    for entry in std::fs::read_dir(&files_dir)? {
-        lines += std::fs::read(entry?.path())?.iter().filter(|b| **b == b'\n').count();
+    for files_dir in &files_dirs {
+        for entry in std::fs::read_dir(files_dir)? {
+            lines += std::fs::read(entry?.path())?.iter().filter(|b| **b == b'\n').count();
+        }
     }
     anyhow::ensure!(failures == 0, "{failures} requests failed");
     anyhow::ensure!(lines == o.events, "files hold {lines} lines, expected {}", o.events);
 
-    let rss = peak_rss_kib(server.child.id());
+    let rss: u64 = servers.iter().map(|s| peak_rss_kib(s.child.id())).sum();
     let hot_only = expected_rows.values().all(|rows| *rows == 0);
-    let mean_batch = if o.raw_redis && !o.embedded && hot_only {
+    let mean_batch = if o.raw_redis && !o.embedded && hot_only && nodes == 1 {
         Some(mean_batch(&client, &server.address).await?)
     } else {
         None
@@ -400,7 +408,8 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     latencies.sort();
     let persisted: i64 = expected_rows.values().sum();
     println!(
-        "mix={mix:<9} batch={batch:<4} conns={:<3} {}events={:<7} persisted={:<7} events/s={:>8.0} persisted_rows/s={:>7.0} MB/s={:>6.1} p50={:>7.2}ms p99={:>7.2}ms peak_rss={:>4}MiB cpu/event={:>5.1}us verified={}",
+        "nodes={nodes} tenants={:<3} mix={mix:<9} batch={batch:<4} conns={:<3} {}events={:<7} persisted={:<7} events/s={:>8.0} persisted_rows/s={:>7.0} MB/s={:>6.1} p50={:>7.2}ms p99={:>7.2}ms peak_rss={:>4}MiB cpu/event={:>5.1}us {}verified={}",
+        o.tenants,
         o.concurrency,
         o.rate.map(|r| format!("rate={r:.0}/s ")).unwrap_or_default(),
         o.events,
@@ -412,10 +421,11 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         rss / 1024,
         server_cpu.as_secs_f64() * 1e6 / o.events as f64,
+        locks.map(|(share, waiters)| format!("lock_wait_share={share:.3} lock_waiters={waiters:.2} ")).unwrap_or_default(),
         if o.embedded { "sqlite,files" } else { "pg,redis,files" },
     );
 
-    drop(server);
+    drop(servers);
     match (o.raw_pg && !o.embedded && persisted > 0, o.rate) {
         (false, _) => {}
         (true, None) => {
@@ -439,7 +449,7 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
     }
     if let Some(mean_batch) = mean_batch {
         let replay = RawPush { redis_url: &o.redis_url, prefix: &prefix, settings: &settings, batch: mean_batch };
-        let rate = replay.rate(&files_dir).await?;
+        let rate = replay.rate(&files_dirs[0]).await?;
         println!(
             "raw-redis the same {} events and lines, tierlog's own push (script and pipeline), {mean_batch}-event batches per writer shard from 4 connections: events/s={rate:>8.0}  tierlog/raw={:.2}",
             o.events,
@@ -453,6 +463,85 @@ async fn run(o: &Options, mix: &str, batch: usize) -> anyhow::Result<()> {
         sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)")).execute(admin).await?;
     }
     Ok(())
+}
+
+/// One `tierlog serve` of a run: node `node` of the deployment.
+#[allow(clippy::too_many_arguments)]
+fn start_server(
+    o: &Options,
+    db_url: &str,
+    prefix: &str,
+    dir: &std::path::Path,
+    files_dir: &std::path::Path,
+    data_dir: &std::path::Path,
+    seed: &str,
+    node: usize,
+) -> anyhow::Result<Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tierlog"));
+    if o.peer_work {
+        command.env("TIERLOG__CATEGORIES__AUTH__TABLE", "none").env("TIERLOG__CATEGORIES__AUDIT__TABLE", "none");
+    }
+    if o.embedded {
+        command.env_remove("DATABASE_URL").env_remove("REDIS_URL").env("TIERLOG__EMBEDDED__DATA_DIR", data_dir);
+    } else {
+        command.env("DATABASE_URL", db_url).env("REDIS_URL", &o.redis_url);
+    }
+    let child = command
+        .arg("serve")
+        .env("TIERLOG__REDIS__KEY_PREFIX", prefix)
+        .env("TIERLOG_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TIERLOG_BOOTSTRAP_KEY", KEY)
+        .env("LOGGING_FILE", files_dir.join("audit.jsonl"))
+        .env("TIERLOG__INTEGRITY__SIGNING_KEY", seed)
+        .env("TIERLOG__CLUSTER__NODE_NAME", format!("bench-{node}"))
+        .env("TIERLOG__SPOOL__PATH", dir.join(format!("spool-{node}")))
+        .env("LOGGING_MAX_SIZE_MB", "100")
+        .env("LOGGING_BACKUP_COUNT", "100")
+        .env("LOGGING_LEVEL", "WARNING")
+        .stdout(if std::env::var_os("TIERLOG_BENCH_SERVER_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+        .spawn()?;
+    Ok(Server { child, address: format!("http://127.0.0.1:{port}") })
+}
+
+
+/// Samples, every 10 ms, how many sessions of one database wait on a lock.
+struct LockSampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<anyhow::Result<(f64, f64)>>,
+}
+
+impl LockSampler {
+    fn start(db_url: &str, db_name: &str) -> LockSampler {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (url, name, done) = (db_url.to_owned(), db_name.to_owned(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut connection = PgConnection::connect(&url).await?;
+            let (mut samples, mut waiting, mut waiters) = (0u64, 0u64, 0i64);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let now: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                )
+                .bind(&name)
+                .fetch_one(&mut connection)
+                .await?;
+                samples += 1;
+                waiting += u64::from(now > 0);
+                waiters += now;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let samples = samples.max(1) as f64;
+            Ok((waiting as f64 / samples, waiters as f64 / samples))
+        });
+        LockSampler { stop, task }
+    }
+
+    /// The share of samples with a session waiting on a lock, and the mean number
+    /// of waiting sessions.
+    async fn stop(self) -> anyhow::Result<(f64, f64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await?
+    }
 }
 
 /// The Redis keys under `prefix`, and how many events their lists hold.
@@ -662,11 +751,14 @@ async fn main() -> anyhow::Result<()> {
         if o.raw_pg { " --raw-pg" } else { "" },
         if o.raw_redis { " --raw-redis" } else { "" },
         o.events_file.as_ref().map(|p| format!(" --events-file {p}")).unwrap_or_default(),
-        if o.peer_work { " --peer-work" } else { "" }
+        if o.peer_work { " --peer-work" } else { "" },
     );
+    println!("# --nodes {} --tenants {}", o.nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(","), o.tenants);
     for mix in &o.mixes {
         for &batch in &o.batches {
-            run(&o, mix, batch).await?;
+            for &nodes in &o.nodes {
+                run(&o, mix, batch, nodes).await?;
+            }
         }
     }
     Ok(())

@@ -480,3 +480,68 @@ fn loki_holds_a_bounded_label_set_and_accepts_late_and_sustained_ingest() {
     let readme = read("README.md");
     assert!(readme.contains("`service`, `category`, `level` and `status`") && readme.contains("120 streams"), "the README names the labels and the stream bound");
 }
+
+#[test]
+fn the_highly_available_stack_is_valid_with_one_signing_key_a_checked_balancer_and_every_replica_shipped() {
+    let config_with = |env: &[(&str, &str)]| {
+        Command::new(compose_binary())
+            .current_dir(root())
+            .args(["-f", "docker-compose.ha.yml", "config", "--format", "json"])
+            .env_remove("TIERLOG_SIGNING_KEY")
+            .env_remove("TIERLOG_BOOTSTRAP_KEY")
+            .envs(env.iter().copied())
+            .output()
+            .expect("docker-compose runs")
+    };
+    let refused = config_with(&[("TIERLOG_BOOTSTRAP_KEY", "k")]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("TIERLOG_SIGNING_KEY"),
+        "no replica starts without the shared signing key: {}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let output = config_with(&[("TIERLOG_BOOTSTRAP_KEY", "k"), ("TIERLOG_SIGNING_KEY", "c2lnbmluZw==")]);
+    assert!(output.status.success(), "docker compose config: {}", String::from_utf8_lossy(&output.stderr));
+    let config: Value = serde_json::from_slice(&output.stdout).expect("json");
+    let services = config["services"].as_object().expect("services");
+    let replicas: Vec<&String> = services.keys().filter(|n| n.starts_with("tierlog-")).collect();
+    assert_eq!(replicas.len(), 3, "{replicas:?}");
+    assert_eq!(services.keys().filter(|n| n.starts_with("redis-") && *n != "redis-cluster-init").count(), 6);
+    for (name, service) in services {
+        if name != "redis-cluster-init" {
+            assert!(service["healthcheck"]["test"].as_array().is_some_and(|t| !t.is_empty()), "{name} has a health check");
+        }
+        if service["build"].is_null() {
+            let image = service["image"].as_str().expect("image");
+            let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
+            assert!(!tag.is_empty() && tag != "latest" && tag.chars().any(|c| c.is_ascii_digit()), "{name}: {image} is pinned");
+        }
+    }
+    let mut names = BTreeSet::new();
+    for replica in &replicas {
+        let env = &services[replica.as_str()]["environment"];
+        assert_eq!(env["TIERLOG__INTEGRITY__SIGNING_KEY"], "c2lnbmluZw==", "{replica} has the deployment's key");
+        assert_eq!(env["REDIS_CLUSTER"], "true");
+        assert!(env["REDIS_URL"].as_str().is_some_and(|u| u.split(',').count() >= 3), "cluster seeds");
+        names.insert(env["TIERLOG__CLUSTER__NODE_NAME"].as_str().expect("node name").to_owned());
+        // Its files, written here and read by its own Alloy.
+        let files = services[replica.as_str()]["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["target"] == "/var/log/tierlog")
+            .and_then(|v| v["source"].as_str())
+            .expect("a files volume")
+            .to_owned();
+        let shipper = format!("alloy-{}", replica.trim_start_matches("tierlog-"));
+        let read = services[shipper.as_str()]["volumes"].as_array().expect("volumes").iter().any(|v| {
+            v["source"] == files.as_str() && v["read_only"] == true
+        });
+        assert!(read, "{shipper} ships {replica}'s files ({files})");
+    }
+    assert_eq!(names.len(), 3, "each replica has its own node name");
+    let haproxy = read("deploy/ha/haproxy.cfg");
+    assert!(haproxy.contains("option httpchk GET /readyz"), "the balancer checks /readyz");
+    for replica in &replicas {
+        assert!(haproxy.contains(&format!("server {replica} {replica}:8080 check")), "{replica} is balanced");
+    }
+}
