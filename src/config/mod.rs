@@ -214,6 +214,8 @@ pub struct PostgresSettings {
     pub url: String,
     pub max_connections: u32,
     pub connect_timeout_ms: u64,
+    /// A batch write not done within this counts as Postgres unreachable (spooled).
+    pub write_timeout_ms: u64,
     pub migrate_on_start: bool,
     /// How often the search indexes' pending lists are merged in the background
     /// (milliseconds; 0: never, Postgres merges them inside inserts).

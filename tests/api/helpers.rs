@@ -330,8 +330,14 @@ pub struct RedisProcess {
 
 impl RedisProcess {
     pub fn start_on(port: u16) -> RedisProcess {
+        RedisProcess::start_bound(port, &["127.0.0.1"])
+    }
+
+    /// A server on `port` of each of `addresses`.
+    pub fn start_bound(port: u16, addresses: &[&str]) -> RedisProcess {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &port.to_string(), "--bind", &addresses.join(" "), "--save", "", "--appendonly", "no"])
+            .args(["--protected-mode", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -401,19 +407,39 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary on `db`, `redis` and `dir`, with extra environment.
     pub fn start(db: &TestDb, redis: &TestRedis, dir: &std::path::Path, env: &[(&str, &str)]) -> ServerProcess {
-        ServerProcess::launch(db, redis, dir, env, None)
+        ServerProcess::launch(db, redis, dir, env, None, None)
+    }
+
+    /// Like [`ServerProcess::start`], inside the network namespace `netns` (`env`
+    /// then names the URLs and listen address reachable from there).
+    pub fn start_in_netns(netns: &str, db: &TestDb, redis: &TestRedis, dir: &std::path::Path, env: &[(&str, &str)]) -> ServerProcess {
+        ServerProcess::launch(db, redis, dir, env, None, Some(netns))
     }
 
     /// Like [`ServerProcess::start`], with the kernel refusing writes beyond
     /// `file_bytes` in any one file (RLIMIT_FSIZE: `EFBIG`, as a full disk would).
     pub fn start_limited(db: &TestDb, redis: &TestRedis, dir: &std::path::Path, env: &[(&str, &str)], file_bytes: u64) -> ServerProcess {
-        ServerProcess::launch(db, redis, dir, env, Some(file_bytes))
+        ServerProcess::launch(db, redis, dir, env, Some(file_bytes), None)
     }
 
-    fn launch(db: &TestDb, redis: &TestRedis, dir: &std::path::Path, env: &[(&str, &str)], file_bytes: Option<u64>) -> ServerProcess {
+    fn launch(
+        db: &TestDb,
+        redis: &TestRedis,
+        dir: &std::path::Path,
+        env: &[(&str, &str)],
+        file_bytes: Option<u64>,
+        netns: Option<&str>,
+    ) -> ServerProcess {
         use std::io::BufRead;
         use std::os::unix::process::CommandExt;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tierlog"));
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_tierlog")]);
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_tierlog")),
+        };
         command
             .arg("serve")
             .env("DATABASE_URL", &db.url)
@@ -540,6 +566,11 @@ fn postgres_bin_dir() -> PathBuf {
 impl PostgresProcess {
     /// Creates a cluster (trust auth, user `postgres`) and starts it.
     pub fn start() -> PostgresProcess {
+        PostgresProcess::start_listening(&[])
+    }
+
+    /// Like [`PostgresProcess::start`], also listening (trust auth) on `addresses`.
+    pub fn start_listening(addresses: &[&str]) -> PostgresProcess {
         let bin = postgres_bin_dir();
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
@@ -552,10 +583,16 @@ impl PostgresProcess {
         let process = PostgresProcess { port, bin, data, _dir: dir };
         let data = process.data.display().to_string();
         process.run("initdb", &["-D", &data, "--auth=trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]);
+        let listen: Vec<&str> = std::iter::once("127.0.0.1").chain(addresses.iter().copied()).collect();
         let conf = format!(
-            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nmax_connections = 50\n",
+            "listen_addresses = '{}'\nport = {port}\nunix_socket_directories = '{}'\nmax_connections = 50\n",
+            listen.join(","),
             process.data.display()
         );
+        let mut hba = std::fs::OpenOptions::new().append(true).open(process.data.join("pg_hba.conf")).expect("hba");
+        for address in addresses {
+            std::io::Write::write_all(&mut hba, format!("host all all {address}/24 trust\n").as_bytes()).expect("write hba");
+        }
         let mut file = std::fs::OpenOptions::new().append(true).open(process.data.join("postgresql.conf")).expect("conf");
         std::io::Write::write_all(&mut file, conf.as_bytes()).expect("write conf");
         process.resume();

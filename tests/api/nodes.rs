@@ -327,3 +327,145 @@ async fn a_node_killed_under_load_across_three_loses_nothing_acknowledged() {
         assert!(file_lines_in(dir).iter().all(|line| seen.insert(id(line))), "no duplicate within one node's files");
     }
 }
+
+/// A network namespace joined to the host by two veth pairs: one carrying only
+/// Postgres traffic, one carrying the rest (HTTP, Redis). Taking the first down cuts a
+/// node in the namespace off from Postgres alone. Removed on drop.
+struct Netns {
+    name: String,
+    postgres_link: String,
+    /// Host and namespace ends of the Postgres link.
+    postgres_host: String,
+    /// Host and namespace ends of the other link.
+    app_host: String,
+    app_inside: String,
+}
+
+fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("ip (iproute2) must be installed; scripts/test.sh installs it");
+    assert!(
+        output.status.success(),
+        "ip {args:?}: {} (network namespaces need root: run the tests as root, as scripts/test.sh in CI does)",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl Netns {
+    fn create() -> Netns {
+        let tag = &Uuid::new_v4().simple().to_string()[..6];
+        // A /24 per link, from the test's own random octet.
+        let octet = 16 + u8::from_str_radix(&tag[..2], 16).expect("hex") % 200;
+        let name = format!("tl-{tag}");
+        let (postgres_link, app_link) = (format!("tlp{tag}"), format!("tla{tag}"));
+        let postgres_host = format!("10.{octet}.1.1");
+        let (app_host, app_inside) = (format!("10.{octet}.2.1"), format!("10.{octet}.2.2"));
+        ip(&["netns", "add", &name]);
+        let net = Netns { name: name.clone(), postgres_link: postgres_link.clone(), postgres_host: postgres_host.clone(), app_host: app_host.clone(), app_inside: app_inside.clone() };
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        for (link, host, inside) in [(&postgres_link, &postgres_host, format!("10.{octet}.1.2")), (&app_link, &app_host, app_inside.clone())] {
+            let peer = format!("{link}n");
+            ip(&["link", "add", link, "type", "veth", "peer", "name", &peer]);
+            ip(&["link", "set", &peer, "netns", &name]);
+            ip(&["addr", "add", &format!("{host}/24"), "dev", link]);
+            ip(&["link", "set", link, "up"]);
+            ip(&["-n", &name, "addr", "add", &format!("{inside}/24"), "dev", &peer]);
+            ip(&["-n", &name, "link", "set", &peer, "up"]);
+        }
+        net
+    }
+
+    fn set_postgres_link(&self, up: bool) {
+        ip(&["link", "set", &self.postgres_link, if up { "up" } else { "down" }]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // The namespace's ends go with it, and their host peers with them.
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_postgres_spools_and_replays_into_the_same_chains() {
+    let net = tokio::task::spawn_blocking(Netns::create).await.expect("namespace");
+    let (postgres_host, app_host) = (net.postgres_host.clone(), net.app_host.clone());
+    let postgres = tokio::task::spawn_blocking(move || crate::helpers::PostgresProcess::start_listening(&[&postgres_host]))
+        .await
+        .expect("postgres");
+    let db = TestDb::create_on(&postgres.admin_url()).await;
+    let redis_port = crate::helpers::free_port();
+    let redis_server = tokio::task::spawn_blocking(move || RedisProcess::start_bound(redis_port, &["127.0.0.1", &app_host]))
+        .await
+        .expect("redis");
+    let redis = TestRedis::new(redis_server.url());
+    let (_, seed) = Signer::generate_with_seed();
+    let env = [
+        ("TIERLOG__INTEGRITY__SIGNING_KEY", seed.as_str()),
+        ("TIERLOG__POSTGRES__WRITE_TIMEOUT_MS", "1000"),
+        ("TIERLOG__POSTGRES__CONNECT_TIMEOUT_MS", "500"),
+        ("TIERLOG__SPOOL__RETRY_INTERVAL_MS", "100"),
+    ];
+    let dirs: Vec<TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let mut nodes: Vec<ServerProcess> =
+        (0..2).map(|i| tokio::task::block_in_place(|| ServerProcess::start(&db, &redis, dirs[i].path(), &env))).collect();
+    let inside_db = db.url.replace("127.0.0.1", &net.postgres_host);
+    let inside_redis = redis.url.replace("127.0.0.1", &net.app_host);
+    let listen = format!("{}:0", net.app_inside);
+    let mut inside_env = env.to_vec();
+    inside_env.extend([("DATABASE_URL", inside_db.as_str()), ("REDIS_URL", inside_redis.as_str()), ("TIERLOG_LISTEN", listen.as_str())]);
+    let cut_node =
+        tokio::task::block_in_place(|| ServerProcess::start_in_netns(&net.name, &db, &redis, dirs[2].path(), &inside_env));
+    let client = reqwest::Client::new();
+    assert_eq!(readiness(&client, &cut_node.address).await["postgres"]["status"], "up");
+    nodes.push(cut_node);
+
+    let addresses: Vec<String> = nodes.iter().map(|n| n.address.clone()).collect();
+    let load = Load::start_across(&addresses, 6, 10, KEY, &crate::load::TENANTS);
+    load.progress(300, Duration::from_secs(30)).await;
+    tokio::task::block_in_place(|| net.set_postgres_link(false));
+    let cut_at = Instant::now();
+    load.progress(600, Duration::from_secs(60)).await;
+    // The cut node spools and answers; the others write to Postgres.
+    let spooled = loop {
+        let ready = readiness(&client, &nodes[2].address).await;
+        if ready["spool"]["pending_events"].as_u64().unwrap_or(0) > 0 {
+            break ready;
+        }
+        assert!(cut_at.elapsed() < Duration::from_secs(20), "the cut node spools: {ready}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(spooled["status"], "degraded", "{spooled}");
+    for node in &nodes[..2] {
+        let ready = readiness(&client, &node.address).await;
+        assert_eq!(ready["postgres"]["status"], "up", "{ready}");
+        assert_eq!(ready["spool"]["pending_events"], 0, "{ready}");
+    }
+    load.progress(300, Duration::from_secs(60)).await;
+    tokio::task::block_in_place(|| net.set_postgres_link(true));
+    load.progress(300, Duration::from_secs(60)).await;
+    let outcome = load.finish().await;
+    let restored = Instant::now();
+    loop {
+        let ready = readiness(&client, &nodes[2].address).await;
+        if ready["status"] == "ready" && ready["spool"]["pending_events"] == 0 {
+            break;
+        }
+        assert!(restored.elapsed() < Duration::from_secs(60), "the spool replays once the link is back: {ready}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let spooled_events = metric(&client, &nodes[2].address, "tierlog_spooled_events_total").await;
+    assert!(spooled_events > 0);
+    assert_eq!(metric(&client, &nodes[2].address, "tierlog_replayed_events_total").await, spooled_events);
+
+    let pool = PgPool::connect(&db.url).await.expect("pool");
+    let dirs: Vec<&Path> = dirs.iter().map(TempDir::path).collect();
+    crate::load::assert_exactly_once(&pool, &dirs, &outcome.acked).await;
+    for node in &nodes {
+        verify_ok(&client, &node.address).await;
+    }
+    let (ok, said) = tierlog_cli(&["verify"], &[("DATABASE_URL", &db.url), ("TIERLOG__INTEGRITY__SIGNING_KEY", &seed)]);
+    assert!(ok, "tierlog verify: {said}");
+    eprintln!("{spooled_events} events spooled by the cut node and replayed; {} acknowledged in all", outcome.acked.len());
+    drop(redis_server);
+}

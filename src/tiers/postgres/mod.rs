@@ -46,7 +46,13 @@ pub struct PgStore {
     /// False from a start while Postgres was unreachable until the schema is migrated:
     /// writes wait in the spool meanwhile.
     schema_ready: Arc<AtomicBool>,
+    /// How long a batch write may take before it counts as unreachable (a link cut
+    /// without a reset leaves a write waiting on TCP retransmits for many minutes).
+    write_timeout: Duration,
 }
+
+/// The write deadline of a store made from a pool.
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl PgStore {
     /// Connects lazily: start-up succeeds while Postgres is down, writes then fail
@@ -64,7 +70,14 @@ impl PgStore {
         let pool = pool_options().connect_lazy_with(options.clone().options([("plan_cache_mode", "force_custom_plan")]));
         // Opened on demand: one per writer task (and the spool's replay) at most.
         let writes = pool_options().connect_lazy_with(options);
-        Ok(PgStore { pool, writes, heads: Arc::default(), moved_heads: Arc::default(), schema_ready: Arc::new(AtomicBool::new(true)) })
+        Ok(PgStore {
+            pool,
+            writes,
+            heads: Arc::default(),
+            moved_heads: Arc::default(),
+            schema_ready: Arc::new(AtomicBool::new(true)),
+            write_timeout: Duration::from_millis(settings.write_timeout_ms.max(1)),
+        })
     }
 
     /// Wraps an existing pool.
@@ -75,6 +88,7 @@ impl PgStore {
             heads: Arc::default(),
             moved_heads: Arc::default(),
             schema_ready: Arc::new(AtomicBool::new(true)),
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
     }
 
@@ -171,7 +185,24 @@ impl PgStore {
 
     /// Inserts optimistically; only when an id turns out to be stored already (a
     /// retry) is the batch written again with the slower check for known ids.
+    /// Writes `batch` within the write deadline. A write cut off by it has an unknown
+    /// outcome: written again (from the spool), its stored ids are skipped, and a
+    /// remembered head it may have moved only costs the next batch the locking path.
     async fn persist_batch(&self, batch: &[PersistRequest<'_>]) -> Result<usize, StoreError> {
+        match tokio::time::timeout(self.write_timeout, self.persist_now(batch)).await {
+            Ok(result) => result,
+            Err(_) => {
+                let chains = group_by_chain(batch);
+                self.heads.forget(chains.keys().copied());
+                Err(StoreError::Write(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the write took over {} ms (postgres.write_timeout_ms)", self.write_timeout.as_millis()),
+                ))))
+            }
+        }
+    }
+
+    async fn persist_now(&self, batch: &[PersistRequest<'_>]) -> Result<usize, StoreError> {
         self.schema_ready()?;
         match self.attempt(batch, false).await {
             Err(StoreError::Write(sqlx::Error::Database(e))) if e.is_unique_violation() => {
