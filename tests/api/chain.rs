@@ -123,8 +123,9 @@ async fn two_processes_extending_one_chain_in_turn_and_at_once_keep_it_whole() {
     }
     // From the third round on, each store's remembered heads had been moved by the
     // other: the guarded statement must notice and change nothing (not fail on a
-    // taken sequence number), and the batch take the locking path.
-    assert_eq!(stores[0].moved_heads() + stores[1].moved_heads(), 6, "stale heads noticed, not collided with");
+    // taken sequence number), and the batch take the locking path. Having noticed
+    // once, each store then locks at once (contention is expected to go on).
+    assert_eq!(stores[0].moved_heads() + stores[1].moved_heads(), 2, "stale heads noticed, not collided with");
     // At once, and a store repeating batches of its own (its cache is then right).
     for round in 0..10 {
         let (first, second) = (make(4, "auth"), make(3, "auth"));

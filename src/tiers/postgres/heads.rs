@@ -12,8 +12,12 @@
 //! - **Locking, several statements.** When a head is not cached (a chain's first
 //!   batch in this process) or has moved (another process extended the chain), the
 //!   batch's heads are created if missing and locked in a fixed order inside a
-//!   transaction ([`lock_heads`]), the links are computed from what is read, and the
-//!   heads are moved at the end ([`update_heads`]).
+//!   transaction ([`lock_heads`]), the links are computed from what is read, and rows
+//!   and heads are written by the same one statement as the first way
+//!   ([`extend_if_unchanged`]), so the locks are held for one round trip and the
+//!   commit. After a head is found moved, a process takes this way straight away
+//!   for a while (several nodes writing one tenant would only make the first way
+//!   fail after waiting on their locks).
 //!
 //! Both paths take row locks on the heads, so a chain is never extended by two
 //! writers at once, in this process or another, and a stale cache costs one wasted
@@ -22,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 
 use super::rows::{insert_sql, RowColumns, INSERT_PARAMS};
 use crate::integrity::chain::GENESIS_HASH;
@@ -83,11 +87,13 @@ impl HeadCache {
     }
 }
 
-/// In one autocommit statement: if every head in `moves` still holds its `from`
-/// value, locks them (in `(table, tenant)` order), moves each to its `to` value and
-/// inserts every table's rows. Otherwise changes nothing and returns `false`.
-pub(super) async fn extend_if_unchanged(
-    pool: &PgPool,
+/// In one statement: if every head in `moves` still holds its `from` value, locks
+/// them (in `(table, tenant)` order), moves each to its `to` value and inserts every
+/// table's rows. Otherwise changes nothing and returns `false`. Run on the pool it
+/// is the whole write, committed; inside the locking path's transaction (heads
+/// already locked) it is the write's one statement under the locks.
+pub(super) async fn extend_if_unchanged<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
     moves: &[HeadMove<'_>],
     tables: &[(Table, &RowColumns<'_>)],
 ) -> Result<bool, sqlx::Error> {
@@ -132,22 +138,24 @@ pub(super) async fn extend_if_unchanged(
     for (_, rows) in tables {
         query = rows.bind(query);
     }
-    let row = query.fetch_one(pool).await?;
+    let row = query.fetch_one(executor).await?;
     row.try_get("unchanged")
 }
 
-/// Creates missing heads, then locks every head of the batch in one fixed order
-/// (table name, tenant) so concurrent writers, in this process or another, cannot
-/// deadlock and each chain is extended by one writer at a time.
+/// Creates missing heads (unless `all_exist`), then locks every head of the batch
+/// in one fixed order (table name, tenant) so concurrent writers, in this process or
+/// another, cannot deadlock and each chain is extended by one writer at a time.
 pub(super) async fn lock_heads<'k>(
     tx: &mut Transaction<'_, Postgres>,
     keys: impl Iterator<Item = ChainKey<'k>>,
+    all_exist: bool,
 ) -> Result<BTreeMap<ChainKey<'k>, Head>, sqlx::Error> {
     let mut sorted: Vec<ChainKey<'k>> = keys.collect();
     sorted.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
     let tenants: Vec<&str> = sorted.iter().map(|(_, tenant)| *tenant).collect();
     let tables: Vec<&str> = sorted.iter().map(|(table, _)| table.as_str()).collect();
-    sqlx::query(
+    if !all_exist {
+        sqlx::query(
         "INSERT INTO chain_heads (tenant_id, table_name, seq, head_hash)
          SELECT t, n, 0, $3 FROM unnest($1::text[], $2::text[]) AS k(t, n)
          ORDER BY n, t
@@ -158,6 +166,7 @@ pub(super) async fn lock_heads<'k>(
     .bind(&GENESIS_HASH[..])
     .execute(&mut **tx)
     .await?;
+    }
     let locked = sqlx::query(
         "SELECT tenant_id, table_name, seq, head_hash FROM chain_heads
          WHERE (tenant_id, table_name) IN (SELECT * FROM unnest($1::text[], $2::text[]))
@@ -183,26 +192,6 @@ pub(super) async fn lock_heads<'k>(
         return Err(sqlx::Error::Protocol("chain_heads rows missing or malformed".into()));
     }
     Ok(heads)
-}
-
-/// Moves locked heads to their new values.
-pub(super) async fn update_heads(tx: &mut Transaction<'_, Postgres>, moves: &[HeadMove<'_>]) -> Result<(), sqlx::Error> {
-    if moves.is_empty() {
-        return Ok(());
-    }
-    let (tenants, tables, seqs, hashes) = targets(moves);
-    sqlx::query(
-        "UPDATE chain_heads h SET seq = k.seq, head_hash = k.hash, updated_at = now()
-         FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[]) AS k(t, n, seq, hash)
-         WHERE h.tenant_id = k.t AND h.table_name = k.n",
-    )
-    .bind(&tenants)
-    .bind(&tables)
-    .bind(&seqs)
-    .bind(&hashes)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// The chains of `moves` and the heads they move to, column by column.

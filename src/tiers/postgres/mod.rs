@@ -15,7 +15,7 @@ mod heads;
 mod rows;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +43,8 @@ pub struct PgStore {
     heads: Arc<HeadCache>,
     /// Batches that found a remembered head moved by another writer.
     moved_heads: Arc<AtomicU64>,
+    /// Batches left that go straight to the locking path after a moved head.
+    contended: Arc<AtomicU32>,
     /// False from a start while Postgres was unreachable until the schema is migrated:
     /// writes wait in the spool meanwhile.
     schema_ready: Arc<AtomicBool>,
@@ -50,6 +52,9 @@ pub struct PgStore {
     /// without a reset leaves a write waiting on TCP retransmits for many minutes).
     write_timeout: Duration,
 }
+
+/// Batches that skip the optimistic statement after one found a head moved.
+const CONTENDED_BATCHES: u32 = 32;
 
 /// The write deadline of a store made from a pool.
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -69,12 +74,23 @@ impl PgStore {
         };
         let pool = pool_options().connect_lazy_with(options.clone().options([("plan_cache_mode", "force_custom_plan")]));
         // Opened on demand: one per writer task (and the spool's replay) at most.
-        let writes = pool_options().connect_lazy_with(options);
+        // A writer holds chain-head locks inside its transaction; should its node
+        // vanish mid-transaction (a cut link sends no reset), Postgres ends the
+        // session once it has idled half the write timeout in the transaction or its
+        // unacknowledged data has waited that long, so the locks do not stall every
+        // other node writing the same chains until TCP gives up, and a node waiting
+        // on them still finishes within its own write timeout.
+        let write_timeout = (settings.write_timeout_ms / 2).max(1).to_string();
+        let writes = pool_options().connect_lazy_with(options.options([
+            ("idle_in_transaction_session_timeout", write_timeout.as_str()),
+            ("tcp_user_timeout", write_timeout.as_str()),
+        ]));
         Ok(PgStore {
             pool,
             writes,
             heads: Arc::default(),
             moved_heads: Arc::default(),
+            contended: Arc::default(),
             schema_ready: Arc::new(AtomicBool::new(true)),
             write_timeout: Duration::from_millis(settings.write_timeout_ms.max(1)),
         })
@@ -87,6 +103,7 @@ impl PgStore {
             pool,
             heads: Arc::default(),
             moved_heads: Arc::default(),
+            contended: Arc::default(),
             schema_ready: Arc::new(AtomicBool::new(true)),
             write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
@@ -218,9 +235,16 @@ impl PgStore {
         if chains.is_empty() {
             return Ok(0);
         }
-        if !skip_stored {
-            if let Some(cached) = self.heads.get_all(chains.keys().copied()) {
-                let plan = Plan::build(&chains, &cached, &HashSet::new());
+        let cached = self.heads.get_all(chains.keys().copied());
+        // While other writers keep moving these heads (several nodes on one tenant),
+        // the optimistic statement would only fail, after waiting on their locks.
+        let contended = self.contended.load(Ordering::Relaxed) > 0;
+        if contended {
+            self.contended.fetch_sub(1, Ordering::Relaxed);
+        }
+        if !skip_stored && !contended {
+            if let Some(cached) = &cached {
+                let plan = Plan::build(&chains, cached, &HashSet::new());
                 let tables: Vec<(Table, &rows::RowColumns<'_>)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
                 match heads::extend_if_unchanged(&self.writes, &plan.moves, &tables).await {
                     Ok(true) => {
@@ -229,6 +253,7 @@ impl PgStore {
                     }
                     Ok(false) => {
                         self.moved_heads.fetch_add(1, Ordering::Relaxed);
+                        self.contended.store(CONTENDED_BATCHES, Ordering::Relaxed);
                         tracing::debug!("a chain head moved under this process; locking the heads");
                     }
                     Err(e) => {
@@ -238,7 +263,7 @@ impl PgStore {
                 }
             }
         }
-        let result = self.attempt_locked(&chains, skip_stored).await;
+        let result = self.attempt_locked(&chains, skip_stored, cached.is_some()).await;
         if result.is_err() {
             self.heads.forget(chains.keys().copied());
         }
@@ -246,9 +271,10 @@ impl PgStore {
     }
 
     /// The locking path: creates and locks the batch's heads, inserts, moves them.
-    async fn attempt_locked(&self, chains: &Chains<'_, '_>, skip_stored: bool) -> Result<usize, StoreError> {
+    /// `heads_exist`: every head is known to this process, so none needs creating.
+    async fn attempt_locked(&self, chains: &Chains<'_, '_>, skip_stored: bool, heads_exist: bool) -> Result<usize, StoreError> {
         let mut tx = self.writes.begin().await.map_err(StoreError::Unavailable)?;
-        let locked = heads::lock_heads(&mut tx, chains.keys().copied()).await.map_err(StoreError::Write)?;
+        let locked = heads::lock_heads(&mut tx, chains.keys().copied(), heads_exist).await.map_err(StoreError::Write)?;
         let mut stored = HashSet::new();
         if skip_stored {
             for table in Table::ALL {
@@ -264,10 +290,15 @@ impl PgStore {
             }
         }
         let plan = Plan::build(chains, &locked, &stored);
-        for (table, rows) in &plan.tables {
-            rows.insert(&mut tx, *table).await.map_err(StoreError::Write)?;
+        // Rows and heads in one statement: the heads are locked by this transaction,
+        // so they are as read, and the time under the locks is one round trip.
+        let tables: Vec<(Table, &rows::RowColumns<'_>)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
+        if !plan.moves.is_empty() {
+            let extended = heads::extend_if_unchanged(&mut *tx, &plan.moves, &tables).await.map_err(StoreError::Write)?;
+            if !extended {
+                return Err(StoreError::Write(sqlx::Error::Protocol("a locked chain head moved".into())));
+            }
         }
-        heads::update_heads(&mut tx, &plan.moves).await.map_err(StoreError::Write)?;
         tx.commit().await.map_err(StoreError::Write)?;
         // Heads as locked (chains whose ids were all stored stay there), then moved.
         self.heads.remember(locked.into_iter());

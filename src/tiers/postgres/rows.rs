@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use crate::event::{AuditEvent, Changes, FinancialInfo, SecurityInfo};
@@ -92,20 +92,6 @@ impl<'e> RowColumns<'e> {
 
     pub(super) fn len(&self) -> usize {
         self.id.len()
-    }
-
-    /// Inserts the rows into `table` in one statement.
-    pub(super) async fn insert(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        table: Table,
-    ) -> Result<(), sqlx::Error> {
-        if self.id.is_empty() {
-            return Ok(());
-        }
-        let sql = insert_sql(table, 1, None);
-        self.bind(sqlx::query(&sql)).execute(&mut **tx).await?;
-        Ok(())
     }
 
     /// Binds the columns, in the order [`insert_sql`] numbers them, after the
