@@ -18,7 +18,8 @@
 //! [`retention`] deletes (and archives) expired rows, [`privacy`] erases and exports
 //! a data subject, [`event::mask`] masks secrets before step 3.
 //!
-//! [`app`] builds and serves the whole; [`telemetry`] holds logs and counters.
+//! [`app`] builds and serves the whole; [`telemetry`] holds logs and counters;
+//! [`cluster`] is what lets many nodes act as one (see `docs/scale-out.md`).
 
 pub mod app;
 pub mod clock;
