@@ -483,3 +483,53 @@ async fn a_node_cut_off_from_postgres_spools_and_replays_into_the_same_chains() 
     eprintln!("{spooled_events} events spooled by the cut node and replayed; {} acknowledged in all", outcome.acked.len());
     drop(redis_server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_holding_chain_heads_does_not_stall_the_others() {
+    let db = TestDb::create().await;
+    let redis = TestRedis::new(redis_url());
+    // One tenant: every batch of both nodes extends the same chains.
+    let env = [("TIERLOG__POSTGRES__WRITE_TIMEOUT_MS", "2000"), ("TIERLOG__SPOOL__RETRY_INTERVAL_MS", "100")];
+    let (nodes, dirs) = tokio::task::block_in_place(|| start_nodes(2, &db, &redis, &env));
+    let client = reqwest::Client::new();
+    static ONE: [&str; 1] = ["acme"];
+    let frozen_load = Load::start_across(&[nodes[0].address.clone()], 3, 20, KEY, &ONE);
+    let live_load = Load::start_across(&[nodes[1].address.clone()], 3, 20, KEY, &ONE);
+    live_load.progress(200, Duration::from_secs(30)).await;
+    let pid = i32::try_from(nodes[0].child.id()).expect("pid");
+    for round in 0..4 {
+        frozen_load.progress(40, Duration::from_secs(30)).await;
+        // Frozen (as by a VM pause) while it most likely holds chain heads mid-write.
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        let frozen_at = Instant::now();
+        let before = metric(&client, &nodes[1].address, "tierlog_rows_persisted_total").await;
+        // The live node persists again within the write timeout (Postgres ends the
+        // frozen node's transaction after half of it), and its spool, if it had to
+        // use it meanwhile, drains while the other is still frozen.
+        loop {
+            let persisted = metric(&client, &nodes[1].address, "tierlog_rows_persisted_total").await;
+            let pending = readiness(&client, &nodes[1].address).await["spool"]["pending_events"].as_u64().unwrap_or(0);
+            if persisted > before + 40 && pending == 0 {
+                break;
+            }
+            assert!(frozen_at.elapsed() < Duration::from_secs(6), "round {round}: the live node is stalled by the frozen one");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    }
+    let mut acked = frozen_load.finish().await.acked;
+    acked.extend(live_load.finish().await.acked);
+    for node in &nodes {
+        let ready = Instant::now();
+        while readiness(&client, &node.address).await["spool"]["pending_events"] != 0 {
+            assert!(ready.elapsed() < Duration::from_secs(30), "{} drains its spool", node.address);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let pool = PgPool::connect(&db.url).await.expect("pool");
+    let dirs: Vec<&Path> = dirs.iter().map(TempDir::path).collect();
+    crate::load::assert_exactly_once(&pool, &dirs, &acked).await;
+    verify_ok(&client, &nodes[1].address).await;
+}
