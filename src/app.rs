@@ -11,8 +11,8 @@ use tokio::net::TcpListener;
 use crate::clock::Clock;
 use crate::config::{FsyncPolicy, Settings};
 use crate::event::mask::Masker;
-use crate::http::{self, auth::Authenticator, AppState, Integrity, Shared};
-use crate::integrity::checkpoint::{Keyring, PublicKey, Signer};
+use crate::http::{self, auth::Authenticator, AppState, Shared};
+use crate::integrity::checkpoint::{PublicKey, Signer};
 use crate::cluster::lease::Lease;
 use crate::integrity::identity::{NotSigning, SigningIdentity};
 use crate::retention::{Policies, PolicyHandle};
@@ -30,9 +30,7 @@ use crate::tiers::{DurableStore, HotTier};
 
 /// The time-driven parts: the signing key, retention policies and the clock.
 pub struct Governance {
-    pub signer: Arc<Signer>,
-    pub keyring: Keyring,
-    /// The signer as the deployment sees it: whether this node may sign.
+    /// The signing key, and whether the deployment lets this node sign with it.
     pub identity: Arc<SigningIdentity>,
     pub policies: PolicyHandle,
     pub clock: Clock,
@@ -60,13 +58,8 @@ impl Governance {
         // Validated with the rest of the settings.
         let configured: Vec<PublicKey> =
             settings.integrity.trusted_public_keys.iter().filter_map(|extra| PublicKey::parse(extra).ok()).collect();
-        let mut keys = vec![signer.public().clone()];
-        keys.extend(configured.iter().cloned());
-        let signer = Arc::new(signer);
         Ok(Governance {
-            identity: Arc::new(SigningIdentity::new(signer.clone(), configured)),
-            signer,
-            keyring: Keyring::new(keys),
+            identity: Arc::new(SigningIdentity::new(Arc::new(signer), configured)),
             policies: PolicyHandle::new(Policies::from_settings(settings)),
             clock: Clock::default(),
         })
@@ -195,7 +188,7 @@ impl Application {
         governance: Governance,
     ) -> Application {
         let Tiers { store, database, hot, files, spool } = tiers;
-        let Governance { signer, keyring, identity, policies, clock } = governance;
+        let Governance { identity, policies, clock } = governance;
         let writer = Arc::new(TierWriter {
             routing: Routing::with_policies(&settings, policies.clone()),
             store: store.clone(),
@@ -225,7 +218,7 @@ impl Application {
             hot,
             files,
             spool,
-            integrity: Integrity { signer, keyring, identity },
+            integrity: identity,
             policies,
             clock,
             masker,
@@ -344,7 +337,7 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
         }));
     }
     if settings.integrity.checkpoint_interval_seconds > 0 {
-        let (pg, identity, clock, lease) = (pg.clone(), state.integrity.identity.clone(), state.clock.clone(), lease.clone());
+        let (pg, identity, clock, lease) = (pg.clone(), state.integrity.clone(), state.clock.clone(), lease.clone());
         let seconds = settings.integrity.checkpoint_interval_seconds;
         let counters = state.counters.clone();
         tasks.push(tokio::spawn(async move {

@@ -182,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
             for checkpoint in &made {
                 println!("{}", serde_json::to_string(checkpoint)?);
             }
-            println!("{} checkpoint(s) signed with key {}", made.len(), governance.signer.public().id());
+            println!("{} checkpoint(s) signed with key {}", made.len(), governance.identity.signer().public().id());
             Ok(())
         }
         Command::Retention => retention(&settings).await,
@@ -334,14 +334,14 @@ async fn signing_key(settings: &Settings, command: SigningKeyCommand) -> anyhow:
             }
             if !settings.integrity.signing_key.is_empty() || settings.integrity.signing_key_file.exists() {
                 let governance = Governance::from_settings(settings)?;
-                println!("this configuration's key: {}", governance.signer.public().id());
+                println!("this configuration's key: {}", governance.identity.signer().public().id());
             }
             Ok(())
         }
         SigningKeyCommand::Promote { public_key } => {
             let key = match public_key {
                 Some(given) => parse_public_key(&given)?,
-                None => Governance::from_settings(settings)?.signer.public().clone(),
+                None => Governance::from_settings(settings)?.identity.signer().public().clone(),
             };
             let retired = signing_keys::promote(pg.pool(), &key).await?;
             println!("current signing key: {}", key.id());
@@ -423,6 +423,8 @@ async fn export_chain(settings: &Settings, tenant: &str, table: Option<&str>, ou
     };
     let pg = connect(settings).await?;
     let governance = Governance::from_settings(settings)?;
+    // The manifests are signed: only with the deployment's key.
+    let signer = governance.identity.signer_for(&pg).await.context("integrity.signing_key / integrity.signing_key_file")?;
     let run = uuid::Uuid::now_v7();
     let mut rows_written = 0usize;
     for (chain_tenant, chain_table, _) in pg.chains(Some(tenant), table).await? {
@@ -433,11 +435,11 @@ async fn export_chain(settings: &Settings, tenant: &str, table: Option<&str>, ou
             let Some(last) = rows.last() else { break };
             after = last.seq;
             part += 1;
-            tierlog::retention::archive::write(out, &governance.signer, chain_table, &rows, run, part, Utc::now())?;
+            tierlog::retention::archive::write(out, signer, chain_table, &rows, run, part, Utc::now())?;
             rows_written += rows.len();
         }
     }
-    println!("{rows_written} rows written under {}; public key {}", out.display(), governance.signer.public().to_base64());
+    println!("{rows_written} rows written under {}; public key {}", out.display(), signer.public().to_base64());
     Ok(())
 }
 

@@ -9,7 +9,6 @@
 //! Postgres stops renewing; another takes over within `lease_seconds` plus one
 //! renewal interval.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,8 +39,6 @@ pub struct Lease {
     /// Until when this node counts the lease as its own.
     held_until: Mutex<Option<Instant>>,
     holder: Mutex<Option<String>>,
-    /// Times this node took the lease over.
-    acquired: AtomicU64,
 }
 
 impl Lease {
@@ -59,7 +56,6 @@ impl Lease {
             pool,
             held_until: Mutex::new(None),
             holder: Mutex::new(None),
-            acquired: AtomicU64::new(0),
         })
     }
 
@@ -69,11 +65,6 @@ impl Lease {
             return true;
         }
         self.held_until.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|until| Instant::now() < until)
-    }
-
-    /// Times this node has taken the lease.
-    pub fn acquisitions(&self) -> u64 {
-        self.acquired.load(Ordering::Relaxed)
     }
 
     pub fn status(&self) -> LeaseStatus {
@@ -123,7 +114,6 @@ impl Lease {
         if holds {
             *self.held_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(started + self.length);
             if !was_held {
-                self.acquired.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(lease = self.name, node = %self.node, "this node now does the background work");
             }
         } else if was_held && !self.is_held() {

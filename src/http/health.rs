@@ -106,7 +106,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         files,
         spool,
         redis_misses: Counters::get(&state.counters.redis_misses),
-        signing: state.integrity.identity.status(),
+        signing: state.integrity.status(),
         background: state.lease.status(),
     };
     (code, Json(readiness))

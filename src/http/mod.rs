@@ -28,7 +28,6 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::event::mask::Masker;
-use crate::integrity::checkpoint::{Keyring, Signer};
 use crate::retention::PolicyHandle;
 use crate::ingest::Pipeline;
 use crate::query::IpFilter;
@@ -73,7 +72,8 @@ pub struct Shared {
     pub files: Option<Arc<RollingFiles>>,
     /// Where events for Postgres wait while it is unreachable.
     pub spool: Option<Arc<Spool>>,
-    pub integrity: Integrity,
+    /// The checkpoint signing key, and the keys whose signatures are accepted.
+    pub integrity: Arc<crate::integrity::identity::SigningIdentity>,
     /// Retention policies in force.
     pub policies: PolicyHandle,
     /// Time for retention and checkpoints (tests move it forward).
@@ -84,14 +84,6 @@ pub struct Shared {
     pub lease: Arc<crate::cluster::lease::Lease>,
 }
 
-/// The checkpoint signing key and the keys whose signatures are accepted.
-#[derive(Clone)]
-pub struct Integrity {
-    pub signer: Arc<Signer>,
-    /// The configured keys; [`SigningIdentity::keyring`] adds the deployment's.
-    pub keyring: Keyring,
-    pub identity: Arc<crate::integrity::identity::SigningIdentity>,
-}
 
 impl AppState {
     /// The database reader, or 404 when no database is configured.

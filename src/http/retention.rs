@@ -167,11 +167,11 @@ pub(super) async fn run_retention(
 /// through the pipeline. Shared by the endpoint and the background loop.
 pub async fn run_job(state: &AppState) -> Result<RunReport, ApiError> {
     let pg = state.reader()?;
-    let signer = state.integrity.identity.signer_for(pg).await.map_err(ApiError::not_signing)?;
+    let signer = state.integrity.signer_for(pg).await.map_err(ApiError::not_signing)?;
     let job = RetentionJob::new(
         pg.retention_db(),
         signer.clone(),
-        state.integrity.identity.keyring(pg).await,
+        state.integrity.keyring(pg).await,
         state.policies.clone(),
         &state.settings.retention,
     );

@@ -50,7 +50,7 @@ pub(super) async fn verify(
         })
         .transpose()?;
     let pg = state.reader()?;
-    let keyring = state.integrity.identity.keyring(pg).await;
+    let keyring = state.integrity.keyring(pg).await;
     let mut reports = Vec::new();
     for (chain_tenant, chain_table, _) in pg.chains(tenant.as_deref(), table).await.map_err(ApiError::read_failed)? {
         reports.push(
@@ -95,7 +95,7 @@ pub struct PublicKeyResponse {
 #[utoipa::path(get, path = "/audit/checkpoints/public-key", tag = "integrity", security(()),
     responses((status = 200, description = "the checkpoint signing key's public half", body = PublicKeyResponse)))]
 pub(super) async fn public_key(State(state): State<AppState>) -> Json<PublicKeyResponse> {
-    let public = state.integrity.signer.public();
+    let public = state.integrity.signer().public();
     Json(PublicKeyResponse { algorithm: "ed25519", public_key: public.to_base64(), key_id: public.id().to_owned() })
 }
 
@@ -138,7 +138,7 @@ pub(super) async fn list_checkpoints(
         Access { action: "checkpoints.exported", tenant: tenant.as_deref(), endpoint: "GET /audit/checkpoints", caller: &caller, details },
     )
     .await?;
-    let public = state.integrity.signer.public();
+    let public = state.integrity.signer().public();
     Ok(Json(CheckpointExport { public_key: public.to_base64(), key_id: public.id().to_owned(), checkpoints: found }))
 }
 
@@ -153,7 +153,7 @@ pub(super) async fn create_checkpoints(
 ) -> Result<Json<CheckpointExport>, ApiError> {
     let (_, tenant) = scoped_request(&principal, Permission::LogsVerify, query.as_deref(), &[])?;
     let pg = state.reader()?;
-    let signer = state.integrity.identity.signer_for(pg).await.map_err(ApiError::not_signing)?;
+    let signer = state.integrity.signer_for(pg).await.map_err(ApiError::not_signing)?;
     let made = pg.checkpoint_heads(signer, tenant.as_deref(), "on_demand", state.clock.now())
         .await
         .map_err(ApiError::read_failed)?;
@@ -165,7 +165,7 @@ pub(super) async fn create_checkpoints(
         Access { action: "checkpoints.created", tenant: tenant.as_deref(), endpoint: "POST /audit/checkpoints", caller: &caller, details },
     )
     .await?;
-    let public = state.integrity.signer.public();
+    let public = state.integrity.signer().public();
     Ok(Json(CheckpointExport { public_key: public.to_base64(), key_id: public.id().to_owned(), checkpoints: made }))
 }
 

@@ -63,8 +63,8 @@ impl SigningIdentity {
         SigningIdentity { signer, configured, status: Mutex::new(status) }
     }
 
-    /// This node's signer, whether or not it may sign (archive manifests name the
-    /// public key they were signed with; checkpoints are made through [`Self::signer_for`]).
+    /// This node's signer, whether or not it may sign: for its public key. Whatever
+    /// is signed goes through [`Self::signer_for`].
     pub fn signer(&self) -> &Arc<Signer> {
         &self.signer
     }

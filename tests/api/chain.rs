@@ -87,10 +87,24 @@ async fn a_changed_column_no_longer_matches_its_hash() {
 
 /// Two stores stand for two tierlog processes on one database: each remembers the
 /// heads it committed, and each must notice when the other has moved them.
+/// What a writer hands the store for `events`: security events to their table, the
+/// rest to `audit_logs`.
+fn requests(events: &[tierlog::event::AuditEvent]) -> Vec<tierlog::tiers::PersistRequest<'_>> {
+    events
+        .iter()
+        .map(|event| tierlog::tiers::PersistRequest {
+            table: if event.category.as_str() == "security" { Table::SecurityEvents } else { Table::AuditLogs },
+            expires_at: chrono::Utc::now() + chrono::Duration::days(30),
+            pii_paths: Vec::new(),
+            event,
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn two_processes_extending_one_chain_in_turn_and_at_once_keep_it_whole() {
     use tierlog::event::{AuditEvent, EventParser, Limits};
-    use tierlog::tiers::{DurableStore, PersistRequest};
+    use tierlog::tiers::DurableStore;
 
     let app = TestApp::spawn().await;
     let stores = [PgStore::from_pool(app.pool.clone()), PgStore::from_pool(app.pool.clone())];
@@ -98,17 +112,6 @@ async fn two_processes_extending_one_chain_in_turn_and_at_once_keep_it_whole() {
     let make = |n: usize, category: &str| -> Vec<AuditEvent> {
         (0..n).map(|i| parser.parse(i, event(category, "acme")).expect("valid")).collect()
     };
-    fn requests(events: &[AuditEvent]) -> Vec<PersistRequest<'_>> {
-        events
-            .iter()
-            .map(|event| PersistRequest {
-                table: if event.category.as_str() == "security" { Table::SecurityEvents } else { Table::AuditLogs },
-                expires_at: chrono::Utc::now() + chrono::Duration::days(30),
-                pii_paths: Vec::new(),
-                event,
-            })
-            .collect()
-    }
 
     // In turn: after the first rounds each store holds a head the other has moved.
     let mut audit = 0;
@@ -162,7 +165,7 @@ async fn two_processes_extending_one_chain_in_turn_and_at_once_keep_it_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_writers_on_the_same_tenants_take_turns_per_chain_and_keep_every_chain_whole() {
     use tierlog::event::{AuditEvent, EventParser, Limits};
-    use tierlog::tiers::{DurableStore, PersistRequest};
+    use tierlog::tiers::DurableStore;
 
     let app = TestApp::spawn().await;
     let stores: Vec<PgStore> = (0..3).map(|_| PgStore::from_pool(app.pool.clone())).collect();
@@ -178,17 +181,6 @@ async fn three_writers_on_the_same_tenants_take_turns_per_chain_and_keep_every_c
                 .collect()
         })
         .collect();
-    fn requests(events: &[AuditEvent]) -> Vec<PersistRequest<'_>> {
-        events
-            .iter()
-            .map(|event| PersistRequest {
-                table: if event.category.as_str() == "security" { Table::SecurityEvents } else { Table::AuditLogs },
-                expires_at: chrono::Utc::now() + chrono::Duration::days(30),
-                pii_paths: Vec::new(),
-                event,
-            })
-            .collect()
-    }
     let writers = stores.iter().enumerate().map(|(w, store)| {
         let mine: Vec<&Vec<AuditEvent>> = batches.iter().skip(w).step_by(stores.len()).collect();
         async move {
@@ -199,7 +191,7 @@ async fn three_writers_on_the_same_tenants_take_turns_per_chain_and_keep_every_c
             written
         }
     });
-    let written: usize = futures_util::future::join_all(writers).await.into_iter().sum();
+    let written: usize = join_all(writers).await.into_iter().sum();
     assert_eq!(written, 60 * 48);
     let mut rows_seen = 0;
     for tenant in &tenants {

@@ -136,13 +136,13 @@ impl RedisLink {
     }
 
     /// Whether a recent failure says not to try yet.
-    pub fn in_backoff(&self) -> bool {
+    fn in_backoff(&self) -> bool {
         let guard = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
         guard.is_some_and(|until| Instant::now() < until)
     }
 
     /// Records the outcome of a round trip: a failure starts a back-off interval.
-    pub fn mark(&self, succeeded: bool) {
+    fn mark(&self, succeeded: bool) {
         let mut guard = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
         *guard = if succeeded { None } else { Some(Instant::now() + self.retry_interval) };
     }

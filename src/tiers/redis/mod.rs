@@ -7,9 +7,10 @@
 //! - `<prefix>:v1:{t:<tenant>}:<category>:ids`: ZSET of the ids in that list, scored
 //!   in push order, so a retried event is not pushed twice.
 //!
-//! Each batch is one pipeline holding one script call per tenant: for each of its
-//! lists, push new ids, trim list and id set back to the cap when the push went past
-//! it, refresh the TTL of both keys, atomically.
+//! Each batch is one script call per tenant: for each of its lists, push new ids,
+//! trim list and id set back to the cap when the push went past it, refresh the TTL
+//! of both keys, atomically. To a single server the calls go as one pipeline; to a
+//! Redis Cluster each goes to its slot's master, all at once ([`RedisLink`]).
 
 mod link;
 
@@ -140,11 +141,6 @@ impl RedisHotTier {
         &self.prefix
     }
 
-    /// The link to Redis.
-    pub fn link(&self) -> &Arc<RedisLink> {
-        &self.link
-    }
-
     async fn push_batch(&self, entries: &[HotEntry<'_>]) -> Result<(), HotTierError> {
         if entries.is_empty() {
             return Ok(());
@@ -192,16 +188,18 @@ impl RedisHotTier {
         pipes
     }
 
-    /// Sends the batch's pipeline; when the connection turns out to be dead (Redis
-    /// restarted while this node was idle, so nothing noticed), sends it once more on
-    /// a fresh connection before the batch counts as a miss. A repeat adds nothing:
-    /// the script skips ids its list already holds.
+    /// Sends the batch's pipelines, all at once.
     async fn push_pipeline(&self, entries: &[HotEntry<'_>]) -> Result<(), HotTierError> {
         let pipes = self.push_commands(entries);
         let sent = futures_util::future::join_all(pipes.iter().map(|pipe| self.push_one(pipe))).await;
         sent.into_iter().collect()
     }
 
+    /// Sends one pipeline; when a single server's connection turns out to be dead
+    /// (Redis restarted while this node was idle, so nothing noticed), sends it once
+    /// more on a fresh connection before the batch counts as a miss (the cluster
+    /// client reconnects and retries by itself). A repeat adds nothing: the script
+    /// skips ids its list already holds.
     async fn push_one(&self, pipe: &::redis::Pipeline) -> Result<(), HotTierError> {
         match self.send_push(pipe).await {
             Err(HotTierError::Redis(e)) if !self.link.is_cluster() && (e.is_connection_dropped() || e.is_io_error()) => {
