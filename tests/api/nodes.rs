@@ -113,6 +113,14 @@ async fn checkpoints_from_any_node_verify_everywhere_and_a_foreign_or_rotated_ke
     let ready = readiness(&client, &nodes[0].address).await;
     assert_eq!(ready["signing"]["state"], "not_signing", "{ready}");
     assert_eq!(ready["signing"]["deployment_key_id"], new.public().id(), "{ready}");
+    // Nor does the command line sign with it (archive manifests of export-chain).
+    let out = tempfile::tempdir().expect("dir");
+    let out_dir = out.path().display().to_string();
+    let (ok, said) = tierlog_cli(
+        &["export-chain", "--tenant", "acme", "--out", &out_dir],
+        &[("DATABASE_URL", &db.url), ("TIERLOG__INTEGRITY__SIGNING_KEY", &old_seed)],
+    );
+    assert!(!ok && said.contains("integrity.signing_key"), "{said}");
     // Ingest goes on on the stale node.
     let batch = json!([event("auth", "acme")]);
     assert_eq!(send(&client, reqwest::Method::POST, format!("{}/audit/events", nodes[0].address), KEY, Some(batch)).await.0, 200);
