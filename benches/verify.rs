@@ -19,7 +19,7 @@ use tierlog::ingest::route::Routing;
 use tierlog::integrity::checkpoint::{Keyring, Signer};
 use tierlog::tiers::postgres::verify::verify_chain;
 use tierlog::tiers::postgres::PgStore;
-use tierlog::tiers::{DurableStore, EncodedBatch, Table};
+use tierlog::tiers::{Chain, DurableStore, EncodedBatch, Table};
 use uuid::Uuid;
 
 fn options() -> (i64, String) {
@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
 
     let keys = Keyring::new(vec![signer.public().clone()]);
     let t0 = Instant::now();
-    let report = verify_chain(store.pool(), &keys, "bench", Table::AuditLogs).await?;
+    let report = verify_chain(store.pool(), &keys, &Chain::new("bench", Table::AuditLogs, store.writer_shard().unwrap_or(0))).await?;
     let seconds = t0.elapsed().as_secs_f64();
     anyhow::ensure!(report.ok && report.rows_checked == rows as u64, "chain did not verify: {report:?}");
     println!("library verify_chain (GET /audit/verify): {seconds:.2} s, {:.0} rows/s", rows as f64 / seconds);

@@ -427,15 +427,15 @@ async fn export_chain(settings: &Settings, tenant: &str, table: Option<&str>, ou
     let signer = governance.identity.signer_for(&pg).await.context("integrity.signing_key / integrity.signing_key_file")?;
     let run = uuid::Uuid::now_v7();
     let mut rows_written = 0usize;
-    for (chain_tenant, chain_table, _) in pg.chains(Some(tenant), table).await? {
-        let mut after = 0i64;
-        let mut part = 0usize;
+    let mut part = 0usize;
+    for (chain, _) in pg.chains(Some(tenant), table).await? {
+        let mut after = chain.base();
         loop {
-            let rows = pg.read_chain_after(&chain_tenant, chain_table, after, 5000).await?;
+            let rows = pg.read_chain_after(&chain, after, 5000).await?;
             let Some(last) = rows.last() else { break };
             after = last.seq;
             part += 1;
-            tierlog::retention::archive::write(out, signer, chain_table, &rows, run, part, Utc::now())?;
+            tierlog::retention::archive::write(out, signer, chain.table, &rows, run, part, Utc::now())?;
             rows_written += rows.len();
         }
     }
@@ -450,16 +450,16 @@ async fn verify(pg: &Database, keys: &Keyring, tenant: Option<String>, table: Op
     };
     let mut broken = 0;
     let mut checked = 0u64;
-    for (chain_tenant, chain_table, _) in pg.chains(tenant.as_deref(), table).await? {
-        let report = pg.verify_chain(keys, &chain_tenant, chain_table).await?;
+    for (chain, _) in pg.chains(tenant.as_deref(), table).await? {
+        let report = pg.verify_chain(keys, &chain).await?;
         checked += report.rows_checked;
         if report.ok {
-            println!("ok      {chain_tenant} {chain_table}: {} rows, head {}", report.rows_checked, report.head_seq);
+            println!("ok      {chain}: {} rows, head {}", report.rows_checked, report.head_seq);
             continue;
         }
         broken += 1;
         println!(
-            "BROKEN  {chain_tenant} {chain_table}: {} break(s) in {} rows, head {}",
+            "BROKEN  {chain}: {} break(s) in {} rows, head {}",
             report.break_count, report.rows_checked, report.head_seq
         );
         for each in &report.breaks {

@@ -52,12 +52,8 @@ pub(super) async fn verify(
     let pg = state.reader()?;
     let keyring = state.integrity.keyring(pg).await;
     let mut reports = Vec::new();
-    for (chain_tenant, chain_table, _) in pg.chains(tenant.as_deref(), table).await.map_err(ApiError::read_failed)? {
-        reports.push(
-            pg.verify_chain(&keyring, &chain_tenant, chain_table)
-                .await
-                .map_err(ApiError::read_failed)?,
-        );
+    for (chain, _) in pg.chains(tenant.as_deref(), table).await.map_err(ApiError::read_failed)? {
+        reports.push(pg.verify_chain(&keyring, &chain).await.map_err(ApiError::read_failed)?);
     }
     let ok = reports.iter().all(|r| r.ok);
     let mut details = Map::new();

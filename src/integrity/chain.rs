@@ -1,7 +1,7 @@
-//! Per-(tenant, table) hash chains.
+//! Hash chains: one per (tenant, table, writer shard).
 //!
-//! Each persisted row gets `seq` (1, 2, 3, ... without gaps), `prev_hash` (the previous
-//! row's hash, 32 zero bytes for the first) and `row_hash`:
+//! Each persisted row gets `seq`, `prev_hash` (the previous row's hash, 32 zero bytes
+//! for the first) and `row_hash`:
 //!
 //! ```text
 //! pii_hash     = SHA-256("tierlog.pii.v2" || pii_salt || canonical JSON of the personal values)
@@ -11,6 +11,13 @@
 //!                        || expires_at (microseconds since 1970, 8 bytes, big-endian)
 //!                        || prev_hash || content_hash)
 //! ```
+//!
+//! **Shards.** Every writing process (a node) claims a writer shard and extends only
+//! the chains of its shard, so several nodes writing one tenant never wait on one
+//! another's chain heads. Shard `s` numbers its rows `s·2^48 + 1, s·2^48 + 2, ...`
+//! without gaps ([`shard_base`]): a row's `seq` names its chain, and the row hash,
+//! which covers `seq`, covers the shard. A deployment of one node writes shard 0,
+//! whose rows are numbered 1, 2, 3, ... as before shards existed.
 //!
 //! Personal values are the fields in [`PERSONAL_FIELDS`] plus the values inside
 //! `details` and `changes` that matched the configured personal paths at ingest; the
@@ -37,6 +44,23 @@ pub const CHAIN_VERSION: u64 = 2;
 
 /// The hash that precedes the first row of every chain.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
+
+/// Bits of `seq` that number rows within one writer shard (2^48 rows: 89 years of
+/// one tenant's table at 100,000 events a second); the bits above name the shard.
+pub const SHARD_BITS: u32 = 48;
+
+/// The most shards a deployment uses (each writing process claims one).
+pub const MAX_SHARDS: i32 = 1024;
+
+/// The head position of shard `shard`'s empty chain: its first row is `base + 1`.
+pub fn shard_base(shard: i32) -> i64 {
+    i64::from(shard) << SHARD_BITS
+}
+
+/// The shard a chain position (a row's `seq`, or an empty chain's base) belongs to.
+pub fn shard_of(seq: i64) -> i32 {
+    (seq >> SHARD_BITS) as i32
+}
 
 /// Fields that identify a person; they are hashed separately so erasure keeps chains
 /// valid.

@@ -1,4 +1,4 @@
-//! Chain verification: walks one (tenant, table) chain in sequence order over its
+//! Chain verification: walks one (tenant, table, shard) chain in sequence order over its
 //! rows and the tombstones retention left, and names the first link that does not
 //! hold. Pure: rows come from any store (Postgres, an archive).
 //!
@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::chain::{hashes, link_hash, GENESIS_HASH};
+use super::chain::{hashes, link_hash, shard_base, shard_of, GENESIS_HASH};
 use super::checkpoint::SignatureError;
 use crate::tiers::postgres::StoredRow;
 
@@ -183,10 +183,10 @@ impl Verifier {
     /// entry's own link.
     pub fn starting_at(first_seq: i64, mut anchors: Vec<Anchor>) -> (Verifier, Option<Break>) {
         anchors.sort_by_key(|a| a.seq);
-        let mut verifier = Verifier::default();
+        let mut verifier = Verifier { next_seq: first_seq, ..Verifier::default() };
         let mut unanchored = None;
-        if first_seq > 1 {
-            verifier.next_seq = first_seq;
+        // The chain's own first position: its shard's base + 1.
+        if first_seq > shard_base(shard_of(first_seq - 1)) + 1 {
             verifier.prev_hash = anchors.iter().find(|a| a.seq == first_seq - 1).map(|a| a.hash);
             if verifier.prev_hash.is_none() {
                 let broken = Break::UnanchoredStart { first_seq };

@@ -24,7 +24,7 @@ use crate::integrity::checkpoint::{Keyring, Signer};
 use crate::tiers::postgres::retention::{compact, delete_with_tombstones, enter_maintenance, lock_expired};
 use crate::tiers::sqlite::retention as sqlite;
 use crate::tiers::stored::StoredRow;
-use crate::tiers::Table;
+use crate::tiers::{Chain, Table};
 
 /// Why a run stopped; batches committed before it stay deleted (and archived).
 #[derive(Debug, thiserror::Error)]
@@ -92,24 +92,24 @@ impl RetentionJob {
         let run_id = Uuid::now_v7();
         let held = self.policies.snapshot().held_tenants();
         let mut report = RunReport { run_id, started_at: now, held_tenants: held.clone(), ..RunReport::default() };
-        let mut touched: BTreeSet<(String, Table)> = BTreeSet::new();
+        let mut touched: BTreeSet<Chain> = BTreeSet::new();
         let mut part = 0usize;
         for table in Table::ALL {
             loop {
                 let deleted_rows = self.expire_batch(table, now, &held, run_id, &mut part, &mut report).await?;
                 for row in &deleted_rows {
                     *report.deleted_by_tenant.entry(row.event.tenant_id.clone()).or_default() += 1;
-                    touched.insert((row.event.tenant_id.clone(), table));
+                    touched.insert(Chain::holding(&row.event.tenant_id, table, row.seq));
                 }
                 if (deleted_rows.len() as u32) < self.batch_size {
                     break;
                 }
             }
         }
-        for (tenant, table) in touched {
+        for chain in touched {
             let folded = match &self.db {
-                Db::Postgres(pool) => compact(pool, &self.signer, &self.keys, &tenant, table, now).await?,
-                Db::Sqlite(pool) => sqlite::compact(pool, &self.signer, &self.keys, &tenant, table, now).await?,
+                Db::Postgres(pool) => compact(pool, &self.signer, &self.keys, &chain, now).await?,
+                Db::Sqlite(pool) => sqlite::compact(pool, &self.signer, &self.keys, &chain, now).await?,
             };
             if folded.is_some() {
                 report.checkpoints += 1;

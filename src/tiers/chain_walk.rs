@@ -1,5 +1,5 @@
-//! Verifying a stored chain, whatever the database: a [`ChainSource`] reads the
-//! chain's head, checkpoints, rows (decoded and hashed) and tombstones from one
+//! Verifying a stored chain, whatever the database: a [`ChainSource`] reads one
+//! (tenant, table, shard) chain's head, checkpoints, rows (decoded and hashed) and tombstones from one
 //! consistent snapshot; [`verify`] walks them in sequence order with the
 //! [`Verifier`] and builds the report.
 
@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use serde::Serialize;
 
 use super::stored::StoredRow;
-use super::{BoxFuture, Table};
+use super::{BoxFuture, Chain, Table};
 use crate::integrity::checkpoint::{Checkpoint, Keyring, SignatureError};
 use crate::integrity::verify::{Anchor, Break, RowHashes, Tombstone, Verifier};
 
@@ -20,6 +20,8 @@ pub(crate) const TOMBSTONE_CHUNK: i64 = 5000;
 pub struct ChainReport {
     pub tenant_id: String,
     pub table: String,
+    /// The writer shard whose chain this is (0 on a single node).
+    pub shard: i32,
     /// Rows and tombstones checked.
     pub rows_checked: u64,
     /// The oldest sequence number still held (rows before it were deleted by
@@ -46,7 +48,7 @@ pub(crate) type HashedRows = (Vec<StoredRow>, Vec<RowHashes>);
 
 /// One chain as a database holds it, read from one snapshot.
 pub(crate) trait ChainSource: Send {
-    /// The recorded head's sequence number (0 for no chain).
+    /// The recorded head's sequence number (the chain's base for no chain).
     fn head(&mut self) -> BoxFuture<'_, Result<i64, sqlx::Error>>;
     /// The oldest sequence number held as a row or a tombstone.
     fn first_held(&mut self) -> BoxFuture<'_, Result<Option<i64>, sqlx::Error>>;
@@ -58,9 +60,12 @@ pub(crate) trait ChainSource: Send {
     fn rows_after(&mut self, after: i64) -> BoxFuture<'_, Result<HashedRows, sqlx::Error>>;
 }
 
-/// Chains read as (tenant, table name, head seq), those of known tables.
-pub(crate) fn known_chains(rows: Vec<(String, String, i64)>) -> Vec<(String, Table, i64)> {
-    rows.into_iter().filter_map(|(tenant, name, seq)| Table::parse(&name).map(|table| (tenant, table, seq))).collect()
+/// Chains read as (tenant, table name, head seq), those of known tables, each with
+/// its head.
+pub(crate) fn known_chains(rows: Vec<(String, String, i64)>) -> Vec<(Chain, i64)> {
+    rows.into_iter()
+        .filter_map(|(tenant, name, seq)| Table::parse(&name).map(|table| (Chain::holding(&tenant, table, seq), seq)))
+        .collect()
 }
 
 /// The checkpoints whose signatures hold, as anchors, and a break for each that
@@ -117,12 +122,7 @@ pub(crate) fn decode_and_hash<R: Sync>(
 
 /// Verifies one chain from `source` against its head and signed checkpoints,
 /// reporting every break, not just the first.
-pub(crate) async fn verify(
-    source: &mut impl ChainSource,
-    keys: &Keyring,
-    tenant: &str,
-    table: Table,
-) -> Result<ChainReport, sqlx::Error> {
+pub(crate) async fn verify(source: &mut impl ChainSource, keys: &Keyring, chain: &Chain) -> Result<ChainReport, sqlx::Error> {
     let head_seq = source.head().await?;
     let (anchors, bad_checkpoints) = anchors(&source.checkpoints().await?, keys);
     let checkpoint_count = anchors.len() + bad_checkpoints.len();
@@ -136,8 +136,9 @@ pub(crate) async fn verify(
     let rows_checked = verifier.checked();
     let (breaks, break_count) = verifier.breaks().clone().into_parts();
     Ok(ChainReport {
-        tenant_id: tenant.to_owned(),
-        table: table.as_str().to_owned(),
+        tenant_id: chain.tenant.clone(),
+        table: chain.table.as_str().to_owned(),
+        shard: chain.shard,
         rows_checked,
         first_seq,
         head_seq,

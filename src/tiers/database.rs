@@ -12,7 +12,7 @@ use super::postgres::stats::{Count, FailureGroup, FailureQuery};
 use super::postgres::{self, PgStore};
 use super::sqlite::{self, SqliteStore};
 use super::stored::StoredRow;
-use super::{DurableStore, Table};
+use super::{Chain, DurableStore, Table};
 use crate::event::Category;
 use crate::integrity::checkpoint::{Checkpoint, Keyring, Signer};
 use crate::keys::KeyStore;
@@ -87,17 +87,18 @@ impl Database {
         }
     }
 
-    pub async fn chains(&self, tenant: Option<&str>, table: Option<Table>) -> Result<Vec<(String, Table, i64)>, sqlx::Error> {
+    /// The chains that hold rows (every writer shard's), each with its head.
+    pub async fn chains(&self, tenant: Option<&str>, table: Option<Table>) -> Result<Vec<(Chain, i64)>, sqlx::Error> {
         match self {
             Database::Postgres(store) => postgres::verify::chains(store.pool(), tenant, table).await,
             Database::Sqlite(store) => sqlite::verify::chains(store.pool(), tenant, table).await,
         }
     }
 
-    pub async fn verify_chain(&self, keys: &Keyring, tenant: &str, table: Table) -> Result<ChainReport, sqlx::Error> {
+    pub async fn verify_chain(&self, keys: &Keyring, chain: &Chain) -> Result<ChainReport, sqlx::Error> {
         match self {
-            Database::Postgres(store) => postgres::verify::verify_chain(store.pool(), keys, tenant, table).await,
-            Database::Sqlite(store) => sqlite::verify::verify_chain(store.pool(), keys, tenant, table).await,
+            Database::Postgres(store) => postgres::verify::verify_chain(store.pool(), keys, chain).await,
+            Database::Sqlite(store) => sqlite::verify::verify_chain(store.pool(), keys, chain).await,
         }
     }
 
@@ -152,10 +153,10 @@ impl Database {
     }
 
     /// Up to `limit` rows of one chain after sequence `after`, in order.
-    pub async fn read_chain_after(&self, tenant: &str, table: Table, after: i64, limit: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
+    pub async fn read_chain_after(&self, chain: &Chain, after: i64, limit: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
         match self {
-            Database::Postgres(store) => store.read_chain_after(tenant, table, after, limit).await,
-            Database::Sqlite(store) => store.read_chain_after(tenant, table, after, limit).await,
+            Database::Postgres(store) => store.read_chain_after(chain, after, limit).await,
+            Database::Sqlite(store) => store.read_chain_after(chain, after, limit).await,
         }
     }
 

@@ -65,6 +65,42 @@ impl fmt::Display for Table {
     }
 }
 
+/// One hash chain: a tenant's rows of one table written under one writer shard (see
+/// [`crate::integrity::chain`]). Its rows are numbered within `(base, end)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Chain {
+    pub tenant: String,
+    pub table: Table,
+    pub shard: i32,
+}
+
+impl Chain {
+    pub fn new(tenant: &str, table: Table, shard: i32) -> Chain {
+        Chain { tenant: tenant.to_owned(), table, shard }
+    }
+
+    /// The chain of the shard that numbered `seq`.
+    pub fn holding(tenant: &str, table: Table, seq: i64) -> Chain {
+        Chain::new(tenant, table, crate::integrity::chain::shard_of(seq))
+    }
+
+    /// The head position of the empty chain; its first row is `base() + 1`.
+    pub fn base(&self) -> i64 {
+        crate::integrity::chain::shard_base(self.shard)
+    }
+
+    /// The first position past the chain (the next shard's base).
+    pub fn end(&self) -> i64 {
+        crate::integrity::chain::shard_base(self.shard + 1)
+    }
+}
+
+impl fmt::Display for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} shard {}", self.tenant, self.table, self.shard)
+    }
+}
+
 /// An event bound for a durable table, with the expiry fixed at ingest.
 #[derive(Debug, Clone)]
 pub struct PersistRequest<'a> {

@@ -1,21 +1,26 @@
-//! Every persisted row extends its (tenant, table) hash chain without gaps, even when
-//! batches are written concurrently.
+//! Every persisted row extends its (tenant, table, writer shard) hash chain without
+//! gaps, even when batches are written concurrently, by one process or several.
 
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use tierlog::integrity::verify::Verifier;
 use tierlog::tiers::postgres::PgStore;
-use tierlog::tiers::Table;
+use tierlog::tiers::{Chain, Table};
 
 use crate::helpers::{event, TestApp};
 
-/// Walks a chain with the verifier tierlog ships.
-fn recompute(rows: &[tierlog::tiers::postgres::StoredRow]) -> Result<(), String> {
-    let mut verifier = Verifier::new();
+/// Walks a whole chain with the verifier tierlog ships.
+fn recompute(chain: &Chain, rows: &[tierlog::tiers::postgres::StoredRow]) -> Result<(), String> {
+    let (mut verifier, _) = Verifier::starting_at(chain.base() + 1, Vec::new());
     for row in rows {
         verifier.check(row).map_err(|broken| format!("{broken:?}"))?;
     }
-    verifier.finish(rows.len() as i64).map_err(|broken| format!("{broken:?}"))
+    verifier.finish(chain.base() + rows.len() as i64).map_err(|broken| format!("{broken:?}"))
+}
+
+/// Shard 0's chain of `tenant` in `table` (the one a single process writes).
+fn first(tenant: &str, table: Table) -> Chain {
+    Chain::new(tenant, table, 0)
 }
 
 #[tokio::test]
@@ -49,9 +54,9 @@ async fn concurrent_batches_keep_every_chain_gap_free_and_recomputable() {
     let store = PgStore::from_pool(app.pool.clone());
     for tenant in tenants {
         for (table, expected) in [(Table::AuditLogs, 24), (Table::SecurityEvents, 12), (Table::FinancialAuditLogs, 12)] {
-            let rows = store.read_chain(tenant, table).await.expect("chain");
+            let rows = store.read_chain(&first(tenant, table)).await.expect("chain");
             assert_eq!(rows.len(), expected, "{tenant} {table}");
-            recompute(&rows).unwrap_or_else(|e| panic!("{tenant} {table}: {e}"));
+            recompute(&first(tenant, table), &rows).unwrap_or_else(|e| panic!("{tenant} {table}: {e}"));
         }
     }
     let heads: Vec<(String, String, i64)> =
@@ -70,7 +75,8 @@ async fn a_changed_column_no_longer_matches_its_hash() {
     let batch = json!([event("auth", "acme"), event("auth", "acme"), event("auth", "acme")]);
     assert_eq!(app.post_events(&batch).await.status(), 200);
     let store = PgStore::from_pool(app.pool.clone());
-    recompute(&store.read_chain("acme", Table::AuditLogs).await.expect("chain")).expect("untouched chain verifies");
+    let acme = first("acme", Table::AuditLogs);
+    recompute(&acme, &store.read_chain(&acme).await.expect("chain")).expect("untouched chain verifies");
 
     // Rows are append-only: the database itself refuses an update...
     let refused = sqlx::query("UPDATE audit_logs SET message = 'edited' WHERE seq = 2").execute(&app.pool).await;
@@ -80,13 +86,11 @@ async fn a_changed_column_no_longer_matches_its_hash() {
     sqlx::query("SET LOCAL tierlog.maintenance = 'on'").execute(&mut *tx).await.expect("set");
     sqlx::query("UPDATE audit_logs SET message = 'edited' WHERE seq = 2").execute(&mut *tx).await.expect("update");
     tx.commit().await.expect("commit");
-    let error = recompute(&store.read_chain("acme", Table::AuditLogs).await.expect("chain")).expect_err("tamper found");
+    let error = recompute(&acme, &store.read_chain(&acme).await.expect("chain")).expect_err("tamper found");
     assert_eq!(error, "ContentChanged { seq: 2 }");
     app.stop().await;
 }
 
-/// Two stores stand for two tierlog processes on one database: each remembers the
-/// heads it committed, and each must notice when the other has moved them.
 /// What a writer hands the store for `events`: security events to their table, the
 /// rest to `audit_logs`.
 fn requests(events: &[tierlog::event::AuditEvent]) -> Vec<tierlog::tiers::PersistRequest<'_>> {
@@ -101,13 +105,16 @@ fn requests(events: &[tierlog::event::AuditEvent]) -> Vec<tierlog::tiers::Persis
         .collect()
 }
 
+/// Two stores stand for two tierlog processes on one database writing one shard (a
+/// claim lost and taken by another node): each remembers the heads it committed, and
+/// each must notice when the other has moved them.
 #[tokio::test]
 async fn two_processes_extending_one_chain_in_turn_and_at_once_keep_it_whole() {
     use tierlog::event::{AuditEvent, EventParser, Limits};
     use tierlog::tiers::DurableStore;
 
     let app = TestApp::spawn().await;
-    let stores = [PgStore::from_pool(app.pool.clone()), PgStore::from_pool(app.pool.clone())];
+    let stores = [PgStore::from_pool(app.pool.clone()).with_shard(0), PgStore::from_pool(app.pool.clone()).with_shard(0)];
     let parser = EventParser::new(Limits::default(), None, chrono::Utc::now());
     let make = |n: usize, category: &str| -> Vec<AuditEvent> {
         (0..n).map(|i| parser.parse(i, event(category, "acme")).expect("valid")).collect()
@@ -146,9 +153,9 @@ async fn two_processes_extending_one_chain_in_turn_and_at_once_keep_it_whole() {
     audit += 3;
 
     for (table, expected) in [(Table::AuditLogs, audit), (Table::SecurityEvents, security)] {
-        let rows = stores[0].read_chain("acme", table).await.expect("chain");
+        let rows = stores[0].read_chain(&first("acme", table)).await.expect("chain");
         assert_eq!(rows.len(), expected, "{table}");
-        recompute(&rows).unwrap_or_else(|e| panic!("{table}: {e}"));
+        recompute(&first("acme", table), &rows).unwrap_or_else(|e| panic!("{table}: {e}"));
         let head: i64 = sqlx::query_scalar("SELECT seq FROM chain_heads WHERE tenant_id = 'acme' AND table_name = $1")
             .bind(table.as_str())
             .fetch_one(&app.pool)
@@ -160,10 +167,10 @@ async fn two_processes_extending_one_chain_in_turn_and_at_once_keep_it_whole() {
 }
 
 /// Three stores stand for three nodes writing the same 12 tenants at once, each
-/// batch spanning several of them: every event is stored once, every chain is whole,
-/// and nothing deadlocks.
+/// batch spanning several of them: each claims its own writer shard, so none ever
+/// finds a head moved by another; every event is stored once, every chain is whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_writers_on_the_same_tenants_take_turns_per_chain_and_keep_every_chain_whole() {
+async fn three_writers_on_the_same_tenants_extend_a_chain_each_and_keep_every_chain_whole() {
     use tierlog::event::{AuditEvent, EventParser, Limits};
     use tierlog::tiers::DurableStore;
 
@@ -193,12 +200,21 @@ async fn three_writers_on_the_same_tenants_take_turns_per_chain_and_keep_every_c
     });
     let written: usize = join_all(writers).await.into_iter().sum();
     assert_eq!(written, 60 * 48);
+    let mut shards: Vec<i32> = stores.iter().map(|s| s.writer_shard().expect("claimed")).collect();
+    shards.sort();
+    assert_eq!(shards, [0, 1, 2], "each store claims the lowest free shard");
+    assert_eq!(stores.iter().map(PgStore::moved_heads).sum::<u64>(), 0, "no store waited on another's heads");
     let mut rows_seen = 0;
     for tenant in &tenants {
         for table in [Table::AuditLogs, Table::SecurityEvents] {
-            let rows = stores[0].read_chain(tenant, table).await.expect("chain");
-            recompute(&rows).unwrap_or_else(|e| panic!("{tenant} {table}: {e}"));
-            rows_seen += rows.len();
+            let chains = tierlog::tiers::postgres::verify::chains(&app.pool, Some(tenant), Some(table)).await.expect("chains");
+            assert_eq!(chains.len(), 3, "{tenant} {table}: one chain per writer");
+            for (chain, head) in chains {
+                let rows = stores[0].read_chain(&chain).await.expect("chain");
+                assert_eq!(head, chain.base() + rows.len() as i64, "{chain}");
+                recompute(&chain, &rows).unwrap_or_else(|e| panic!("{chain}: {e}"));
+                rows_seen += rows.len();
+            }
         }
     }
     assert_eq!(rows_seen, 60 * 48, "every event once");

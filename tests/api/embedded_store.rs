@@ -8,7 +8,7 @@ use tierlog::ingest::route::Routing;
 use tierlog::integrity::checkpoint::{Keyring, Signer};
 use tierlog::tiers::sqlite::verify::verify_chain;
 use tierlog::tiers::sqlite::SqliteStore;
-use tierlog::tiers::{DurableStore, EncodedBatch, Table};
+use tierlog::tiers::{Chain, DurableStore, EncodedBatch, Table};
 use uuid::Uuid;
 
 fn batch(items: Vec<Value>) -> EncodedBatch {
@@ -39,7 +39,7 @@ async fn the_embedded_store_chains_verifies_and_refuses_changes() {
     let keys = Keyring::new(vec![Signer::generate().public().clone()]);
     let verdict = |store: SqliteStore, tenant: &'static str| {
         let keys = keys.clone();
-        async move { verify_chain(store.pool(), &keys, tenant, Table::AuditLogs).await.expect("verify") }
+        async move { verify_chain(store.pool(), &keys, &Chain::new(tenant, Table::AuditLogs, 0)).await.expect("verify") }
     };
 
     let store = SqliteStore::open(&path).await.expect("open");
@@ -54,7 +54,7 @@ async fn the_embedded_store_chains_verifies_and_refuses_changes() {
     let store = SqliteStore::open(&path).await.expect("reopen");
     let second = batch(vec![item("acme", "after reopening")]);
     assert_eq!(store.persist(&routing.persist_requests(&second)).await.expect("persist"), 1);
-    let rows = store.read_chain_after("acme", Table::AuditLogs, 0, 100).await.expect("read");
+    let rows = store.read_chain_after(&Chain::new("acme", Table::AuditLogs, 0), 0, 100).await.expect("read");
     assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
     assert_eq!(rows[5].event.message.as_deref(), Some("after reopening"));
     assert_eq!(rows[0].pii_paths, vec![vec!["details".to_owned(), "phone".to_owned()]]);
@@ -256,7 +256,7 @@ async fn embedded_checkpoints_catch_a_rewound_head_and_forgeries() {
     assert_eq!(made.len(), 2);
     assert!(checkpoints::checkpoint_heads(store.pool(), &signer, None, "on_demand", chrono::Utc::now()).await.expect("sign").is_empty());
     assert_eq!(checkpoints::list(store.pool(), Some("rewound"), None, 10).await.expect("list"), vec![made[1].clone()]);
-    let report = verify_chain(store.pool(), &keys, "rewound", Table::AuditLogs).await.expect("verify");
+    let report = verify_chain(store.pool(), &keys, &Chain::new("rewound", Table::AuditLogs, 0)).await.expect("verify");
     assert!(report.ok && report.checkpoints == 1, "{report:?}");
 
     tamper(&store, "DELETE FROM audit_logs WHERE tenant_id = 'rewound' AND seq = 5").await;
@@ -266,7 +266,7 @@ async fn embedded_checkpoints_catch_a_rewound_head_and_forgeries() {
          WHERE tenant_id = 'rewound'",
     )
     .await;
-    let report = verify_chain(store.pool(), &keys, "rewound", Table::AuditLogs).await.expect("verify");
+    let report = verify_chain(store.pool(), &keys, &Chain::new("rewound", Table::AuditLogs, 0)).await.expect("verify");
     assert_eq!(serde_json::to_value(report.first_break).expect("json"), json!({"kind": "missing_tail", "last_seq": 4, "head_seq": 5}));
 
     let forged = Signer::generate().checkpoint(
@@ -275,7 +275,7 @@ async fn embedded_checkpoints_catch_a_rewound_head_and_forgeries() {
         chrono::Utc::now(),
     );
     checkpoints::insert(store.pool(), &forged).await.expect("insert");
-    let report = verify_chain(store.pool(), &keys, "forged", Table::AuditLogs).await.expect("verify");
+    let report = verify_chain(store.pool(), &keys, &Chain::new("forged", Table::AuditLogs, 0)).await.expect("verify");
     assert_eq!(
         serde_json::to_value(report.first_break).expect("json"),
         json!({"kind": "bad_checkpoint", "seq": 3, "reason": "unknown_key"})
@@ -304,7 +304,7 @@ async fn embedded_erasure_removes_the_subject_and_keeps_chains_valid() {
 
     let changed = erase_subject(store.pool(), Some("acme"), "u-42", "erased-abc").await.expect("erase");
     assert_eq!(changed.get("audit_logs"), Some(&2));
-    let rows = store.read_chain_after("acme", Table::AuditLogs, 0, 10).await.expect("read");
+    let rows = store.read_chain_after(&Chain::new("acme", Table::AuditLogs, 0), 0, 10).await.expect("read");
     let own = &rows[0].event;
     assert_eq!(own.user_id.as_deref(), Some("erased-abc"));
     assert!(own.username.is_none() && own.email.is_none() && own.ip_address.is_none() && own.user_agent.is_none());
@@ -319,10 +319,10 @@ async fn embedded_erasure_removes_the_subject_and_keeps_chains_valid() {
         .expect("ip_key");
     assert!(ip_key.is_none(), "the address key goes with the address");
     for tenant in ["acme", "beta"] {
-        let report = verify_chain(store.pool(), &keys, tenant, Table::AuditLogs).await.expect("verify");
+        let report = verify_chain(store.pool(), &keys, &Chain::new(tenant, Table::AuditLogs, 0)).await.expect("verify");
         assert!(report.ok, "{tenant}: {report:?}");
     }
-    let beta = store.read_chain_after("beta", Table::AuditLogs, 0, 10).await.expect("read");
+    let beta = store.read_chain_after(&Chain::new("beta", Table::AuditLogs, 0), 0, 10).await.expect("read");
     assert_eq!(beta[0].event.username.as_deref(), Some("dana"), "another tenant's subject stays");
     assert_eq!(subject_rows(store.pool(), Some("acme"), "u-42", 100).await.expect("rows").len(), 1, "only the row about them");
     store.pool().close().await;
@@ -376,15 +376,15 @@ async fn embedded_retention_deletes_archives_and_keeps_chains_verifiable() {
     assert_eq!(report.checkpoints, 1, "rows 1-4 folded into a checkpoint at 4");
     assert!(!report.archive_manifests.is_empty());
 
-    let left = store.read_chain_after("acme", Table::AuditLogs, 0, 100).await.expect("read");
+    let left = store.read_chain_after(&Chain::new("acme", Table::AuditLogs, 0), 0, 100).await.expect("read");
     assert_eq!(left.iter().map(|r| r.seq).collect::<Vec<_>>(), [5]);
-    assert_eq!(store.read_chain_after("held", Table::AuditLogs, 0, 100).await.expect("read").len(), 3);
+    assert_eq!(store.read_chain_after(&Chain::new("held", Table::AuditLogs, 0), 0, 100).await.expect("read").len(), 3);
     let tombs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM chain_tombstones WHERE tenant_id = 'acme' ORDER BY seq")
         .fetch_all(store.pool())
         .await
         .expect("tombs");
     assert_eq!(tombs, [6, 7], "the trailing deletions keep their tombstones");
-    let report = verify_chain(store.pool(), &keys, "acme", Table::AuditLogs).await.expect("verify");
+    let report = verify_chain(store.pool(), &keys, &Chain::new("acme", Table::AuditLogs, 0)).await.expect("verify");
     assert!(report.ok && report.first_seq == 5 && report.checkpoints == 1, "{report:?}");
 
     // The archive verifies offline and holds exactly the deleted rows.

@@ -6,7 +6,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgExecutor, PgPool, Row};
 
 use crate::integrity::checkpoint::{sign_heads, ChainHead, Checkpoint, Signer};
-use crate::tiers::Table;
+use crate::tiers::Chain;
 
 fn checkpoint(row: &PgRow) -> Result<Checkpoint, sqlx::Error> {
     Ok(Checkpoint {
@@ -43,12 +43,14 @@ pub async fn insert<'e>(executor: impl PgExecutor<'e>, checkpoint: &Checkpoint) 
 }
 
 /// Every checkpoint of one chain, oldest sequence first.
-pub async fn for_chain<'e>(executor: impl PgExecutor<'e>, tenant: &str, table: Table) -> Result<Vec<Checkpoint>, sqlx::Error> {
+pub async fn for_chain<'e>(executor: impl PgExecutor<'e>, chain: &Chain) -> Result<Vec<Checkpoint>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT * FROM checkpoints WHERE tenant_id = $1 AND table_name = $2 ORDER BY seq, id",
+        "SELECT * FROM checkpoints WHERE tenant_id = $1 AND table_name = $2 AND seq >= $3 AND seq < $4 ORDER BY seq, id",
     )
-    .bind(tenant)
-    .bind(table.as_str())
+    .bind(&chain.tenant)
+    .bind(chain.table.as_str())
+    .bind(chain.base())
+    .bind(chain.end())
     .fetch_all(executor)
     .await?;
     rows.iter().map(checkpoint).collect()
@@ -74,8 +76,8 @@ pub async fn list(
     rows.iter().map(checkpoint).collect()
 }
 
-/// Signs and stores the head of every chain (of `tenant`, or all) that moved since
-/// its last checkpoint.
+/// Signs and stores the head of every chain (of `tenant`, or all; every shard) that
+/// moved since its last checkpoint.
 pub async fn checkpoint_heads(
     pool: &PgPool,
     signer: &Signer,
@@ -85,10 +87,11 @@ pub async fn checkpoint_heads(
 ) -> Result<Vec<Checkpoint>, sqlx::Error> {
     let heads: Vec<(String, String, i64, Vec<u8>)> = sqlx::query_as(
         "SELECT h.tenant_id, h.table_name, h.seq, h.head_hash FROM chain_heads h
-         WHERE h.seq > 0 AND ($1::text IS NULL OR h.tenant_id = $1)
+         WHERE h.seq > (h.shard::int8 << 48) AND ($1::text IS NULL OR h.tenant_id = $1)
            AND h.seq > COALESCE((SELECT max(c.seq) FROM checkpoints c
-                                 WHERE c.tenant_id = h.tenant_id AND c.table_name = h.table_name), 0)
-         ORDER BY h.tenant_id, h.table_name",
+                                 WHERE c.tenant_id = h.tenant_id AND c.table_name = h.table_name
+                                   AND c.seq >= (h.shard::int8 << 48) AND c.seq < ((h.shard::int8 + 1) << 48)), 0)
+         ORDER BY h.tenant_id, h.table_name, h.shard",
     )
     .bind(tenant)
     .fetch_all(pool)

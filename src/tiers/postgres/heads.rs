@@ -1,5 +1,7 @@
-//! Chain heads: the last `(seq, row_hash)` of every `(tenant, table)` chain, kept in
-//! `chain_heads` and extended by every batch.
+//! Chain heads: the last `(seq, row_hash)` of every `(tenant, table, shard)` chain,
+//! kept in `chain_heads` and extended by every batch. A store writes the chains of
+//! its own writer shard only ([`super::shard`]), so the heads below are always that
+//! shard's.
 //!
 //! Two ways to extend them:
 //!
@@ -20,8 +22,9 @@
 //!   fail after waiting on their locks).
 //!
 //! Both paths take row locks on the heads, so a chain is never extended by two
-//! writers at once, in this process or another, and a stale cache costs one wasted
-//! statement, never a fork in a chain.
+//! writers at once, in this process or another (two processes on one shard, after a
+//! shard claim was lost, only wait on each other), and a stale cache costs one
+//! wasted statement, never a fork in a chain.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -29,13 +32,13 @@ use std::sync::Mutex;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::rows::{insert_sql, RowColumns, INSERT_PARAMS};
-use crate::integrity::chain::GENESIS_HASH;
+use crate::integrity::chain::{shard_base, GENESIS_HASH};
 use crate::tiers::Table;
 
 /// A chain's last sequence number and row hash.
 pub(super) type Head = (i64, [u8; 32]);
 
-/// A chain, as `(table, tenant)`.
+/// A chain of the store's shard, as `(table, tenant)`.
 pub(super) type ChainKey<'k> = (Table, &'k str);
 
 /// One chain's move in a batch.
@@ -87,13 +90,14 @@ impl HeadCache {
     }
 }
 
-/// In one statement: if every head in `moves` still holds its `from` value, locks
+/// In one statement: if every head in `moves` (of `shard`) still holds its `from` value, locks
 /// them (in `(table, tenant)` order), moves each to its `to` value and inserts every
 /// table's rows. Otherwise changes nothing and returns `false`. Run on the pool it
 /// is the whole write, committed; inside the locking path's transaction (heads
 /// already locked) it is the write's one statement under the locks.
 pub(super) async fn extend_if_unchanged<'e>(
     executor: impl sqlx::PgExecutor<'e>,
+    shard: i32,
     moves: &[HeadMove<'_>],
     tables: &[(Table, &RowColumns<'_>)],
 ) -> Result<bool, sqlx::Error> {
@@ -104,7 +108,7 @@ pub(super) async fn extend_if_unchanged<'e>(
          ),
          held AS (
              SELECT h.tenant_id FROM chain_heads h
-             JOIN k ON h.tenant_id = k.t AND h.table_name = k.n
+             JOIN k ON h.tenant_id = k.t AND h.table_name = k.n AND h.shard = $8
              WHERE h.seq = k.from_seq AND h.head_hash = k.from_hash
              ORDER BY h.table_name, h.tenant_id
              FOR UPDATE OF h
@@ -113,10 +117,10 @@ pub(super) async fn extend_if_unchanged<'e>(
          moved AS (
              UPDATE chain_heads h SET seq = k.to_seq, head_hash = k.to_hash, updated_at = now()
              FROM k, ok
-             WHERE ok.unchanged AND h.tenant_id = k.t AND h.table_name = k.n
+             WHERE ok.unchanged AND h.tenant_id = k.t AND h.table_name = k.n AND h.shard = $8
          )",
     );
-    let mut next_param = 8;
+    let mut next_param = 9;
     for (i, (table, _)) in tables.iter().enumerate() {
         let insert = insert_sql(*table, next_param, Some(("ok", "ok.unchanged")));
         sql.push_str(&format!(", rows_{i} AS ({insert})"));
@@ -134,7 +138,8 @@ pub(super) async fn extend_if_unchanged<'e>(
         .bind(&from_hashes)
         .bind(&to_seqs)
         .bind(&to_hashes)
-        .bind(moves.len() as i64);
+        .bind(moves.len() as i64)
+        .bind(shard);
     for (_, rows) in tables {
         query = rows.bind(query);
     }
@@ -142,11 +147,12 @@ pub(super) async fn extend_if_unchanged<'e>(
     row.try_get("unchanged")
 }
 
-/// Creates missing heads (unless `all_exist`), then locks every head of the batch
+/// Creates missing heads of `shard` (unless `all_exist`), then locks every head of the batch
 /// in one fixed order (table name, tenant) so concurrent writers, in this process or
 /// another, cannot deadlock and each chain is extended by one writer at a time.
 pub(super) async fn lock_heads<'k>(
     tx: &mut Transaction<'_, Postgres>,
+    shard: i32,
     keys: impl Iterator<Item = ChainKey<'k>>,
     all_exist: bool,
 ) -> Result<BTreeMap<ChainKey<'k>, Head>, sqlx::Error> {
@@ -156,25 +162,28 @@ pub(super) async fn lock_heads<'k>(
     let tables: Vec<&str> = sorted.iter().map(|(table, _)| table.as_str()).collect();
     if !all_exist {
         sqlx::query(
-        "INSERT INTO chain_heads (tenant_id, table_name, seq, head_hash)
-         SELECT t, n, 0, $3 FROM unnest($1::text[], $2::text[]) AS k(t, n)
+        "INSERT INTO chain_heads (tenant_id, table_name, shard, seq, head_hash)
+         SELECT t, n, $4, $5, $3 FROM unnest($1::text[], $2::text[]) AS k(t, n)
          ORDER BY n, t
          ON CONFLICT DO NOTHING",
     )
     .bind(&tenants)
     .bind(&tables)
     .bind(&GENESIS_HASH[..])
+    .bind(shard)
+    .bind(shard_base(shard))
     .execute(&mut **tx)
     .await?;
     }
     let locked = sqlx::query(
         "SELECT tenant_id, table_name, seq, head_hash FROM chain_heads
-         WHERE (tenant_id, table_name) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+         WHERE (tenant_id, table_name) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND shard = $3
          ORDER BY table_name, tenant_id
          FOR UPDATE",
     )
     .bind(&tenants)
     .bind(&tables)
+    .bind(shard)
     .fetch_all(&mut **tx)
     .await?;
     let mut heads = BTreeMap::new();

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "search", include_str!("../../../migrations/0003_search.sql")),
     (4, "integrity and retention", include_str!("../../../migrations/0004_integrity_retention.sql")),
     (5, "signing keys and leases", include_str!("../../../migrations/0005_signing_keys.sql")),
+    (6, "writer shards", include_str!("../../../migrations/0006_writer_shards.sql")),
 ];
 
 /// Migrations compiled into the binary: (version, description, SQL).

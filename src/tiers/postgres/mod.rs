@@ -1,6 +1,7 @@
-//! The Postgres tier: the system of record for persisted categories. One transaction
-//! per batch locks the batch's chain heads, skips ids already stored, and inserts each
-//! table's rows with a single multi-row `INSERT ... SELECT FROM UNNEST`.
+//! The Postgres tier: the system of record for persisted categories. A batch extends
+//! the chains of this process's writer shard ([`shard`]): one statement checks (or a
+//! short transaction locks) the batch's chain heads and inserts each table's rows
+//! with a single multi-row `INSERT ... SELECT FROM UNNEST`.
 
 pub(crate) mod migrate;
 pub mod query;
@@ -13,6 +14,7 @@ pub mod search;
 pub mod signing_keys;
 mod heads;
 mod rows;
+mod shard;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -24,13 +26,14 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use heads::{ChainKey, Head, HeadCache, HeadMove};
+use shard::WriterShard;
 
 pub use migrate::{migrate, MigrateError};
 pub use crate::tiers::stored::StoredRow;
 
-use super::{BoxFuture, DurableStore, PersistRequest, StoreError, Table};
+use super::{BoxFuture, Chain, DurableStore, PersistRequest, StoreError, Table};
 use crate::config::PostgresSettings;
-use crate::integrity::chain::{self, GENESIS_HASH};
+use crate::integrity::chain::{self, shard_base, GENESIS_HASH};
 
 /// The Postgres durable store.
 #[derive(Debug, Clone)]
@@ -39,6 +42,8 @@ pub struct PgStore {
     /// The writers' connections: same database, default plan caching, so the batch
     /// insert is planned once per connection instead of once per batch.
     writes: PgPool,
+    /// The writer shard whose chains this store extends, claimed on first write.
+    shard: Arc<WriterShard>,
     /// The chain heads this store last committed (see [`heads`]).
     heads: Arc<HeadCache>,
     /// Batches that found a remembered head moved by another writer.
@@ -88,6 +93,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             writes,
+            shard: Arc::default(),
             heads: Arc::default(),
             moved_heads: Arc::default(),
             contended: Arc::default(),
@@ -101,12 +107,23 @@ impl PgStore {
         PgStore {
             writes: pool.clone(),
             pool,
+            shard: Arc::default(),
             heads: Arc::default(),
             moved_heads: Arc::default(),
             contended: Arc::default(),
             schema_ready: Arc::new(AtomicBool::new(true)),
             write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
+    }
+
+    /// This store writing the chains of `shard` without claiming it, as a process
+    /// whose claim was lost and taken by another does. For tools and tests: chains
+    /// stay whole, as heads are row-locked, but the writers sharing a shard wait on
+    /// each other.
+    pub fn with_shard(mut self, shard: i32) -> PgStore {
+        self.shard = Arc::new(WriterShard::pinned(shard.clamp(0, chain::MAX_SHARDS - 1)));
+        self.heads = Arc::default();
+        self
     }
 
     /// Migrates the schema now if Postgres answers; otherwise holds writes back (they
@@ -185,19 +202,24 @@ impl PgStore {
         self.moved_heads.load(Ordering::Relaxed)
     }
 
+    /// The writer shard this store writes, once its first write claimed one.
+    pub fn writer_shard(&self) -> Option<i32> {
+        self.shard.get()
+    }
+
     /// The pool, for migrations and readers.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
     /// Every row of one chain, in sequence order.
-    pub async fn read_chain(&self, tenant: &str, table: Table) -> Result<Vec<StoredRow>, sqlx::Error> {
-        rows::read_chain(&self.pool, tenant, table).await
+    pub async fn read_chain(&self, chain: &Chain) -> Result<Vec<StoredRow>, sqlx::Error> {
+        rows::read_chain_after(&self.pool, chain, chain.base(), i64::MAX).await
     }
 
     /// Up to `limit` rows of one chain after sequence `after`, in order.
-    pub async fn read_chain_after(&self, tenant: &str, table: Table, after: i64, limit: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
-        rows::read_chain_after(&self.pool, tenant, table, after, limit).await
+    pub async fn read_chain_after(&self, chain: &Chain, after: i64, limit: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
+        rows::read_chain_after(&self.pool, chain, after, limit).await
     }
 
     /// Inserts optimistically; only when an id turns out to be stored already (a
@@ -235,6 +257,7 @@ impl PgStore {
         if chains.is_empty() {
             return Ok(0);
         }
+        let shard = self.shard.claim(&self.pool).await.map_err(StoreError::Unavailable)?;
         let cached = self.heads.get_all(chains.keys().copied());
         // While other writers keep moving these heads (several nodes on one tenant),
         // the optimistic statement would only fail, after waiting on their locks.
@@ -244,9 +267,9 @@ impl PgStore {
         }
         if !skip_stored && !contended {
             if let Some(cached) = &cached {
-                let plan = Plan::build(&chains, cached, &HashSet::new());
+                let plan = Plan::build(shard, &chains, cached, &HashSet::new());
                 let tables: Vec<(Table, &rows::RowColumns<'_>)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
-                match heads::extend_if_unchanged(&self.writes, &plan.moves, &tables).await {
+                match heads::extend_if_unchanged(&self.writes, shard, &plan.moves, &tables).await {
                     Ok(true) => {
                         self.heads.remember(plan.moves.iter().map(|m| (m.key, m.to)));
                         return Ok(plan.inserted);
@@ -263,7 +286,7 @@ impl PgStore {
                 }
             }
         }
-        let result = self.attempt_locked(&chains, skip_stored, cached.is_some()).await;
+        let result = self.attempt_locked(shard, &chains, skip_stored, cached.is_some()).await;
         if result.is_err() {
             self.heads.forget(chains.keys().copied());
         }
@@ -272,9 +295,15 @@ impl PgStore {
 
     /// The locking path: creates and locks the batch's heads, inserts, moves them.
     /// `heads_exist`: every head is known to this process, so none needs creating.
-    async fn attempt_locked(&self, chains: &Chains<'_, '_>, skip_stored: bool, heads_exist: bool) -> Result<usize, StoreError> {
+    async fn attempt_locked(
+        &self,
+        shard: i32,
+        chains: &Chains<'_, '_>,
+        skip_stored: bool,
+        heads_exist: bool,
+    ) -> Result<usize, StoreError> {
         let mut tx = self.writes.begin().await.map_err(StoreError::Unavailable)?;
-        let locked = heads::lock_heads(&mut tx, chains.keys().copied(), heads_exist).await.map_err(StoreError::Write)?;
+        let locked = heads::lock_heads(&mut tx, shard, chains.keys().copied(), heads_exist).await.map_err(StoreError::Write)?;
         let mut stored = HashSet::new();
         if skip_stored {
             for table in Table::ALL {
@@ -289,12 +318,12 @@ impl PgStore {
                 }
             }
         }
-        let plan = Plan::build(chains, &locked, &stored);
+        let plan = Plan::build(shard, chains, &locked, &stored);
         // Rows and heads in one statement: the heads are locked by this transaction,
         // so they are as read, and the time under the locks is one round trip.
         let tables: Vec<(Table, &rows::RowColumns<'_>)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
         if !plan.moves.is_empty() {
-            let extended = heads::extend_if_unchanged(&mut *tx, &plan.moves, &tables).await.map_err(StoreError::Write)?;
+            let extended = heads::extend_if_unchanged(&mut *tx, shard, &plan.moves, &tables).await.map_err(StoreError::Write)?;
             if !extended {
                 return Err(StoreError::Write(sqlx::Error::Protocol("a locked chain head moved".into())));
             }
@@ -330,8 +359,10 @@ struct Plan<'k, 'e> {
 }
 
 impl<'k, 'e> Plan<'k, 'e> {
-    /// Links every request not in `stored` onto its chain's head in `heads`.
+    /// Links every request not in `stored` onto its chain's head in `heads` (a
+    /// chain without one starts at `shard`'s base).
     fn build(
+        shard: i32,
         chains: &Chains<'k, 'e>,
         heads: &BTreeMap<ChainKey<'k>, Head>,
         stored: &HashSet<(Table, String, Uuid)>,
@@ -340,7 +371,7 @@ impl<'k, 'e> Plan<'k, 'e> {
         for table in Table::ALL {
             let mut rows = rows::RowColumns::default();
             for (&key, requests) in chains.range((table, "")..).take_while(|((t, _), _)| *t == table) {
-                let from = heads.get(&key).copied().unwrap_or((0, GENESIS_HASH));
+                let from = heads.get(&key).copied().unwrap_or((shard_base(shard), GENESIS_HASH));
                 let (mut seq, mut hash) = from;
                 for request in requests {
                     if !stored.is_empty() && stored.contains(&(table, key.1.to_owned(), request.event.id)) {

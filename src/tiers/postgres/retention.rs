@@ -18,7 +18,7 @@ use crate::integrity::chain::content_hash;
 use crate::integrity::checkpoint::{ChainHead, Checkpoint, Keyring, Signer};
 use crate::integrity::verify::Verifier;
 use crate::retention::{Days, Policies, TenantPolicy};
-use crate::tiers::Table;
+use crate::tiers::{Chain, Table};
 
 /// Lets this transaction change audit rows (the append-only trigger yields).
 pub(crate) async fn enter_maintenance(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
@@ -159,26 +159,21 @@ pub async fn compact(
     pool: &PgPool,
     signer: &Signer,
     keys: &Keyring,
-    tenant: &str,
-    table: Table,
+    chain: &Chain,
     now: DateTime<Utc>,
 ) -> Result<Option<Checkpoint>, sqlx::Error> {
-    let sql = format!(
-        "SELECT (SELECT min(seq) FROM {table} WHERE tenant_id = $1) AS first_row,
-                (SELECT seq FROM chain_heads WHERE tenant_id = $1 AND table_name = $2) AS head,
-                (SELECT min(seq) FROM chain_tombstones WHERE tenant_id = $1 AND table_name = $2) AS first_tomb"
-    );
-    let row = sqlx::query(&sql).bind(tenant).bind(table.as_str()).fetch_one(pool).await?;
-    let head: Option<i64> = row.try_get("head")?;
-    let first_tomb: Option<i64> = row.try_get("first_tomb")?;
-    let first_row: Option<i64> = row.try_get("first_row")?;
+    let (tenant, table) = (chain.tenant.as_str(), chain.table);
+    let mut conn = pool.acquire().await?;
+    let head = super::verify::head(&mut conn, chain).await?;
+    let (first_held, first_row) = super::verify::first_held(&mut conn, chain).await?;
+    // The oldest held entry is a tombstone when it is not the oldest row.
+    let first_tomb = first_held.filter(|first| Some(*first) != first_row);
     let (Some(head), Some(first_tomb)) = (head, first_tomb) else { return Ok(None) };
     let boundary = first_row.unwrap_or(head + 1);
     if first_tomb >= boundary {
         return Ok(None);
     }
-    let mut conn = pool.acquire().await?;
-    let (anchors, bad) = chain_walk::anchors(&checkpoints::for_chain(&mut *conn, tenant, table).await?, keys);
+    let (anchors, bad) = chain_walk::anchors(&checkpoints::for_chain(&mut *conn, chain).await?, keys);
     let (mut verifier, unanchored) = Verifier::starting_at(first_tomb, anchors);
     if !bad.is_empty() || unanchored.is_some() {
         return Ok(None);
@@ -186,7 +181,7 @@ pub async fn compact(
     let mut after = first_tomb - 1;
     let mut last_hash = None;
     while after < boundary - 1 {
-        let chunk = tombstones(&mut conn, tenant, table, after, 5000).await?;
+        let chunk = tombstones(&mut conn, chain, after, 5000).await?;
         if chunk.is_empty() {
             return Ok(None);
         }
@@ -211,10 +206,11 @@ pub async fn compact(
     let mut tx = pool.begin().await?;
     enter_maintenance(&mut tx).await?;
     checkpoints::insert(&mut *tx, &checkpoint).await?;
-    sqlx::query("DELETE FROM chain_tombstones WHERE tenant_id = $1 AND table_name = $2 AND seq <= $3")
+    sqlx::query("DELETE FROM chain_tombstones WHERE tenant_id = $1 AND table_name = $2 AND seq > $4 AND seq <= $3")
         .bind(tenant)
         .bind(table.as_str())
         .bind(after)
+        .bind(chain.base())
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

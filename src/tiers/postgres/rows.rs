@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::event::{AuditEvent, Changes, FinancialInfo, SecurityInfo};
 use crate::integrity::chain::{Link, PiiSeal};
 use crate::tiers::stored::{decode_stored, paths_json, RowSource, StoredRow};
-use crate::tiers::{PersistRequest, Table};
+use crate::tiers::{Chain, PersistRequest, Table};
 
 /// One batch's rows for one table, column by column, for `INSERT ... FROM UNNEST`.
 /// Text and JSON columns borrow from the events: they are encoded straight into the
@@ -170,25 +170,10 @@ pub(crate) const ROW_SELECT: &str = "tenant_id, seq, id, occurred_at, received_a
      host(ip_address) AS ip_text, user_agent, request_id, session_id, details, changes, security, financial, \
      prev_hash, row_hash, pii_salt, pii_hash, pii_paths";
 
-pub(super) async fn read_chain(pool: &PgPool, tenant: &str, table: Table) -> Result<Vec<StoredRow>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {ROW_SELECT} FROM {table} WHERE tenant_id = $1 ORDER BY seq"
-    );
-    let rows = sqlx::query(&sql).bind(tenant).fetch_all(pool).await?;
-    rows.iter().map(|row| stored_row(table, row)).collect()
-}
-
-pub(super) async fn read_chain_after(
-    pool: &PgPool,
-    tenant: &str,
-    table: Table,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<StoredRow>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {ROW_SELECT} FROM {table} WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-    );
-    let rows = sqlx::query(&sql).bind(tenant).bind(after).bind(limit).fetch_all(pool).await?;
+pub(super) async fn read_chain_after(pool: &PgPool, chain: &Chain, after: i64, limit: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
+    let table = chain.table;
+    let sql = format!("SELECT {ROW_SELECT} FROM {table} WHERE tenant_id = $1 AND seq > $2 AND seq < $4 ORDER BY seq LIMIT $3");
+    let rows = sqlx::query(&sql).bind(&chain.tenant).bind(after).bind(limit).bind(chain.end()).fetch_all(pool).await?;
     rows.iter().map(|row| stored_row(table, row)).collect()
 }
 

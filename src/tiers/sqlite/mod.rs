@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::postgres::migrate::Embedded;
 use super::stored::{decode_err, decode_stored, paths_json, RowSource, StoredRow};
-use super::{BoxFuture, DurableStore, PersistRequest, StoreError, Table};
+use super::{BoxFuture, Chain, DurableStore, PersistRequest, StoreError, Table};
 use crate::event::format_timestamp;
 use crate::integrity::chain::{self, GENESIS_HASH};
 
@@ -77,8 +77,8 @@ impl SqliteStore {
     }
 
     /// Up to `limit` rows of one chain after sequence `after`, in order.
-    pub async fn read_chain_after(&self, tenant: &str, table: Table, after: i64, limit: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
-        read_chain_after(&mut *self.pool.acquire().await?, tenant, table, after, limit).await
+    pub async fn read_chain_after(&self, chain: &Chain, after: i64, limit: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
+        read_chain_after(&mut *self.pool.acquire().await?, chain, after, limit).await
     }
 
     async fn persist_batch(&self, batch: &[PersistRequest<'_>]) -> Result<usize, StoreError> {
@@ -205,13 +205,13 @@ async fn extend_chain(
 
 pub(crate) async fn read_chain_after(
     conn: &mut SqliteConnection,
-    tenant: &str,
-    table: Table,
+    chain: &Chain,
     after: i64,
     limit: i64,
 ) -> Result<Vec<StoredRow>, sqlx::Error> {
-    let sql = format!("SELECT {ROW_SELECT} FROM {table} WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3");
-    let rows = sqlx::query(&sql).bind(tenant).bind(after).bind(limit).fetch_all(&mut *conn).await?;
+    let table = chain.table;
+    let sql = format!("SELECT {ROW_SELECT} FROM {table} WHERE tenant_id = ?1 AND seq > ?2 AND seq < ?4 ORDER BY seq LIMIT ?3");
+    let rows = sqlx::query(&sql).bind(&chain.tenant).bind(after).bind(limit).bind(chain.end()).fetch_all(&mut *conn).await?;
     rows.iter().map(|row| decode_stored(table, row)).collect()
 }
 

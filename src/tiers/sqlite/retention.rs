@@ -15,7 +15,7 @@ use crate::integrity::verify::Verifier;
 use crate::retention::{Days, Policies, TenantPolicy};
 use crate::tiers::chain_walk::{self, ChainSource};
 use crate::tiers::stored::{decode_stored, StoredRow};
-use crate::tiers::Table;
+use crate::tiers::{Chain, Table};
 
 fn days(text: String) -> Result<Days, sqlx::Error> {
     serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(e.into()))
@@ -144,17 +144,18 @@ pub async fn compact(
     pool: &SqlitePool,
     signer: &Signer,
     keys: &Keyring,
-    tenant: &str,
-    table: Table,
+    chain: &Chain,
     now: DateTime<Utc>,
 ) -> Result<Option<Checkpoint>, sqlx::Error> {
+    let (tenant, table) = (chain.tenant.as_str(), chain.table);
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let sql = format!(
-        "SELECT (SELECT min(seq) FROM {table} WHERE tenant_id = ?1) AS first_row,
-                (SELECT seq FROM chain_heads WHERE tenant_id = ?1 AND table_name = ?2) AS head,
-                (SELECT min(seq) FROM chain_tombstones WHERE tenant_id = ?1 AND table_name = ?2) AS first_tomb"
+        "SELECT (SELECT min(seq) FROM {table} WHERE tenant_id = ?1 AND seq > ?3 AND seq < ?4) AS first_row,
+                (SELECT seq FROM chain_heads WHERE tenant_id = ?1 AND table_name = ?2 AND seq >= ?3 AND seq < ?4) AS head,
+                (SELECT min(seq) FROM chain_tombstones WHERE tenant_id = ?1 AND table_name = ?2 AND seq > ?3 AND seq < ?4) AS first_tomb"
     );
-    let row = sqlx::query(&sql).bind(tenant).bind(table.as_str()).fetch_one(&mut *tx).await?;
+    let row =
+        sqlx::query(&sql).bind(tenant).bind(table.as_str()).bind(chain.base()).bind(chain.end()).fetch_one(&mut *tx).await?;
     let (head, first_tomb, first_row): (Option<i64>, Option<i64>, Option<i64>) =
         (row.try_get("head")?, row.try_get("first_tomb")?, row.try_get("first_row")?);
     let (Some(head), Some(first_tomb)) = (head, first_tomb) else { return Ok(None) };
@@ -162,7 +163,7 @@ pub async fn compact(
     if first_tomb >= boundary {
         return Ok(None);
     }
-    let mut source = super::verify::SqliteSource { tx, tenant: tenant.to_owned(), table };
+    let mut source = super::verify::SqliteSource { tx, chain: chain.clone() };
     let (anchors, bad) = chain_walk::anchors(&source.checkpoints().await?, keys);
     let (mut verifier, unanchored) = Verifier::starting_at(first_tomb, anchors);
     if !bad.is_empty() || unanchored.is_some() {
@@ -186,10 +187,11 @@ pub async fn compact(
     let mut tx = source.tx;
     enter_maintenance(&mut tx).await?;
     super::checkpoints::insert(&mut *tx, &checkpoint).await?;
-    sqlx::query("DELETE FROM chain_tombstones WHERE tenant_id = ?1 AND table_name = ?2 AND seq <= ?3")
+    sqlx::query("DELETE FROM chain_tombstones WHERE tenant_id = ?1 AND table_name = ?2 AND seq > ?4 AND seq <= ?3")
         .bind(tenant)
         .bind(table.as_str())
         .bind(last)
+        .bind(chain.base())
         .execute(&mut *tx)
         .await?;
     leave_maintenance(&mut tx).await?;

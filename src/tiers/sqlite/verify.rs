@@ -1,5 +1,6 @@
 //! Verifying chains in the embedded store: one read transaction (a WAL snapshot),
-//! walked by [`crate::tiers::chain_walk`].
+//! walked by [`crate::tiers::chain_walk`]. The embedded store has one writer, so its
+//! chains are shard 0's; every read is still bounded to the chain's positions.
 
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
@@ -8,7 +9,7 @@ use crate::integrity::checkpoint::{Checkpoint, Keyring};
 use crate::integrity::verify::Tombstone;
 use crate::tiers::chain_walk::{self, decode_and_hash, ChainReport, ChainSource, HashedRows};
 use crate::tiers::stored::decode_stored;
-use crate::tiers::{BoxFuture, Table};
+use crate::tiers::{BoxFuture, Chain, Table};
 
 /// Rows read per round trip.
 const CHUNK: i64 = 5000;
@@ -16,40 +17,53 @@ const CHUNK: i64 = 5000;
 /// One chain read inside one transaction.
 pub(crate) struct SqliteSource<'t> {
     pub(crate) tx: Transaction<'t, Sqlite>,
-    pub(crate) tenant: String,
-    pub(crate) table: Table,
+    pub(crate) chain: Chain,
 }
 
 impl ChainSource for SqliteSource<'_> {
     fn head(&mut self) -> BoxFuture<'_, Result<i64, sqlx::Error>> {
         Box::pin(async move {
-            let head: Option<i64> = sqlx::query_scalar("SELECT seq FROM chain_heads WHERE tenant_id = ?1 AND table_name = ?2")
-                .bind(&self.tenant)
-                .bind(self.table.as_str())
-                .fetch_optional(&mut *self.tx)
-                .await?;
-            Ok(head.unwrap_or(0))
+            let head: Option<i64> =
+                sqlx::query_scalar("SELECT seq FROM chain_heads WHERE tenant_id = ?1 AND table_name = ?2 AND seq >= ?3 AND seq < ?4")
+                    .bind(&self.chain.tenant)
+                    .bind(self.chain.table.as_str())
+                    .bind(self.chain.base())
+                    .bind(self.chain.end())
+                    .fetch_optional(&mut *self.tx)
+                    .await?;
+            Ok(head.unwrap_or(self.chain.base()))
         })
     }
 
     fn first_held(&mut self) -> BoxFuture<'_, Result<Option<i64>, sqlx::Error>> {
         Box::pin(async move {
             let sql = format!(
-                "SELECT min(s) FROM (SELECT min(seq) AS s FROM {} WHERE tenant_id = ?1
-                                     UNION ALL SELECT min(seq) FROM chain_tombstones WHERE tenant_id = ?1 AND table_name = ?2)",
-                self.table
+                "SELECT min(s) FROM (SELECT min(seq) AS s FROM {} WHERE tenant_id = ?1 AND seq > ?3 AND seq < ?4
+                                     UNION ALL SELECT min(seq) FROM chain_tombstones
+                                               WHERE tenant_id = ?1 AND table_name = ?2 AND seq > ?3 AND seq < ?4)",
+                self.chain.table
             );
-            sqlx::query_scalar(&sql).bind(&self.tenant).bind(self.table.as_str()).fetch_one(&mut *self.tx).await
+            sqlx::query_scalar(&sql)
+                .bind(&self.chain.tenant)
+                .bind(self.chain.table.as_str())
+                .bind(self.chain.base())
+                .bind(self.chain.end())
+                .fetch_one(&mut *self.tx)
+                .await
         })
     }
 
     fn checkpoints(&mut self) -> BoxFuture<'_, Result<Vec<Checkpoint>, sqlx::Error>> {
         Box::pin(async move {
-            let rows = sqlx::query("SELECT * FROM checkpoints WHERE tenant_id = ?1 AND table_name = ?2 ORDER BY seq, id")
-                .bind(&self.tenant)
-                .bind(self.table.as_str())
-                .fetch_all(&mut *self.tx)
-                .await?;
+            let rows = sqlx::query(
+                "SELECT * FROM checkpoints WHERE tenant_id = ?1 AND table_name = ?2 AND seq >= ?3 AND seq < ?4 ORDER BY seq, id",
+            )
+            .bind(&self.chain.tenant)
+            .bind(self.chain.table.as_str())
+            .bind(self.chain.base())
+            .bind(self.chain.end())
+            .fetch_all(&mut *self.tx)
+            .await?;
             rows.iter().map(super::checkpoints::checkpoint).collect()
         })
     }
@@ -58,12 +72,13 @@ impl ChainSource for SqliteSource<'_> {
         Box::pin(async move {
             let rows = sqlx::query(
                 "SELECT seq, expires_at, deleted_at, prev_hash, content_hash, row_hash FROM chain_tombstones
-                 WHERE tenant_id = ?1 AND table_name = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+                 WHERE tenant_id = ?1 AND table_name = ?2 AND seq > ?3 AND seq < ?5 ORDER BY seq LIMIT ?4",
             )
-            .bind(&self.tenant)
-            .bind(self.table.as_str())
+            .bind(&self.chain.tenant)
+            .bind(self.chain.table.as_str())
             .bind(after)
             .bind(limit)
+            .bind(self.chain.end())
             .fetch_all(&mut *self.tx)
             .await?;
             rows.iter()
@@ -83,9 +98,10 @@ impl ChainSource for SqliteSource<'_> {
 
     fn rows_after(&mut self, after: i64) -> BoxFuture<'_, Result<HashedRows, sqlx::Error>> {
         Box::pin(async move {
-            let sql = format!("SELECT {ROW_SELECT} FROM {} WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3", self.table);
-            let raw = sqlx::query(&sql).bind(&self.tenant).bind(after).bind(CHUNK).fetch_all(&mut *self.tx).await?;
-            let table = self.table;
+            let table = self.chain.table;
+            let sql = format!("SELECT {ROW_SELECT} FROM {table} WHERE tenant_id = ?1 AND seq > ?2 AND seq < ?4 ORDER BY seq LIMIT ?3");
+            let raw =
+                sqlx::query(&sql).bind(&self.chain.tenant).bind(after).bind(CHUNK).bind(self.chain.end()).fetch_all(&mut *self.tx).await?;
             tokio::task::spawn_blocking(move || decode_and_hash(&raw, |row| decode_stored(table, row)))
                 .await
                 .map_err(|e| sqlx::Error::Protocol(format!("row decoder failed: {e}")))?
@@ -94,14 +110,15 @@ impl ChainSource for SqliteSource<'_> {
 }
 
 /// Verifies one chain of the embedded store.
-pub async fn verify_chain(pool: &SqlitePool, keys: &Keyring, tenant: &str, table: Table) -> Result<ChainReport, sqlx::Error> {
+pub async fn verify_chain(pool: &SqlitePool, keys: &Keyring, chain: &Chain) -> Result<ChainReport, sqlx::Error> {
     let tx = pool.begin().await?;
-    let mut source = SqliteSource { tx, tenant: tenant.to_owned(), table };
-    chain_walk::verify(&mut source, keys, tenant, table).await
+    let mut source = SqliteSource { tx, chain: chain.clone() };
+    chain_walk::verify(&mut source, keys, chain).await
 }
 
-/// The chains that exist, optionally of one tenant and one table.
-pub async fn chains(pool: &SqlitePool, tenant: Option<&str>, table: Option<Table>) -> Result<Vec<(String, Table, i64)>, sqlx::Error> {
+/// The chains that hold rows, optionally of one tenant and one table, each with its
+/// head.
+pub async fn chains(pool: &SqlitePool, tenant: Option<&str>, table: Option<Table>) -> Result<Vec<(Chain, i64)>, sqlx::Error> {
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT tenant_id, table_name, seq FROM chain_heads
          WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR table_name = ?2) AND seq > 0
