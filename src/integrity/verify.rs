@@ -375,6 +375,22 @@ mod tests {
         assert_eq!(verifier.check_tombstone(&fifth), Err(Break::CheckpointMismatch { seq: 5 }));
     }
 
+    #[test]
+    fn a_shards_chain_starts_at_its_base_from_the_genesis_hash_and_needs_an_anchor_past_it() {
+        let base = shard_base(3);
+        let (mut verifier, unanchored) = Verifier::starting_at(base + 1, Vec::new());
+        assert_eq!(unanchored, None, "a shard's first row follows the genesis hash");
+        assert_eq!(verifier.check_tombstone(&tombstone(base + 1, GENESIS_HASH, 1)), Ok(()));
+        assert_eq!(verifier.finish(base + 1), Ok(()));
+        // A row numbered as shard 0's first does not open shard 3's chain.
+        let (mut verifier, _) = Verifier::starting_at(base + 1, Vec::new());
+        assert_eq!(verifier.check_tombstone(&tombstone(1, GENESIS_HASH, 1)), Err(Break::SequenceGap { expected: base + 1, found: 1 }));
+        // Past its first rows, a shard's chain needs a checkpoint like any other.
+        assert_eq!(Verifier::starting_at(base + 5, Vec::new()).1, Some(Break::UnanchoredStart { first_seq: base + 5 }));
+        // An empty chain (nothing held, head at the base) is whole.
+        assert_eq!(Verifier::starting_at(base + 1, Vec::new()).0.finish(base), Ok(()));
+    }
+
     /// A valid chain of `len` tombstones.
     fn tombstone_chain(len: i64) -> Vec<Tombstone> {
         let mut chain: Vec<Tombstone> = Vec::new();

@@ -182,7 +182,8 @@ async fn three_writers_on_the_same_tenants_extend_a_chain_each_and_keep_every_ch
         .map(|b| {
             (0..48)
                 .map(|i| {
-                    let category = if (b + i) % 3 == 0 { "security" } else { "auth" };
+                    // Every batch gives each tenant both tables (its events are i, i + 12, ...).
+                    let category = if (b + i / 12) % 3 == 0 { "security" } else { "auth" };
                     parser.parse(i, event(category, &tenants[(b * 5 + i) % tenants.len()])).expect("valid")
                 })
                 .collect()

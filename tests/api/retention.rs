@@ -363,3 +363,84 @@ async fn the_background_loops_checkpoint_and_expire_on_their_own() {
     assert_eq!(app.verify_all().await["ok"], true);
     app.stop().await;
 }
+
+/// Two nodes write one tenant, each its own writer shard's chain: retention deletes
+/// and archives expired rows of both, folds the leading ones of each chain into a
+/// signed checkpoint of that chain only, erasure rewrites rows of both, and every
+/// chain, the archives offline included, still verifies; a row deleted by hand is
+/// named on its own shard's chain.
+#[tokio::test]
+async fn retention_erasure_and_archives_keep_each_writer_shards_chain_verifiable() {
+    use tierlog::event::{EventParser, Limits};
+    use tierlog::tiers::postgres::PgStore;
+    use tierlog::tiers::{DurableStore, PersistRequest, Table};
+
+    let app = TestApp::spawn_with(|s| s.retention.archive = true).await;
+    assert_eq!(put(&app, KEY, json!({"tenants": {"acme": {"days": {"auth": 1}}}})).await.0, 200);
+    let mut batch: Vec<Value> = (0..4).map(|_| event("auth", "acme")).collect();
+    batch.push(event("audit", "acme"));
+    assert_eq!(app.post_events(&json!(batch)).await.status(), 200);
+
+    // A second node: its first write claims the next free shard.
+    let other = PgStore::from_pool(app.pool.clone());
+    let parser = EventParser::new(Limits::default(), None, app.clock.now());
+    let events: Vec<_> = (0..5).map(|i| parser.parse(i, event(if i < 4 { "auth" } else { "audit" }, "acme")).expect("valid")).collect();
+    let requests: Vec<PersistRequest<'_>> = events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| PersistRequest {
+            table: Table::AuditLogs,
+            expires_at: app.clock.now() + Duration::days(if i < 4 { 1 } else { 365 }),
+            pii_paths: Vec::new(),
+            event,
+        })
+        .collect();
+    assert_eq!(other.persist(&requests).await.expect("persisted"), 5);
+    let shard = other.writer_shard().expect("claimed");
+    assert_eq!(shard, 1, "the server holds shard 0");
+    let base = tierlog::integrity::chain::shard_base(shard);
+
+    app.clock.advance(Duration::days(2));
+    let (status, report) = run(&app).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["deleted"]["audit_logs"], 8, "{report}");
+    assert_eq!(report["checkpoints"], 1, "only shard 1's chain starts with expired rows: {report}");
+    let folded: Vec<i64> = sqlx::query_scalar("SELECT seq FROM checkpoints WHERE reason = 'retention' AND tenant_id = 'acme'")
+        .fetch_all(&app.pool)
+        .await
+        .expect("checkpoints");
+    assert_eq!(folded, [base + 4], "the checkpoint anchors shard 1's chain after its 4 expired rows");
+
+    let (status, receipt) = app.send_json(Method::POST, "/audit/subjects/u-1/erase?tenant_id=acme", KEY, None).await;
+    assert_eq!(status, 200, "{receipt}");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_logs WHERE tenant_id = 'acme' AND user_id = 'u-1'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 0, "erased on both shards");
+
+    let verdict = app.verify_all().await;
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    let acme: Vec<&Value> = verdict["chains"]
+        .as_array()
+        .expect("chains")
+        .iter()
+        .filter(|c| c["tenant_id"] == "acme" && c["table"] == "audit_logs")
+        .collect();
+    let shards: Vec<&Value> = acme.iter().map(|c| &c["shard"]).collect();
+    assert_eq!(shards, [&json!(0), &json!(1)], "{verdict}");
+    assert_eq!(acme[1]["first_seq"], base + 5, "{verdict}");
+    assert_eq!(acme[1]["head_seq"], base + 5, "{verdict}");
+
+    let (_, key) = app.send_json(Method::GET, "/audit/checkpoints/public-key", KEY, None).await;
+    let offline = archive_verify(&app, key["public_key"].as_str().expect("key"));
+    let printed = String::from_utf8_lossy(&offline.stdout);
+    assert!(offline.status.success(), "{printed}{}", String::from_utf8_lossy(&offline.stderr));
+
+    app.tamper(&format!("DELETE FROM audit_logs WHERE tenant_id = 'acme' AND seq = {}", base + 5)).await;
+    let verdict = app.verify_all().await;
+    let broken: Vec<&Value> = verdict["chains"].as_array().expect("chains").iter().filter(|c| c["ok"] == false).collect();
+    assert_eq!(broken.len(), 1, "{verdict}");
+    assert_eq!((&broken[0]["tenant_id"], &broken[0]["shard"]), (&json!("acme"), &json!(1)), "{verdict}");
+    app.stop().await;
+}
