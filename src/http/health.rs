@@ -63,6 +63,10 @@ struct Readiness {
     /// Whether this node does the background work (checkpoints, retention, index
     /// upkeep), and which node does.
     background: crate::cluster::lease::LeaseStatus,
+    /// The writer shard whose chains this node extends, once its first write claimed
+    /// one (absent before, and in embedded mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    writer_shard: Option<i32>,
 }
 
 /// `GET /readyz`: 200 while events can be acknowledged (`ready` or `degraded`), 503
@@ -108,8 +112,16 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         redis_misses: Counters::get(&state.counters.redis_misses),
         signing: state.integrity.status(),
         background: state.lease.status(),
+        writer_shard: writer_shard(&state),
     };
     (code, Json(readiness))
+}
+
+fn writer_shard(state: &AppState) -> Option<i32> {
+    match &state.database {
+        Some(crate::tiers::database::Database::Postgres(store)) => store.writer_shard(),
+        _ => None,
+    }
 }
 
 /// `GET /metrics`: counters in the Prometheus text format.
@@ -153,6 +165,15 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                 text.push_str(&format!(
                     "# HELP {name} Rate limit checks made with this node's own budget because Redis could not answer.\n# TYPE {name} counter\n{name} {}\n",
                     limiter.local_fallbacks()
+                ));
+            }
+            if let Some(shard) = writer_shard(&state) {
+                let name = "tierlog_writer_shard";
+                text.push_str(&format!(
+                    "# HELP {name} The writer shard whose chains this node extends.
+# TYPE {name} gauge
+{name} {shard}
+"
                 ));
             }
             text

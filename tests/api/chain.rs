@@ -221,6 +221,30 @@ async fn three_writers_on_the_same_tenants_extend_a_chain_each_and_keep_every_ch
     assert_eq!(rows_seen, 60 * 48, "every event once");
     let verdict = app.verify_all().await;
     assert_eq!(verdict["ok"], true, "{verdict}");
+
+    // A writer gone frees its shard for the next one: a tenant has as many chains as
+    // writers at once, not as many as ever started.
+    let gone = stores.iter().position(|s| s.writer_shard() == Some(1)).expect("shard 1");
+    let mut stores = stores;
+    drop(stores.remove(gone));
+    let released = std::time::Instant::now();
+    loop {
+        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 1 AND granted")
+            .fetch_one(&app.pool)
+            .await
+            .expect("locks");
+        if held == 0 {
+            break;
+        }
+        assert!(released.elapsed() < std::time::Duration::from_secs(5), "the dropped store's claim is released at once");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let next = PgStore::from_pool(app.pool.clone());
+    let fresh: Vec<AuditEvent> = (0..5).map(|i| parser.parse(i, event("auth", "t0")).expect("valid")).collect();
+    assert_eq!(next.persist(&requests(&fresh)).await.expect("persisted"), 5);
+    assert_eq!(next.writer_shard(), Some(1), "the freed shard is claimed again");
+    let verdict = app.verify_all().await;
+    assert_eq!(verdict["ok"], true, "{verdict}");
     app.stop().await;
 }
 

@@ -293,6 +293,13 @@ async fn a_node_killed_under_load_across_three_loses_nothing_acknowledged() {
     let addresses: Vec<String> = nodes.iter().map(|n| n.address.clone()).collect();
     let load = Load::start_across(&addresses, 6, 10, KEY, &crate::load::TENANTS);
     load.progress(600, Duration::from_secs(30)).await;
+    // Each node extends its own writer shard's chains.
+    let mut shards = Vec::new();
+    for address in &addresses {
+        shards.push(readiness(&reqwest::Client::new(), address).await["writer_shard"].as_i64());
+    }
+    shards.sort();
+    assert_eq!(shards, [Some(0), Some(1), Some(2)]);
     sigkill(&mut nodes[1]);
     load.progress(600, Duration::from_secs(30)).await;
     let outcome = load.finish().await;

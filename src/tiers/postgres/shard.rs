@@ -13,11 +13,11 @@
 //! node started meanwhile) only wait on each other. A lost claim is taken back as
 //! soon as the number is free again.
 
-use std::sync::{Arc, Weak};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use sqlx::{Connection, PgConnection, PgPool};
-use tokio::sync::OnceCell;
+use tokio::sync::{oneshot, OnceCell};
 
 use crate::integrity::chain::MAX_SHARDS;
 
@@ -31,12 +31,14 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub(super) struct WriterShard {
     claimed: OnceCell<i32>,
+    /// Dropped with the store: the claim's connection then closes and frees the shard.
+    release: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl WriterShard {
     /// Shard `shard`, taken without a claim.
     pub(super) fn pinned(shard: i32) -> WriterShard {
-        WriterShard { claimed: OnceCell::new_with(Some(shard)) }
+        WriterShard { claimed: OnceCell::new_with(Some(shard)), release: Mutex::default() }
     }
 
     /// The shard, if claimed yet.
@@ -46,7 +48,7 @@ impl WriterShard {
 
     /// The shard, claimed now (from `pool`) if it is not yet. Fails only when
     /// Postgres does not answer; the next write tries again.
-    pub(super) async fn claim(self: &Arc<Self>, pool: &PgPool) -> Result<i32, sqlx::Error> {
+    pub(super) async fn claim(&self, pool: &PgPool) -> Result<i32, sqlx::Error> {
         self.claimed
             .get_or_try_init(|| async {
                 let mut conn = pool.acquire().await?.detach();
@@ -58,8 +60,9 @@ impl WriterShard {
                     }
                 };
                 tracing::info!(shard, "writer shard claimed");
-                metrics::gauge!("tierlog_writer_shard").set(f64::from(shard));
-                tokio::spawn(hold(Arc::downgrade(self), shard, conn, pool.clone()));
+                let (release, released) = oneshot::channel();
+                *self.release.lock().unwrap_or_else(|p| p.into_inner()) = Some(release);
+                tokio::spawn(hold(released, shard, conn, pool.clone()));
                 Ok(shard)
             })
             .await
@@ -79,18 +82,20 @@ async fn try_take(conn: &mut PgConnection, shard: i32) -> Result<bool, sqlx::Err
     sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)").bind(LOCK_CLASS).bind(shard).fetch_one(conn).await
 }
 
-/// Keeps the claim's connection for as long as the store lives; when it breaks,
-/// reconnects and takes the same shard back once it is free.
-async fn hold(store: Weak<WriterShard>, shard: i32, conn: PgConnection, pool: PgPool) {
+/// Keeps the claim's connection until the store is dropped (`released`); when it
+/// breaks, reconnects and takes the same shard back once it is free.
+async fn hold(mut released: oneshot::Receiver<()>, shard: i32, conn: PgConnection, pool: PgPool) {
     let mut held = Some(conn);
     let mut shared_warned = false;
     loop {
-        tokio::time::sleep(CHECK_EVERY).await;
-        if store.upgrade().is_none() {
-            if let Some(conn) = held.take() {
-                let _ = conn.close().await;
+        tokio::select! {
+            _ = &mut released => {
+                if let Some(conn) = held.take() {
+                    let _ = conn.close().await;
+                }
+                return;
             }
-            return;
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
         }
         if let Some(conn) = held.as_mut() {
             if conn.ping().await.is_ok() {
