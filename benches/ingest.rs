@@ -7,7 +7,7 @@
 //! cargo bench --bench ingest -- [--events N] [--concurrency C] [--batch 1,100]
 //!     [--mix mixed,hot,persisted] [--database-url URL] [--redis-url URL] [--embedded]
 //!     [--rate R] [--raw-pg] [--raw-redis] [--events-file PATH] [--peer-work]
-//!     [--nodes 1,3] [--tenants 100]
+//!     [--nodes 1,3] [--tenants 100] [--repeat K]
 //! ```
 //!
 //! `--nodes N` runs N tierlog processes on the same database and Redis (one signing
@@ -17,6 +17,9 @@
 //! of the run waited on a lock (`lock_wait_share`) and the mean number of sessions
 //! waiting (`lock_waiters`): the cost of nodes queueing on chain heads.
 //! `--tenants T` spreads the generated events over T tenants (default 100).
+//! `--repeat K` runs the node counts K times, interleaved (1, 3, 1, 3, ...), and
+//! ends with the median events/s of each and the median of the K paired ratios: on
+//! a small shared machine one pair can be off by a tenth either way.
 //!
 //! `--events-file PATH` sends the first N events of a JSON-lines file instead of the
 //! generated mix (e.g. `../shared/bench`'s `events_1m.jsonl`, the syslog-ng peer's
@@ -81,6 +84,7 @@ struct Options {
     peer_work: bool,
     nodes: Vec<usize>,
     tenants: u64,
+    repeat: usize,
 }
 
 fn options() -> Options {
@@ -100,6 +104,7 @@ fn options() -> Options {
         peer_work: false,
         nodes: vec![1],
         tenants: 100,
+        repeat: 1,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -116,6 +121,7 @@ fn options() -> Options {
             "--events-file" => o.events_file = Some(value),
             "--nodes" => o.nodes = value.split(',').map(|n| n.parse().expect("--nodes 1,3")).collect(),
             "--tenants" => o.tenants = value.parse::<u64>().expect("--tenants T").max(1),
+            "--repeat" => o.repeat = value.parse::<usize>().expect("--repeat K").max(1),
             "--peer-work" => {
                 o.peer_work = true;
                 i += 1;
@@ -243,7 +249,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Result<()> {
+/// One run; returns its events/s.
+async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Result<f64> {
     let db_name = format!("tierlog_bench_{}", Uuid::new_v4().simple());
     let mut admin = if o.embedded { None } else { Some(PgConnection::connect(&o.database_url).await?) };
     if let Some(admin) = admin.as_mut() {
@@ -466,7 +473,44 @@ async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Resu
     if let Some(admin) = admin.as_mut() {
         sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)")).execute(admin).await?;
     }
-    Ok(())
+    Ok(o.events as f64 / acked_in.as_secs_f64())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// The medians of repeated runs, and each node count's paired ratios against the first.
+fn summarise(o: &Options, mix: &str, batch: usize, rates: &[Vec<f64>]) {
+    let first = &rates[0];
+    for (nodes, runs) in o.nodes.iter().zip(rates) {
+        let shown: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
+        let mut line = format!(
+            "summary   nodes={nodes} tenants={} mix={mix} batch={batch} runs={} median events/s={:.0} (each: {})",
+            o.tenants,
+            runs.len(),
+            median(runs),
+            shown.join(" ")
+        );
+        if nodes != &o.nodes[0] {
+            let pairs: Vec<f64> = runs.iter().zip(first).map(|(r, f)| r / f).collect();
+            let shown: Vec<String> = pairs.iter().map(|r| format!("{r:.2}")).collect();
+            line.push_str(&format!(
+                " ratio to nodes={}: median of pairs={:.2} (pairs: {}), of medians={:.2}",
+                o.nodes[0],
+                median(&pairs),
+                shown.join(" "),
+                median(runs) / median(first)
+            ));
+        }
+        println!("{line}");
+    }
 }
 
 /// One `tierlog serve` of a run: node `node` of the deployment.
@@ -757,11 +801,22 @@ async fn main() -> anyhow::Result<()> {
         o.events_file.as_ref().map(|p| format!(" --events-file {p}")).unwrap_or_default(),
         if o.peer_work { " --peer-work" } else { "" },
     );
-    println!("# --nodes {} --tenants {}", o.nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(","), o.tenants);
+    println!(
+        "# --nodes {} --tenants {} --repeat {}",
+        o.nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        o.tenants,
+        o.repeat
+    );
     for mix in &o.mixes {
         for &batch in &o.batches {
-            for &nodes in &o.nodes {
-                run(&o, mix, batch, nodes).await?;
+            let mut rates = vec![Vec::new(); o.nodes.len()];
+            for _ in 0..o.repeat {
+                for (i, &nodes) in o.nodes.iter().enumerate() {
+                    rates[i].push(run(&o, mix, batch, nodes).await?);
+                }
+            }
+            if o.repeat > 1 || o.nodes.len() > 1 {
+                summarise(&o, mix, batch, &rates);
             }
         }
     }
