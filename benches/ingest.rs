@@ -432,7 +432,7 @@ async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Resu
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         rss / 1024,
         server_cpu.as_secs_f64() * 1e6 / o.events as f64,
-        locks.map(|(share, waiters)| format!("lock_wait_share={share:.3} lock_waiters={waiters:.2} ")).unwrap_or_default(),
+        locks.map(|waits| waits.to_string()).unwrap_or_default(),
         if o.embedded { "sqlite,files" } else { "pg,redis,files" },
     );
 
@@ -556,7 +556,28 @@ fn start_server(
 /// Samples, every 10 ms, how many sessions of one database wait on a lock.
 struct LockSampler {
     stop: Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<anyhow::Result<(f64, f64)>>,
+    task: tokio::task::JoinHandle<anyhow::Result<LockWaits>>,
+}
+
+/// What the lock sampler saw: the share of samples with a session waiting on a lock,
+/// the mean number waiting, and per lock type (`pg_stat_activity.wait_event`: `tuple`
+/// and `transactionid` for row locks, `extend` for a table growing, ...) the share of
+/// samples in which a session waited on it.
+struct LockWaits {
+    share: f64,
+    waiters: f64,
+    by_type: Vec<(String, f64)>,
+}
+
+impl std::fmt::Display for LockWaits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let types: Vec<String> = self.by_type.iter().map(|(event, share)| format!("{event}:{share:.3}")).collect();
+        write!(f, "lock_wait_share={:.3} lock_waiters={:.2} ", self.share, self.waiters)?;
+        if !types.is_empty() {
+            write!(f, "lock_waits_by_type={} ", types.join(","))?;
+        }
+        Ok(())
+    }
 }
 
 impl LockSampler {
@@ -566,27 +587,35 @@ impl LockSampler {
         let task = tokio::spawn(async move {
             let mut connection = PgConnection::connect(&url).await?;
             let (mut samples, mut waiting, mut waiters) = (0u64, 0u64, 0i64);
+            let mut by_type: std::collections::BTreeMap<String, u64> = Default::default();
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let now: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                let now: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT wait_event, count(*) FROM pg_stat_activity
+                     WHERE datname = $1 AND wait_event_type = 'Lock' GROUP BY wait_event",
                 )
                 .bind(&name)
-                .fetch_one(&mut connection)
+                .fetch_all(&mut connection)
                 .await?;
                 samples += 1;
-                waiting += u64::from(now > 0);
-                waiters += now;
+                waiting += u64::from(!now.is_empty());
+                for (event, count) in now {
+                    waiters += count;
+                    *by_type.entry(event).or_default() += 1;
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let samples = samples.max(1) as f64;
-            Ok((waiting as f64 / samples, waiters as f64 / samples))
+            Ok(LockWaits {
+                share: waiting as f64 / samples,
+                waiters: waiters as f64 / samples,
+                by_type: by_type.into_iter().map(|(event, n)| (event, n as f64 / samples)).collect(),
+            })
         });
         LockSampler { stop, task }
     }
 
-    /// The share of samples with a session waiting on a lock, and the mean number
-    /// of waiting sessions.
-    async fn stop(self) -> anyhow::Result<(f64, f64)> {
+    /// What was seen while the run lasted.
+    async fn stop(self) -> anyhow::Result<LockWaits> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.task.await?
     }

@@ -376,9 +376,16 @@ fn verify_archive(dir: &std::path::Path, public_key: Option<&str>, checkpoints: 
     let mut broken = 0;
     for report in &reports {
         if report.ok {
+            let ranges: Vec<String> =
+                report.shards.iter().map(|r| format!("shard {} seq {}..{}", r.shard, r.first_seq, r.last_seq)).collect();
             println!(
-                "ok      {} {}: {} rows in {} file(s), seq {}..{}, {} checkpoint(s) matched",
-                report.tenant_id, report.table, report.rows, report.files, report.first_seq, report.last_seq, report.checkpoints_matched
+                "ok      {} {}: {} rows in {} file(s), {}, {} checkpoint(s) matched",
+                report.tenant_id,
+                report.table,
+                report.rows,
+                report.files,
+                ranges.join(", "),
+                report.checkpoints_matched
             );
         } else {
             broken += 1;

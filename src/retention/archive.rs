@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::event::format_timestamp;
-use crate::integrity::chain::{hashes_of_value, link_hash, PiiPath};
+use crate::integrity::chain::{hashes_of_value, link_hash, shard_of, PiiPath};
 use crate::integrity::checkpoint::{sign_document, verify_document, Checkpoint, Keyring, Signer};
 use crate::tiers::postgres::StoredRow;
 use crate::tiers::Table;
@@ -124,15 +124,25 @@ pub fn tenant_dir(tenant: &str) -> String {
     }
 }
 
-/// The verdict on one chain's archived rows.
+/// The archived rows of one writer shard's chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardRange {
+    pub shard: i32,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub rows: usize,
+}
+
+/// The verdict on the archived rows of one tenant's table (the chains of every
+/// writer shard).
 #[derive(Debug, Clone, Serialize)]
 pub struct ArchiveChainReport {
     pub tenant_id: String,
     pub table: String,
     pub files: usize,
     pub rows: usize,
-    pub first_seq: i64,
-    pub last_seq: i64,
+    /// The archived range of each writer shard's chain.
+    pub shards: Vec<ShardRange>,
     /// Checkpoints from the checkpoint export that fall on archived rows and match.
     pub checkpoints_matched: usize,
     pub ok: bool,
@@ -220,8 +230,7 @@ pub fn verify(dir: &Path, keys: &Keyring, checkpoints: &[Checkpoint]) -> std::io
                     table: table.clone(),
                     files: 0,
                     rows: 0,
-                    first_seq: 0,
-                    last_seq: 0,
+                    shards: Vec::new(),
                     checkpoints_matched: 0,
                     ok: true,
                     problems: Vec::new(),
@@ -288,8 +297,16 @@ pub fn verify(dir: &Path, keys: &Keyring, checkpoints: &[Checkpoint]) -> std::io
             }
         }
         report.rows = rows.len();
-        report.first_seq = rows.first().map_or(0, |r| r.seq);
-        report.last_seq = rows.last().map_or(0, |r| r.seq);
+        for row in &rows {
+            let shard = shard_of(row.seq);
+            match report.shards.last_mut() {
+                Some(range) if range.shard == shard => {
+                    range.last_seq = row.seq;
+                    range.rows += 1;
+                }
+                _ => report.shards.push(ShardRange { shard, first_seq: row.seq, last_seq: row.seq, rows: 1 }),
+            }
+        }
         report.ok = report.problems.is_empty();
         reports.push(report);
     }

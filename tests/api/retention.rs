@@ -436,6 +436,7 @@ async fn retention_erasure_and_archives_keep_each_writer_shards_chain_verifiable
     let offline = archive_verify(&app, key["public_key"].as_str().expect("key"));
     let printed = String::from_utf8_lossy(&offline.stdout);
     assert!(offline.status.success(), "{printed}{}", String::from_utf8_lossy(&offline.stderr));
+    assert!(printed.contains(&format!("shard 1 seq {}..{}", base + 1, base + 4)), "each shard's archived range: {printed}");
 
     app.tamper(&format!("DELETE FROM audit_logs WHERE tenant_id = 'acme' AND seq = {}", base + 5)).await;
     let verdict = app.verify_all().await;
