@@ -264,8 +264,8 @@ async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Resu
     anyhow::ensure!(nodes == 1 || !o.embedded, "--nodes above 1 needs Postgres and Redis");
     let seed = tierlog::integrity::checkpoint::Signer::generate_with_seed().1;
     let mut servers = Vec::new();
-    for node in 0..nodes {
-        servers.push(start_server(o, &db_url, &prefix, dir.path(), &files_dirs[node], &data_dir, &seed, node)?);
+    for (node, files_dir) in files_dirs.iter().enumerate() {
+        servers.push(start_server(o, &db_url, &prefix, dir.path(), files_dir, &data_dir, &seed, node)?);
     }
     let client = reqwest::Client::builder().pool_max_idle_per_host(o.concurrency).build()?;
     let started = Instant::now();

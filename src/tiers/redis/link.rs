@@ -53,7 +53,7 @@ impl ConnectionLike for Connection {
 
 enum Target {
     Single(Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 /// A node's way to Redis.
@@ -81,7 +81,7 @@ impl RedisLink {
                 .min_retry_wait(50)
                 .max_retry_wait(500)
                 .build()?;
-            Target::Cluster(client)
+            Target::Cluster(Box::new(client))
         } else {
             let mut info: ::redis::ConnectionInfo = settings.url.trim().parse()?;
             if let Some(db) = settings.db {
