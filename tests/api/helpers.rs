@@ -381,7 +381,22 @@ impl Drop for RedisProcess {
 
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+    free_ports(1)[0]
+}
+
+/// `n` distinct ports free on loopback, below the kernel's ephemeral range (from
+/// 32768), so no outgoing connection of a test running alongside is handed one
+/// between this call and the server that binds it. Each is held until all are
+/// picked, so none is returned twice.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    while held.len() < n {
+        let port = 20_000 + (Uuid::new_v4().as_u128() % 12_000) as u16;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push((port, listener));
+        }
+    }
+    held.into_iter().map(|(port, _)| port).collect()
 }
 
 /// Polls `check` until it holds or `timeout` passes.

@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use tierlog::event::Category;
 use tierlog::tiers::redis::events_key;
 
-use crate::helpers::{event, free_port, redis_url, TestApp, TestDb, TestRedis, KEY};
+use crate::helpers::{event, free_ports, redis_url, TestApp, TestDb, TestRedis, KEY};
 use crate::load::{readiness, verify_ok, Load};
 
 /// One `redis-server --cluster-enabled yes`.
@@ -37,8 +37,9 @@ impl RedisCluster {
     pub fn start() -> RedisCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
-        for _ in 0..6 {
-            let (port, bus) = (free_port(), free_port());
+        let ports = free_ports(12);
+        for pair in ports.chunks(2) {
+            let (port, bus) = (pair[0], pair[1]);
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--cluster-port", &bus.to_string(), "--bind", "127.0.0.1"])
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000", "--save", "", "--appendonly", "no"])
