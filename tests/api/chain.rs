@@ -271,3 +271,51 @@ async fn the_writer_connections_are_opened_before_the_first_batch() {
     store.warm_up(3).await;
     assert_eq!(open().await - before, 3, "three writer connections were opened");
 }
+
+/// A database written before writer shards existed (one head per tenant and table)
+/// migrates in place: its chains become shard 0's, verify as they are, and a node
+/// writing after the migration extends them from where they stopped.
+#[tokio::test]
+async fn chains_written_before_writer_shards_migrate_in_place_and_go_on() {
+    use tierlog::event::{EventParser, Limits};
+    use tierlog::tiers::postgres::verify::{chains, verify_chain};
+    use tierlog::tiers::DurableStore;
+
+    let db = crate::helpers::TestDb::create().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
+    tierlog::tiers::postgres::migrate(&pool).await.expect("migrate");
+    let parser = EventParser::new(Limits::default(), None, chrono::Utc::now());
+    // One process before and after: it keeps its claim on shard 0 throughout.
+    let store = PgStore::from_pool(pool.clone());
+    let before: Vec<_> = (0..6).map(|i| parser.parse(i, event("auth", "acme")).expect("valid")).collect();
+    assert_eq!(store.persist(&requests(&before)).await.expect("persisted"), 6);
+    // Back to the schema before writer shards, rows and heads kept.
+    sqlx::raw_sql(
+        "ALTER TABLE chain_heads DROP CONSTRAINT chain_heads_seq_in_shard;
+         ALTER TABLE chain_heads DROP CONSTRAINT chain_heads_pkey;
+         ALTER TABLE chain_heads DROP COLUMN shard;
+         ALTER TABLE chain_heads ADD PRIMARY KEY (tenant_id, table_name);
+         ALTER TABLE chain_heads RESET (fillfactor, autovacuum_vacuum_scale_factor, autovacuum_vacuum_threshold);
+         DELETE FROM _sqlx_migrations WHERE version = 6;",
+    )
+    .execute(&pool)
+    .await
+    .expect("schema before shards");
+
+    tierlog::tiers::postgres::migrate(&pool).await.expect("migrates again");
+    let keys = tierlog::integrity::checkpoint::Keyring::new(Vec::new());
+    let found = chains(&pool, Some("acme"), None).await.expect("chains");
+    assert_eq!(found, [(Chain::new("acme", Table::AuditLogs, 0), 6)], "the old chain is shard 0's");
+    let report = verify_chain(&pool, &keys, &found[0].0).await.expect("verify");
+    assert!(report.ok && report.rows_checked == 6, "{report:?}");
+
+    let after: Vec<_> = (0..4).map(|i| parser.parse(i, event("auth", "acme")).expect("valid")).collect();
+    assert_eq!(store.persist(&requests(&after)).await.expect("persisted"), 4);
+    assert_eq!(store.writer_shard(), Some(0));
+    let acme = first("acme", Table::AuditLogs);
+    let rows = store.read_chain(&acme).await.expect("chain");
+    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=10).collect::<Vec<i64>>(), "extended where it stopped");
+    recompute(&acme, &rows).expect("whole");
+    drop(store);
+    pool.close().await;
+}
