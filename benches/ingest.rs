@@ -42,7 +42,7 @@
 //! `--raw-redis` adds, after a run that persisted nothing (the `hot` mix), the raw
 //! limit of the hot tier's work: the events and JSON lines tierlog wrote (read back
 //! from its files) pushed again into Redis by tierlog's own push code (the same
-//! script, keys and pipelines), in batches cut per writer shard at tierlog's mean
+//! script, keys and pipelines), in batches cut per writer lane at tierlog's mean
 //! batch size, from four connections, without HTTP, parsing, files or queueing.
 //! Printed as events/s beside tierlog's.
 //!
@@ -462,7 +462,7 @@ async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Resu
         let replay = RawPush { redis_url: &o.redis_url, prefix: &prefix, settings: &settings, batch: mean_batch };
         let rate = replay.rate(&files_dirs[0]).await?;
         println!(
-            "raw-redis the same {} events and lines, tierlog's own push (script and pipeline), {mean_batch}-event batches per writer shard from 4 connections: events/s={rate:>8.0}  tierlog/raw={:.2}",
+            "raw-redis the same {} events and lines, tierlog's own push (script and pipeline), {mean_batch}-event batches per writer lane from 4 connections: events/s={rate:>8.0}  tierlog/raw={:.2}",
             o.events,
             o.events as f64 / acked_in.as_secs_f64() / rate
         );
@@ -648,7 +648,7 @@ async fn mean_batch(client: &reqwest::Client, address: &str) -> anyhow::Result<u
 /// lines it wrote (read back from its files), pushed again into Redis under a fresh
 /// prefix by tierlog's own push (the same script, keys and pipeline per batch), with
 /// no HTTP, parsing, files or queueing. Batches are cut as tierlog's writers cut them:
-/// per writer shard, in file order, of tierlog's mean batch size.
+/// per writer lane, in file order, of tierlog's mean batch size.
 struct RawPush<'a> {
     redis_url: &'a str,
     prefix: &'a str,
@@ -668,17 +668,17 @@ impl RawPush<'_> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(self.settings.ingest.writers)
             .max(1);
-        let mut shards: Vec<Vec<(tierlog::event::AuditEvent, Vec<u8>)>> = (0..writers).map(|_| Vec::new()).collect();
+        let mut lanes: Vec<Vec<(tierlog::event::AuditEvent, Vec<u8>)>> = (0..writers).map(|_| Vec::new()).collect();
         for path in paths {
             for line in std::fs::read(path)?.split(|b| *b == b'\n').filter(|line| !line.is_empty()) {
                 let event: tierlog::event::AuditEvent = serde_json::from_slice(line)?;
-                shards[tierlog::ingest::shard_of(&event.tenant_id, writers)].push((event, line.to_vec()));
+                lanes[tierlog::ingest::lane_of(&event.tenant_id, writers)].push((event, line.to_vec()));
             }
         }
-        let total: usize = shards.iter().map(Vec::len).sum();
+        let total: usize = lanes.iter().map(Vec::len).sum();
         let mut batches: Vec<tierlog::tiers::EncodedBatch> = Vec::new();
-        for shard in shards {
-            for chunk in shard.chunks(self.batch) {
+        for lane in lanes {
+            for chunk in lane.chunks(self.batch) {
                 let (events, lines): (Vec<_>, Vec<_>) = chunk.iter().cloned().unzip();
                 let batch = tierlog::tiers::EncodedBatch::new(events);
                 // Encoded again, each line must be the one tierlog wrote.

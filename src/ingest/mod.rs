@@ -2,10 +2,10 @@
 //!
 //! The queue's capacity is counted in events by a semaphore: a request that does not
 //! fit is refused at once (503 with `Retry-After`) instead of waiting or growing
-//! memory. Each writer task owns a shard of the tenants (by a stable hash of the
+//! memory. Each writer task owns a lane of the tenants (by a stable hash of the
 //! tenant id), so writers never contend for the same hash-chain heads and each
-//! tenant's events keep their order. A request's events are split by shard; the
-//! request is answered when every shard has written its part (see [`writer`]).
+//! tenant's events keep their order. A request's events are split by lane; the
+//! request is answered when every lane has written its part (see [`writer`]).
 
 pub mod replay;
 pub mod route;
@@ -22,7 +22,7 @@ use crate::event::AuditEvent;
 use crate::telemetry::Counters;
 pub use writer::{TierWriter, WriteError};
 
-/// A part of one request's events, all of one shard, on their way to the tiers.
+/// A part of one request's events, all of one lane, on their way to the tiers.
 pub struct Job {
     events: Vec<AuditEvent>,
     done: oneshot::Sender<Result<(), Arc<WriteError>>>,
@@ -44,7 +44,7 @@ pub enum SubmitError {
 /// The sending side of the pipeline, cloned into every handler.
 #[derive(Clone)]
 pub struct Pipeline {
-    shards: Arc<[mpsc::UnboundedSender<Job>]>,
+    lanes: Arc<[mpsc::UnboundedSender<Job>]>,
     capacity: Arc<Semaphore>,
     counters: Arc<Counters>,
 }
@@ -55,30 +55,30 @@ pub struct Workers {
     handles: Vec<JoinHandle<()>>,
 }
 
-/// The shard that writes `tenant`'s events; stable across restarts.
-pub fn shard_of(tenant: &str, shards: usize) -> usize {
+/// The writer lane that writes `tenant`'s events; stable across restarts.
+pub fn lane_of(tenant: &str, lanes: usize) -> usize {
     let mut hasher = DefaultHasher::new();
     tenant.hash(&mut hasher);
-    (hasher.finish() % shards.max(1) as u64) as usize
+    (hasher.finish() % lanes.max(1) as u64) as usize
 }
 
 impl Pipeline {
-    /// Starts one writer task per shard (`settings.ingest.writers`) over `writer`.
+    /// Starts one writer task per lane (`settings.ingest.writers`) over `writer`.
     pub fn start(settings: &Settings, writer: Arc<TierWriter>, counters: Arc<Counters>) -> (Pipeline, Workers) {
         let (stop, stop_rx) = watch::channel(false);
         let batching = writer::Batching {
             max_events: settings.ingest.batch_max_events,
             max_delay: settings.batch_max_delay(),
         };
-        let mut shards = Vec::new();
+        let mut lanes = Vec::new();
         let mut handles = Vec::new();
         for _ in 0..settings.ingest.writers.max(1) {
             let (jobs, receiver) = mpsc::unbounded_channel();
-            shards.push(jobs);
+            lanes.push(jobs);
             handles.push(tokio::spawn(writer::run(receiver, stop_rx.clone(), batching, writer.clone())));
         }
         let pipeline = Pipeline {
-            shards: shards.into(),
+            lanes: lanes.into(),
             capacity: Arc::new(Semaphore::new(settings.ingest.queue_capacity)),
             counters,
         };
@@ -96,14 +96,14 @@ impl Pipeline {
                 return Err(SubmitError::QueueFull);
             }
         };
-        let mut parts: Vec<Vec<AuditEvent>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        let mut parts: Vec<Vec<AuditEvent>> = (0..self.lanes.len()).map(|_| Vec::new()).collect();
         for event in events {
-            parts[shard_of(&event.tenant_id, self.shards.len())].push(event);
+            parts[lane_of(&event.tenant_id, self.lanes.len())].push(event);
         }
         Counters::add(&self.counters.queue_depth, u64::from(count));
         let mut waiting = Vec::new();
         let mut outcome = Ok(());
-        for (shard, part) in parts.into_iter().enumerate() {
+        for (lane, part) in parts.into_iter().enumerate() {
             if part.is_empty() {
                 continue;
             }
@@ -112,7 +112,7 @@ impl Pipeline {
                 break;
             };
             let (done, finished) = oneshot::channel();
-            if self.shards[shard].send(Job { events: part, done, _permit: part_permit }).is_err() {
+            if self.lanes[lane].send(Job { events: part, done, _permit: part_permit }).is_err() {
                 outcome = Err(SubmitError::ShuttingDown);
                 break;
             }
