@@ -229,7 +229,11 @@ async fn three_writers_on_the_same_tenants_extend_a_chain_each_and_keep_every_ch
     drop(stores.remove(gone));
     let released = std::time::Instant::now();
     loop {
-        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 1 AND granted")
+        // pg_locks spans the server: only this test's database counts.
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 1 AND granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
             .fetch_one(&app.pool)
             .await
             .expect("locks");

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgExecutor, PgPool, Row};
 
+use crate::integrity::chain::SHARD_BITS;
 use crate::integrity::checkpoint::{sign_heads, ChainHead, Checkpoint, Signer};
 use crate::tiers::Chain;
 
@@ -87,13 +88,14 @@ pub async fn checkpoint_heads(
 ) -> Result<Vec<Checkpoint>, sqlx::Error> {
     let heads: Vec<(String, String, i64, Vec<u8>)> = sqlx::query_as(
         "SELECT h.tenant_id, h.table_name, h.seq, h.head_hash FROM chain_heads h
-         WHERE h.seq > (h.shard::int8 << 48) AND ($1::text IS NULL OR h.tenant_id = $1)
+         WHERE h.seq > (h.shard::int8 << $2) AND ($1::text IS NULL OR h.tenant_id = $1)
            AND h.seq > COALESCE((SELECT max(c.seq) FROM checkpoints c
                                  WHERE c.tenant_id = h.tenant_id AND c.table_name = h.table_name
-                                   AND c.seq >= (h.shard::int8 << 48) AND c.seq < ((h.shard::int8 + 1) << 48)), 0)
+                                   AND c.seq >= (h.shard::int8 << $2) AND c.seq < ((h.shard::int8 + 1) << $2)), 0)
          ORDER BY h.tenant_id, h.table_name, h.shard",
     )
     .bind(tenant)
+    .bind(SHARD_BITS as i32)
     .fetch_all(pool)
     .await?;
     let made = sign_heads(signer, heads, reason, now);

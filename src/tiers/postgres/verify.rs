@@ -8,6 +8,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
 use super::checkpoints;
 use super::rows::{stored_row, ROW_SELECT};
+use crate::integrity::chain::SHARD_BITS;
 use crate::integrity::checkpoint::{Checkpoint, Keyring};
 use crate::integrity::verify::Tombstone;
 use crate::tiers::chain_walk::{self, decode_and_hash, ChainSource, HashedRows};
@@ -23,11 +24,12 @@ pub async fn chains(pool: &PgPool, tenant: Option<&str>, table: Option<Table>) -
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT tenant_id, table_name, seq FROM chain_heads
          WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR table_name = $2)
-           AND seq > (shard::int8 << 48)
+           AND seq > (shard::int8 << $3)
          ORDER BY tenant_id, table_name, shard",
     )
     .bind(tenant)
     .bind(table.map(Table::as_str))
+    .bind(SHARD_BITS as i32)
     .fetch_all(pool)
     .await?;
     Ok(chain_walk::known_chains(rows))
