@@ -167,6 +167,10 @@ impl Application {
             Ok(policies) => governance.policies.replace(policies),
             Err(e) => tracing::warn!(error = %e, "retention policies not loaded yet; using the configured defaults"),
         }
+        // The time partitions the first rows need, before they arrive.
+        if let Database::Postgres(pg) = &database {
+            partition_upkeep(pg, &settings, &governance.policies, governance.clock.now()).await;
+        }
         let spool = match &database {
             Database::Postgres(_) if settings.spool.enabled => {
                 let spool = Spool::open(&settings.spool).context("cannot open the spool (spool.path)")?;
@@ -323,16 +327,37 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
         tick
     };
     {
-        let (pg, policies, settings) = (pg.clone(), state.policies.clone(), settings.clone());
+        let (pg, policies, settings, clock) = (pg.clone(), state.policies.clone(), settings.clone(), state.clock.clone());
         tasks.push(tokio::spawn(async move {
             let mut tick = every(settings.retention.policy_refresh_seconds);
             tick.tick().await;
             loop {
                 tick.tick().await;
                 match pg.load_policies(&Policies::from_settings(&settings)).await {
-                    Ok(loaded) => policies.replace(loaded),
+                    Ok(loaded) => {
+                        let changed = *policies.snapshot() != loaded;
+                        policies.replace(loaded);
+                        // New retention lengths need their partitions (any node may
+                        // see the change first; the upkeep is made once).
+                        if let (true, Database::Postgres(store)) = (changed, &pg) {
+                            partition_upkeep(store, &settings, &policies, clock.now()).await;
+                        }
+                    }
                     Err(e) => tracing::warn!(error = %e, "cannot reload retention policies"),
                 }
+            }
+        }));
+    }
+    if let Database::Postgres(store) = &pg {
+        // Time partitions ahead of the rows, hourly: an interval is at least a day,
+        // and each upkeep makes two intervals beyond the furthest expiry in use.
+        let (store, policies, settings, clock) = (store.clone(), state.policies.clone(), settings.clone(), state.clock.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = every(3600);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                partition_upkeep(&store, &settings, &policies, clock.now()).await;
             }
         }));
     }
@@ -377,6 +402,16 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
         }));
     }
     tasks
+}
+
+/// Creates the time partitions the retention lengths in force need (see
+/// [`crate::tiers::postgres::partitions`]); failures are logged, and the next upkeep
+/// tries again (rows meanwhile land in the default partition, and are moved later).
+pub(crate) async fn partition_upkeep(store: &PgStore, settings: &Settings, policies: &PolicyHandle, now: chrono::DateTime<chrono::Utc>) {
+    let lengths = Routing::with_policies(settings, policies.clone()).retention_lengths();
+    if let Err(e) = store.upkeep_partitions(&lengths, now).await {
+        tracing::warn!(error = %e, "time partition upkeep failed; trying again later");
+    }
 }
 
 /// The embedded mode's admin key when none is configured: read from

@@ -220,6 +220,11 @@ pub struct PostgresSettings {
     /// How often the search indexes' pending lists are merged in the background
     /// (milliseconds; 0: never, Postgres merges them inside inserts).
     pub search_merge_interval_ms: u64,
+    /// How long after its first attempt a retried event (same id) is still found
+    /// and skipped (hours). A batch replayed from the spool is found at any age.
+    pub retry_window_hours: u64,
+    /// The width of the event tables' time partitions: `day`, `week` or `month`.
+    pub partition_interval: String,
 }
 
 /// The hot tier.
@@ -414,6 +419,12 @@ impl Settings {
             && !self.postgres.url.starts_with("postgresql://")
         {
             return Err(ConfigError::invalid("postgres.url (DATABASE_URL)", "must be a postgres:// URL"));
+        }
+        if let Err(e) = self.postgres.partition_interval.parse::<crate::tiers::postgres::partitions::PartitionInterval>() {
+            return Err(ConfigError::invalid("postgres.partition_interval", e));
+        }
+        if self.postgres.retry_window_hours > 24 * 366 {
+            return Err(ConfigError::invalid("postgres.retry_window_hours", "must be at most 8784 (a year)"));
         }
         if self.postgres.max_connections < self.ingest.writers as u32 + 1 {
             return Err(ConfigError::invalid(

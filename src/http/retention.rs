@@ -108,6 +108,9 @@ pub(super) async fn put_retention(
     pg.save_policies(&change.plans, &change.tenants).await.map_err(ApiError::read_failed)?;
     let after = pg.load_policies(&defaults).await.map_err(ApiError::read_failed)?;
     state.policies.replace(after.clone());
+    if let crate::tiers::database::Database::Postgres(store) = pg {
+        crate::app::partition_upkeep(store, &state.settings, &state.policies, state.clock.now()).await;
+    }
 
     // One audit record per tenant changed, and one for plan changes.
     let pick = |policies: &Policies, tenant: &str| serde_json::to_value(policies.tenants.get(tenant)).unwrap_or(Value::Null);

@@ -58,6 +58,20 @@ impl Routing {
         self.route(event.category).persist.table_for(event.level)
     }
 
+    /// Per table, every number of days its rows are kept for: what its time
+    /// partitions must be made ahead for.
+    pub fn retention_lengths(&self) -> std::collections::BTreeMap<Table, std::collections::BTreeSet<u32>> {
+        let policies = self.policies.snapshot();
+        let mut lengths: std::collections::BTreeMap<Table, std::collections::BTreeSet<u32>> = Default::default();
+        for route in &self.routes {
+            // The most severe level is persisted whenever any level is.
+            if let Some(table) = route.persist.table_for(crate::event::Level::Critical) {
+                lengths.entry(table).or_default().extend(policies.lengths(route.category));
+            }
+        }
+        lengths
+    }
+
     /// When a persisted `event` expires: fixed at ingest from the policy then in force.
     pub fn expires_at(&self, policies: &Policies, event: &AuditEvent) -> DateTime<Utc> {
         let days = policies.days(&event.tenant_id, event.category);

@@ -100,6 +100,18 @@ impl Policies {
             .unwrap_or(MAX_DAYS)
     }
 
+    /// Every number of days `category` is kept for some tenant: the default, each
+    /// plan's and each tenant's own.
+    pub fn lengths(&self, category: Category) -> std::collections::BTreeSet<u32> {
+        let mut lengths: std::collections::BTreeSet<u32> = self.defaults.get(&category).copied().into_iter().collect();
+        lengths.extend(self.plans.values().filter_map(|days| days.get(&category).copied()));
+        lengths.extend(self.tenants.values().filter_map(|tenant| tenant.days.get(&category).copied()));
+        if lengths.is_empty() {
+            lengths.insert(MAX_DAYS);
+        }
+        lengths
+    }
+
     /// Tenants whose rows must not be deleted.
     pub fn held_tenants(&self) -> Vec<String> {
         self.tenants.iter().filter(|(_, p)| p.legal_hold).map(|(t, _)| t.clone()).collect()

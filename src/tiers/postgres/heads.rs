@@ -31,7 +31,7 @@ use std::sync::Mutex;
 
 use sqlx::{Postgres, Row, Transaction};
 
-use super::rows::{insert_sql, RowColumns, INSERT_PARAMS};
+use super::rows::{self, insert_sql, RowColumns, INSERT_PARAMS};
 use crate::integrity::chain::{shard_base, GENESIS_HASH};
 use crate::tiers::Table;
 
@@ -90,17 +90,38 @@ impl HeadCache {
     }
 }
 
-/// In one statement: if every head in `moves` (of `shard`) still holds its `from` value, locks
-/// them (in `(table, tenant)` order), moves each to its `to` value and inserts every
-/// table's rows. Otherwise changes nothing and returns `false`. Run on the pool it
-/// is the whole write, committed; inside the locking path's transaction (heads
-/// already locked) it is the write's one statement under the locks.
+/// What [`extend_if_unchanged`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Extended {
+    /// Heads moved and rows inserted.
+    Done,
+    /// A head no longer held its `from` value: nothing changed.
+    HeadsMoved,
+    /// An event of the batch is stored already (a retry): nothing changed.
+    Stored,
+}
+
+/// In one statement: if every head in `moves` (of `shard`) still holds its `from` value
+/// and no event of the batch is stored already, locks the heads (in `(table, tenant)`
+/// order), moves each to its `to` value and inserts every table's rows. Otherwise
+/// changes nothing. Run on the pool it is the whole write, committed; inside the
+/// locking path's transaction (heads already locked) it is the write's one statement
+/// under the locks.
+///
+/// An event is stored already when a row of its tenant with its id expires within
+/// `window` of its own expiry. The tables are partitioned by expiry, so the unique
+/// index on `(id, tenant_id, expires_at)` alone would not see a retry: its
+/// `expires_at` counts from its own arrival. A retry within `window` of the first
+/// attempt is found here (one index probe per event, in the one or two partitions
+/// around its expiry); a batch replayed from the spool carries its first
+/// `expires_at` and is found by the unique index whatever the delay.
 pub(super) async fn extend_if_unchanged<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     shard: i32,
     moves: &[HeadMove<'_>],
     tables: &[(Table, &RowColumns<'_>)],
-) -> Result<bool, sqlx::Error> {
+    window: std::time::Duration,
+) -> Result<Extended, sqlx::Error> {
     let mut sql = String::from(
         "WITH k AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[], $5::int8[], $6::bytea[])
@@ -113,20 +134,32 @@ pub(super) async fn extend_if_unchanged<'e>(
              ORDER BY h.table_name, h.tenant_id
              FOR UPDATE OF h
          ),
-         ok AS (SELECT count(*) = $7 AS unchanged FROM held),
+         stored AS (SELECT {stored} AS found),
+         ok AS (SELECT (SELECT count(*) FROM held) = $7 AND NOT found AS unchanged, found FROM stored),
          moved AS (
              UPDATE chain_heads h SET seq = k.to_seq, head_hash = k.to_hash, updated_at = now()
              FROM k, ok
              WHERE ok.unchanged AND h.tenant_id = k.t AND h.table_name = k.n AND h.shard = $8
          )",
     );
-    let mut next_param = 9;
+    let mut stored = Vec::new();
+    let mut next_param = 10;
     for (i, (table, _)) in tables.iter().enumerate() {
         let insert = insert_sql(*table, next_param, Some(("ok", "ok.unchanged")));
         sql.push_str(&format!(", rows_{i} AS ({insert})"));
+        stored.push(format!(
+            "EXISTS (SELECT 1 FROM unnest(${tenant}::text[], ${id}::uuid[], ${expires}::timestamptz[]) AS d(t, id, e)
+             JOIN {table} x ON x.id = d.id AND x.tenant_id = d.t
+                 AND x.expires_at >= d.e - $9 * interval '1 second' AND x.expires_at <= d.e + $9 * interval '1 second')",
+            tenant = next_param + rows::TENANT_PARAM,
+            id = next_param + rows::ID_PARAM,
+            expires = next_param + rows::EXPIRES_PARAM,
+        ));
         next_param += INSERT_PARAMS;
     }
-    sql.push_str(" SELECT unchanged FROM ok");
+    let stored = if stored.is_empty() { "false".to_owned() } else { stored.join(" OR ") };
+    let sql = sql.replacen("{stored}", &stored, 1);
+    let sql = format!("{sql} SELECT unchanged, found FROM ok");
 
     let (tenants, names, to_seqs, to_hashes) = targets(moves);
     let from_seqs: Vec<i64> = moves.iter().map(|m| m.from.0).collect();
@@ -139,12 +172,17 @@ pub(super) async fn extend_if_unchanged<'e>(
         .bind(&to_seqs)
         .bind(&to_hashes)
         .bind(moves.len() as i64)
-        .bind(shard);
+        .bind(shard)
+        .bind(window.as_secs_f64());
     for (_, rows) in tables {
         query = rows.bind(query);
     }
     let row = query.fetch_one(executor).await?;
-    row.try_get("unchanged")
+    Ok(match (row.try_get::<bool, _>("unchanged")?, row.try_get::<bool, _>("found")?) {
+        (_, true) => Extended::Stored,
+        (true, false) => Extended::Done,
+        (false, false) => Extended::HeadsMoved,
+    })
 }
 
 /// Creates missing heads of `shard` (unless `all_exist`), then locks every head of the batch

@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "integrity and retention", include_str!("../../../migrations/0004_integrity_retention.sql")),
     (5, "signing keys and leases", include_str!("../../../migrations/0005_signing_keys.sql")),
     (6, "writer shards", include_str!("../../../migrations/0006_writer_shards.sql")),
+    (7, "time partitions", include_str!("../../../migrations/0007_time_partitions.sql")),
 ];
 
 /// Migrations compiled into the binary: (version, description, SQL).
@@ -48,4 +49,11 @@ impl<'s> MigrationSource<'s> for Embedded {
 /// Applies every pending migration; safe to run from several processes at once.
 pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
     Migrator::new(Embedded(MIGRATIONS)).await?.run(pool).await
+}
+
+/// Applies the migrations up to and including `version` only: the schema of an
+/// earlier release, for tests of the migrations that follow it.
+pub async fn migrate_through(pool: &PgPool, version: i64) -> Result<(), MigrateError> {
+    let count = MIGRATIONS.iter().take_while(|(v, _, _)| *v <= version).count();
+    Migrator::new(Embedded(&MIGRATIONS[..count])).await?.run(pool).await
 }

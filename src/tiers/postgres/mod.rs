@@ -12,6 +12,7 @@ pub mod retention;
 pub mod erasure;
 pub mod search;
 pub mod signing_keys;
+pub mod partitions;
 mod heads;
 mod rows;
 mod shard;
@@ -25,10 +26,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use heads::{ChainKey, Head, HeadCache, HeadMove};
+use heads::{ChainKey, Extended, Head, HeadCache, HeadMove};
 use shard::WriterShard;
 
-pub use migrate::{migrate, MigrateError};
+pub use migrate::{migrate, migrate_through, MigrateError};
 pub use crate::tiers::stored::StoredRow;
 
 use super::{BoxFuture, Chain, DurableStore, PersistRequest, StoreError, Table};
@@ -56,7 +57,15 @@ pub struct PgStore {
     /// How long a batch write may take before it counts as unreachable (a link cut
     /// without a reset leaves a write waiting on TCP retransmits for many minutes).
     write_timeout: Duration,
+    /// How long after a first attempt a retry of the same event is still recognised
+    /// (see [`heads::extend_if_unchanged`]).
+    retry_window: Duration,
+    /// The width of new time partitions.
+    partition_interval: partitions::PartitionInterval,
 }
+
+/// The retry window of a store made from a pool.
+const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// Batches that skip the optimistic statement after one found a head moved.
 const CONTENDED_BATCHES: u32 = 32;
@@ -99,6 +108,9 @@ impl PgStore {
             contended: Arc::default(),
             schema_ready: Arc::new(AtomicBool::new(true)),
             write_timeout: Duration::from_millis(settings.write_timeout_ms.max(1)),
+            retry_window: Duration::from_secs(settings.retry_window_hours * 3600),
+            // Validated with the rest of the settings.
+            partition_interval: settings.partition_interval.parse().unwrap_or(partitions::PartitionInterval::Week),
         })
     }
 
@@ -113,6 +125,8 @@ impl PgStore {
             contended: Arc::default(),
             schema_ready: Arc::new(AtomicBool::new(true)),
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            retry_window: DEFAULT_RETRY_WINDOW,
+            partition_interval: partitions::PartitionInterval::Week,
         }
     }
 
@@ -196,6 +210,31 @@ impl PgStore {
         }
     }
 
+    /// Creates the time partitions that rows expiring after each retention length
+    /// in `days` (per table) will need (see [`partitions::ensure_ahead`]), and warns
+    /// of rows in a default partition. Returns the partitions created.
+    pub async fn upkeep_partitions(
+        &self,
+        days: &BTreeMap<Table, std::collections::BTreeSet<u32>>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let created = partitions::ensure_ahead(&self.pool, self.partition_interval, days, now).await?;
+        if !created.is_empty() {
+            tracing::info!(partitions = ?created, "time partitions created");
+        }
+        for (table, rows) in partitions::default_rows(&self.pool).await? {
+            metrics::gauge!("tierlog_partition_default_rows", "table" => table.as_str()).set(rows as f64);
+            if rows > 0 {
+                tracing::warn!(
+                    table = %table, rows,
+                    "rows in the default partition {table}_default: no time partition covers their expires_at; \
+                     they are kept and read as usual, but leave only by row-by-row retention"
+                );
+            }
+        }
+        Ok(created)
+    }
+
     /// How many batches found a chain head it had committed moved by another writer
     /// (another process on the same database) and took the locking path.
     pub fn moved_heads(&self) -> u64 {
@@ -244,18 +283,22 @@ impl PgStore {
     async fn persist_now(&self, batch: &[PersistRequest<'_>]) -> Result<usize, StoreError> {
         self.schema_ready()?;
         match self.attempt(batch, false).await {
-            Err(StoreError::Write(sqlx::Error::Database(e))) if e.is_unique_violation() => {
-                tracing::debug!("batch holds stored ids; writing it again without them");
-                self.attempt(batch, true).await
-            }
-            other => other,
+            Ok(Attempt::Written(inserted)) => return Ok(inserted),
+            Ok(Attempt::Stored) => {}
+            Err(StoreError::Write(sqlx::Error::Database(e))) if e.is_unique_violation() => {}
+            Err(e) => return Err(e),
+        }
+        tracing::debug!("batch holds stored ids; writing it again without them");
+        match self.attempt(batch, true).await? {
+            Attempt::Written(inserted) => Ok(inserted),
+            Attempt::Stored => Err(StoreError::Write(sqlx::Error::Protocol("stored ids were found again after skipping them".into()))),
         }
     }
 
-    async fn attempt(&self, batch: &[PersistRequest<'_>], skip_stored: bool) -> Result<usize, StoreError> {
+    async fn attempt(&self, batch: &[PersistRequest<'_>], skip_stored: bool) -> Result<Attempt, StoreError> {
         let chains = group_by_chain(batch);
         if chains.is_empty() {
-            return Ok(0);
+            return Ok(Attempt::Written(0));
         }
         let shard = self.shard.claim(&self.pool).await.map_err(StoreError::Unavailable)?;
         let cached = self.heads.get_all(chains.keys().copied());
@@ -269,12 +312,13 @@ impl PgStore {
             if let Some(cached) = &cached {
                 let plan = Plan::build(shard, &chains, cached, &HashSet::new());
                 let tables: Vec<(Table, &rows::RowColumns<'_>)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
-                match heads::extend_if_unchanged(&self.writes, shard, &plan.moves, &tables).await {
-                    Ok(true) => {
+                match heads::extend_if_unchanged(&self.writes, shard, &plan.moves, &tables, self.retry_window).await {
+                    Ok(Extended::Done) => {
                         self.heads.remember(plan.moves.iter().map(|m| (m.key, m.to)));
-                        return Ok(plan.inserted);
+                        return Ok(Attempt::Written(plan.inserted));
                     }
-                    Ok(false) => {
+                    Ok(Extended::Stored) => return Ok(Attempt::Stored),
+                    Ok(Extended::HeadsMoved) => {
                         self.moved_heads.fetch_add(1, Ordering::Relaxed);
                         self.contended.store(CONTENDED_BATCHES, Ordering::Relaxed);
                         tracing::debug!("a chain head moved under this process; locking the heads");
@@ -301,7 +345,7 @@ impl PgStore {
         chains: &Chains<'_, '_>,
         skip_stored: bool,
         heads_exist: bool,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Attempt, StoreError> {
         let mut tx = self.writes.begin().await.map_err(StoreError::Unavailable)?;
         let locked = heads::lock_heads(&mut tx, shard, chains.keys().copied(), heads_exist).await.map_err(StoreError::Write)?;
         let mut stored = HashSet::new();
@@ -323,17 +367,29 @@ impl PgStore {
         // so they are as read, and the time under the locks is one round trip.
         let tables: Vec<(Table, &rows::RowColumns<'_>)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
         if !plan.moves.is_empty() {
-            let extended = heads::extend_if_unchanged(&mut *tx, shard, &plan.moves, &tables).await.map_err(StoreError::Write)?;
-            if !extended {
-                return Err(StoreError::Write(sqlx::Error::Protocol("a locked chain head moved".into())));
+            match heads::extend_if_unchanged(&mut *tx, shard, &plan.moves, &tables, self.retry_window).await {
+                Ok(Extended::Done) => {}
+                Ok(Extended::Stored) => return Ok(Attempt::Stored),
+                Ok(Extended::HeadsMoved) => {
+                    return Err(StoreError::Write(sqlx::Error::Protocol("a locked chain head moved".into())))
+                }
+                Err(e) => return Err(StoreError::Write(e)),
             }
         }
         tx.commit().await.map_err(StoreError::Write)?;
         // Heads as locked (chains whose ids were all stored stay there), then moved.
         self.heads.remember(locked.into_iter());
         self.heads.remember(plan.moves.iter().map(|m| (m.key, m.to)));
-        Ok(plan.inserted)
+        Ok(Attempt::Written(plan.inserted))
     }
+}
+
+/// How one try at writing a batch ended, short of an error.
+enum Attempt {
+    /// This many rows were inserted.
+    Written(usize),
+    /// Nothing was written: the batch holds events stored already.
+    Stored,
 }
 
 /// A batch's requests per chain, duplicates of one id in one chain dropped.
