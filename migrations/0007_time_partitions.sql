@@ -6,7 +6,7 @@
 -- a row no partition covers, and is watched (tierlog_partition_default_rows).
 --
 -- Existing rows are not copied or re-chained: the old table becomes the partition
--- `<table>_legacy` for every expiry up to the day after its last one, keeping its
+-- `<table>_legacy` for every expiry up to its last one, keeping its
 -- indexes (attached to the new table's, not rebuilt) except the two unique ones, which
 -- must now include the partition key (a unique constraint of a partitioned table
 -- has to). An empty old table is simply dropped.
@@ -45,7 +45,7 @@ BEGIN
             'CREATE TRIGGER %I BEFORE UPDATE OR DELETE ON %I FOR EACH ROW EXECUTE FUNCTION tierlog_refuse_change()',
             t || '_append_only', t);
 
-        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I), date_trunc(''day'', max(expires_at) AT TIME ZONE ''UTC'') AT TIME ZONE ''UTC'' + interval ''1 day'' FROM %I', legacy, legacy)
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I), max(expires_at) + interval ''1 microsecond'' FROM %I', legacy, legacy)
             INTO has_rows, bound;
         IF has_rows THEN
             EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (MINVALUE) TO (%L)', t, legacy, bound);

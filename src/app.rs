@@ -169,7 +169,7 @@ impl Application {
         }
         // The time partitions the first rows need, before they arrive.
         if let Database::Postgres(pg) = &database {
-            partition_upkeep(pg, &settings, &governance.policies, governance.clock.now()).await;
+            partition_upkeep(pg, &settings, &governance.policies, &counters, governance.clock.now()).await;
         }
         let spool = match &database {
             Database::Postgres(_) if settings.spool.enabled => {
@@ -328,6 +328,7 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     };
     {
         let (pg, policies, settings, clock) = (pg.clone(), state.policies.clone(), settings.clone(), state.clock.clone());
+        let counters = state.counters.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = every(settings.retention.policy_refresh_seconds);
             tick.tick().await;
@@ -340,7 +341,7 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
                         // New retention lengths need their partitions (any node may
                         // see the change first; the upkeep is made once).
                         if let (true, Database::Postgres(store)) = (changed, &pg) {
-                            partition_upkeep(store, &settings, &policies, clock.now()).await;
+                            partition_upkeep(store, &settings, &policies, &counters, clock.now()).await;
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot reload retention policies"),
@@ -352,12 +353,13 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
         // Time partitions ahead of the rows, hourly: an interval is at least a day,
         // and each upkeep makes two intervals beyond the furthest expiry in use.
         let (store, policies, settings, clock) = (store.clone(), state.policies.clone(), settings.clone(), state.clock.clone());
+        let counters = state.counters.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = every(3600);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                partition_upkeep(&store, &settings, &policies, clock.now()).await;
+                partition_upkeep(&store, &settings, &policies, &counters, clock.now()).await;
             }
         }));
     }
@@ -407,9 +409,15 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
 /// Creates the time partitions the retention lengths in force need (see
 /// [`crate::tiers::postgres::partitions`]); failures are logged, and the next upkeep
 /// tries again (rows meanwhile land in the default partition, and are moved later).
-pub(crate) async fn partition_upkeep(store: &PgStore, settings: &Settings, policies: &PolicyHandle, now: chrono::DateTime<chrono::Utc>) {
+pub(crate) async fn partition_upkeep(
+    store: &PgStore,
+    settings: &Settings,
+    policies: &PolicyHandle,
+    counters: &Counters,
+    now: chrono::DateTime<chrono::Utc>,
+) {
     let lengths = Routing::with_policies(settings, policies.clone()).retention_lengths();
-    if let Err(e) = store.upkeep_partitions(&lengths, now).await {
+    if let Err(e) = store.upkeep_partitions(&lengths, now, Some(&counters.metrics)).await {
         tracing::warn!(error = %e, "time partition upkeep failed; trying again later");
     }
 }

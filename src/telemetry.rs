@@ -61,6 +61,11 @@ impl Default for Metrics {
         recorder.describe_counter("tierlog_tier_errors_total".into(), None, "Batch writes a tier failed.".into());
         recorder.describe_histogram("tierlog_query_seconds".into(), Some(Unit::Seconds), "Time to answer a read endpoint.".into());
         recorder.describe_counter("tierlog_events_by_category_total".into(), None, "Events acknowledged, by category.".into());
+        recorder.describe_gauge(
+            "tierlog_partition_default_rows".into(),
+            None,
+            "Rows in an event table's default partition: no time partition covers their expiry (should be 0).".into(),
+        );
         let batch_events = recorder.register_histogram(&Key::from_name("tierlog_batch_events"), &METADATA);
         let metrics = Metrics { recorder, batch_events };
         // Present from the start, so dashboards and alerts see zeros, not gaps.
@@ -102,6 +107,11 @@ impl Metrics {
     /// The acknowledged-events counter of `category`.
     pub fn category(&self, category: &'static str) -> metrics::Counter {
         self.recorder.register_counter(&Metrics::labelled("tierlog_events_by_category_total", "category", category), &METADATA)
+    }
+
+    /// The rows in `table`'s default time partition (rows no partition covers).
+    pub fn partition_default_rows(&self, table: &'static str) -> metrics::Gauge {
+        self.recorder.register_gauge(&Metrics::labelled("tierlog_partition_default_rows", "table", table), &METADATA)
     }
 
     /// Everything in the Prometheus text format.

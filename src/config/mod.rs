@@ -660,6 +660,9 @@ mod tests {
         assert!(load_error(&[("REDIS_LOG_TTL", "soon")]).contains("REDIS_LOG_TTL"));
         assert!(load_error(&[("REDIS_LOG_ENABLED", "maybe")]).contains("REDIS_LOG_ENABLED"));
         assert!(load_error(&[("TIERLOG_LISTEN", "nowhere")]).contains("TIERLOG_LISTEN"));
+        let interval = load_error(&[("TIERLOG__POSTGRES__PARTITION_INTERVAL", "fortnight")]);
+        assert!(interval.contains("postgres.partition_interval") && interval.contains("day, week or month"), "{interval}");
+        assert!(load_error(&[("TIERLOG__POSTGRES__RETRY_WINDOW_HOURS", "100000")]).contains("postgres.retry_window_hours"));
         assert!(load_error(&[("LOGGING_LEVEL", "LOUD")]).contains("LOGGING_LEVEL"));
         assert!(load_error(&[("DATABASE_URL", "mysql://db")]).contains("DATABASE_URL"));
         assert!(load_error(&[("TIERLOG__INGEST__QUEUE_CAPACITY", "10")]).contains("ingest.queue_capacity"));

@@ -109,7 +109,7 @@ pub(super) async fn put_retention(
     let after = pg.load_policies(&defaults).await.map_err(ApiError::read_failed)?;
     state.policies.replace(after.clone());
     if let crate::tiers::database::Database::Postgres(store) = pg {
-        crate::app::partition_upkeep(store, &state.settings, &state.policies, state.clock.now()).await;
+        crate::app::partition_upkeep(store, &state.settings, &state.policies, &state.counters, state.clock.now()).await;
     }
 
     // One audit record per tenant changed, and one for plan changes.

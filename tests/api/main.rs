@@ -3,6 +3,7 @@
 #[macro_use]
 mod behaviour;
 mod numbers;
+mod partitions;
 mod chain;
 mod checkpoints;
 mod masking;

@@ -212,18 +212,22 @@ impl PgStore {
 
     /// Creates the time partitions that rows expiring after each retention length
     /// in `days` (per table) will need (see [`partitions::ensure_ahead`]), and warns
-    /// of rows in a default partition. Returns the partitions created.
+    /// of rows left in a default partition, whose counts go to `metrics`. Returns
+    /// the partitions created.
     pub async fn upkeep_partitions(
         &self,
         days: &BTreeMap<Table, std::collections::BTreeSet<u32>>,
         now: chrono::DateTime<chrono::Utc>,
+        metrics: Option<&crate::telemetry::Metrics>,
     ) -> Result<Vec<String>, sqlx::Error> {
         let created = partitions::ensure_ahead(&self.pool, self.partition_interval, days, now).await?;
         if !created.is_empty() {
             tracing::info!(partitions = ?created, "time partitions created");
         }
         for (table, rows) in partitions::default_rows(&self.pool).await? {
-            metrics::gauge!("tierlog_partition_default_rows", "table" => table.as_str()).set(rows as f64);
+            if let Some(metrics) = metrics {
+                metrics.partition_default_rows(table.as_str()).set(rows as f64);
+            }
             if rows > 0 {
                 tracing::warn!(
                     table = %table, rows,
