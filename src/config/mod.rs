@@ -142,6 +142,10 @@ pub struct RetentionSettings {
     pub archive_path: PathBuf,
     /// How long tenant and plan policies are cached by each node.
     pub policy_refresh_seconds: u64,
+    /// Delete each Postgres row as soon as it expires, row by row (with a tombstone),
+    /// instead of with its time partition once the partition's whole range has
+    /// passed. Exact, at the cost of a delete and a tombstone per row.
+    pub exact_expiry: bool,
 }
 
 /// Personal data.

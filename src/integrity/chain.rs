@@ -49,8 +49,29 @@ pub const GENESIS_HASH: [u8; 32] = [0; 32];
 /// one tenant's table at 100,000 events a second); the bits above name the shard.
 pub const SHARD_BITS: u32 = 48;
 
-/// The most shards a deployment uses (each writing process claims one).
+/// The most chain shards a deployment uses: each writing process claims a writer
+/// shard, and extends one chain shard per retention class of each table.
 pub const MAX_SHARDS: i32 = 1024;
+
+/// Chain shards per writer shard: a writer keeps a separate chain per (tenant, table,
+/// retention class), so that rows kept for different lengths (auth for 90 days,
+/// admin actions for a year, both in `audit_logs`) never interleave in one chain and
+/// every chain expires from its start: a time partition that expires removes a
+/// leading run of each chain it holds (see [`crate::tiers::Table::class_of`]).
+pub const CLASSES: i32 = 8;
+
+/// The most writer shards (writing processes with chains of their own).
+pub const MAX_WRITERS: i32 = MAX_SHARDS / CLASSES;
+
+/// The chain shard writer shard `writer` extends for retention class `class`.
+pub fn chain_shard(writer: i32, class: i32) -> i32 {
+    writer * CLASSES + class
+}
+
+/// The writer shard that extends chain shard `shard`.
+pub fn writer_of(shard: i32) -> i32 {
+    shard.div_euclid(CLASSES)
+}
 
 /// The head position of shard `shard`'s empty chain: its first row is `base + 1`.
 pub fn shard_base(shard: i32) -> i64 {

@@ -21,6 +21,8 @@ use crate::config::RetentionSettings;
 use crate::event::access::AccessRecord;
 use crate::event::{AuditEvent, DEFAULT_TENANT};
 use crate::integrity::checkpoint::{Keyring, Signer};
+use crate::integrity::checkpoint::ChainHead;
+use crate::tiers::postgres::partitions;
 use crate::tiers::postgres::retention::{compact, delete_with_tombstones, enter_maintenance, lock_expired};
 use crate::tiers::sqlite::retention as sqlite;
 use crate::tiers::stored::StoredRow;
@@ -51,8 +53,11 @@ pub struct RunReport {
     pub archive_manifests: Vec<String>,
     /// Tenants skipped because of a legal hold.
     pub held_tenants: Vec<String>,
-    /// Checkpoints signed where leading tombstones were folded.
+    /// Checkpoints signed where leading tombstones were folded, or where a dropped
+    /// partition cut a chain.
     pub checkpoints: usize,
+    /// Time partitions dropped whole (archived first when archival is on).
+    pub dropped_partitions: Vec<String>,
 }
 
 /// The database a job works on.
@@ -72,6 +77,8 @@ pub struct RetentionJob {
     pub batch_size: u32,
     /// Where archives go, when archival is on.
     pub archive: Option<PathBuf>,
+    /// Every expired row leaves row by row, at once (`retention.exact_expiry`).
+    pub exact_expiry: bool,
 }
 
 impl RetentionJob {
@@ -84,6 +91,7 @@ impl RetentionJob {
             policies,
             batch_size: settings.batch_size,
             archive: settings.archive.then(|| settings.archive_path.clone()),
+            exact_expiry: settings.exact_expiry,
         }
     }
 
@@ -95,15 +103,28 @@ impl RetentionJob {
         let mut touched: BTreeSet<Chain> = BTreeSet::new();
         let mut part = 0usize;
         for table in Table::ALL {
-            loop {
-                let deleted_rows = self.expire_batch(table, now, &held, run_id, &mut part, &mut report).await?;
-                for row in &deleted_rows {
-                    *report.deleted_by_tenant.entry(row.event.tenant_id.clone()).or_default() += 1;
-                    touched.insert(Chain::holding(&row.event.tenant_id, table, row.seq));
+            // Whole expired partitions first; what is left takes the row-level path.
+            // With exact expiry, every expired row goes row by row first, and the
+            // expired partitions it empties are dropped after.
+            let relations = match &self.db {
+                Db::Postgres(_) if self.exact_expiry => vec![table.as_str().to_owned()],
+                Db::Postgres(pool) => self.drop_partitions(pool, table, now, &held, run_id, &mut part, &mut report).await?,
+                Db::Sqlite(_) => vec![table.as_str().to_owned()],
+            };
+            for relation in relations {
+                loop {
+                    let deleted_rows = self.expire_batch(table, &relation, now, &held, run_id, &mut part, &mut report).await?;
+                    for row in &deleted_rows {
+                        *report.deleted_by_tenant.entry(row.event.tenant_id.clone()).or_default() += 1;
+                        touched.insert(Chain::holding(&row.event.tenant_id, table, row.seq));
+                    }
+                    if (deleted_rows.len() as u32) < self.batch_size {
+                        break;
+                    }
                 }
-                if (deleted_rows.len() as u32) < self.batch_size {
-                    break;
-                }
+            }
+            if let (Db::Postgres(pool), true) = (&self.db, self.exact_expiry) {
+                self.drop_partitions(pool, table, now, &held, run_id, &mut part, &mut report).await?;
             }
         }
         for chain in touched {
@@ -145,10 +166,13 @@ impl RetentionJob {
         Ok(rows)
     }
 
-    /// Deletes one batch of expired rows of `table` (archived first) and returns them.
+    /// Deletes one batch of expired rows of `relation`, a partition of `table` (or
+    /// the table itself in the embedded store), archived first, and returns them.
+    #[allow(clippy::too_many_arguments)]
     async fn expire_batch(
         &self,
         table: Table,
+        relation: &str,
         now: DateTime<Utc>,
         held: &[String],
         run_id: Uuid,
@@ -161,7 +185,7 @@ impl RetentionJob {
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 enter_maintenance(&mut tx).await?;
-                let rows = lock_expired(&mut tx, table, now, held, limit).await?;
+                let rows = lock_expired(&mut tx, table, relation, now, held, limit).await?;
                 if rows.is_empty() {
                     return Ok(rows);
                 }
@@ -182,6 +206,69 @@ impl RetentionJob {
         };
         *report.deleted.entry(table.as_str().to_owned()).or_default() += deleted;
         Ok(rows)
+    }
+}
+
+impl RetentionJob {
+    /// Drops `table`'s partitions whose whole range has passed, each archived first
+    /// when archival is on (see [`partitions::drop_partition`]). Returns the
+    /// partitions whose expired rows leave row by row instead: the default
+    /// partition, the one migrated from before partitions, and expired partitions
+    /// holding rows of a tenant on legal hold.
+    #[allow(clippy::too_many_arguments)]
+    async fn drop_partitions(
+        &self,
+        pool: &PgPool,
+        table: Table,
+        now: DateTime<Utc>,
+        held: &[String],
+        run_id: Uuid,
+        part: &mut usize,
+        report: &mut RunReport,
+    ) -> Result<Vec<String>, RetentionError> {
+        let mut blocked = Vec::new();
+        for partition in partitions::expired(pool, table, now).await? {
+            let Some(plan) = partitions::plan_drop(pool, table, &partition, held).await? else {
+                tracing::info!(partition = %partition.name, "an expired partition holds rows under legal hold; its other rows leave row by row");
+                blocked.push(partition.name);
+                continue;
+            };
+            if self.archive.is_some() {
+                let mut after = (String::new(), i64::MIN);
+                loop {
+                    let rows = partitions::rows_after(pool, &plan, (&after.0, after.1), i64::from(self.batch_size.max(1))).await?;
+                    let Some(last) = rows.last() else { break };
+                    after = (last.event.tenant_id.clone(), last.seq);
+                    self.archive(table, rows, run_id, part, now, report).await?;
+                }
+            }
+            let checkpoints: Vec<_> = plan
+                .cuts
+                .iter()
+                .filter_map(|cut| {
+                    let (seq, hash) = cut.anchor?;
+                    let head = ChainHead { tenant_id: cut.chain.tenant.clone(), table: table.as_str().to_owned(), seq, hash: hex::encode(hash) };
+                    Some(self.signer.checkpoint(head, "retention", now))
+                })
+                .collect();
+            let mut stranded = Vec::new();
+            for cut in &plan.cuts {
+                stranded.extend(partitions::stranded_rows(pool, &plan, cut).await?);
+            }
+            if !partitions::drop_partition(pool, &plan, &checkpoints, &stranded, now, run_id).await? {
+                tracing::info!(partition = %partition.name, "an expired partition changed while being dropped; dropping it on the next run");
+                continue;
+            }
+            *report.deleted.entry(table.as_str().to_owned()).or_default() += plan.rows() as u64;
+            for cut in &plan.cuts {
+                *report.deleted_by_tenant.entry(cut.chain.tenant.clone()).or_default() += cut.rows as u64;
+            }
+            report.checkpoints += checkpoints.len();
+            tracing::info!(partition = %partition.name, rows = plan.rows(), stranded = stranded.len(), "expired partition dropped");
+            report.dropped_partitions.push(partition.name);
+        }
+        let rest = partitions::list(pool, table).await?;
+        Ok(rest.into_iter().filter(|p| p.default || p.from.is_none() || blocked.contains(&p.name)).map(|p| p.name).collect())
     }
 }
 
@@ -211,6 +298,7 @@ impl RunReport {
                 details.insert("held_tenants".into(), self.held_tenants.len().into());
                 details.insert("archive_manifests".into(), self.archive_manifests.len().into());
                 details.insert("checkpoints".into(), self.checkpoints.into());
+                details.insert("dropped_partitions".into(), self.dropped_partitions.len().into());
             }
         }
         details.insert("started_at".into(), crate::event::format_timestamp(&self.started_at).into());

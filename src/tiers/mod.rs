@@ -57,6 +57,30 @@ impl Table {
     pub fn parse(name: &str) -> Option<Table> {
         Table::ALL.into_iter().find(|t| t.as_str() == name)
     }
+
+    /// The category this table is made for: its retention class 0.
+    fn primary(self) -> Category {
+        match self {
+            Table::AuditLogs => Category::Auth,
+            Table::SecurityEvents => Category::Security,
+            Table::FinancialAuditLogs => Category::Financial,
+        }
+    }
+
+    /// The retention class of `category`'s rows in this table: which of a writer's
+    /// chains of a tenant they extend (see [`crate::integrity::chain::CLASSES`]).
+    /// Each category has its own class in each table, the table's own category 0;
+    /// so a single node writing only a table's own category extends chain shard 0,
+    /// numbered 1, 2, 3, ... as before classes.
+    pub fn class_of(self, category: Category) -> i32 {
+        let index = |c: Category| Category::ALL.iter().position(|x| *x == c).unwrap_or(0) as i32;
+        (index(category) - index(self.primary())).rem_euclid(crate::integrity::chain::CLASSES)
+    }
+
+    /// The category whose rows form retention class `class` of this table.
+    pub fn category_of_class(self, class: i32) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| self.class_of(*c) == class)
+    }
 }
 
 impl fmt::Display for Table {

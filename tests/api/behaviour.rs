@@ -281,7 +281,10 @@ async fn aggregates_exports_and_checkpoints_answer_alike(backends: Backends) {
     assert_eq!(status, 200, "{made}");
     assert!(!made["checkpoints"].as_array().expect("checkpoints").is_empty());
     let listed = get(&app, KEY, "/audit/checkpoints?tenant_id=acme").await;
-    assert_eq!(listed["checkpoints"], made["checkpoints"]);
+    // Listed newest first; made together, so in the reverse order of signing.
+    let mut listed = listed["checkpoints"].as_array().expect("listed").clone();
+    listed.reverse();
+    assert_eq!(json!(listed), made["checkpoints"]);
     let verdict = get(&app, KEY, "/audit/verify?tenant_id=acme").await;
     assert_eq!(verdict["ok"], true, "{verdict}");
     assert!(verdict["chains"].as_array().expect("chains").iter().all(|c| c["checkpoints"].as_u64() >= Some(1)), "{verdict}");

@@ -62,7 +62,7 @@ async fn checkpoints_are_signed_exported_and_catch_a_rewound_head_and_forgeries(
     app.tamper("DELETE FROM audit_logs WHERE tenant_id = 'rewound' AND seq >= 5").await;
     app.tamper(
         "UPDATE chain_heads SET seq = 4, head_hash = (SELECT row_hash FROM audit_logs WHERE tenant_id = 'rewound' AND seq = 4)
-         WHERE tenant_id = 'rewound' AND table_name = 'audit_logs'",
+         WHERE tenant_id = 'rewound' AND table_name = 'audit_logs' AND shard = 0",
     )
     .await;
     assert_eq!(chain(&app, "rewound").await["first_break"], json!({"kind": "missing_tail", "last_seq": 4, "head_seq": 5}));

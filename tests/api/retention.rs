@@ -9,6 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use tierlog::tiers::{Chain, Table};
 use crate::helpers::{event, TestApp, KEY};
 
 async fn run(app: &TestApp) -> (u16, Value) {
@@ -46,7 +47,8 @@ async fn expired_rows_go_in_batches_held_tenants_stay_and_chains_still_verify() 
     assert_eq!(policies["plans"]["free"]["auth"], 10);
     assert_eq!(policies["defaults"]["auth"], 90);
 
-    // Interleave auth (10 days on the free plan) and audit (365 days) in one chain.
+    // Interleave auth (10 days on the free plan) and audit (365 days): one chain each
+    // (a retention class each), so each expires from its start.
     for tenant in ["acme", "held", "own", "other"] {
         let batch: Vec<Value> = (0..20).map(|i| event(if i % 2 == 0 { "auth" } else { "audit" }, tenant)).collect();
         assert_eq!(app.post_events(&json!(batch)).await.status(), 200);
@@ -98,7 +100,8 @@ async fn expired_rows_go_in_batches_held_tenants_stay_and_chains_still_verify() 
     assert_eq!(this_run[1].1["deleted"], 10);
     assert_eq!(this_run[2].1["legal_hold"], true);
 
-    // acme's chain now holds holes where auth rows were: tombstones keep it linked.
+    // acme's auth chain is gone, folded into a signed checkpoint; no tombstone is
+    // left between live rows.
     let verdict = app.verify_all().await;
     assert_eq!(verdict["ok"], true, "{verdict}");
 
@@ -117,10 +120,14 @@ async fn expired_rows_go_in_batches_held_tenants_stay_and_chains_still_verify() 
     assert_eq!(tombs, 0, "leading tombstones are folded into a checkpoint");
     let verdict = app.verify_all().await;
     assert_eq!(verdict["ok"], true, "{verdict}");
-    let acme = verdict["chains"].as_array().expect("chains").iter().find(|c| c["tenant_id"] == "acme").cloned();
-    // Left: only the record of the last run (seq 23: a policy record, 20 events and
-    // the first run's record came before it).
-    assert_eq!(acme.as_ref().map(|c| c["first_seq"].clone()), Some(json!(23)), "{verdict}");
+    let acme: Vec<&Value> = verdict["chains"].as_array().expect("chains").iter().filter(|c| c["tenant_id"] == "acme").collect();
+    let audit = Table::AuditLogs.class_of(tierlog::event::Category::Audit);
+    let at = |shard: i32, n: i64| json!(Chain::new("acme", Table::AuditLogs, shard).base() + n);
+    // The auth chain (shard 0): its 10 rows gone, nothing left after them.
+    assert_eq!((acme[0]["shard"].clone(), acme[0]["first_seq"].clone(), acme[0]["head_seq"].clone()), (json!(0), at(0, 11), at(0, 10)), "{verdict}");
+    // The audit chain: only the record of the last run is left (its 13th: a policy
+    // record, 10 events and the first run's record came before it).
+    assert_eq!((acme[1]["shard"].clone(), acme[1]["first_seq"].clone()), (json!(audit), at(audit, 13)), "{verdict}");
 
     // Deleting a retained row by hand is still caught.
     app.tamper("DELETE FROM audit_logs WHERE tenant_id = 'held' AND seq = 3").await;
@@ -142,10 +149,13 @@ async fn tombstones_and_retention_checkpoints_cannot_be_removed_unnoticed() {
         }
     })
     .await;
-    // Chain: auth 1-4, audit 5, auth 6-7.
+    // Chain: auth 1-4 kept 1 day, 5 kept 30 days (the tenant's policy changed), 6-7
+    // kept 1 day again.
     let batch: Vec<Value> = (0..4).map(|_| event("auth", "acme")).collect();
     assert_eq!(app.post_events(&json!(batch)).await.status(), 200);
-    assert_eq!(app.post_events(&json!([event("audit", "acme")])).await.status(), 200);
+    assert_eq!(put(&app, KEY, json!({"tenants": {"acme": {"days": {"auth": 30}}}})).await.0, 200);
+    assert_eq!(app.post_events(&json!([event("auth", "acme")])).await.status(), 200);
+    assert_eq!(put(&app, KEY, json!({"tenants": {"acme": {"days": {"auth": 1}}}})).await.0, 200);
     assert_eq!(app.post_events(&json!([event("auth", "acme"), event("auth", "acme")])).await.status(), 200);
     app.clock.advance(Duration::days(2));
     let (status, report) = run(&app).await;
@@ -396,20 +406,24 @@ async fn retention_erasure_and_archives_keep_each_writer_shards_chain_verifiable
         })
         .collect();
     assert_eq!(other.persist(&requests).await.expect("persisted"), 5);
-    let shard = other.writer_shard().expect("claimed");
-    assert_eq!(shard, 1, "the server holds shard 0");
-    let base = tierlog::integrity::chain::shard_base(shard);
+    assert_eq!(other.writer_shard(), Some(1), "the server holds writer shard 0");
+    // Each writer keeps an auth chain and an audit chain of the tenant.
+    let audit = Table::AuditLogs.class_of(tierlog::event::Category::Audit);
+    let chain_shard = tierlog::integrity::chain::chain_shard;
+    let (auth1, audit1) = (chain_shard(1, 0), chain_shard(1, audit));
+    let base = |shard: i32| tierlog::integrity::chain::shard_base(shard);
 
     app.clock.advance(Duration::days(2));
     let (status, report) = run(&app).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["deleted"]["audit_logs"], 8, "{report}");
-    assert_eq!(report["checkpoints"], 1, "only shard 1's chain starts with expired rows: {report}");
-    let folded: Vec<i64> = sqlx::query_scalar("SELECT seq FROM checkpoints WHERE reason = 'retention' AND tenant_id = 'acme'")
-        .fetch_all(&app.pool)
-        .await
-        .expect("checkpoints");
-    assert_eq!(folded, [base + 4], "the checkpoint anchors shard 1's chain after its 4 expired rows");
+    assert_eq!(report["checkpoints"], 2, "each writer's auth chain expired from its start: {report}");
+    let folded: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM checkpoints WHERE reason = 'retention' AND tenant_id = 'acme' ORDER BY seq")
+            .fetch_all(&app.pool)
+            .await
+            .expect("checkpoints");
+    assert_eq!(folded, [4, base(auth1) + 4], "each auth chain is anchored after its 4 expired rows, and no other chain");
 
     let (status, receipt) = app.send_json(Method::POST, "/audit/subjects/u-1/erase?tenant_id=acme", KEY, None).await;
     assert_eq!(status, 200, "{receipt}");
@@ -428,20 +442,20 @@ async fn retention_erasure_and_archives_keep_each_writer_shards_chain_verifiable
         .filter(|c| c["tenant_id"] == "acme" && c["table"] == "audit_logs")
         .collect();
     let shards: Vec<&Value> = acme.iter().map(|c| &c["shard"]).collect();
-    assert_eq!(shards, [&json!(0), &json!(1)], "{verdict}");
-    assert_eq!(acme[1]["first_seq"], base + 5, "{verdict}");
-    assert_eq!(acme[1]["head_seq"], base + 5, "{verdict}");
+    assert_eq!(shards, [&json!(0), &json!(audit), &json!(auth1), &json!(audit1)], "{verdict}");
+    assert_eq!((&acme[2]["first_seq"], &acme[2]["head_seq"]), (&json!(base(auth1) + 5), &json!(base(auth1) + 4)), "{verdict}");
+    assert_eq!(acme[3]["head_seq"], base(audit1) + 1, "{verdict}");
 
     let (_, key) = app.send_json(Method::GET, "/audit/checkpoints/public-key", KEY, None).await;
     let offline = archive_verify(&app, key["public_key"].as_str().expect("key"));
     let printed = String::from_utf8_lossy(&offline.stdout);
     assert!(offline.status.success(), "{printed}{}", String::from_utf8_lossy(&offline.stderr));
-    assert!(printed.contains(&format!("shard 1 seq {}..{}", base + 1, base + 4)), "each shard's archived range: {printed}");
+    assert!(printed.contains(&format!("shard {auth1} seq {}..{}", base(auth1) + 1, base(auth1) + 4)), "each shard's archived range: {printed}");
 
-    app.tamper(&format!("DELETE FROM audit_logs WHERE tenant_id = 'acme' AND seq = {}", base + 5)).await;
+    app.tamper(&format!("DELETE FROM audit_logs WHERE tenant_id = 'acme' AND seq = {}", base(audit1) + 1)).await;
     let verdict = app.verify_all().await;
     let broken: Vec<&Value> = verdict["chains"].as_array().expect("chains").iter().filter(|c| c["ok"] == false).collect();
     assert_eq!(broken.len(), 1, "{verdict}");
-    assert_eq!((&broken[0]["tenant_id"], &broken[0]["shard"]), (&json!("acme"), &json!(1)), "{verdict}");
+    assert_eq!((&broken[0]["tenant_id"], &broken[0]["shard"]), (&json!("acme"), &json!(audit1)), "{verdict}");
     app.stop().await;
 }

@@ -14,7 +14,10 @@ const INDEXES: [&str; 3] = ["audit_logs_search", "security_events_search", "fina
 async fn pending(pool: &PgPool) -> Vec<i64> {
     let mut counts = Vec::new();
     for index in INDEXES {
-        let n: i64 = sqlx::query_scalar("SELECT pending_tuples::bigint FROM pgstatginindex($1::regclass)")
+        // One index per time partition.
+        let n: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum((pgstatginindex(relid)).pending_tuples), 0)::bigint FROM pg_partition_tree($1::regclass) WHERE isleaf",
+        )
             .bind(index)
             .fetch_one(pool)
             .await

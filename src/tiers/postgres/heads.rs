@@ -32,14 +32,15 @@ use std::sync::Mutex;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::rows::{self, insert_sql, RowColumns, INSERT_PARAMS};
-use crate::integrity::chain::{shard_base, GENESIS_HASH};
+use crate::integrity::chain::{GENESIS_HASH, SHARD_BITS};
 use crate::tiers::Table;
 
 /// A chain's last sequence number and row hash.
 pub(super) type Head = (i64, [u8; 32]);
 
-/// A chain of the store's shard, as `(table, tenant)`.
-pub(super) type ChainKey<'k> = (Table, &'k str);
+/// A chain the store extends, as `(table, tenant, chain shard)`: one per retention
+/// class of its writer shard.
+pub(super) type ChainKey<'k> = (Table, &'k str, i32);
 
 /// One chain's move in a batch.
 pub(super) struct HeadMove<'k> {
@@ -53,39 +54,40 @@ pub(super) struct HeadMove<'k> {
 /// the locking path once).
 #[derive(Debug, Default)]
 pub(super) struct HeadCache {
-    heads: Mutex<HashMap<(Table, String), Head>>,
+    heads: Mutex<HashMap<(Table, String, i32), Head>>,
 }
 
 impl HeadCache {
     const MAX_CHAINS: usize = 200_000;
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Table, String), Head>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Table, String, i32), Head>> {
         self.heads.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The cached head of every chain in `keys`, or `None` when one is missing.
     pub(super) fn get_all<'k>(&self, keys: impl Iterator<Item = ChainKey<'k>>) -> Option<BTreeMap<ChainKey<'k>, Head>> {
         let heads = self.lock();
-        keys.map(|(table, tenant)| heads.get(&(table, tenant.to_owned())).map(|head| ((table, tenant), *head)))
+        keys.map(|(table, tenant, shard)| heads.get(&(table, tenant.to_owned(), shard)).map(|head| ((table, tenant, shard), *head)))
             .collect()
     }
 
     /// Records heads known to be committed.
     pub(super) fn remember<'k>(&self, heads: impl Iterator<Item = (ChainKey<'k>, Head)>) {
         let mut cache = self.lock();
-        for ((table, tenant), head) in heads {
-            if cache.len() >= Self::MAX_CHAINS && !cache.contains_key(&(table, tenant.to_owned())) {
+        for ((table, tenant, shard), head) in heads {
+            let key = (table, tenant.to_owned(), shard);
+            if cache.len() >= Self::MAX_CHAINS && !cache.contains_key(&key) {
                 cache.clear();
             }
-            cache.insert((table, tenant.to_owned()), head);
+            cache.insert(key, head);
         }
     }
 
     /// Drops chains whose head is no longer known (a write of unknown outcome).
     pub(super) fn forget<'k>(&self, keys: impl Iterator<Item = ChainKey<'k>>) {
         let mut cache = self.lock();
-        for (table, tenant) in keys {
-            cache.remove(&(table, tenant.to_owned()));
+        for (table, tenant, shard) in keys {
+            cache.remove(&(table, tenant.to_owned(), shard));
         }
     }
 }
@@ -101,8 +103,8 @@ pub(super) enum Extended {
     Stored,
 }
 
-/// In one statement: if every head in `moves` (of `shard`) still holds its `from` value
-/// and no event of the batch is stored already, locks the heads (in `(table, tenant)`
+/// In one statement: if every head in `moves` still holds its `from` value and no
+/// event of the batch is stored already, locks the heads (in `(table, tenant, shard)`
 /// order), moves each to its `to` value and inserts every table's rows. Otherwise
 /// changes nothing. Run on the pool it is the whole write, committed; inside the
 /// locking path's transaction (heads already locked) it is the write's one statement
@@ -117,21 +119,20 @@ pub(super) enum Extended {
 /// `expires_at` and is found by the unique index whatever the delay.
 pub(super) async fn extend_if_unchanged<'e>(
     executor: impl sqlx::PgExecutor<'e>,
-    shard: i32,
     moves: &[HeadMove<'_>],
     tables: &[(Table, &RowColumns<'_>)],
     window: std::time::Duration,
 ) -> Result<Extended, sqlx::Error> {
     let mut sql = String::from(
         "WITH k AS (
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[], $5::int8[], $6::bytea[])
-             AS k(t, n, from_seq, from_hash, to_seq, to_hash)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[], $5::int8[], $6::bytea[], $8::int4[])
+             AS k(t, n, from_seq, from_hash, to_seq, to_hash, s)
          ),
          held AS (
              SELECT h.tenant_id FROM chain_heads h
-             JOIN k ON h.tenant_id = k.t AND h.table_name = k.n AND h.shard = $8
+             JOIN k ON h.tenant_id = k.t AND h.table_name = k.n AND h.shard = k.s
              WHERE h.seq = k.from_seq AND h.head_hash = k.from_hash
-             ORDER BY h.table_name, h.tenant_id
+             ORDER BY h.table_name, h.tenant_id, h.shard
              FOR UPDATE OF h
          ),
          stored AS (SELECT {stored} AS found),
@@ -139,7 +140,7 @@ pub(super) async fn extend_if_unchanged<'e>(
          moved AS (
              UPDATE chain_heads h SET seq = k.to_seq, head_hash = k.to_hash, updated_at = now()
              FROM k, ok
-             WHERE ok.unchanged AND h.tenant_id = k.t AND h.table_name = k.n AND h.shard = $8
+             WHERE ok.unchanged AND h.tenant_id = k.t AND h.table_name = k.n AND h.shard = k.s
          )",
     );
     let mut stored = Vec::new();
@@ -164,6 +165,7 @@ pub(super) async fn extend_if_unchanged<'e>(
     let (tenants, names, to_seqs, to_hashes) = targets(moves);
     let from_seqs: Vec<i64> = moves.iter().map(|m| m.from.0).collect();
     let from_hashes: Vec<&[u8]> = moves.iter().map(|m| &m.from.1[..]).collect();
+    let shards: Vec<i32> = moves.iter().map(|m| m.key.2).collect();
     let mut query = sqlx::query(&sql)
         .bind(&tenants)
         .bind(&names)
@@ -172,7 +174,7 @@ pub(super) async fn extend_if_unchanged<'e>(
         .bind(&to_seqs)
         .bind(&to_hashes)
         .bind(moves.len() as i64)
-        .bind(shard)
+        .bind(&shards)
         .bind(window.as_secs_f64());
     for (_, rows) in tables {
         query = rows.bind(query);
@@ -185,52 +187,52 @@ pub(super) async fn extend_if_unchanged<'e>(
     })
 }
 
-/// Creates missing heads of `shard` (unless `all_exist`), then locks every head of the batch
-/// in one fixed order (table name, tenant) so concurrent writers, in this process or
-/// another, cannot deadlock and each chain is extended by one writer at a time.
+/// Creates missing heads (unless `all_exist`), then locks every head of the batch in
+/// one fixed order (table name, tenant, shard) so concurrent writers, in this process
+/// or another, cannot deadlock and each chain is extended by one writer at a time.
 pub(super) async fn lock_heads<'k>(
     tx: &mut Transaction<'_, Postgres>,
-    shard: i32,
     keys: impl Iterator<Item = ChainKey<'k>>,
     all_exist: bool,
 ) -> Result<BTreeMap<ChainKey<'k>, Head>, sqlx::Error> {
-    let mut sorted: Vec<ChainKey<'k>> = keys.collect();
-    sorted.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
-    let tenants: Vec<&str> = sorted.iter().map(|(_, tenant)| *tenant).collect();
-    let tables: Vec<&str> = sorted.iter().map(|(table, _)| table.as_str()).collect();
+    let sorted: Vec<ChainKey<'k>> = keys.collect();
+    let tenants: Vec<&str> = sorted.iter().map(|(_, tenant, _)| *tenant).collect();
+    let tables: Vec<&str> = sorted.iter().map(|(table, _, _)| table.as_str()).collect();
+    let shards: Vec<i32> = sorted.iter().map(|(_, _, shard)| *shard).collect();
     if !all_exist {
         sqlx::query(
-        "INSERT INTO chain_heads (tenant_id, table_name, shard, seq, head_hash)
-         SELECT t, n, $4, $5, $3 FROM unnest($1::text[], $2::text[]) AS k(t, n)
-         ORDER BY n, t
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&tenants)
-    .bind(&tables)
-    .bind(&GENESIS_HASH[..])
-    .bind(shard)
-    .bind(shard_base(shard))
-    .execute(&mut **tx)
-    .await?;
+            "INSERT INTO chain_heads (tenant_id, table_name, shard, seq, head_hash)
+             SELECT t, n, s, s::int8 << $4, $3 FROM unnest($1::text[], $2::text[], $5::int4[]) AS k(t, n, s)
+             ORDER BY n, t, s
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&tenants)
+        .bind(&tables)
+        .bind(&GENESIS_HASH[..])
+        .bind(SHARD_BITS as i32)
+        .bind(&shards)
+        .execute(&mut **tx)
+        .await?;
     }
     let locked = sqlx::query(
-        "SELECT tenant_id, table_name, seq, head_hash FROM chain_heads
-         WHERE (tenant_id, table_name) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND shard = $3
-         ORDER BY table_name, tenant_id
+        "SELECT tenant_id, table_name, shard, seq, head_hash FROM chain_heads
+         WHERE (tenant_id, table_name, shard) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::int4[]))
+         ORDER BY table_name, tenant_id, shard
          FOR UPDATE",
     )
     .bind(&tenants)
     .bind(&tables)
-    .bind(shard)
+    .bind(&shards)
     .fetch_all(&mut **tx)
     .await?;
     let mut heads = BTreeMap::new();
     for row in locked {
         let tenant: String = row.try_get("tenant_id")?;
         let table_name: String = row.try_get("table_name")?;
+        let shard: i32 = row.try_get("shard")?;
         let seq: i64 = row.try_get("seq")?;
         let hash: Vec<u8> = row.try_get("head_hash")?;
-        let key = sorted.iter().find(|(t, n)| t.as_str() == table_name && *n == tenant).copied();
+        let key = sorted.iter().find(|(t, n, s)| t.as_str() == table_name && *n == tenant && *s == shard).copied();
         if let (Some(key), Ok(hash)) = (key, <[u8; 32]>::try_from(hash.as_slice())) {
             heads.insert(key, (seq, hash));
         }

@@ -135,7 +135,7 @@ impl PgStore {
     /// stay whole, as heads are row-locked, but the writers sharing a shard wait on
     /// each other.
     pub fn with_shard(mut self, shard: i32) -> PgStore {
-        self.shard = Arc::new(WriterShard::pinned(shard.clamp(0, chain::MAX_SHARDS - 1)));
+        self.shard = Arc::new(WriterShard::pinned(shard.clamp(0, chain::MAX_WRITERS - 1)));
         self.heads = Arc::default();
         self
     }
@@ -274,8 +274,9 @@ impl PgStore {
         match tokio::time::timeout(self.write_timeout, self.persist_now(batch)).await {
             Ok(result) => result,
             Err(_) => {
-                let chains = group_by_chain(batch);
-                self.heads.forget(chains.keys().copied());
+                if let Some(writer) = self.shard.get() {
+                    self.heads.forget(group_by_chain(batch, writer).keys().copied());
+                }
                 Err(StoreError::Write(sqlx::Error::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!("the write took over {} ms (postgres.write_timeout_ms)", self.write_timeout.as_millis()),
@@ -300,11 +301,11 @@ impl PgStore {
     }
 
     async fn attempt(&self, batch: &[PersistRequest<'_>], skip_stored: bool) -> Result<Attempt, StoreError> {
-        let chains = group_by_chain(batch);
-        if chains.is_empty() {
+        if batch.is_empty() {
             return Ok(Attempt::Written(0));
         }
-        let shard = self.shard.claim(&self.pool).await.map_err(StoreError::Unavailable)?;
+        let writer = self.shard.claim(&self.pool).await.map_err(StoreError::Unavailable)?;
+        let chains = group_by_chain(batch, writer);
         let cached = self.heads.get_all(chains.keys().copied());
         // While other writers keep moving these heads (several nodes on one tenant),
         // the optimistic statement would only fail, after waiting on their locks.
@@ -314,9 +315,9 @@ impl PgStore {
         }
         if !skip_stored && !contended {
             if let Some(cached) = &cached {
-                let plan = Plan::build(shard, &chains, cached, &HashSet::new());
+                let plan = Plan::build(&chains, cached, &HashSet::new());
                 let tables: Vec<(Table, &rows::RowColumns<'_>)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
-                match heads::extend_if_unchanged(&self.writes, shard, &plan.moves, &tables, self.retry_window).await {
+                match heads::extend_if_unchanged(&self.writes, &plan.moves, &tables, self.retry_window).await {
                     Ok(Extended::Done) => {
                         self.heads.remember(plan.moves.iter().map(|m| (m.key, m.to)));
                         return Ok(Attempt::Written(plan.inserted));
@@ -334,7 +335,7 @@ impl PgStore {
                 }
             }
         }
-        let result = self.attempt_locked(shard, &chains, skip_stored, cached.is_some()).await;
+        let result = self.attempt_locked(&chains, skip_stored, cached.is_some()).await;
         if result.is_err() {
             self.heads.forget(chains.keys().copied());
         }
@@ -345,19 +346,18 @@ impl PgStore {
     /// `heads_exist`: every head is known to this process, so none needs creating.
     async fn attempt_locked(
         &self,
-        shard: i32,
         chains: &Chains<'_, '_>,
         skip_stored: bool,
         heads_exist: bool,
     ) -> Result<Attempt, StoreError> {
         let mut tx = self.writes.begin().await.map_err(StoreError::Unavailable)?;
-        let locked = heads::lock_heads(&mut tx, shard, chains.keys().copied(), heads_exist).await.map_err(StoreError::Write)?;
+        let locked = heads::lock_heads(&mut tx, chains.keys().copied(), heads_exist).await.map_err(StoreError::Write)?;
         let mut stored = HashSet::new();
         if skip_stored {
             for table in Table::ALL {
                 let ids: Vec<Uuid> = chains
                     .iter()
-                    .filter(|((t, _), _)| *t == table)
+                    .filter(|((t, _, _), _)| *t == table)
                     .flat_map(|(_, requests)| requests.iter().map(|r| r.event.id))
                     .collect();
                 if !ids.is_empty() {
@@ -366,12 +366,12 @@ impl PgStore {
                 }
             }
         }
-        let plan = Plan::build(shard, chains, &locked, &stored);
+        let plan = Plan::build(chains, &locked, &stored);
         // Rows and heads in one statement: the heads are locked by this transaction,
         // so they are as read, and the time under the locks is one round trip.
         let tables: Vec<(Table, &rows::RowColumns<'_>)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
         if !plan.moves.is_empty() {
-            match heads::extend_if_unchanged(&mut *tx, shard, &plan.moves, &tables, self.retry_window).await {
+            match heads::extend_if_unchanged(&mut *tx, &plan.moves, &tables, self.retry_window).await {
                 Ok(Extended::Done) => {}
                 Ok(Extended::Stored) => return Ok(Attempt::Stored),
                 Ok(Extended::HeadsMoved) => {
@@ -399,13 +399,16 @@ enum Attempt {
 /// A batch's requests per chain, duplicates of one id in one chain dropped.
 type Chains<'b, 'r> = BTreeMap<ChainKey<'b>, Vec<&'b PersistRequest<'r>>>;
 
-fn group_by_chain<'b, 'r>(batch: &'b [PersistRequest<'r>]) -> Chains<'b, 'r> {
+/// Each request's chain is its table's, its tenant's and its retention class's under
+/// writer shard `writer`.
+fn group_by_chain<'b, 'r>(batch: &'b [PersistRequest<'r>], writer: i32) -> Chains<'b, 'r> {
     let mut chains: Chains<'b, 'r> = BTreeMap::new();
     let mut seen: foldhash::HashSet<(Table, &str, Uuid)> = Default::default();
     for request in batch {
         let tenant = request.event.tenant_id.as_str();
         if seen.insert((request.table, tenant, request.event.id)) {
-            chains.entry((request.table, tenant)).or_default().push(request);
+            let shard = chain::chain_shard(writer, request.table.class_of(request.event.category));
+            chains.entry((request.table, tenant, shard)).or_default().push(request);
         }
     }
     chains
@@ -420,9 +423,8 @@ struct Plan<'k, 'e> {
 
 impl<'k, 'e> Plan<'k, 'e> {
     /// Links every request not in `stored` onto its chain's head in `heads` (a
-    /// chain without one starts at `shard`'s base).
+    /// chain without one starts at its shard's base).
     fn build(
-        shard: i32,
         chains: &Chains<'k, 'e>,
         heads: &BTreeMap<ChainKey<'k>, Head>,
         stored: &HashSet<(Table, String, Uuid)>,
@@ -430,8 +432,8 @@ impl<'k, 'e> Plan<'k, 'e> {
         let mut plan = Plan { tables: Vec::new(), moves: Vec::new(), inserted: 0 };
         for table in Table::ALL {
             let mut rows = rows::RowColumns::default();
-            for (&key, requests) in chains.range((table, "")..).take_while(|((t, _), _)| *t == table) {
-                let from = heads.get(&key).copied().unwrap_or((shard_base(shard), GENESIS_HASH));
+            for (&key, requests) in chains.range((table, "", i32::MIN)..).take_while(|((t, _, _), _)| *t == table) {
+                let from = heads.get(&key).copied().unwrap_or((shard_base(key.2), GENESIS_HASH));
                 let (mut seq, mut hash) = from;
                 for request in requests {
                     if !stored.is_empty() && stored.contains(&(table, key.1.to_owned(), request.event.id)) {

@@ -19,7 +19,10 @@ use std::str::FromStr;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use sqlx::{PgPool, Row};
 
-use crate::tiers::Table;
+use super::rows::{stored_row, ROW_SELECT};
+use super::StoredRow;
+use crate::integrity::checkpoint::Checkpoint;
+use crate::tiers::{Chain, Table};
 
 /// How wide each time partition is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,6 +250,176 @@ pub async fn default_rows(pool: &PgPool) -> Result<BTreeMap<Table, i64>, sqlx::E
         counts.insert(table, n);
     }
     Ok(counts)
+}
+
+/// One chain's part in an expired partition, and what dropping the partition
+/// does to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainCut {
+    pub chain: Chain,
+    /// The chain's rows in the partition, and the last of them.
+    pub rows: i64,
+    pub last: i64,
+    /// The end of the leading run of the chain the drop removes, with that row's
+    /// hash: a signed checkpoint there becomes the chain's start. `None` when the
+    /// chain keeps an older row elsewhere (every row of it here is stranded).
+    pub anchor: Option<(i64, [u8; 32])>,
+    /// The chain's first row kept in another partition, when the partition's rows
+    /// are not all before it: rows here after it are stranded between kept rows,
+    /// and leave tombstones so the chain still links across them.
+    pub first_kept: Option<i64>,
+}
+
+/// Dropping one expired partition: the chains it cuts.
+#[derive(Debug, Clone)]
+pub struct DropPlan {
+    pub table: Table,
+    pub partition: Partition,
+    pub cuts: Vec<ChainCut>,
+}
+
+impl DropPlan {
+    /// Rows the drop removes.
+    pub fn rows(&self) -> i64 {
+        self.cuts.iter().map(|c| c.rows).sum()
+    }
+}
+
+/// The partitions of `table` whose whole range has passed by `now`.
+pub async fn expired(pool: &PgPool, table: Table, now: DateTime<Utc>) -> Result<Vec<Partition>, sqlx::Error> {
+    Ok(list(pool, table).await?.into_iter().filter(|p| !p.default && p.to.is_some_and(|to| to <= now)).collect())
+}
+
+/// Each chain's rows (count, last) in `partition`, for the chains of `table`.
+const CHAINS_IN: &str = "SELECT h.tenant_id, h.shard, m.n, m.last
+     FROM chain_heads h
+     CROSS JOIN LATERAL (
+         SELECT count(*) AS n, max(r.seq) AS last FROM {partition} r
+         WHERE r.tenant_id = h.tenant_id AND r.seq > (h.shard::int8 << $2) AND r.seq < ((h.shard::int8 + 1) << $2)
+     ) m
+     WHERE h.table_name = $1 AND m.n > 0
+     ORDER BY 1, 2";
+
+async fn chains_in<'e>(executor: impl sqlx::PgExecutor<'e>, table: Table, partition: &str) -> Result<Vec<(String, i32, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(&CHAINS_IN.replace("{partition}", partition))
+        .bind(table.as_str())
+        .bind(crate::integrity::chain::SHARD_BITS as i32)
+        .fetch_all(executor)
+        .await
+}
+
+/// What dropping `partition` takes, or `None` when a tenant in `held` has rows in it
+/// (its other tenants' rows then leave by the row-level path).
+pub async fn plan_drop(pool: &PgPool, table: Table, partition: &Partition, held: &[String]) -> Result<Option<DropPlan>, sqlx::Error> {
+    let name = &partition.name;
+    let on_hold: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {name} WHERE tenant_id = ANY($1))"))
+        .bind(held)
+        .fetch_one(pool)
+        .await?;
+    if on_hold {
+        return Ok(None);
+    }
+    let mut cuts = Vec::new();
+    for (tenant, shard, rows, last) in chains_in(pool, table, name).await? {
+        let chain = Chain::new(&tenant, table, shard);
+        let first_kept: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT min(seq) FROM {table} WHERE tenant_id = $1 AND seq > $2 AND seq < $3 AND tableoid <> '{name}'::regclass"
+        ))
+        .bind(&tenant)
+        .bind(chain.base())
+        .bind(chain.end())
+        .fetch_one(pool)
+        .await?;
+        let first_kept = first_kept.filter(|kept| *kept < last);
+        let anchor_seq: Option<i64> = match first_kept {
+            None => Some(last),
+            Some(kept) => sqlx::query_scalar(&format!("SELECT max(seq) FROM {name} WHERE tenant_id = $1 AND seq > $2 AND seq < $3"))
+                .bind(&tenant)
+                .bind(chain.base())
+                .bind(kept)
+                .fetch_one(pool)
+                .await?,
+        };
+        let anchor = match anchor_seq {
+            Some(seq) => {
+                let hash: Vec<u8> = sqlx::query_scalar(&format!("SELECT row_hash FROM {name} WHERE tenant_id = $1 AND seq = $2"))
+                    .bind(&tenant)
+                    .bind(seq)
+                    .fetch_one(pool)
+                    .await?;
+                let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| sqlx::Error::Decode("row_hash is not 32 bytes".into()))?;
+                Some((seq, hash))
+            }
+            None => None,
+        };
+        cuts.push(ChainCut { chain, rows, last, anchor, first_kept });
+    }
+    Ok(Some(DropPlan { table, partition: partition.clone(), cuts }))
+}
+
+/// The rows of `cut`'s chain in the partition that sit after a kept row.
+pub async fn stranded_rows(pool: &PgPool, plan: &DropPlan, cut: &ChainCut) -> Result<Vec<StoredRow>, sqlx::Error> {
+    let Some(kept) = cut.first_kept else { return Ok(Vec::new()) };
+    let sql = format!(
+        "SELECT {ROW_SELECT} FROM {} WHERE tenant_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq",
+        plan.partition.name
+    );
+    let rows = sqlx::query(&sql).bind(&cut.chain.tenant).bind(kept).bind(cut.chain.end()).fetch_all(pool).await?;
+    rows.iter().map(|row| stored_row(plan.table, row)).collect()
+}
+
+/// Up to `limit` rows of the partition after `(tenant, seq)`, in chain order: for
+/// archiving it before the drop.
+pub async fn rows_after(pool: &PgPool, plan: &DropPlan, after: (&str, i64), limit: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {ROW_SELECT} FROM {} WHERE (tenant_id, seq) > ($1, $2) ORDER BY tenant_id, seq LIMIT $3",
+        plan.partition.name
+    );
+    let rows = sqlx::query(&sql).bind(after.0).bind(after.1).bind(limit).fetch_all(pool).await?;
+    rows.iter().map(|row| stored_row(plan.table, row)).collect()
+}
+
+/// Drops the partition of `plan` in one transaction: signs each cut chain's new
+/// start (`checkpoints`, made from [`ChainCut::anchor`]) and folds the tombstones it
+/// covers, leaves tombstones for `stranded` rows, then detaches and drops the
+/// partition. Returns `false`, changing nothing, when the partition no longer holds
+/// what was planned (a row arrived in it since), so the next run plans again.
+pub async fn drop_partition(
+    pool: &PgPool,
+    plan: &DropPlan,
+    checkpoints: &[Checkpoint],
+    stranded: &[StoredRow],
+    now: DateTime<Utc>,
+    run_id: uuid::Uuid,
+) -> Result<bool, sqlx::Error> {
+    let (table, name) = (plan.table, &plan.partition.name);
+    let mut tx = pool.begin().await?;
+    super::retention::enter_maintenance(&mut tx).await?;
+    // Detaching locks the table out for a moment; give up rather than queue ingest
+    // behind a long read.
+    sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *tx).await?;
+    sqlx::query(&format!("LOCK TABLE {name} IN SHARE MODE")).execute(&mut *tx).await?;
+    let now_in: Vec<(String, i32, i64, i64)> = chains_in(&mut *tx, table, name).await?;
+    let planned: Vec<(String, i32, i64, i64)> =
+        plan.cuts.iter().map(|c| (c.chain.tenant.clone(), c.chain.shard, c.rows, c.last)).collect();
+    if now_in != planned {
+        return Ok(false);
+    }
+    for (checkpoint, cut) in checkpoints.iter().zip(plan.cuts.iter().filter(|c| c.anchor.is_some())) {
+        super::checkpoints::insert(&mut *tx, checkpoint).await?;
+        sqlx::query("DELETE FROM chain_tombstones WHERE tenant_id = $1 AND table_name = $2 AND seq > $3 AND seq <= $4")
+            .bind(&cut.chain.tenant)
+            .bind(table.as_str())
+            .bind(cut.chain.base())
+            .bind(checkpoint.head.seq)
+            .execute(&mut *tx)
+            .await?;
+    }
+    super::retention::insert_tombstones(&mut tx, table, stranded, now, run_id).await?;
+    sqlx::query(&format!("ALTER TABLE {table} DETACH PARTITION {name}")).execute(&mut *tx).await?;
+    sqlx::query(&format!("DROP TABLE {name}")).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -84,17 +84,19 @@ pub async fn save_policies(
     tx.commit().await
 }
 
-/// Locks up to `limit` expired rows of tenants not on hold, oldest chain position
-/// first. Rows locked by another run are skipped, never waited for.
+/// Locks up to `limit` expired rows of tenants not on hold in `relation` (a
+/// partition of `table`), oldest chain position first. Rows locked by another run
+/// are skipped, never waited for.
 pub async fn lock_expired(
     tx: &mut Transaction<'_, Postgres>,
     table: Table,
+    relation: &str,
     now: DateTime<Utc>,
     held: &[String],
     limit: i64,
 ) -> Result<Vec<StoredRow>, sqlx::Error> {
     let sql = format!(
-        "SELECT {ROW_SELECT} FROM {table}
+        "SELECT {ROW_SELECT} FROM {relation}
          WHERE expires_at <= $1 AND NOT (tenant_id = ANY($2))
          ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED"
     );
@@ -115,6 +117,29 @@ pub async fn delete_with_tombstones(
 ) -> Result<u64, sqlx::Error> {
     if rows.is_empty() {
         return Ok(0);
+    }
+    insert_tombstones(tx, table, rows, now, run_id).await?;
+    let tenants: Vec<&str> = rows.iter().map(|r| r.event.tenant_id.as_str()).collect();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    let expires: Vec<DateTime<Utc>> = rows.iter().map(|r| r.expires_at).collect();
+    // The expiry lets Postgres look in the row's partition only.
+    let sql = format!(
+        "DELETE FROM {table} t USING unnest($1::text[], $2::int8[], $3::timestamptz[]) AS k(tenant, seq, e)
+         WHERE t.tenant_id = k.tenant AND t.seq = k.seq AND t.expires_at = k.e"
+    );
+    Ok(sqlx::query(&sql).bind(&tenants).bind(&seqs).bind(&expires).execute(&mut **tx).await?.rows_affected())
+}
+
+/// Leaves a tombstone for each of `rows`, which are leaving the table.
+pub async fn insert_tombstones(
+    tx: &mut Transaction<'_, Postgres>,
+    table: Table,
+    rows: &[StoredRow],
+    now: DateTime<Utc>,
+    run_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
     }
     let tenants: Vec<&str> = rows.iter().map(|r| r.event.tenant_id.as_str()).collect();
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
@@ -144,11 +169,7 @@ pub async fn delete_with_tombstones(
     .bind(&hashes)
     .execute(&mut **tx)
     .await?;
-    let sql = format!(
-        "DELETE FROM {table} t USING unnest($1::text[], $2::int8[]) AS k(tenant, seq)
-         WHERE t.tenant_id = k.tenant AND t.seq = k.seq"
-    );
-    Ok(sqlx::query(&sql).bind(&tenants).bind(&seqs).execute(&mut **tx).await?.rows_affected())
+    Ok(())
 }
 
 /// Replaces the chain's leading tombstones (those before its oldest remaining row)

@@ -19,7 +19,7 @@ use std::time::Duration;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{oneshot, OnceCell};
 
-use crate::integrity::chain::MAX_SHARDS;
+use crate::integrity::chain::MAX_WRITERS;
 
 /// The advisory lock class of writer shards (`tlog`).
 const LOCK_CLASS: i32 = 0x746c_6f67;
@@ -55,7 +55,7 @@ impl WriterShard {
                 let shard = match take_lowest_free(&mut conn).await? {
                     Some(shard) => shard,
                     None => {
-                        tracing::warn!(max = MAX_SHARDS, "every writer shard is claimed; writing shard 0's chains, shared");
+                        tracing::warn!(max = MAX_WRITERS, "every writer shard is claimed; writing shard 0's chains, shared");
                         0
                     }
                 };
@@ -73,7 +73,7 @@ impl WriterShard {
 async fn take_lowest_free(conn: &mut PgConnection) -> Result<Option<i32>, sqlx::Error> {
     sqlx::query_scalar("SELECT n FROM generate_series(0, $2 - 1) AS n WHERE pg_try_advisory_lock($1, n) LIMIT 1")
         .bind(LOCK_CLASS)
-        .bind(MAX_SHARDS)
+        .bind(MAX_WRITERS)
         .fetch_optional(conn)
         .await
 }
