@@ -189,3 +189,109 @@ async fn a_new_retention_length_gets_its_partitions_before_its_rows() {
     );
     app.stop().await;
 }
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+}
+
+/// With the default retention, an expired time partition leaves whole: archived,
+/// then dropped, each chain it cut anchored by a signed checkpoint; a partition
+/// holding a tenant on legal hold stays (its other rows leave row by row); rows a
+/// policy change left between kept rows leave tombstones. Verification, erasure and
+/// the offline archive check work across the dropped ranges.
+#[tokio::test]
+async fn expired_partitions_are_archived_and_dropped_whole_and_chains_still_verify() {
+    let app = TestApp::spawn_with(|s| {
+        s.retention.exact_expiry = false;
+        s.retention.archive = true;
+        s.postgres.partition_interval = "day".into();
+    })
+    .await;
+    let body = json!({"tenants": {
+        "acme": {"days": {"auth": 1}},
+        "held": {"days": {"auth": 2}, "legal_hold": true, "hold_reason": "case 7"},
+        "shift": {"days": {"auth": 3}},
+    }});
+    assert_eq!(app.send_json(Method::PUT, "/audit/retention", KEY, Some(&body)).await.0, 200);
+    let mut batch: Vec<_> = (0..5).map(|_| event("auth", "acme")).collect();
+    batch.extend([event("audit", "acme"), event("audit", "acme")]);
+    batch.extend((0..3).map(|_| event("auth", "held")));
+    batch.extend((0..2).map(|_| event("auth", "shift")));
+    assert_eq!(app.post_events(&json!(batch)).await.status(), 200);
+    // shift's next rows expire before its first two: its policy shrank.
+    let shrink = json!({"tenants": {"shift": {"days": {"auth": 1}}}});
+    assert_eq!(app.send_json(Method::PUT, "/audit/retention", KEY, Some(&shrink)).await.0, 200);
+    assert_eq!(app.post_events(&json!([event("auth", "shift"), event("auth", "shift")])).await.status(), 200);
+    assert_eq!(default_rows(&app.pool).await.expect("count").values().sum::<i64>(), 0, "every row found its partition");
+    let day = |days: i64| format!("audit_logs_p{}", PartitionInterval::Day.floor(app.clock.now() + Duration::days(days)).format("%Y%m%d"));
+    let (one, two, three) = (day(1), day(2), day(3));
+    let tombstones_before = count(&app.pool, "SELECT count(*) FROM chain_tombstones").await;
+
+    // Three days on: the 1-day partition has passed whole, the 2-day one holds a
+    // tenant on hold, the 3-day one has not passed.
+    app.clock.advance(Duration::days(3));
+    let (status, report) = app.send_json(Method::POST, "/audit/retention/run", KEY, None).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["dropped_partitions"], json!([one]), "{report}");
+    assert_eq!(report["deleted_by_tenant"], json!({"acme": 5, "shift": 2}), "{report}");
+    let names: Vec<String> = list(&app.pool, Table::AuditLogs).await.expect("partitions").into_iter().map(|p| p.name).collect();
+    assert!(!names.contains(&one) && names.contains(&two) && names.contains(&three), "{names:?}");
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM audit_logs WHERE tenant_id = 'acme' AND category = 'auth'").await, 0);
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM audit_logs WHERE tenant_id = 'acme' AND action = 'audit.test'").await, 2);
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM audit_logs WHERE tenant_id = 'held' AND category = 'auth'").await, 3, "legal hold");
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM audit_logs WHERE tenant_id = 'shift' AND category = 'auth'").await, 2);
+    // acme's auth rows were its chain's start: one signed checkpoint, no tombstone.
+    // shift's two stranded rows (after its kept first two) left a tombstone each.
+    let new_tombstones = count(&app.pool, "SELECT count(*) FROM chain_tombstones").await - tombstones_before;
+    let all: Vec<(String, i64)> = sqlx::query_as("SELECT tenant_id, seq FROM chain_tombstones").fetch_all(&app.pool).await.expect("t");
+    assert_eq!(new_tombstones, 2, "{all:?}");
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM chain_tombstones WHERE tenant_id = 'shift' AND seq IN (3, 4)").await, 2);
+    let anchors: Vec<i64> = sqlx::query_scalar("SELECT seq FROM checkpoints WHERE reason = 'retention' AND tenant_id = 'acme'")
+        .fetch_all(&app.pool)
+        .await
+        .expect("checkpoints");
+    assert_eq!(anchors, [5], "acme's auth chain starts after its dropped rows");
+    let verdict = app.verify_all().await;
+    assert_eq!(verdict["ok"], true, "{verdict}");
+
+    // Two more days: shift's first rows leave with their partition; its chain now
+    // starts with the tombstones of the rows dropped before.
+    app.clock.advance(Duration::days(2));
+    let (_, report) = app.send_json(Method::POST, "/audit/retention/run", KEY, None).await;
+    // (with the empty partitions made ahead whose range has passed too)
+    assert_eq!(report["dropped_partitions"][0], json!(three), "{report}");
+    assert_eq!(report["deleted_by_tenant"], json!({"shift": 2}), "{report}");
+    let verdict = app.verify_all().await;
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    let shift = verdict["chains"].as_array().expect("chains").iter().find(|c| c["tenant_id"] == "shift").cloned().expect("shift");
+    assert_eq!((shift["first_seq"].clone(), shift["checkpoints"].clone()), (json!(3), json!(1)), "{shift}");
+
+    // Erasure after drops, then every chain still verifies, and so do the archives
+    // of the dropped partitions offline.
+    let (status, receipt) = app.send_json(Method::POST, "/audit/subjects/u-1/erase?tenant_id=acme", KEY, None).await;
+    assert_eq!(status, 200, "{receipt}");
+    let verdict = app.verify_all().await;
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    let (_, key) = app.send_json(Method::GET, "/audit/checkpoints/public-key", KEY, None).await;
+    let (_, checkpoints) = app.send_json(Method::GET, "/audit/checkpoints?limit=1000", KEY, None).await;
+    let checkpoints_file = app.dir.path().join("checkpoints.json");
+    std::fs::write(&checkpoints_file, checkpoints.to_string()).expect("write");
+    let offline = std::process::Command::new(env!("CARGO_BIN_EXE_tierlog"))
+        .args(["verify", "--archive"])
+        .arg(app.dir.path().join("archive"))
+        .args(["--public-key", key["public_key"].as_str().expect("key"), "--checkpoints"])
+        .arg(&checkpoints_file)
+        .env_clear()
+        .output()
+        .expect("tierlog runs");
+    let printed = String::from_utf8_lossy(&offline.stdout);
+    assert!(offline.status.success(), "{printed}{}", String::from_utf8_lossy(&offline.stderr));
+    assert!(printed.contains("ok      acme audit_logs: 5 rows") && printed.contains("1 checkpoint(s) matched"), "{printed}");
+
+    // Removing the checkpoint that anchors a dropped range shows.
+    app.tamper("DELETE FROM checkpoints WHERE tenant_id = 'acme' AND reason = 'retention'").await;
+    let verdict = app.verify_all().await;
+    let acme = verdict["chains"].as_array().expect("chains").iter().find(|c| c["tenant_id"] == "acme").cloned().expect("acme");
+    assert_eq!(acme["first_break"]["kind"], "unanchored_start", "{verdict}");
+    app.stop().await;
+}
