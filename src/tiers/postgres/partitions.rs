@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::rows::{stored_row, ROW_SELECT};
 use super::StoredRow;
@@ -308,27 +308,49 @@ async fn chains_in<'e>(executor: impl sqlx::PgExecutor<'e>, table: Table, partit
         .await
 }
 
+/// A transaction that will drop `partition`: in maintenance, with the partition
+/// locked against writes (no row can arrive in it between [`plan_drop`] and
+/// [`drop_partition`]; reads go on).
+pub async fn begin_drop(pool: &PgPool, partition: &Partition) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    super::retention::enter_maintenance(&mut tx).await?;
+    // Detaching locks the table out for a moment; give up rather than queue ingest
+    // behind a long read (the next run tries again).
+    sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *tx).await?;
+    sqlx::query(&format!("LOCK TABLE {} IN SHARE MODE", partition.name)).execute(&mut *tx).await?;
+    Ok(tx)
+}
+
 /// What dropping `partition` takes, or `None` when a tenant in `held` has rows in it
 /// (its other tenants' rows then leave by the row-level path).
-pub async fn plan_drop(pool: &PgPool, table: Table, partition: &Partition, held: &[String]) -> Result<Option<DropPlan>, sqlx::Error> {
+pub async fn plan_drop(
+    tx: &mut Transaction<'static, Postgres>,
+    table: Table,
+    partition: &Partition,
+    held: &[String],
+) -> Result<Option<DropPlan>, sqlx::Error> {
     let name = &partition.name;
     let on_hold: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {name} WHERE tenant_id = ANY($1))"))
         .bind(held)
-        .fetch_one(pool)
+        .fetch_one(&mut **tx)
         .await?;
     if on_hold {
         return Ok(None);
     }
     let mut cuts = Vec::new();
-    for (tenant, shard, rows, last) in chains_in(pool, table, name).await? {
+    for (tenant, shard, rows, last) in chains_in(&mut **tx, table, name).await? {
         let chain = Chain::new(&tenant, table, shard);
+        // Every other partition: outside this one's range, so Postgres skips it.
         let first_kept: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT min(seq) FROM {table} WHERE tenant_id = $1 AND seq > $2 AND seq < $3 AND tableoid <> '{name}'::regclass"
+            "SELECT min(seq) FROM {table} WHERE tenant_id = $1 AND seq > $2 AND seq < $3
+               AND (($4::timestamptz IS NOT NULL AND expires_at < $4) OR expires_at >= $5)"
         ))
         .bind(&tenant)
         .bind(chain.base())
         .bind(chain.end())
-        .fetch_one(pool)
+        .bind(partition.from)
+        .bind(partition.to)
+        .fetch_one(&mut **tx)
         .await?;
         let first_kept = first_kept.filter(|kept| *kept < last);
         let anchor_seq: Option<i64> = match first_kept {
@@ -337,7 +359,7 @@ pub async fn plan_drop(pool: &PgPool, table: Table, partition: &Partition, held:
                 .bind(&tenant)
                 .bind(chain.base())
                 .bind(kept)
-                .fetch_one(pool)
+                .fetch_one(&mut **tx)
                 .await?,
         };
         let anchor = match anchor_seq {
@@ -345,7 +367,7 @@ pub async fn plan_drop(pool: &PgPool, table: Table, partition: &Partition, held:
                 let hash: Vec<u8> = sqlx::query_scalar(&format!("SELECT row_hash FROM {name} WHERE tenant_id = $1 AND seq = $2"))
                     .bind(&tenant)
                     .bind(seq)
-                    .fetch_one(pool)
+                    .fetch_one(&mut **tx)
                     .await?;
                 let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| sqlx::Error::Decode("row_hash is not 32 bytes".into()))?;
                 Some((seq, hash))
@@ -379,47 +401,41 @@ pub async fn rows_after(pool: &PgPool, plan: &DropPlan, after: (&str, i64), limi
     rows.iter().map(|row| stored_row(plan.table, row)).collect()
 }
 
-/// Drops the partition of `plan` in one transaction: signs each cut chain's new
-/// start (`checkpoints`, made from [`ChainCut::anchor`]) and folds the tombstones it
-/// covers, leaves tombstones for `stranded` rows, then detaches and drops the
-/// partition. Returns `false`, changing nothing, when the partition no longer holds
-/// what was planned (a row arrived in it since), so the next run plans again.
+/// Drops the partition of `plan`, in the transaction of [`begin_drop`] it was
+/// planned in: signs each cut chain's new start (`checkpoints`, made from
+/// [`ChainCut::anchor`]) and folds the tombstones it covers, leaves tombstones for
+/// `stranded` rows, then detaches and drops the partition, and commits.
 pub async fn drop_partition(
-    pool: &PgPool,
+    mut tx: Transaction<'static, Postgres>,
     plan: &DropPlan,
     checkpoints: &[Checkpoint],
     stranded: &[StoredRow],
     now: DateTime<Utc>,
     run_id: uuid::Uuid,
-) -> Result<bool, sqlx::Error> {
+) -> Result<(), sqlx::Error> {
     let (table, name) = (plan.table, &plan.partition.name);
-    let mut tx = pool.begin().await?;
-    super::retention::enter_maintenance(&mut tx).await?;
-    // Detaching locks the table out for a moment; give up rather than queue ingest
-    // behind a long read.
-    sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *tx).await?;
-    sqlx::query(&format!("LOCK TABLE {name} IN SHARE MODE")).execute(&mut *tx).await?;
-    let now_in: Vec<(String, i32, i64, i64)> = chains_in(&mut *tx, table, name).await?;
-    let planned: Vec<(String, i32, i64, i64)> =
-        plan.cuts.iter().map(|c| (c.chain.tenant.clone(), c.chain.shard, c.rows, c.last)).collect();
-    if now_in != planned {
-        return Ok(false);
-    }
-    for (checkpoint, cut) in checkpoints.iter().zip(plan.cuts.iter().filter(|c| c.anchor.is_some())) {
+    for checkpoint in checkpoints {
         super::checkpoints::insert(&mut *tx, checkpoint).await?;
-        sqlx::query("DELETE FROM chain_tombstones WHERE tenant_id = $1 AND table_name = $2 AND seq > $3 AND seq <= $4")
-            .bind(&cut.chain.tenant)
-            .bind(table.as_str())
-            .bind(cut.chain.base())
-            .bind(checkpoint.head.seq)
-            .execute(&mut *tx)
-            .await?;
     }
+    // The tombstones before each new start are covered by its checkpoint.
+    let anchored: Vec<&ChainCut> = plan.cuts.iter().filter(|c| c.anchor.is_some()).collect();
+    let tenants: Vec<&str> = anchored.iter().map(|c| c.chain.tenant.as_str()).collect();
+    let bases: Vec<i64> = anchored.iter().map(|c| c.chain.base()).collect();
+    let anchors: Vec<i64> = anchored.iter().filter_map(|c| c.anchor.map(|(seq, _)| seq)).collect();
+    sqlx::query(
+        "DELETE FROM chain_tombstones t USING unnest($1::text[], $2::int8[], $3::int8[]) AS k(tenant, base, anchor)
+         WHERE t.tenant_id = k.tenant AND t.table_name = $4 AND t.seq > k.base AND t.seq <= k.anchor",
+    )
+    .bind(&tenants)
+    .bind(&bases)
+    .bind(&anchors)
+    .bind(table.as_str())
+    .execute(&mut *tx)
+    .await?;
     super::retention::insert_tombstones(&mut tx, table, stranded, now, run_id).await?;
     sqlx::query(&format!("ALTER TABLE {table} DETACH PARTITION {name}")).execute(&mut *tx).await?;
     sqlx::query(&format!("DROP TABLE {name}")).execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(true)
+    tx.commit().await
 }
 
 #[cfg(test)]
