@@ -228,11 +228,7 @@ impl RetentionJob {
     ) -> Result<Vec<String>, RetentionError> {
         let mut blocked = Vec::new();
         for partition in partitions::expired(pool, table, now).await? {
-            // Locked against writes from here to the drop: a row replayed late from a
-            // spool into this range waits, fails once the partition is gone, and is
-            // written again by its writer, into the default partition.
-            let mut tx = partitions::begin_drop(pool, &partition).await?;
-            let Some(plan) = partitions::plan_drop(&mut tx, table, &partition, held).await? else {
+            let Some(plan) = partitions::plan_drop(pool, table, &partition, held).await? else {
                 tracing::info!(partition = %partition.name, "an expired partition holds rows under legal hold; its other rows leave row by row");
                 blocked.push(partition.name);
                 continue;
@@ -259,7 +255,10 @@ impl RetentionJob {
             for cut in &plan.cuts {
                 stranded.extend(partitions::stranded_rows(pool, &plan, cut).await?);
             }
-            partitions::drop_partition(tx, &plan, &checkpoints, &stranded, now, run_id).await?;
+            if !partitions::drop_partition(pool, &plan, &checkpoints, &stranded, now, run_id).await? {
+                tracing::info!(partition = %partition.name, "an expired partition changed, or its table stayed busy, while being dropped; dropping it on the next run");
+                continue;
+            }
             *report.deleted.entry(table.as_str().to_owned()).or_default() += plan.rows() as u64;
             for cut in &plan.cuts {
                 *report.deleted_by_tenant.entry(cut.chain.tenant.clone()).or_default() += cut.rows as u64;

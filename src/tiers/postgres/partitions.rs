@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Row};
 
 use super::rows::{stored_row, ROW_SELECT};
 use super::StoredRow;
@@ -308,23 +308,10 @@ async fn chains_in<'e>(executor: impl sqlx::PgExecutor<'e>, table: Table, partit
         .await
 }
 
-/// A transaction that will drop `partition`: in maintenance, with the partition
-/// locked against writes (no row can arrive in it between [`plan_drop`] and
-/// [`drop_partition`]; reads go on).
-pub async fn begin_drop(pool: &PgPool, partition: &Partition) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    super::retention::enter_maintenance(&mut tx).await?;
-    // Detaching locks the table out for a moment; give up rather than queue ingest
-    // behind a long read (the next run tries again).
-    sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *tx).await?;
-    sqlx::query(&format!("LOCK TABLE {} IN SHARE MODE", partition.name)).execute(&mut *tx).await?;
-    Ok(tx)
-}
-
 /// What dropping `partition` takes, or `None` when a tenant in `held` has rows in it
 /// (its other tenants' rows then leave by the row-level path).
 pub async fn plan_drop(
-    tx: &mut Transaction<'static, Postgres>,
+    pool: &PgPool,
     table: Table,
     partition: &Partition,
     held: &[String],
@@ -332,13 +319,13 @@ pub async fn plan_drop(
     let name = &partition.name;
     let on_hold: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {name} WHERE tenant_id = ANY($1))"))
         .bind(held)
-        .fetch_one(&mut **tx)
+        .fetch_one(pool)
         .await?;
     if on_hold {
         return Ok(None);
     }
     let mut cuts = Vec::new();
-    for (tenant, shard, rows, last) in chains_in(&mut **tx, table, name).await? {
+    for (tenant, shard, rows, last) in chains_in(pool, table, name).await? {
         let chain = Chain::new(&tenant, table, shard);
         // Every other partition: outside this one's range, so Postgres skips it.
         let first_kept: Option<i64> = sqlx::query_scalar(&format!(
@@ -350,7 +337,7 @@ pub async fn plan_drop(
         .bind(chain.end())
         .bind(partition.from)
         .bind(partition.to)
-        .fetch_one(&mut **tx)
+        .fetch_one(pool)
         .await?;
         let first_kept = first_kept.filter(|kept| *kept < last);
         let anchor_seq: Option<i64> = match first_kept {
@@ -359,7 +346,7 @@ pub async fn plan_drop(
                 .bind(&tenant)
                 .bind(chain.base())
                 .bind(kept)
-                .fetch_one(&mut **tx)
+                .fetch_one(pool)
                 .await?,
         };
         let anchor = match anchor_seq {
@@ -367,7 +354,7 @@ pub async fn plan_drop(
                 let hash: Vec<u8> = sqlx::query_scalar(&format!("SELECT row_hash FROM {name} WHERE tenant_id = $1 AND seq = $2"))
                     .bind(&tenant)
                     .bind(seq)
-                    .fetch_one(&mut **tx)
+                    .fetch_one(pool)
                     .await?;
                 let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| sqlx::Error::Decode("row_hash is not 32 bytes".into()))?;
                 Some((seq, hash))
@@ -401,19 +388,57 @@ pub async fn rows_after(pool: &PgPool, plan: &DropPlan, after: (&str, i64), limi
     rows.iter().map(|row| stored_row(plan.table, row)).collect()
 }
 
-/// Drops the partition of `plan`, in the transaction of [`begin_drop`] it was
-/// planned in: signs each cut chain's new start (`checkpoints`, made from
-/// [`ChainCut::anchor`]) and folds the tombstones it covers, leaves tombstones for
-/// `stranded` rows, then detaches and drops the partition, and commits.
+/// Drops the partition of `plan` in one short transaction: takes the table's
+/// exclusive lock first (so it never waits while holding a lock a writer needs),
+/// checks that no row arrived in the partition since the plan, signs each cut
+/// chain's new start (`checkpoints`, made from [`ChainCut::anchor`]) and folds the
+/// tombstones it covers, leaves tombstones for `stranded` rows, then detaches and
+/// drops the partition. Returns `false`, changing nothing, when a row arrived (the
+/// next run plans again) or the lock was not granted within half a second a few
+/// times running (a long read holds the table; ingest waits behind the lock request
+/// no longer than that).
 pub async fn drop_partition(
-    mut tx: Transaction<'static, Postgres>,
+    pool: &PgPool,
     plan: &DropPlan,
     checkpoints: &[Checkpoint],
     stranded: &[StoredRow],
     now: DateTime<Utc>,
     run_id: uuid::Uuid,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let (table, name) = (plan.table, &plan.partition.name);
+    let mut attempt = 0;
+    let mut tx = loop {
+        let mut tx = pool.begin().await?;
+        super::retention::enter_maintenance(&mut tx).await?;
+        sqlx::query("SET LOCAL lock_timeout = '500ms'").execute(&mut *tx).await?;
+        match sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await {
+            Ok(_) => break tx,
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") && attempt < 4 => {
+                attempt += 1;
+                drop(tx);
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    };
+    // Every chain's last row here, as planned: a row added since would be one.
+    let now_in: Vec<(String, i32, i64)> = sqlx::query_as(&format!(
+        "SELECT h.tenant_id, h.shard, m.last FROM chain_heads h
+         CROSS JOIN LATERAL (
+             SELECT max(r.seq) AS last FROM {name} r
+             WHERE r.tenant_id = h.tenant_id AND r.seq > (h.shard::int8 << $2) AND r.seq < ((h.shard::int8 + 1) << $2)
+         ) m
+         WHERE h.table_name = $1 AND m.last IS NOT NULL ORDER BY 1, 2"
+    ))
+    .bind(table.as_str())
+    .bind(crate::integrity::chain::SHARD_BITS as i32)
+    .fetch_all(&mut *tx)
+    .await?;
+    let planned: Vec<(String, i32, i64)> = plan.cuts.iter().map(|c| (c.chain.tenant.clone(), c.chain.shard, c.last)).collect();
+    if now_in != planned {
+        return Ok(false);
+    }
     for checkpoint in checkpoints {
         super::checkpoints::insert(&mut *tx, checkpoint).await?;
     }
@@ -435,7 +460,8 @@ pub async fn drop_partition(
     super::retention::insert_tombstones(&mut tx, table, stranded, now, run_id).await?;
     sqlx::query(&format!("ALTER TABLE {table} DETACH PARTITION {name}")).execute(&mut *tx).await?;
     sqlx::query(&format!("DROP TABLE {name}")).execute(&mut *tx).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(true)
 }
 
 #[cfg(test)]
