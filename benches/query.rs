@@ -112,6 +112,9 @@ async fn main() -> anyhow::Result<()> {
     let db_url = format!("{}/{db_name}", o.database_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&o.database_url));
     let pool = PgPool::connect(&db_url).await?;
     tierlog::tiers::postgres::migrate(&pool).await?;
+    // The time partitions the rows below (expiring in 90 days) go to.
+    let lengths = [(tierlog::tiers::Table::AuditLogs, [90].into())].into();
+    tierlog::tiers::postgres::PgStore::from_pool(pool.clone()).upkeep_partitions(&lengths, chrono::Utc::now(), None).await?;
     let t0 = Instant::now();
     fill(&pool, o.rows).await?;
     println!("# {} rows across 100 tenants loaded in {:.0}s", o.rows, t0.elapsed().as_secs_f64());
