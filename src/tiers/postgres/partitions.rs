@@ -411,7 +411,9 @@ pub async fn drop_partition(
         let mut tx = pool.begin().await?;
         super::retention::enter_maintenance(&mut tx).await?;
         sqlx::query("SET LOCAL lock_timeout = '500ms'").execute(&mut *tx).await?;
-        match sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await {
+        // The table alone (ONLY): locking its partitions too would wait on autovacuum
+        // of the partitions being written, which yields only after a second.
+        match sqlx::query(&format!("LOCK TABLE ONLY {table} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await {
             Ok(_) => break tx,
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") && attempt < 4 => {
                 attempt += 1;
