@@ -10,6 +10,23 @@
 -- indexes (attached to the new table's, not rebuilt) except the two unique ones, which
 -- must now include the partition key (a unique constraint of a partitioned table
 -- has to). An empty old table is simply dropped.
+-- A unique constraint of a partitioned table must include the partition key, so the
+-- event tables can no longer refuse a second row with the same id: a retry arrives
+-- later and expires later. event_ids holds the ids of recent events, unique per
+-- tenant and table; every write inserts its ids here in the same statement, so a
+-- retry, even one racing the first attempt's commit on another node, is refused and
+-- skipped. Ids older than postgres.retry_window_hours are deleted by the upkeep; a
+-- batch replayed from the spool later than that carries its first expires_at and is
+-- refused by the tables' own unique index (id, tenant_id, expires_at).
+CREATE TABLE event_ids (
+    tenant_id   text        NOT NULL,
+    table_name  text        NOT NULL,
+    id          uuid        NOT NULL,
+    seen_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, id, table_name)
+);
+CREATE INDEX event_ids_seen ON event_ids (seen_at);
+
 DO $$
 DECLARE
     t text;
@@ -45,6 +62,10 @@ BEGIN
             'CREATE TRIGGER %I BEFORE UPDATE OR DELETE ON %I FOR EACH ROW EXECUTE FUNCTION tierlog_refuse_change()',
             t || '_append_only', t);
 
+        -- Recent events' ids, so that their retries are still found (see event_ids below).
+        EXECUTE format('INSERT INTO event_ids (tenant_id, table_name, id, seen_at)
+                        SELECT tenant_id, %L, id, received_at FROM %I WHERE received_at > now() - interval ''7 days''
+                        ON CONFLICT DO NOTHING', t, legacy);
         EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I), max(expires_at) + interval ''1 microsecond'' FROM %I', legacy, legacy)
             INTO has_rows, bound;
         IF has_rows THEN

@@ -48,6 +48,12 @@ async fn tables_from_before_partitions_become_a_partition_and_their_chains_go_on
     let db = TestDb::create().await;
     let pool = PgPool::connect(&db.url).await.expect("pool");
     tierlog::tiers::postgres::migrate_through(&pool, 6).await.expect("the schema before partitions");
+    // This version's writes also record ids in event_ids, which the schema before
+    // partitions lacks: a stand-in while the old rows are written, gone after.
+    sqlx::query("CREATE TABLE event_ids (tenant_id text, table_name text, id uuid, seen_at timestamptz DEFAULT now())")
+        .execute(&pool)
+        .await
+        .expect("stand-in");
     let parser = EventParser::new(Limits::default(), None, Utc::now());
     let store = PgStore::from_pool(pool.clone());
     let before: Vec<AuditEvent> = (0..6)
@@ -58,7 +64,10 @@ async fn tables_from_before_partitions_become_a_partition_and_their_chains_go_on
     let signed = checkpoints::checkpoint_heads(&pool, &signer, None, "periodic", Utc::now()).await.expect("checkpoints");
     assert_eq!(signed.len(), 2, "one per chain");
 
+    sqlx::query("DROP TABLE event_ids").execute(&pool).await.expect("stand-in gone");
     tierlog::tiers::postgres::migrate(&pool).await.expect("migrates to partitions");
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM event_ids").fetch_one(&pool).await.expect("ids");
+    assert_eq!(recorded, 6, "the recent rows' ids are recorded, so their retries are still found");
     let audit = list(&pool, Table::AuditLogs).await.expect("partitions");
     let legacy = audit.iter().find(|p| p.name == "audit_logs_legacy").expect("the old table is a partition");
     assert!(legacy.from.is_none(), "it covers every expiry up to its last: {legacy:?}");

@@ -99,29 +99,23 @@ pub(super) enum Extended {
     Done,
     /// A head no longer held its `from` value: nothing changed.
     HeadsMoved,
-    /// An event of the batch is stored already (a retry): nothing changed.
-    Stored,
 }
 
-/// In one statement: if every head in `moves` still holds its `from` value and no
-/// event of the batch is stored already, locks the heads (in `(table, tenant, shard)`
-/// order), moves each to its `to` value and inserts every table's rows. Otherwise
-/// changes nothing. Run on the pool it is the whole write, committed; inside the
-/// locking path's transaction (heads already locked) it is the write's one statement
-/// under the locks.
+/// In one statement: if every head in `moves` still holds its `from` value, locks the
+/// heads (in `(table, tenant, shard)` order), moves each to its `to` value, inserts
+/// every table's rows and records their ids in `event_ids`. Otherwise changes
+/// nothing. Run on the pool it is the whole write, committed; inside the locking
+/// path's transaction (heads already locked) it is the write's one statement under
+/// the locks.
 ///
-/// An event is stored already when a row of its tenant with its id expires within
-/// `window` of its own expiry. The tables are partitioned by expiry, so the unique
-/// index on `(id, tenant_id, expires_at)` alone would not see a retry: its
-/// `expires_at` counts from its own arrival. A retry within `window` of the first
-/// attempt is found here (one index probe per event, in the one or two partitions
-/// around its expiry); a batch replayed from the spool carries its first
-/// `expires_at` and is found by the unique index whatever the delay.
+/// An event stored already (a retry) makes the statement fail with a unique
+/// violation on `event_ids` (the event tables are partitioned by expiry, so their own
+/// unique index cannot see a retry, which expires later); when the first attempt is
+/// still being written by another writer, the violation comes once that one commits.
 pub(super) async fn extend_if_unchanged<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     moves: &[HeadMove<'_>],
     tables: &[(Table, &RowColumns<'_>)],
-    window: std::time::Duration,
 ) -> Result<Extended, sqlx::Error> {
     let mut sql = String::from(
         "WITH k AS (
@@ -135,32 +129,29 @@ pub(super) async fn extend_if_unchanged<'e>(
              ORDER BY h.table_name, h.tenant_id, h.shard
              FOR UPDATE OF h
          ),
-         stored AS (SELECT {stored} AS found),
-         ok AS (SELECT (SELECT count(*) FROM held) = $7 AND NOT found AS unchanged, found FROM stored),
+         ok AS (SELECT (SELECT count(*) FROM held) = $7 AS unchanged),
          moved AS (
              UPDATE chain_heads h SET seq = k.to_seq, head_hash = k.to_hash, updated_at = now()
              FROM k, ok
              WHERE ok.unchanged AND h.tenant_id = k.t AND h.table_name = k.n AND h.shard = k.s
          )",
     );
-    let mut stored = Vec::new();
-    let mut next_param = 10;
+    let mut next_param = 9;
     for (i, (table, _)) in tables.iter().enumerate() {
         let insert = insert_sql(*table, next_param, Some(("ok", "ok.unchanged")));
         sql.push_str(&format!(", rows_{i} AS ({insert})"));
-        stored.push(format!(
-            "EXISTS (SELECT 1 FROM unnest(${tenant}::text[], ${id}::uuid[], ${expires}::timestamptz[]) AS d(t, id, e)
-             JOIN {table} x ON x.id = d.id AND x.tenant_id = d.t
-                 AND x.expires_at >= d.e - $9 * interval '1 second' AND x.expires_at <= d.e + $9 * interval '1 second')",
+        // The ids, unique per tenant and table: a second copy of an event, stored or
+        // being stored by another writer, makes the statement fail (after that writer
+        // commits) with a unique violation, and the batch is written again without it.
+        sql.push_str(&format!(
+            ", ids_{i} AS (INSERT INTO event_ids (tenant_id, table_name, id)
+                SELECT d.t, '{table}', d.id FROM unnest(${tenant}::text[], ${id}::uuid[]) AS d(t, id), ok WHERE ok.unchanged)",
             tenant = next_param + rows::TENANT_PARAM,
             id = next_param + rows::ID_PARAM,
-            expires = next_param + rows::EXPIRES_PARAM,
         ));
         next_param += INSERT_PARAMS;
     }
-    let stored = if stored.is_empty() { "false".to_owned() } else { stored.join(" OR ") };
-    let sql = sql.replacen("{stored}", &stored, 1);
-    let sql = format!("{sql} SELECT unchanged, found FROM ok");
+    let sql = format!("{sql} SELECT unchanged FROM ok");
 
     let (tenants, names, to_seqs, to_hashes) = targets(moves);
     let from_seqs: Vec<i64> = moves.iter().map(|m| m.from.0).collect();
@@ -174,17 +165,12 @@ pub(super) async fn extend_if_unchanged<'e>(
         .bind(&to_seqs)
         .bind(&to_hashes)
         .bind(moves.len() as i64)
-        .bind(&shards)
-        .bind(window.as_secs_f64());
+        .bind(&shards);
     for (_, rows) in tables {
         query = rows.bind(query);
     }
     let row = query.fetch_one(executor).await?;
-    Ok(match (row.try_get::<bool, _>("unchanged")?, row.try_get::<bool, _>("found")?) {
-        (_, true) => Extended::Stored,
-        (true, false) => Extended::Done,
-        (false, false) => Extended::HeadsMoved,
-    })
+    Ok(if row.try_get::<bool, _>("unchanged")? { Extended::Done } else { Extended::HeadsMoved })
 }
 
 /// Creates missing heads (unless `all_exist`), then locks every head of the batch in

@@ -57,8 +57,8 @@ pub struct PgStore {
     /// How long a batch write may take before it counts as unreachable (a link cut
     /// without a reset leaves a write waiting on TCP retransmits for many minutes).
     write_timeout: Duration,
-    /// How long after a first attempt a retry of the same event is still recognised
-    /// (see [`heads::extend_if_unchanged`]).
+    /// How long the ids of written events are kept in `event_ids`, where a retry of
+    /// the same event is recognised (see [`heads::extend_if_unchanged`]).
     retry_window: Duration,
     /// The width of new time partitions.
     partition_interval: partitions::PartitionInterval,
@@ -221,6 +221,8 @@ impl PgStore {
         metrics: Option<&crate::telemetry::Metrics>,
     ) -> Result<Vec<String>, sqlx::Error> {
         let created = partitions::ensure_ahead(&self.pool, self.partition_interval, days, now).await?;
+        let forgotten = partitions::forget_old_ids(&self.pool, self.retry_window).await?;
+        tracing::debug!(ids = forgotten, "ids past the retry window forgotten");
         if !created.is_empty() {
             tracing::info!(partitions = ?created, "time partitions created");
         }
@@ -288,21 +290,17 @@ impl PgStore {
     async fn persist_now(&self, batch: &[PersistRequest<'_>]) -> Result<usize, StoreError> {
         self.schema_ready()?;
         match self.attempt(batch, false).await {
-            Ok(Attempt::Written(inserted)) => return Ok(inserted),
-            Ok(Attempt::Stored) => {}
-            Err(StoreError::Write(sqlx::Error::Database(e))) if e.is_unique_violation() => {}
-            Err(e) => return Err(e),
-        }
-        tracing::debug!("batch holds stored ids; writing it again without them");
-        match self.attempt(batch, true).await? {
-            Attempt::Written(inserted) => Ok(inserted),
-            Attempt::Stored => Err(StoreError::Write(sqlx::Error::Protocol("stored ids were found again after skipping them".into()))),
+            Err(StoreError::Write(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                tracing::debug!("batch holds stored ids; writing it again without them");
+                self.attempt(batch, true).await
+            }
+            other => other,
         }
     }
 
-    async fn attempt(&self, batch: &[PersistRequest<'_>], skip_stored: bool) -> Result<Attempt, StoreError> {
+    async fn attempt(&self, batch: &[PersistRequest<'_>], skip_stored: bool) -> Result<usize, StoreError> {
         if batch.is_empty() {
-            return Ok(Attempt::Written(0));
+            return Ok(0);
         }
         let writer = self.shard.claim(&self.pool).await.map_err(StoreError::Unavailable)?;
         let chains = group_by_chain(batch, writer);
@@ -317,12 +315,11 @@ impl PgStore {
             if let Some(cached) = &cached {
                 let plan = Plan::build(&chains, cached, &HashSet::new());
                 let tables: Vec<(Table, &rows::RowColumns<'_>)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
-                match heads::extend_if_unchanged(&self.writes, &plan.moves, &tables, self.retry_window).await {
+                match heads::extend_if_unchanged(&self.writes, &plan.moves, &tables).await {
                     Ok(Extended::Done) => {
                         self.heads.remember(plan.moves.iter().map(|m| (m.key, m.to)));
-                        return Ok(Attempt::Written(plan.inserted));
+                        return Ok(plan.inserted);
                     }
-                    Ok(Extended::Stored) => return Ok(Attempt::Stored),
                     Ok(Extended::HeadsMoved) => {
                         self.moved_heads.fetch_add(1, Ordering::Relaxed);
                         self.contended.store(CONTENDED_BATCHES, Ordering::Relaxed);
@@ -349,7 +346,7 @@ impl PgStore {
         chains: &Chains<'_, '_>,
         skip_stored: bool,
         heads_exist: bool,
-    ) -> Result<Attempt, StoreError> {
+    ) -> Result<usize, StoreError> {
         let mut tx = self.writes.begin().await.map_err(StoreError::Unavailable)?;
         let locked = heads::lock_heads(&mut tx, chains.keys().copied(), heads_exist).await.map_err(StoreError::Write)?;
         let mut stored = HashSet::new();
@@ -371,9 +368,8 @@ impl PgStore {
         // so they are as read, and the time under the locks is one round trip.
         let tables: Vec<(Table, &rows::RowColumns<'_>)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
         if !plan.moves.is_empty() {
-            match heads::extend_if_unchanged(&mut *tx, &plan.moves, &tables, self.retry_window).await {
+            match heads::extend_if_unchanged(&mut *tx, &plan.moves, &tables).await {
                 Ok(Extended::Done) => {}
-                Ok(Extended::Stored) => return Ok(Attempt::Stored),
                 Ok(Extended::HeadsMoved) => {
                     return Err(StoreError::Write(sqlx::Error::Protocol("a locked chain head moved".into())))
                 }
@@ -384,16 +380,8 @@ impl PgStore {
         // Heads as locked (chains whose ids were all stored stay there), then moved.
         self.heads.remember(locked.into_iter());
         self.heads.remember(plan.moves.iter().map(|m| (m.key, m.to)));
-        Ok(Attempt::Written(plan.inserted))
+        Ok(plan.inserted)
     }
-}
-
-/// How one try at writing a batch ended, short of an error.
-enum Attempt {
-    /// This many rows were inserted.
-    Written(usize),
-    /// Nothing was written: the batch holds events stored already.
-    Stored,
 }
 
 /// A batch's requests per chain, duplicates of one id in one chain dropped.

@@ -241,6 +241,26 @@ async fn create(pool: &PgPool, table: Table, name: &str, from: DateTime<Utc>, to
     Ok(true)
 }
 
+/// Deletes the ids in `event_ids` older than `window` (in batches, so no long
+/// transaction), past which a retry is no longer expected; returns how many.
+pub async fn forget_old_ids(pool: &PgPool, window: std::time::Duration) -> Result<u64, sqlx::Error> {
+    let mut forgotten = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM event_ids WHERE ctid IN (
+                 SELECT ctid FROM event_ids WHERE seen_at < now() - $1 * interval '1 second' LIMIT 10000)",
+        )
+        .bind(window.as_secs_f64())
+        .execute(pool)
+        .await?
+        .rows_affected();
+        forgotten += deleted;
+        if deleted < 10_000 {
+            return Ok(forgotten);
+        }
+    }
+}
+
 /// How many rows each table's default partition holds (counted up to a million).
 pub async fn default_rows(pool: &PgPool) -> Result<BTreeMap<Table, i64>, sqlx::Error> {
     let mut counts = BTreeMap::new();

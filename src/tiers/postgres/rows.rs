@@ -126,11 +126,10 @@ impl<'e> RowColumns<'e> {
 /// A query being built with positional parameters.
 pub(super) type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
-/// The offsets, among the parameters [`RowColumns::bind`] adds, of the tenants, the
-/// ids and the expiry times.
+/// The offsets, among the parameters [`RowColumns::bind`] adds, of the tenants and
+/// the ids.
 pub(super) const TENANT_PARAM: usize = 0;
 pub(super) const ID_PARAM: usize = 2;
-pub(super) const EXPIRES_PARAM: usize = 5;
 
 /// How many parameters [`RowColumns::bind`] adds.
 pub(super) const INSERT_PARAMS: usize = 8 + TEXT_COLUMNS.len() + 1 + JSON_COLUMNS.len() + 5;
