@@ -408,8 +408,8 @@ pub async fn rows_after(pool: &PgPool, plan: &DropPlan, after: (&str, i64), limi
     rows.iter().map(|row| stored_row(plan.table, row)).collect()
 }
 
-/// Drops the partition of `plan` in one short transaction: takes the table's
-/// exclusive lock first (so it never waits while holding a lock a writer needs),
+/// Drops the partition of `plan` in one short transaction: takes the exclusive locks
+/// first, the table's last (so it never waits while holding a lock a writer needs),
 /// checks that no row arrived in the partition since the plan, signs each cut
 /// chain's new start (`checkpoints`, made from [`ChainCut::anchor`]) and folds the
 /// tombstones it covers, leaves tombstones for `stranded` rows, then detaches and
@@ -431,9 +431,15 @@ pub async fn drop_partition(
         let mut tx = pool.begin().await?;
         super::retention::enter_maintenance(&mut tx).await?;
         sqlx::query("SET LOCAL lock_timeout = '500ms'").execute(&mut *tx).await?;
-        // The table alone (ONLY): locking its partitions too would wait on autovacuum
-        // of the partitions being written, which yields only after a second.
-        match sqlx::query(&format!("LOCK TABLE ONLY {table} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await {
+        // The partition and the default partition first, which ingest does not write
+        // (waiting on them, say on autovacuum, stalls no writer), then the table
+        // alone (ONLY: not the partitions being written).
+        let first = sqlx::query(&format!("LOCK TABLE {name}, {table}_default IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await;
+        let locked = match first {
+            Ok(_) => sqlx::query(&format!("LOCK TABLE ONLY {table} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await,
+            Err(e) => Err(e),
+        };
+        match locked {
             Ok(_) => break tx,
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") && attempt < 4 => {
                 attempt += 1;
