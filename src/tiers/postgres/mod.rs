@@ -233,8 +233,9 @@ impl PgStore {
             if rows > 0 {
                 tracing::warn!(
                     table = %table, rows,
-                    "rows in the default partition {table}_default: no time partition covers their expires_at; \
-                     they are kept and read as usual, but leave only by row-by-row retention"
+                    "rows in the default partition {table}_default: no time partition covered their expires_at \
+                     (made late, or could not be made); they are read as usual and move into their partition \
+                     at the next upkeep that can make it"
                 );
             }
         }
