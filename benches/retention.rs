@@ -7,7 +7,7 @@
 //! `retention.exact_expiry` (every row deleted with a tombstone, as before
 //! partitions). It prints the purge's time, the WAL it wrote
 //! (`pg_current_wal_lsn` difference: nothing else writes meanwhile), and the tables'
-//! and indexes' size afterwards. Then it loads `--rows / 5` more expired rows and
+//! and indexes' size afterwards. Then it loads `--rows / 5` more expired rows (of 100 other tenants) and
 //! measures ingest (two writers persisting batches of 100 events, as a node does)
 //! for `--seconds` without a purge and then while the purge runs.
 //!
@@ -85,18 +85,26 @@ async fn database(o: &Options, admin: &mut PgConnection, now: DateTime<Utc>) -> 
     let url = format!("{}/{name}", o.database_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&o.database_url));
     let pool = PgPool::connect(&url).await?;
     tierlog::tiers::postgres::migrate(&pool).await?;
-    let days: BTreeMap<Table, BTreeSet<u32>> = [(Table::AuditLogs, [0].into())].into();
-    let mut at = now - chrono::Duration::days(o.days + 1);
-    while at <= now + chrono::Duration::days(1) {
-        ensure_ahead(&pool, PartitionInterval::Day, &days, at).await?;
-        at += chrono::Duration::days(1);
-    }
+    partitions(o, &pool, now).await?;
     Ok((name, pool))
 }
 
-/// Loads `rows` rows after `first` (a running number over all loads), each tenant's
-/// in chain order; expiring evenly from `from` over `days`. Returns the next number.
-async fn load(pool: &PgPool, first: i64, rows: i64, from: DateTime<Utc>, days: i64) -> anyhow::Result<i64> {
+/// Daily partitions from `days + 1` days ago to three days ahead (again after a purge
+/// dropped the expired ones, so the second load of expired rows has partitions).
+async fn partitions(o: &Options, pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let days: BTreeMap<Table, BTreeSet<u32>> = [(Table::AuditLogs, [0].into())].into();
+    let mut at = now - chrono::Duration::days(o.days + 1);
+    while at <= now + chrono::Duration::days(1) {
+        ensure_ahead(pool, PartitionInterval::Day, &days, at).await?;
+        at += chrono::Duration::days(1);
+    }
+    Ok(())
+}
+
+/// Loads `rows` rows after `first` (a running number over all loads) for the 100
+/// tenants from number `tenants`, each tenant's in chain order; expiring evenly from
+/// `from` over `days`. Returns the next number.
+async fn load(pool: &PgPool, first: i64, rows: i64, tenants: i64, from: DateTime<Utc>, days: i64) -> anyhow::Result<i64> {
     let chunk = 250_000;
     let mut start = first;
     let end_all = first + rows - 1;
@@ -106,18 +114,20 @@ async fn load(pool: &PgPool, first: i64, rows: i64, from: DateTime<Utc>, days: i
         sqlx::query(
             "INSERT INTO audit_logs (tenant_id, seq, id, occurred_at, received_at, expires_at, category, level, action,
                  status, user_id, ip_address, message, details, prev_hash, row_hash, pii_hash)
-             SELECT 'tenant-' || lpad((g % 100)::text, 3, '0'), g / 100 + 1, gen_random_uuid(), e - interval '30 days',
+             SELECT 'tenant-' || lpad((g % 100 + $7)::text, 3, '0'), g / 100 + 1, gen_random_uuid(), e - interval '30 days',
                  e - interval '30 days', e, 'auth', 'INFO', 'auth.login', 'success', 'user-' || ((g / 100) % 5000),
                  ('10.' || ((g / 7) % 40) || '.' || ((g / 13) % 250) || '.' || (g % 10 + 1))::inet,
                  'login from office network', jsonb_build_object('n', g), z.h, z.h, z.h
              FROM generate_series($1::bigint, $2::bigint) g, (SELECT decode(repeat('00', 32), 'hex') AS h) z,
-                  LATERAL (SELECT $3::timestamptz + (g - $1) * ($4::float8 * 86400 / $5) * interval '1 second' AS e) x",
+                  LATERAL (SELECT $3::timestamptz + (g - $6) * ($4::float8 * 86400 / $5) * interval '1 second' AS e) x",
         )
         .bind(start)
         .bind(end)
         .bind(from)
         .bind(days as f64)
         .bind(rows as f64)
+        .bind(first)
+        .bind(tenants)
         .execute(pool)
         .await?;
         start = end + 1;
@@ -132,6 +142,10 @@ async fn load(pool: &PgPool, first: i64, rows: i64, from: DateTime<Utc>, days: i
     sqlx::query("VACUUM ANALYZE audit_logs").execute(pool).await?;
     eprintln!("# loaded {rows} rows in {:.0}s", t0.elapsed().as_secs_f64());
     Ok(end_all + 1)
+}
+
+async fn default_rows(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM audit_logs_default").fetch_one(pool).await?)
 }
 
 async fn wal_lsn(pool: &PgPool) -> anyhow::Result<String> {
@@ -246,8 +260,9 @@ async fn main() -> anyhow::Result<()> {
         let now = Utc::now();
         let (name, pool) = database(&o, &mut admin, now).await?;
         // Expired: from `days + 1` to 1 day ago; live: expiring within the day after.
-        let next = load(&pool, 1, o.rows, now - chrono::Duration::days(o.days + 1), o.days).await?;
-        let next = load(&pool, next, o.live, now + chrono::Duration::hours(25), 1).await?;
+        let next = load(&pool, 1, o.rows, 0, now - chrono::Duration::days(o.days + 1), o.days).await?;
+        let next = load(&pool, next, o.live, 0, now + chrono::Duration::hours(25), 1).await?;
+        anyhow::ensure!(default_rows(&pool).await? == 0, "{path}: rows in the default partition");
         let (before_total, before_indexes, _) = sizes(&pool).await?;
         sqlx::query("CHECKPOINT").execute(&pool).await?;
 
@@ -271,7 +286,11 @@ async fn main() -> anyhow::Result<()> {
         wal.insert(path, written);
 
         // Ingest without and with a purge: a second load of expired rows to purge.
-        load(&pool, next, o.rows / 5, now - chrono::Duration::days(o.days + 1), o.days).await?;
+        partitions(&o, &pool, now).await?;
+        // Other tenants' chains: a chain's later rows expire later (one retention
+        // class per chain), and the first tenants' chains go on with live rows.
+        load(&pool, next, o.rows / 5, TENANTS, now - chrono::Duration::days(o.days + 1), o.days).await?;
+        anyhow::ensure!(default_rows(&pool).await? == 0, "{path}: rows in the default partition");
         let window = Duration::from_secs(o.seconds);
         let alone = ingest_rate::<std::future::Ready<anyhow::Result<()>>>(&pool, window, None).await?;
         let job = job.clone();
