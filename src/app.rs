@@ -22,6 +22,7 @@ use crate::ingest::route::Routing;
 use crate::ingest::{Pipeline, TierWriter, Workers};
 use crate::telemetry::Counters;
 use crate::tiers::files::RollingFiles;
+use crate::tiers::postgres::replica::ReadReplica;
 use crate::tiers::postgres::{self, PgStore};
 use crate::tiers::memory::MemoryHotTier;
 use crate::tiers::redis::{RedisHotTier, RedisLink};
@@ -104,10 +105,14 @@ impl Application {
             settings.ingest.writers = 1;
             Database::Sqlite(store)
         } else {
-            let pg = PgStore::connect_lazy(&settings.postgres).context("postgres.url (DATABASE_URL)")?;
+            let mut pg = PgStore::connect_lazy(&settings.postgres).context("postgres.url (DATABASE_URL)")?;
             if settings.postgres.migrate_on_start {
                 let retry = Duration::from_millis(settings.spool.retry_interval_ms.max(100));
                 pg.migrate_or_defer(retry).await.context("cannot migrate the database")?;
+            }
+            if !settings.postgres.read_url.is_empty() {
+                let replica = read_replica(&pg, &settings).await?;
+                pg = pg.with_replica(replica);
             }
             tokio::spawn({
                 let (pg, writers) = (pg.clone(), settings.ingest.writers);
@@ -468,4 +473,24 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+/// The read replica of `settings.postgres.read_url`, checked (a primary or another
+/// cluster's server there fails the start), with its checks running every
+/// `postgres.read_check_interval_ms`.
+async fn read_replica(pg: &PgStore, settings: &Settings) -> anyhow::Result<Arc<ReadReplica>> {
+    let replica = Arc::new(ReadReplica::connect_lazy(&settings.postgres)?);
+    replica.check_at_start(pg.pool()).await?;
+    replica.check(pg.pool()).await;
+    tracing::info!(replica = ?replica.status(), "read replica configured");
+    let interval = Duration::from_millis(settings.postgres.read_check_interval_ms);
+    let (checked, primary) = (Arc::downgrade(&replica), pg.pool().clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(replica) = checked.upgrade() else { return };
+            replica.check(&primary).await;
+        }
+    });
+    Ok(replica)
 }

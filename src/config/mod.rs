@@ -229,6 +229,14 @@ pub struct PostgresSettings {
     pub retry_window_hours: u64,
     /// The width of the event tables' time partitions: `day`, `week` or `month`.
     pub partition_interval: String,
+    /// A streaming replica for the read endpoints (DATABASE_READ_URL); empty: reads
+    /// go to the primary.
+    pub read_url: String,
+    /// Reads go back to the primary while the replica's replay lags more than this
+    /// (milliseconds).
+    pub read_max_lag_ms: u64,
+    /// How often the replica's state and lag are checked (milliseconds).
+    pub read_check_interval_ms: u64,
 }
 
 /// The hot tier.
@@ -423,6 +431,17 @@ impl Settings {
             && !self.postgres.url.starts_with("postgresql://")
         {
             return Err(ConfigError::invalid("postgres.url (DATABASE_URL)", "must be a postgres:// URL"));
+        }
+        if !self.postgres.read_url.is_empty() {
+            if self.postgres.url.is_empty() {
+                return Err(ConfigError::invalid("postgres.read_url (DATABASE_READ_URL)", "needs postgres.url (DATABASE_URL): a replica of which primary?"));
+            }
+            if !self.postgres.read_url.starts_with("postgres://") && !self.postgres.read_url.starts_with("postgresql://") {
+                return Err(ConfigError::invalid("postgres.read_url (DATABASE_READ_URL)", "must be a postgres:// URL"));
+            }
+        }
+        if self.postgres.read_check_interval_ms == 0 {
+            return Err(ConfigError::invalid("postgres.read_check_interval_ms", "must be at least 1"));
         }
         if let Err(e) = self.postgres.partition_interval.parse::<crate::tiers::postgres::partitions::PartitionInterval>() {
             return Err(ConfigError::invalid("postgres.partition_interval", e));
@@ -669,6 +688,10 @@ mod tests {
         assert!(load_error(&[("TIERLOG__POSTGRES__RETRY_WINDOW_HOURS", "100000")]).contains("postgres.retry_window_hours"));
         assert!(load_error(&[("LOGGING_LEVEL", "LOUD")]).contains("LOGGING_LEVEL"));
         assert!(load_error(&[("DATABASE_URL", "mysql://db")]).contains("DATABASE_URL"));
+        let read = [("DATABASE_URL", "postgres://db/tierlog"), ("DATABASE_READ_URL", "mysql://replica")];
+        assert!(load_error(&read).contains("DATABASE_READ_URL"));
+        let without_primary = [("DATABASE_URL", ""), ("DATABASE_READ_URL", "postgres://replica/tierlog")];
+        assert!(load_error(&without_primary).contains("DATABASE_READ_URL"));
         assert!(load_error(&[("TIERLOG__INGEST__QUEUE_CAPACITY", "10")]).contains("ingest.queue_capacity"));
         assert!(load_error(&[("TIERLOG__INGEST__WRITERZ", "1")]).contains("writerz"));
         assert!(load_error(&[("TIERLOG__CATEGORIES__AUTH__TABLE", "nowhere")]).contains("table"));

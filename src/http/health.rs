@@ -67,6 +67,11 @@ struct Readiness {
     /// one (absent before, and in embedded mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     writer_shard: Option<i32>,
+    /// The read replica (`postgres.read_url`): its state, replay lag, and whether the
+    /// read endpoints use it now (else the primary); absent without one. Its state
+    /// does not change `status`: reads go to the primary while it is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<crate::tiers::postgres::replica::ReplicaStatus>,
 }
 
 /// `GET /readyz`: 200 while events can be acknowledged (`ready` or `degraded`), 503
@@ -113,6 +118,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         signing: state.integrity.status(),
         background: state.lease.status(),
         writer_shard: writer_shard(&state),
+        replica: replica(&state).map(|replica| replica.status()),
     };
     (code, Json(readiness))
 }
@@ -120,6 +126,13 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 fn writer_shard(state: &AppState) -> Option<i32> {
     match &state.database {
         Some(crate::tiers::database::Database::Postgres(store)) => store.writer_shard(),
+        _ => None,
+    }
+}
+
+fn replica(state: &AppState) -> Option<&std::sync::Arc<crate::tiers::postgres::replica::ReadReplica>> {
+    match &state.database {
+        Some(crate::tiers::database::Database::Postgres(store)) => store.replica(),
         _ => None,
     }
 }
@@ -166,6 +179,26 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                     "# HELP {name} Rate limit checks made with this node's own budget because Redis could not answer.\n# TYPE {name} counter\n{name} {}\n",
                     limiter.local_fallbacks()
                 ));
+            }
+            if let Some(reads) = replica(&state).map(|replica| replica.reads()) {
+                let name = "tierlog_replica_reads_total";
+                text.push_str(&format!(
+                    "# HELP {name} Reads of the read endpoints the read replica answered.\n# TYPE {name} counter\n{name} {reads}\n"
+                ));
+            }
+            if let Some(replica) = replica(&state).map(|replica| replica.status()) {
+                let name = "tierlog_replica_serving_reads";
+                text.push_str(&format!(
+                    "# HELP {name} 1 while the read endpoints use the read replica, 0 while they use the primary.\n# TYPE {name} gauge\n{name} {}\n",
+                    u8::from(replica.serving_reads)
+                ));
+                if let Some(lag) = replica.lag_ms {
+                    let name = "tierlog_replica_lag_seconds";
+                    text.push_str(&format!(
+                        "# HELP {name} How far the read replica's replay is behind the primary.\n# TYPE {name} gauge\n{name} {}\n",
+                        lag as f64 / 1000.0
+                    ));
+                }
             }
             if let Some(shard) = writer_shard(&state) {
                 let name = "tierlog_writer_shard";

@@ -1,5 +1,7 @@
 //! The durable store as the read side sees it: Postgres or the embedded SQLite
-//! store, one method per operation, each answered the same way by both.
+//! store, one method per operation, each answered the same way by both. The read
+//! endpoints' queries (pages, stats, a subject's rows) go to a Postgres read replica
+//! when one is configured and current ([`PgStore::read`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -62,14 +64,14 @@ impl Database {
 
     pub async fn page(&self, table: Table, filters: &Filters, categories: &[Category]) -> Result<Page, sqlx::Error> {
         match self {
-            Database::Postgres(store) => postgres::query::page(store.pool(), table, filters, categories).await,
+            Database::Postgres(store) => store.read(|pool| async move { postgres::query::page(&pool, table, filters, categories).await }).await,
             Database::Sqlite(store) => sqlite::query::page(store.pool(), table, filters, categories).await,
         }
     }
 
     pub async fn counts(&self, table: Table, filters: &Filters, categories: &[Category]) -> Result<Vec<Count>, sqlx::Error> {
         match self {
-            Database::Postgres(store) => postgres::stats::counts(store.pool(), table, filters, categories).await,
+            Database::Postgres(store) => store.read(|pool| async move { postgres::stats::counts(&pool, table, filters, categories).await }).await,
             Database::Sqlite(store) => sqlite::stats::counts(store.pool(), table, filters, categories).await,
         }
     }
@@ -82,7 +84,9 @@ impl Database {
         how: FailureQuery,
     ) -> Result<Vec<FailureGroup>, sqlx::Error> {
         match self {
-            Database::Postgres(store) => postgres::stats::failures(store.pool(), table, filters, categories, how).await,
+            Database::Postgres(store) => {
+                store.read(|pool| async move { postgres::stats::failures(&pool, table, filters, categories, how).await }).await
+            }
             Database::Sqlite(store) => sqlite::stats::failures(store.pool(), table, filters, categories, how).await,
         }
     }
@@ -173,7 +177,9 @@ impl Database {
 
     pub async fn subject_rows(&self, tenant: Option<&str>, subject: &str, limit: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
         match self {
-            Database::Postgres(store) => postgres::erasure::subject_rows(store.pool(), tenant, subject, limit).await,
+            Database::Postgres(store) => {
+                store.read(|pool| async move { postgres::erasure::subject_rows(&pool, tenant, subject, limit).await }).await
+            }
             Database::Sqlite(store) => sqlite::erasure::subject_rows(store.pool(), tenant, subject, limit).await,
         }
     }

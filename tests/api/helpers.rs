@@ -568,7 +568,9 @@ fn postgres_bin_dir() -> PathBuf {
         .flat_map(std::env::split_paths)
         .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
     {
-        return dir;
+        // Where the link on the PATH leads: the other server programs
+        // (pg_basebackup) are there.
+        return std::fs::canonicalize(dir.join("initdb")).ok().and_then(|p| p.parent().map(PathBuf::from)).unwrap_or(dir);
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -616,6 +618,28 @@ impl PostgresProcess {
         std::io::Write::write_all(&mut file, conf.as_bytes()).expect("write conf");
         process.resume();
         process
+    }
+
+    /// A streaming replica of `primary`: `pg_basebackup -R` of it into a cluster of
+    /// its own on another loopback port, started as a hot standby.
+    pub fn standby_of(primary: &PostgresProcess) -> PostgresProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        if PostgresProcess::as_root() {
+            let status = Command::new("chown").args(["postgres:", &dir.path().display().to_string()]).status().expect("chown");
+            assert!(status.success(), "chown of the standby's directory to postgres");
+        }
+        let standby = PostgresProcess { port: free_port(), bin: primary.bin.clone(), data: dir.path().join("data"), _dir: dir };
+        let data = standby.data.display().to_string();
+        let from = primary.port.to_string();
+        standby.run("pg_basebackup", &["-h", "127.0.0.1", "-p", &from, "-U", "postgres", "-D", &data, "-R", "-X", "stream", "-c", "fast", "--no-sync"]);
+        let conf = format!(
+            "port = {}\nunix_socket_directories = '{data}'\nlisten_addresses = '127.0.0.1'\nhot_standby = on\n",
+            standby.port
+        );
+        let mut file = std::fs::OpenOptions::new().append(true).open(standby.data.join("postgresql.conf")).expect("conf");
+        std::io::Write::write_all(&mut file, conf.as_bytes()).expect("write conf");
+        standby.resume();
+        standby
     }
 
     fn as_root() -> bool {

@@ -30,6 +30,7 @@ mod load;
 mod promises;
 mod query;
 mod redis_cluster;
+mod replica;
 mod rotation;
 mod search_upkeep;
 mod validation;

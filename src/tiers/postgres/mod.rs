@@ -13,6 +13,7 @@ pub mod erasure;
 pub mod search;
 pub mod signing_keys;
 pub mod partitions;
+pub mod replica;
 mod heads;
 mod rows;
 mod shard;
@@ -62,6 +63,8 @@ pub struct PgStore {
     retry_window: Duration,
     /// The width of new time partitions.
     partition_interval: partitions::PartitionInterval,
+    /// The streaming replica the read endpoints use while it is up and current.
+    replica: Option<Arc<replica::ReadReplica>>,
 }
 
 /// The retry window of a store made from a pool.
@@ -111,6 +114,7 @@ impl PgStore {
             retry_window: Duration::from_secs(settings.retry_window_hours * 3600),
             // Validated with the rest of the settings.
             partition_interval: settings.partition_interval.parse().unwrap_or(partitions::PartitionInterval::Week),
+            replica: None,
         })
     }
 
@@ -127,6 +131,46 @@ impl PgStore {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             retry_window: DEFAULT_RETRY_WINDOW,
             partition_interval: partitions::PartitionInterval::Week,
+            replica: None,
+        }
+    }
+
+    /// This store with `replica` serving its reads (see [`PgStore::read`]).
+    pub fn with_replica(mut self, replica: Arc<replica::ReadReplica>) -> PgStore {
+        self.replica = Some(replica);
+        self
+    }
+
+    /// The read replica, when one is configured.
+    pub fn replica(&self) -> Option<&Arc<replica::ReadReplica>> {
+        self.replica.as_ref()
+    }
+
+    /// Runs the read `query` on the replica while it serves reads, else on the
+    /// primary; a read the replica fails as a server down does (or cancels for a
+    /// conflict with its recovery) runs again on the primary.
+    pub async fn read<T, F, Fut>(&self, query: F) -> Result<T, sqlx::Error>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        let Some(replica) = self.replica.as_ref().filter(|r| r.serving()) else {
+            return query(self.pool.clone()).await;
+        };
+        match query(replica.pool().clone()).await {
+            Err(e) if replica::retry_on_primary(&e) => {
+                if super::is_unreachable(&e) {
+                    replica.failed(&e);
+                }
+                tracing::warn!(error = %e, "a read failed on the replica; running it on the primary");
+                query(self.pool.clone()).await
+            }
+            other => {
+                if other.is_ok() {
+                    replica.answered();
+                }
+                other
+            }
         }
     }
 
