@@ -33,8 +33,12 @@
 //! `--raw-pg` adds, after each run, the raw limit for the same work: the rows tierlog
 //! stored, inserted again by two sessions (tierlog's two writers) in 1,000-row
 //! multi-row INSERT statements into empty copies of the same tables with the same
-//! indexes, without tierlog (no HTTP, no hash chains). Printed as rows/s beside
-//! tierlog's persisted rows/s. With `--rate R` it gives instead the latency of the
+//! indexes, without tierlog (no HTTP, no hash chains), in three layouts, interleaved
+//! three times (medians printed): one heap per table (the layout before time
+//! partitions), partitioned as tierlog's tables are, and partitioned with each
+//! statement also recording the ids in a copy of `event_ids` (as tierlog's write
+//! does). Printed as rows/s, each layout's share of the heap's, and tierlog's
+//! persisted rows/s against each. With `--rate R` it gives instead the latency of the
 //! simplest durable acknowledgement, without batching: the same rows, each inserted
 //! and committed on its own, open loop at the rate they arrived (p50/p99 beside
 //! tierlog's).
@@ -440,11 +444,15 @@ async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Resu
     match (o.raw_pg && !o.embedded && persisted > 0, o.rate) {
         (false, _) => {}
         (true, None) => {
-            let rate = raw_insert_rate(&db_url, persisted as usize).await?;
-            println!(
-                "raw-pg    the same {persisted} rows, same tables and indexes, 2 sessions x 1000-row INSERTs: rows/s={rate:>7.0}  tierlog/raw={:.2}",
-                persisted as f64 / acked_in.as_secs_f64() / rate
-            );
+            let rates = raw_insert_rates(&db_url, persisted as usize).await?;
+            let heap = rates[0].1;
+            for (layout, rate) in &rates {
+                println!(
+                    "raw-pg    the same {persisted} rows, same indexes, {layout:?}, 2 sessions x 1000-row INSERTs (median of 3): rows/s={rate:>7.0}  of heap={:.3}  tierlog/raw={:.2}",
+                    rate / heap,
+                    persisted as f64 / acked_in.as_secs_f64() / rate
+                );
+            }
         }
         (true, Some(rate)) => {
             // The persisted share of the requests, at the rate they arrived.
@@ -725,13 +733,65 @@ impl RawPush<'_> {
     }
 }
 
-/// Empty copies of tierlog's tables (same columns, same indexes) and the statements
-/// that insert the rows tierlog stored into them, `per_statement` rows each.
-async fn raw_copies(pool: &sqlx::PgPool, per_statement: usize) -> anyhow::Result<Vec<(String, String)>> {
+/// The table layouts `--raw-pg` inserts into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// One heap per table with tierlog's indexes: the layout before time partitions.
+    Heap,
+    /// Range-partitioned by `expires_at` with the same partitions as tierlog's tables.
+    Partitioned,
+    /// Partitioned, and each statement also records the rows' ids in a copy of
+    /// `event_ids`, as tierlog's write does (how a retry is recognised across
+    /// partitions).
+    PartitionedWithIds,
+}
+
+impl Layout {
+    const ALL: [Layout; 3] = [Layout::Heap, Layout::Partitioned, Layout::PartitionedWithIds];
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Layout::Heap => "raw_heap",
+            Layout::Partitioned => "raw_part",
+            Layout::PartitionedWithIds => "raw_ids",
+        }
+    }
+}
+
+/// Empty copies of tierlog's tables (same columns, same indexes) in `layout`, and the
+/// statements that insert the rows tierlog stored into them, `per_statement` rows
+/// each. Copies made by an earlier call are dropped first.
+async fn raw_copies(pool: &sqlx::PgPool, per_statement: usize, layout: Layout) -> anyhow::Result<Vec<(String, String)>> {
     let mut statements: Vec<(String, String)> = Vec::new();
+    let prefix = layout.prefix();
+    let ids = format!("{prefix}_event_ids");
+    sqlx::query(&format!("DROP TABLE IF EXISTS {ids}")).execute(pool).await?;
+    if layout == Layout::PartitionedWithIds {
+        sqlx::query(&format!("CREATE TABLE {ids} (LIKE event_ids INCLUDING ALL)")).execute(pool).await?;
+    }
     for table in ["audit_logs", "security_events", "financial_audit_logs"] {
-        let copy = format!("raw_{table}");
-        sqlx::query(&format!("CREATE TABLE {copy} (LIKE {table} INCLUDING ALL)")).execute(pool).await?;
+        let copy = format!("{prefix}_{table}");
+        sqlx::query(&format!("DROP TABLE IF EXISTS {copy}")).execute(pool).await?;
+        match layout {
+            Layout::Heap => {
+                sqlx::query(&format!("CREATE TABLE {copy} (LIKE {table} INCLUDING ALL)")).execute(pool).await?;
+            }
+            Layout::Partitioned | Layout::PartitionedWithIds => {
+                sqlx::query(&format!("CREATE TABLE {copy} (LIKE {table} INCLUDING ALL) PARTITION BY RANGE (expires_at)"))
+                    .execute(pool)
+                    .await?;
+                let bounds: Vec<String> = sqlx::query_scalar(
+                    "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                     WHERE i.inhparent = $1::regclass ORDER BY c.relname",
+                )
+                .bind(table)
+                .fetch_all(pool)
+                .await?;
+                for (n, bound) in bounds.iter().enumerate() {
+                    sqlx::query(&format!("CREATE TABLE {copy}_{n} PARTITION OF {copy} {bound}")).execute(pool).await?;
+                }
+            }
+        }
         let columns: Vec<String> = sqlx::query_scalar(
             "SELECT column_name::text FROM information_schema.columns WHERE table_name = $1 AND is_generated = 'NEVER' ORDER BY ordinal_position",
         )
@@ -744,37 +804,57 @@ async fn raw_copies(pool: &sqlx::PgPool, per_statement: usize) -> anyhow::Result
         ))
         .fetch_all(pool)
         .await?;
-        let insert = format!("INSERT INTO {copy} ({list}) SELECT {list} FROM json_populate_recordset(NULL::{copy}, $1::json)");
+        let insert = match layout {
+            Layout::PartitionedWithIds => format!(
+                "WITH r AS (SELECT * FROM json_populate_recordset(NULL::{copy}, $1::json)),
+                 i AS (INSERT INTO {copy} ({list}) SELECT {list} FROM r)
+                 INSERT INTO {ids} (tenant_id, table_name, id) SELECT tenant_id, '{table}', id FROM r"
+            ),
+            _ => format!("INSERT INTO {copy} ({list}) SELECT {list} FROM json_populate_recordset(NULL::{copy}, $1::json)"),
+        };
         statements.extend(chunks.into_iter().map(|chunk| (insert.clone(), chunk)));
     }
     sqlx::query("CHECKPOINT").execute(pool).await?;
     Ok(statements)
 }
 
-/// Inserts the rows tierlog stored into empty copies of its tables, 1,000 rows per
-/// statement from two sessions, and returns rows/s.
-async fn raw_insert_rate(db_url: &str, rows: usize) -> anyhow::Result<f64> {
+/// Inserts the rows tierlog stored into empty copies of its tables in each layout,
+/// 1,000 rows per statement from two sessions, `ROUNDS` times interleaved, and
+/// returns each layout's median rows/s.
+async fn raw_insert_rates(db_url: &str, rows: usize) -> anyhow::Result<Vec<(Layout, f64)>> {
+    const ROUNDS: usize = 3;
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(3).connect(db_url).await?;
-    let statements = Arc::new(raw_copies(&pool, 1000).await?);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut sessions = Vec::new();
-    for _ in 0..2 {
-        let (pool, statements, next) = (pool.clone(), statements.clone(), next.clone());
-        sessions.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((sql, rows)) = statements.get(i) else { return Ok::<(), sqlx::Error>(()) };
-                sqlx::query(sql).bind(rows).execute(&pool).await?;
+    let mut rates: Vec<(Layout, Vec<f64>)> = Layout::ALL.iter().map(|l| (*l, Vec::new())).collect();
+    for _ in 0..ROUNDS {
+        for (layout, runs) in &mut rates {
+            let statements = Arc::new(raw_copies(&pool, 1000, *layout).await?);
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let started = Instant::now();
+            let mut sessions = Vec::new();
+            for _ in 0..2 {
+                let (pool, statements, next) = (pool.clone(), statements.clone(), next.clone());
+                sessions.push(tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((sql, rows)) = statements.get(i) else { return Ok::<(), sqlx::Error>(()) };
+                        sqlx::query(sql).bind(rows).execute(&pool).await?;
+                    }
+                }));
             }
-        }));
+            for session in sessions {
+                session.await??;
+            }
+            runs.push(rows as f64 / started.elapsed().as_secs_f64());
+        }
     }
-    for session in sessions {
-        session.await??;
-    }
-    let rate = rows as f64 / started.elapsed().as_secs_f64();
     pool.close().await;
-    Ok(rate)
+    Ok(rates
+        .into_iter()
+        .map(|(layout, mut runs)| {
+            runs.sort_by(f64::total_cmp);
+            (layout, runs[runs.len() / 2])
+        })
+        .collect())
 }
 
 /// The latency of acknowledging each event durably without batching: each row
@@ -783,7 +863,7 @@ async fn raw_insert_rate(db_url: &str, rows: usize) -> anyhow::Result<f64> {
 /// row's scheduled time, as for tierlog's requests). Returns the sorted latencies.
 async fn raw_commit_latencies(db_url: &str, rate: f64, sessions: usize) -> anyhow::Result<Vec<Duration>> {
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(sessions as u32 + 1).connect(db_url).await?;
-    let statements = Arc::new(raw_copies(&pool, 1).await?);
+    let statements = Arc::new(raw_copies(&pool, 1, Layout::Heap).await?);
     // Open every session before the clock starts.
     let held: Vec<_> = futures_util::future::try_join_all((0..sessions).map(|_| pool.acquire())).await?;
     drop(held);
