@@ -51,8 +51,9 @@ fn options() -> Options {
 }
 
 /// Inserts `rows` rows in chunks: 100 tenants, 5,000 users per tenant, 10,000
-/// addresses, 90 days of history, 10% failed logins and a small message vocabulary,
-/// spread evenly over the tenants.
+/// addresses, 90 days of history received as it happened and kept 90 days (so their
+/// expiries spread over the next 90 days' weekly partitions), 10% failed logins and a
+/// small message vocabulary, spread evenly over the tenants.
 async fn fill(pool: &PgPool, rows: i64) -> anyhow::Result<()> {
     let chunk = 250_000;
     let mut start = 1;
@@ -63,7 +64,7 @@ async fn fill(pool: &PgPool, rows: i64) -> anyhow::Result<()> {
             "INSERT INTO audit_logs (tenant_id, seq, id, occurred_at, received_at, expires_at, category, level, action,
                  status, user_id, ip_address, message, details, prev_hash, row_hash, pii_hash)
              SELECT 'tenant-' || lpad((g % 100)::text, 3, '0'), g / 100 + 1, gen_random_uuid(),
-                 now() - ((g * 7919) % (90 * 86400)) * interval '1 second', now(), now() + interval '90 days',
+                 o, o, o + interval '90 days',
                  CASE WHEN (g / 100) % 4 = 0 THEN 'audit' ELSE 'auth' END, 'INFO',
                  CASE WHEN (g / 100) % 10 = 3 THEN 'auth.login_failed' WHEN (g / 100) % 4 = 0 THEN 'user.role_changed' ELSE 'auth.login' END,
                  CASE WHEN (g / 100) % 10 = 3 THEN 'failure' ELSE 'success' END,
@@ -74,7 +75,8 @@ async fn fill(pool: &PgPool, rows: i64) -> anyhow::Result<()> {
                         'token expired for client', 'suspicious geolocation detected'])[((g / 100) % 8) + 1],
                  jsonb_build_object('n', g, 'method', (ARRAY['password', 'sso', 'token'])[(g % 3) + 1]),
                  '\\x00', '\\x00', '\\x00'
-             FROM generate_series($1::bigint, $2::bigint) g",
+             FROM generate_series($1::bigint, $2::bigint) g,
+                  LATERAL (SELECT now() - ((g * 7919) % (90 * 86400)) * interval '1 second' AS o) x",
         )
         .bind(start)
         .bind(end)
@@ -112,12 +114,26 @@ async fn main() -> anyhow::Result<()> {
     let db_url = format!("{}/{db_name}", o.database_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&o.database_url));
     let pool = PgPool::connect(&db_url).await?;
     tierlog::tiers::postgres::migrate(&pool).await?;
-    // The time partitions the rows below (expiring in 90 days) go to.
+    // The time partitions the rows below (expiring over the next 90 days) go to.
+    // tierlog makes them as time goes by: as it would have every day of the last 90.
     let lengths = [(tierlog::tiers::Table::AuditLogs, [90].into())].into();
-    tierlog::tiers::postgres::PgStore::from_pool(pool.clone()).upkeep_partitions(&lengths, chrono::Utc::now(), None).await?;
+    let store = tierlog::tiers::postgres::PgStore::from_pool(pool.clone());
+    for days_ago in (0..=91).rev() {
+        store.upkeep_partitions(&lengths, chrono::Utc::now() - chrono::Duration::days(days_ago), None).await?;
+    }
     let t0 = Instant::now();
     fill(&pool, o.rows).await?;
-    println!("# {} rows across 100 tenants loaded in {:.0}s", o.rows, t0.elapsed().as_secs_f64());
+    let (partitions, in_default): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pg_inherits WHERE inhparent = 'audit_logs'::regclass), (SELECT count(*) FROM audit_logs_default)",
+    )
+    .fetch_one(&pool)
+    .await?;
+    anyhow::ensure!(in_default == 0, "{in_default} rows in the default partition");
+    println!(
+        "# {} rows across 100 tenants and {partitions} partitions loaded in {:.0}s",
+        o.rows,
+        t0.elapsed().as_secs_f64()
+    );
 
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
