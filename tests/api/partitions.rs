@@ -1,6 +1,6 @@
 //! Time partitions of the event tables: the migration from one heap per table, the
 //! partitions tierlog makes ahead of the rows, the watched default partition, and
-//! retries recognised across partitions.
+//! retries recognised across partitions, and reads by time that skip partitions.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,8 +8,9 @@ use chrono::{Duration, Utc};
 use reqwest::Method;
 use serde_json::json;
 use sqlx::PgPool;
-use tierlog::event::{AuditEvent, EventParser, Limits};
+use tierlog::event::{AuditEvent, Category, EventParser, Limits};
 use tierlog::integrity::checkpoint::{Keyring, Signer};
+use tierlog::query::Filters;
 use tierlog::tiers::postgres::partitions::{default_rows, list, PartitionInterval};
 use tierlog::tiers::postgres::verify::{chains, verify_chain};
 use tierlog::tiers::postgres::{checkpoints, PgStore};
@@ -54,24 +55,34 @@ async fn tables_from_before_partitions_become_a_partition_and_their_chains_go_on
         .execute(&pool)
         .await
         .expect("stand-in");
+    sqlx::query("CREATE TABLE expiry_leads (table_name text PRIMARY KEY, lead_seconds bigint)").execute(&pool).await.expect("stand-in");
+    sqlx::query("INSERT INTO expiry_leads VALUES ('audit_logs', NULL), ('security_events', NULL)").execute(&pool).await.expect("stand-in");
     let parser = EventParser::new(Limits::default(), None, Utc::now());
     let store = PgStore::from_pool(pool.clone());
     let before: Vec<AuditEvent> = (0..6)
         .map(|i| parser.parse(i, event(if i % 3 == 0 { "security" } else { "auth" }, "acme")).expect("valid"))
         .collect();
-    assert_eq!(store.persist(&requests(&before, 90)).await.expect("persisted"), 6);
+    // Kept 30 days then; 90 after the migration.
+    assert_eq!(store.persist(&requests(&before, 30)).await.expect("persisted"), 6);
     let signer = Signer::generate();
     let signed = checkpoints::checkpoint_heads(&pool, &signer, None, "periodic", Utc::now()).await.expect("checkpoints");
     assert_eq!(signed.len(), 2, "one per chain");
 
-    sqlx::query("DROP TABLE event_ids").execute(&pool).await.expect("stand-in gone");
+    sqlx::query("DROP TABLE event_ids, expiry_leads").execute(&pool).await.expect("stand-ins gone");
+    drop(store);
     tierlog::tiers::postgres::migrate(&pool).await.expect("migrates to partitions");
+    let store = PgStore::from_pool(pool.clone());
+    let lead: Option<i64> = sqlx::query_scalar("SELECT lead_seconds FROM expiry_leads WHERE table_name = 'audit_logs'")
+        .fetch_one(&pool)
+        .await
+        .expect("lead");
+    assert_eq!(lead, None, "no row in a time partition yet: nothing to skip by");
     let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM event_ids").fetch_one(&pool).await.expect("ids");
     assert_eq!(recorded, 6, "the recent rows' ids are recorded, so their retries are still found");
     let audit = list(&pool, Table::AuditLogs).await.expect("partitions");
     let legacy = audit.iter().find(|p| p.name == "audit_logs_legacy").expect("the old table is a partition");
     assert!(legacy.from.is_none(), "it covers every expiry up to its last: {legacy:?}");
-    assert!(legacy.to.expect("bound") > before[0].received_at + Duration::days(90), "{legacy:?}");
+    assert!(legacy.to.expect("bound") > before[0].received_at + Duration::days(30), "{legacy:?}");
     assert!(audit.iter().any(|p| p.default), "and a default partition: {audit:?}");
     assert_eq!(placement(&pool, Table::AuditLogs).await, [("audit_logs_legacy".to_owned(), 4)].into());
     assert_eq!(placement(&pool, Table::SecurityEvents).await, [("security_events_legacy".to_owned(), 2)].into());
@@ -102,6 +113,18 @@ async fn tables_from_before_partitions_become_a_partition_and_their_chains_go_on
     assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<i64>>(), "one chain across partitions");
     let report = verify_chain(&pool, &keys, &chain).await.expect("verify");
     assert!(report.ok && report.rows_checked == 8, "{report:?}");
+
+    // The new rows set the lead (90 days less the moments between event and
+    // receipt); a read by time skips partitions by it, but not the legacy rows,
+    // which expire sooner than it allows.
+    let lead: i64 = sqlx::query_scalar("SELECT lead_seconds FROM expiry_leads WHERE table_name = 'audit_logs'")
+        .fetch_one(&pool)
+        .await
+        .expect("lead");
+    assert!((90 * 86400 - 60..=90 * 86400).contains(&lead), "{lead}");
+    let since = since_an_hour_ago("acme");
+    let page = tierlog::tiers::postgres::query::page(&pool, Table::AuditLogs, &since, &[Category::Auth]).await.expect("page");
+    assert_eq!(page.items.len(), 8, "legacy rows and new rows alike");
     drop(store);
     pool.close().await;
 }
@@ -196,6 +219,70 @@ async fn a_new_retention_length_gets_its_partitions_before_its_rows() {
         metrics.lines().any(|l| l.starts_with("tierlog_partition_default_rows{table=\"audit_logs\"} 0")),
         "default partition watched in /metrics"
     );
+    app.stop().await;
+}
+
+/// A read of `tenant`'s rows of the last hour.
+fn since_an_hour_ago(tenant: &str) -> Filters {
+    Filters {
+        tenant: Some(tenant.to_owned()),
+        category: None,
+        user_id: None,
+        action: None,
+        status: None,
+        resource: None,
+        resource_id: None,
+        ip: None,
+        request_id: None,
+        from: Some(Utc::now() - Duration::hours(1)),
+        to: None,
+        q: None,
+        limit: 100,
+        cursor: None,
+        include_total: true,
+    }
+}
+
+/// Reads by time skip the partitions that expire too early to hold a row of the
+/// period, by the lead recorded in `expiry_leads`; a shorter policy lowers the lead
+/// before its first row is written, so its rows are still read.
+#[tokio::test]
+async fn a_shorter_policy_lowers_the_expiry_lead_before_its_rows_so_reads_by_time_find_them() {
+    let app = TestApp::spawn().await;
+    let lead = || count(&app.pool, "SELECT lead_seconds FROM expiry_leads WHERE table_name = 'audit_logs'");
+    let body = json!({"tenants": {"acme": {"days": {"auth": 400}}}});
+    assert_eq!(app.send_json(Method::PUT, "/audit/retention", KEY, Some(&body)).await.0, 200);
+    assert_eq!(app.post_events(&event("auth", "acme")).await.status(), 200);
+    let long = lead().await;
+    assert!(long > 300 * 86400, "the 400-day rows' gap, or a shorter one already written: {long}");
+
+    let body = json!({"tenants": {"acme": {"days": {"auth": 2}}}});
+    assert_eq!(app.send_json(Method::PUT, "/audit/retention", KEY, Some(&body)).await.0, 200);
+    assert_eq!(app.post_events(&event("auth", "acme")).await.status(), 200);
+    let short = lead().await;
+    assert!((2 * 86400 - 3600..=2 * 86400).contains(&short), "lowered to the 2-day gap: {short}");
+
+    // Both rows, by time (the 2-day row lies in a partition a 400-day lead would
+    // skip), by page without a time (the last day first), and counted.
+    let paths = [
+        "/audit/logs?tenant_id=acme&category=auth&from=2000-01-01T00:00:00Z",
+        "/audit/logs?tenant_id=acme&category=auth",
+        "/audit/logs?tenant_id=acme&category=auth&limit=1",
+    ];
+    for path in paths {
+        let (status, body) = app.send_json(Method::GET, path, KEY, None).await;
+        assert_eq!(status, 200, "{body}");
+        let expected = if path.ends_with("limit=1") { 1 } else { 2 };
+        assert_eq!(body["items"].as_array().map(Vec::len), Some(expected), "{path}: {body}");
+    }
+    let (_, body) = app.send_json(Method::GET, "/audit/logs?tenant_id=acme&category=auth&limit=1", KEY, None).await;
+    let cursor = body["next_cursor"].as_str().expect("a second page").to_owned();
+    let (_, body) = app.send_json(Method::GET, &format!("/audit/logs?tenant_id=acme&category=auth&limit=1&cursor={cursor}"), KEY, None).await;
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(1), "{body}");
+    let page = tierlog::tiers::postgres::query::page(&app.pool, Table::AuditLogs, &since_an_hour_ago("acme"), &[Category::Auth])
+        .await
+        .expect("page");
+    assert_eq!((page.items.len(), page.total), (2, Some(2)));
     app.stop().await;
 }
 

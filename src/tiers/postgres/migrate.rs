@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "signing keys and leases", include_str!("../../../migrations/0005_signing_keys.sql")),
     (6, "writer shards", include_str!("../../../migrations/0006_writer_shards.sql")),
     (7, "time partitions", include_str!("../../../migrations/0007_time_partitions.sql")),
+    (8, "expiry leads", include_str!("../../../migrations/0008_expiry_leads.sql")),
 ];
 
 /// Migrations compiled into the binary: (version, description, SQL).

@@ -14,6 +14,7 @@ pub mod search;
 pub mod signing_keys;
 pub mod partitions;
 pub mod replica;
+pub mod leads;
 mod heads;
 mod rows;
 mod shard;
@@ -65,6 +66,8 @@ pub struct PgStore {
     partition_interval: partitions::PartitionInterval,
     /// The streaming replica the read endpoints use while it is up and current.
     replica: Option<Arc<replica::ReadReplica>>,
+    /// The expiry leads known recorded, kept by every write (see [`leads`]).
+    leads: Arc<leads::LeadFloor>,
 }
 
 /// The retry window of a store made from a pool.
@@ -115,6 +118,7 @@ impl PgStore {
             // Validated with the rest of the settings.
             partition_interval: settings.partition_interval.parse().unwrap_or(partitions::PartitionInterval::Week),
             replica: None,
+            leads: Arc::default(),
         })
     }
 
@@ -132,6 +136,7 @@ impl PgStore {
             retry_window: DEFAULT_RETRY_WINDOW,
             partition_interval: partitions::PartitionInterval::Week,
             replica: None,
+            leads: Arc::default(),
         }
     }
 
@@ -334,6 +339,9 @@ impl PgStore {
 
     async fn persist_now(&self, batch: &[PersistRequest<'_>]) -> Result<usize, StoreError> {
         self.schema_ready()?;
+        // Before any row: a read by event time may skip partitions only as far as
+        // every row allows.
+        self.leads.cover(&self.pool, batch).await.map_err(StoreError::Write)?;
         match self.attempt(batch, false).await {
             Err(StoreError::Write(sqlx::Error::Database(e))) if e.is_unique_violation() => {
                 tracing::debug!("batch holds stored ids; writing it again without them");

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, QueryBuilder, Row};
 
-use super::query::push_conditions;
+use super::query::{push_conditions, read_snapshot};
 use crate::event::Category;
 use crate::query::Filters;
 use crate::tiers::Table;
@@ -21,10 +21,12 @@ pub struct Count {
 
 /// How many events of `table` match, by category, status and action.
 pub async fn counts(pool: &PgPool, table: Table, filters: &Filters, categories: &[Category]) -> Result<Vec<Count>, sqlx::Error> {
+    let (mut tx, bound) = read_snapshot(pool, table, filters).await?;
     let mut qb = QueryBuilder::new(format!("SELECT category, status, action, count(*) AS n FROM {table}"));
-    push_conditions(&mut qb, filters, categories);
+    push_conditions(&mut qb, filters, categories, bound.as_ref());
     qb.push(" GROUP BY 1, 2, 3");
-    let rows = qb.build().fetch_all(pool).await?;
+    let rows = qb.build().fetch_all(&mut *tx).await?;
+    tx.commit().await?;
     rows.iter()
         .map(|row| {
             Ok(Count {
@@ -86,7 +88,8 @@ pub async fn failures(
         "SELECT {key} AS k, count(*) AS n, count(DISTINCT {other}) AS d, min(occurred_at) AS first_seen,
                 max(occurred_at) AS last_seen FROM {table}"
     ));
-    push_conditions(&mut qb, filters, categories);
+    let (mut tx, bound) = read_snapshot(pool, table, filters).await?;
+    push_conditions(&mut qb, filters, categories, bound.as_ref());
     qb.push(" AND status = 'failure'");
     qb.push(format!(" AND {key} IS NOT NULL"));
     if logins_only {
@@ -94,7 +97,8 @@ pub async fn failures(
     }
     qb.push(" GROUP BY 1 HAVING count(*) >= ").push_bind(min_failures);
     qb.push(" ORDER BY n DESC, k LIMIT ").push_bind(limit);
-    let rows = qb.build().fetch_all(pool).await?;
+    let rows = qb.build().fetch_all(&mut *tx).await?;
+    tx.commit().await?;
     rows.iter()
         .map(|row| {
             Ok(FailureGroup {
