@@ -310,8 +310,15 @@ pub async fn expired(pool: &PgPool, table: Table, now: DateTime<Utc>) -> Result<
     Ok(list(pool, table).await?.into_iter().filter(|p| !p.default && p.to.is_some_and(|to| to <= now)).collect())
 }
 
-/// Each chain's rows (count, last) in `partition`, for the chains of `table`.
-const CHAINS_IN: &str = "SELECT h.tenant_id, h.shard, m.n, m.last
+/// Each chain of `table` with rows in `{partition}`: their count, the last one and
+/// its hash, and the chain's first row kept in another partition (outside the
+/// partition's expiry range, so Postgres plans and reads no other partition for it
+/// than those). One statement per partition, planned once.
+const CHAINS_IN: &str = "SELECT h.tenant_id, h.shard, m.n, m.last,
+            (SELECT r.row_hash FROM {partition} r WHERE r.tenant_id = h.tenant_id AND r.seq = m.last) AS last_hash,
+            (SELECT min(o.seq) FROM {table} o
+             WHERE o.tenant_id = h.tenant_id AND o.seq > (h.shard::int8 << $2) AND o.seq < ((h.shard::int8 + 1) << $2)
+               AND (($3::timestamptz IS NOT NULL AND o.expires_at < $3) OR o.expires_at >= $4)) AS first_kept
      FROM chain_heads h
      CROSS JOIN LATERAL (
          SELECT count(*) AS n, max(r.seq) AS last FROM {partition} r
@@ -319,14 +326,6 @@ const CHAINS_IN: &str = "SELECT h.tenant_id, h.shard, m.n, m.last
      ) m
      WHERE h.table_name = $1 AND m.n > 0
      ORDER BY 1, 2";
-
-async fn chains_in<'e>(executor: impl sqlx::PgExecutor<'e>, table: Table, partition: &str) -> Result<Vec<(String, i32, i64, i64)>, sqlx::Error> {
-    sqlx::query_as(&CHAINS_IN.replace("{partition}", partition))
-        .bind(table.as_str())
-        .bind(crate::integrity::chain::SHARD_BITS as i32)
-        .fetch_all(executor)
-        .await
-}
 
 /// What dropping `partition` takes, or `None` when a tenant in `held` has rows in it
 /// (its other tenants' rows then leave by the row-level path).
@@ -344,22 +343,21 @@ pub async fn plan_drop(
     if on_hold {
         return Ok(None);
     }
+    let chains: Vec<(String, i32, i64, i64, Vec<u8>, Option<i64>)> =
+        sqlx::query_as(&CHAINS_IN.replace("{partition}", name).replace("{table}", table.as_str()))
+            .bind(table.as_str())
+            .bind(crate::integrity::chain::SHARD_BITS as i32)
+            .bind(partition.from)
+            .bind(partition.to)
+            .fetch_all(pool)
+            .await?;
     let mut cuts = Vec::new();
-    for (tenant, shard, rows, last) in chains_in(pool, table, name).await? {
+    for (tenant, shard, rows, last, last_hash, first_kept) in chains {
         let chain = Chain::new(&tenant, table, shard);
-        // Every other partition: outside this one's range, so Postgres skips it.
-        let first_kept: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT min(seq) FROM {table} WHERE tenant_id = $1 AND seq > $2 AND seq < $3
-               AND (($4::timestamptz IS NOT NULL AND expires_at < $4) OR expires_at >= $5)"
-        ))
-        .bind(&tenant)
-        .bind(chain.base())
-        .bind(chain.end())
-        .bind(partition.from)
-        .bind(partition.to)
-        .fetch_one(pool)
-        .await?;
         let first_kept = first_kept.filter(|kept| *kept < last);
+        // Usually the chain's rows here all come before its kept ones: the last is
+        // the anchor. Otherwise (a policy shortened) the anchor is the last row
+        // before the first kept one, if any.
         let anchor_seq: Option<i64> = match first_kept {
             None => Some(last),
             Some(kept) => sqlx::query_scalar(&format!("SELECT max(seq) FROM {name} WHERE tenant_id = $1 AND seq > $2 AND seq < $3"))
@@ -369,15 +367,18 @@ pub async fn plan_drop(
                 .fetch_one(pool)
                 .await?,
         };
+        let hash_of = |hash: Vec<u8>| -> Result<[u8; 32], sqlx::Error> {
+            hash.as_slice().try_into().map_err(|_| sqlx::Error::Decode("row_hash is not 32 bytes".into()))
+        };
         let anchor = match anchor_seq {
+            Some(seq) if seq == last => Some((seq, hash_of(last_hash)?)),
             Some(seq) => {
                 let hash: Vec<u8> = sqlx::query_scalar(&format!("SELECT row_hash FROM {name} WHERE tenant_id = $1 AND seq = $2"))
                     .bind(&tenant)
                     .bind(seq)
                     .fetch_one(pool)
                     .await?;
-                let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| sqlx::Error::Decode("row_hash is not 32 bytes".into()))?;
-                Some((seq, hash))
+                Some((seq, hash_of(hash)?))
             }
             None => None,
         };
@@ -408,15 +409,16 @@ pub async fn rows_after(pool: &PgPool, plan: &DropPlan, after: (&str, i64), limi
     rows.iter().map(|row| stored_row(plan.table, row)).collect()
 }
 
-/// Drops the partition of `plan` in one short transaction: takes the exclusive locks
-/// first, the table's last (so it never waits while holding a lock a writer needs),
-/// checks that no row arrived in the partition since the plan, signs each cut
-/// chain's new start (`checkpoints`, made from [`ChainCut::anchor`]) and folds the
-/// tombstones it covers, leaves tombstones for `stranded` rows, then detaches and
-/// drops the partition. Returns `false`, changing nothing, when a row arrived (the
-/// next run plans again) or the lock was not granted within half a second a few
-/// times running (a long read holds the table; ingest waits behind the lock request
-/// no longer than that).
+/// Drops the partition of `plan` in one short transaction: locks the partition and
+/// the default partition (which ingest does not write, so waiting on them stalls no
+/// writer), checks that no row arrived in the partition since the plan, signs each
+/// cut chain's new start (`checkpoints`, made from [`ChainCut::anchor`]) and folds the
+/// tombstones it covers, leaves tombstones for `stranded` rows, and only then locks
+/// the table itself, to detach and drop the partition and commit: ingest waits on
+/// the table for no more than that. Returns `false`, changing nothing, when a row
+/// arrived (the next run plans again) or a lock was not granted within half a second
+/// a few times running (a long read holds the table; ingest waits behind the lock
+/// request no longer than that).
 pub async fn drop_partition(
     pool: &PgPool,
     plan: &DropPlan,
@@ -426,70 +428,74 @@ pub async fn drop_partition(
     run_id: uuid::Uuid,
 ) -> Result<bool, sqlx::Error> {
     let (table, name) = (plan.table, &plan.partition.name);
-    let mut attempt = 0;
-    let mut tx = loop {
+    for attempt in 0..5 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
         let mut tx = pool.begin().await?;
         super::retention::enter_maintenance(&mut tx).await?;
         sqlx::query("SET LOCAL lock_timeout = '500ms'").execute(&mut *tx).await?;
-        // The partition and the default partition first, which ingest does not write
-        // (waiting on them, say on autovacuum, stalls no writer), then the table
-        // alone (ONLY: not the partitions being written).
-        let first = sqlx::query(&format!("LOCK TABLE {name}, {table}_default IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await;
-        let locked = match first {
-            Ok(_) => sqlx::query(&format!("LOCK TABLE ONLY {table} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await,
-            Err(e) => Err(e),
-        };
-        match locked {
-            Ok(_) => break tx,
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") && attempt < 4 => {
-                attempt += 1;
-                drop(tx);
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => return Ok(false),
-            Err(e) => return Err(e),
+        let locked = sqlx::query(&format!("LOCK TABLE {name}, {table}_default IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await;
+        if lock_refused(locked)? {
+            continue;
         }
-    };
-    // Every chain's last row here, as planned: a row added since would be one.
-    let now_in: Vec<(String, i32, i64)> = sqlx::query_as(&format!(
-        "SELECT h.tenant_id, h.shard, m.last FROM chain_heads h
-         CROSS JOIN LATERAL (
-             SELECT max(r.seq) AS last FROM {name} r
-             WHERE r.tenant_id = h.tenant_id AND r.seq > (h.shard::int8 << $2) AND r.seq < ((h.shard::int8 + 1) << $2)
-         ) m
-         WHERE h.table_name = $1 AND m.last IS NOT NULL ORDER BY 1, 2"
-    ))
-    .bind(table.as_str())
-    .bind(crate::integrity::chain::SHARD_BITS as i32)
-    .fetch_all(&mut *tx)
-    .await?;
-    let planned: Vec<(String, i32, i64)> = plan.cuts.iter().map(|c| (c.chain.tenant.clone(), c.chain.shard, c.last)).collect();
-    if now_in != planned {
-        return Ok(false);
+        // Every chain's last row here, as planned: a row added since would be one.
+        let now_in: Vec<(String, i32, i64)> = sqlx::query_as(&format!(
+            "SELECT h.tenant_id, h.shard, m.last FROM chain_heads h
+             CROSS JOIN LATERAL (
+                 SELECT max(r.seq) AS last FROM {name} r
+                 WHERE r.tenant_id = h.tenant_id AND r.seq > (h.shard::int8 << $2) AND r.seq < ((h.shard::int8 + 1) << $2)
+             ) m
+             WHERE h.table_name = $1 AND m.last IS NOT NULL ORDER BY 1, 2"
+        ))
+        .bind(table.as_str())
+        .bind(crate::integrity::chain::SHARD_BITS as i32)
+        .fetch_all(&mut *tx)
+        .await?;
+        let planned: Vec<(String, i32, i64)> = plan.cuts.iter().map(|c| (c.chain.tenant.clone(), c.chain.shard, c.last)).collect();
+        if now_in != planned {
+            return Ok(false);
+        }
+        for checkpoint in checkpoints {
+            super::checkpoints::insert(&mut *tx, checkpoint).await?;
+        }
+        // The tombstones before each new start are covered by its checkpoint.
+        let anchored: Vec<&ChainCut> = plan.cuts.iter().filter(|c| c.anchor.is_some()).collect();
+        let tenants: Vec<&str> = anchored.iter().map(|c| c.chain.tenant.as_str()).collect();
+        let bases: Vec<i64> = anchored.iter().map(|c| c.chain.base()).collect();
+        let anchors: Vec<i64> = anchored.iter().filter_map(|c| c.anchor.map(|(seq, _)| seq)).collect();
+        sqlx::query(
+            "DELETE FROM chain_tombstones t USING unnest($1::text[], $2::int8[], $3::int8[]) AS k(tenant, base, anchor)
+             WHERE t.tenant_id = k.tenant AND t.table_name = $4 AND t.seq > k.base AND t.seq <= k.anchor",
+        )
+        .bind(&tenants)
+        .bind(&bases)
+        .bind(&anchors)
+        .bind(table.as_str())
+        .execute(&mut *tx)
+        .await?;
+        super::retention::insert_tombstones(&mut tx, table, stranded, now, run_id).await?;
+        // The table last (ONLY: not the partitions being written), for the detach.
+        let locked = sqlx::query(&format!("LOCK TABLE ONLY {table} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await;
+        if lock_refused(locked)? {
+            continue;
+        }
+        sqlx::query(&format!("ALTER TABLE {table} DETACH PARTITION {name}")).execute(&mut *tx).await?;
+        sqlx::query(&format!("DROP TABLE {name}")).execute(&mut *tx).await?;
+        tx.commit().await?;
+        return Ok(true);
     }
-    for checkpoint in checkpoints {
-        super::checkpoints::insert(&mut *tx, checkpoint).await?;
+    Ok(false)
+}
+
+/// Whether a `LOCK TABLE` timed out (`lock_timeout`, SQLSTATE 55P03); other errors
+/// are returned.
+fn lock_refused(result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>) -> Result<bool, sqlx::Error> {
+    match result {
+        Ok(_) => Ok(false),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => Ok(true),
+        Err(e) => Err(e),
     }
-    // The tombstones before each new start are covered by its checkpoint.
-    let anchored: Vec<&ChainCut> = plan.cuts.iter().filter(|c| c.anchor.is_some()).collect();
-    let tenants: Vec<&str> = anchored.iter().map(|c| c.chain.tenant.as_str()).collect();
-    let bases: Vec<i64> = anchored.iter().map(|c| c.chain.base()).collect();
-    let anchors: Vec<i64> = anchored.iter().filter_map(|c| c.anchor.map(|(seq, _)| seq)).collect();
-    sqlx::query(
-        "DELETE FROM chain_tombstones t USING unnest($1::text[], $2::int8[], $3::int8[]) AS k(tenant, base, anchor)
-         WHERE t.tenant_id = k.tenant AND t.table_name = $4 AND t.seq > k.base AND t.seq <= k.anchor",
-    )
-    .bind(&tenants)
-    .bind(&bases)
-    .bind(&anchors)
-    .bind(table.as_str())
-    .execute(&mut *tx)
-    .await?;
-    super::retention::insert_tombstones(&mut tx, table, stranded, now, run_id).await?;
-    sqlx::query(&format!("ALTER TABLE {table} DETACH PARTITION {name}")).execute(&mut *tx).await?;
-    sqlx::query(&format!("DROP TABLE {name}")).execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(true)
 }
 
 #[cfg(test)]
