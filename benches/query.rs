@@ -180,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
         (
             "tenant's newest page",
             "/audit/logs?tenant_id={t}&limit=100",
-            &[newest.clone()],
+            std::slice::from_ref(&newest),
         ),
         (
             "user's timeline",
@@ -191,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
         (
             "failed logins by IP, 24 h",
             "/audit/failed-logins?tenant_id={t}&hours=24",
-            &[failed.clone()],
+            std::slice::from_ref(&failed),
         ),
         (
             "full-text search",

@@ -327,6 +327,9 @@ const CHAINS_IN: &str = "SELECT h.tenant_id, h.shard, m.n, m.last,
      WHERE h.table_name = $1 AND m.n > 0
      ORDER BY 1, 2";
 
+/// A row of [`CHAINS_IN`]: tenant, shard, rows, last, last row's hash, first kept.
+type ChainInPartition = (String, i32, i64, i64, Vec<u8>, Option<i64>);
+
 /// What dropping `partition` takes, or `None` when a tenant in `held` has rows in it
 /// (its other tenants' rows then leave by the row-level path).
 pub async fn plan_drop(
@@ -343,7 +346,7 @@ pub async fn plan_drop(
     if on_hold {
         return Ok(None);
     }
-    let chains: Vec<(String, i32, i64, i64, Vec<u8>, Option<i64>)> =
+    let chains: Vec<ChainInPartition> =
         sqlx::query_as(&CHAINS_IN.replace("{partition}", name).replace("{table}", table.as_str()))
             .bind(table.as_str())
             .bind(crate::integrity::chain::SHARD_BITS as i32)
