@@ -146,17 +146,10 @@ pub const MAX_LIMIT: usize = 1000;
 pub const DEFAULT_LIMIT: usize = 100;
 
 impl Filters {
-    /// Parses a query string for `principal`; `extra` names endpoint-specific
-    /// parameters that are allowed and returned untouched.
-    pub fn parse(
-        query: Option<&str>,
-        principal: &Principal,
-        extra: &[&str],
-    ) -> Result<(Filters, Vec<(String, String)>), QueryError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
-            .map_err(|_| invalid("query", "is not a valid query string"))?;
-        let mut filters = Filters {
-            tenant: principal.tenant.clone(),
+    /// Everything of `tenant` (all tenants with `None`), a page of the default size.
+    pub fn of_tenant(tenant: Option<String>) -> Filters {
+        Filters {
+            tenant,
             category: None,
             user_id: None,
             action: None,
@@ -171,7 +164,19 @@ impl Filters {
             limit: DEFAULT_LIMIT,
             cursor: None,
             include_total: false,
-        };
+        }
+    }
+
+    /// Parses a query string for `principal`; `extra` names endpoint-specific
+    /// parameters that are allowed and returned untouched.
+    pub fn parse(
+        query: Option<&str>,
+        principal: &Principal,
+        extra: &[&str],
+    ) -> Result<(Filters, Vec<(String, String)>), QueryError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+            .map_err(|_| invalid("query", "is not a valid query string"))?;
+        let mut filters = Filters::of_tenant(principal.tenant.clone());
         let mut rest = Vec::new();
         let mut seen: Vec<String> = Vec::new();
         for (key, value) in pairs {

@@ -224,23 +224,7 @@ async fn a_new_retention_length_gets_its_partitions_before_its_rows() {
 
 /// A read of `tenant`'s rows of the last hour.
 fn since_an_hour_ago(tenant: &str) -> Filters {
-    Filters {
-        tenant: Some(tenant.to_owned()),
-        category: None,
-        user_id: None,
-        action: None,
-        status: None,
-        resource: None,
-        resource_id: None,
-        ip: None,
-        request_id: None,
-        from: Some(Utc::now() - Duration::hours(1)),
-        to: None,
-        q: None,
-        limit: 100,
-        cursor: None,
-        include_total: true,
-    }
+    Filters { from: Some(Utc::now() - Duration::hours(1)), include_total: true, ..Filters::of_tenant(Some(tenant.to_owned())) }
 }
 
 /// Reads by time skip the partitions that expire too early to hold a row of the
