@@ -180,13 +180,13 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                     limiter.local_fallbacks()
                 ));
             }
-            if let Some(reads) = replica(&state).map(|replica| replica.reads()) {
+            if let Some(replica) = replica(&state) {
                 let name = "tierlog_replica_reads_total";
                 text.push_str(&format!(
-                    "# HELP {name} Reads of the read endpoints the read replica answered.\n# TYPE {name} counter\n{name} {reads}\n"
+                    "# HELP {name} Reads of the read endpoints the read replica answered.\n# TYPE {name} counter\n{name} {}\n",
+                    replica.reads()
                 ));
-            }
-            if let Some(replica) = replica(&state).map(|replica| replica.status()) {
+                let replica = replica.status();
                 let name = "tierlog_replica_serving_reads";
                 text.push_str(&format!(
                     "# HELP {name} 1 while the read endpoints use the read replica, 0 while they use the primary.\n# TYPE {name} gauge\n{name} {}\n",

@@ -246,8 +246,15 @@ async fn a_shorter_policy_lowers_the_expiry_lead_before_its_rows_so_reads_by_tim
     let short = lead().await;
     assert!((2 * 86400 - 3600..=2 * 86400).contains(&short), "lowered to the 2-day gap: {short}");
 
-    // Both rows, by time (the 2-day row lies in a partition a 400-day lead would
-    // skip), by page without a time (the last day first), and counted.
+    // An event that happened three days ago: outside the day a page reads first.
+    let mut late = event("auth", "acme");
+    late["timestamp"] = json!((Utc::now() - Duration::days(3)).to_rfc3339());
+    assert_eq!(app.post_events(&late).await.status(), 200);
+    assert_eq!(lead().await, short, "arriving late widens its gap: the lead stays");
+
+    // All three, by time (the 2-day rows lie in partitions a 400-day lead would
+    // skip), by page without a time (the last day first, then everything, as the day
+    // holds only two), and counted.
     let paths = [
         "/audit/logs?tenant_id=acme&category=auth&from=2000-01-01T00:00:00Z",
         "/audit/logs?tenant_id=acme&category=auth",
@@ -256,7 +263,7 @@ async fn a_shorter_policy_lowers_the_expiry_lead_before_its_rows_so_reads_by_tim
     for path in paths {
         let (status, body) = app.send_json(Method::GET, path, KEY, None).await;
         assert_eq!(status, 200, "{body}");
-        let expected = if path.ends_with("limit=1") { 1 } else { 2 };
+        let expected = if path.ends_with("limit=1") { 1 } else { 3 };
         assert_eq!(body["items"].as_array().map(Vec::len), Some(expected), "{path}: {body}");
     }
     let (_, body) = app.send_json(Method::GET, "/audit/logs?tenant_id=acme&category=auth&limit=1", KEY, None).await;
@@ -266,7 +273,7 @@ async fn a_shorter_policy_lowers_the_expiry_lead_before_its_rows_so_reads_by_tim
     let page = tierlog::tiers::postgres::query::page(&app.pool, Table::AuditLogs, &since_an_hour_ago("acme"), &[Category::Auth])
         .await
         .expect("page");
-    assert_eq!((page.items.len(), page.total), (2, Some(2)));
+    assert_eq!((page.items.len(), page.total), (2, Some(2)), "the two of the last hour");
     app.stop().await;
 }
 

@@ -63,6 +63,8 @@ async fn reads_go_to_the_replica_and_back_to_the_primary_when_it_lags_or_stops()
     let standby = tokio::task::block_in_place(|| PostgresProcess::standby_of(&primary));
     let read_url = format!("postgres://postgres@127.0.0.1:{}/{}", standby.port, db.name);
     let database = db.name.clone();
+    // Replay paused while tierlog migrates the primary: the replica has no table yet.
+    on_replica(&standby, &database, "SELECT pg_wal_replay_pause()::text").await;
     let app = TestApp::spawn_on_database(db, TestRedis::new(redis_url()), |s| {
         s.postgres.read_url = read_url.clone();
         s.postgres.read_max_lag_ms = 4000;
@@ -70,6 +72,12 @@ async fn reads_go_to_the_replica_and_back_to_the_primary_when_it_lags_or_stops()
         s.postgres.connect_timeout_ms = 500;
     })
     .await;
+
+    // Until it has replayed the migration, reads go to the primary.
+    let ready = readiness(&app.client, &app.address).await;
+    assert_eq!((&ready["replica"]["status"], &ready["replica"]["serving_reads"]), (&json!("starting"), &json!(false)), "{ready}");
+    assert!(ids(&app, "/audit/logs?tenant_id=t-replica").await.is_empty());
+    on_replica(&standby, &database, "SELECT pg_wal_replay_resume()::text").await;
 
     // Up and current: a persisted event is read back, and the reads came through the
     // replica's connections.
@@ -124,7 +132,11 @@ async fn reads_go_to_the_replica_and_back_to_the_primary_when_it_lags_or_stops()
     on_replica(&standby, &database, "SELECT pg_wal_replay_resume()::text").await;
     let ready = replica_becomes(&app, "up", Duration::from_secs(15)).await;
     assert_eq!(ready["replica"]["serving_reads"], true, "{ready}");
-    assert!(ids(&app, "/audit/logs?tenant_id=t-replica").await.contains(&second));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ids(&app, "/audit/logs?tenant_id=t-replica").await.contains(&second) {
+        assert!(Instant::now() < deadline, "the replica never showed the event written while paused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Stopped: reads fall back at once (the failed read runs again on the primary),
     // and /readyz says the replica is down.

@@ -48,19 +48,18 @@ impl ExpiryBound {
 /// Opens a read-only repeatable-read transaction and reads `table`'s bound in it
 /// (`None` while no partitioned row exists). Run the read in the same transaction.
 pub async fn snapshot(pool: &PgPool, table: Table) -> Result<(Transaction<'static, Postgres>, Option<ExpiryBound>), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    let mut tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
     let bound = bound(&mut tx, table).await?;
     Ok((tx, bound))
 }
 
 async fn bound(connection: &mut PgConnection, table: Table) -> Result<Option<ExpiryBound>, sqlx::Error> {
-    let row: Option<(Option<i64>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let row: Option<(Option<i64>, Option<DateTime<Utc>>)> = sqlx::query_as(&format!(
         "SELECT e.lead_seconds,
-                (SELECT (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz
-                 FROM pg_class c WHERE c.oid = to_regclass($1 || '_legacy') AND c.relispartition)
+                (SELECT {} FROM pg_class c WHERE c.oid = to_regclass($1 || '_legacy') AND c.relispartition)
          FROM expiry_leads e WHERE e.table_name = $1",
-    )
+        super::partitions::range_end("TO", "pg_get_expr(c.relpartbound, c.oid)")
+    ))
     .bind(table.as_str())
     .fetch_optional(&mut *connection)
     .await?;

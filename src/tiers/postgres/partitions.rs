@@ -84,19 +84,25 @@ pub struct Partition {
     pub default: bool,
 }
 
+/// SQL for one end (`FROM` or `TO`) of the range of the partition whose
+/// `pg_get_expr(relpartbound, oid)` text is `bound`: NULL for an open end
+/// (`MINVALUE`) or the default partition. The bounds are printed and read back by the
+/// same session, so the time zone they are printed in does not matter.
+pub(super) fn range_end(end: &str, bound: &str) -> String {
+    format!("(regexp_match({bound}, '{end} \\(''([^'']+)''\\)'))[1]::timestamptz")
+}
+
 /// The partitions of `table`, in range order (the default last).
 pub async fn list(pool: &PgPool, table: Table) -> Result<Vec<Partition>, sqlx::Error> {
-    // The bounds are printed and read back by the same session, so the time zone
-    // they are printed in does not matter.
-    let rows = sqlx::query(
-        "SELECT c.relname AS name, b.bound = 'DEFAULT' AS is_default,
-                (regexp_match(b.bound, 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz AS lo,
-                (regexp_match(b.bound, 'TO \\(''([^'']+)''\\)'))[1]::timestamptz AS hi
+    let rows = sqlx::query(&format!(
+        "SELECT c.relname AS name, b.bound = 'DEFAULT' AS is_default, {} AS lo, {} AS hi
          FROM pg_inherits i
          JOIN pg_class c ON c.oid = i.inhrelid
          CROSS JOIN LATERAL (SELECT pg_get_expr(c.relpartbound, c.oid) AS bound) b
          WHERE i.inhparent = $1::regclass",
-    )
+        range_end("FROM", "b.bound"),
+        range_end("TO", "b.bound"),
+    ))
     .bind(table.as_str())
     .fetch_all(pool)
     .await?;

@@ -12,7 +12,7 @@
 //! replayed the position seen just before has no lag worth the name.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ const MAX_SAMPLES: usize = 8192;
 pub struct ReplicaStatus {
     /// `up`, `lagging` (replay behind by more than `max_lag_ms`), `down` (not
     /// answering), `not_replica` (answers but is not in recovery: promoted), or
-    /// `starting` before the first check.
+    /// `starting` until it has replayed the schema this version migrated to.
     pub status: &'static str,
     /// Whether the read endpoints are served by the replica now; when false they go
     /// to the primary.
@@ -57,6 +57,10 @@ pub struct ReadReplica {
     state: Mutex<State>,
     /// Reads the replica answered.
     reads: AtomicU64,
+    /// The primary's WAL position when this process had migrated the schema: the
+    /// replica serves no read before it has replayed that far (a read would find
+    /// tables it does not have yet).
+    schema_at: AtomicI64,
 }
 
 #[derive(Debug)]
@@ -65,6 +69,19 @@ struct State {
     /// Primary WAL positions (bytes), each with when it was seen; increasing.
     samples: VecDeque<(Instant, i64)>,
 }
+
+impl State {
+    /// The replica cannot serve reads: `status` (`down`, `not_replica`, `starting`),
+    /// and why.
+    fn unusable(&mut self, status: &'static str, error: String) {
+        // The primary positions seen stay: the replica lags behind those it has not
+        // replayed however it fared meanwhile.
+        self.status = ReplicaStatus { status, serving_reads: false, lag_ms: None, error: Some(error), ..self.status.clone() };
+    }
+}
+
+/// The primary's WAL position, in bytes.
+const PRIMARY_POSITION: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8";
 
 /// Why the replica cannot be used at all: the start fails with this.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +119,7 @@ impl ReadReplica {
                 samples: VecDeque::new(),
             }),
             reads: AtomicU64::new(0),
+            schema_at: AtomicI64::new(0),
         })
     }
 
@@ -136,17 +154,18 @@ impl ReadReplica {
     /// A read on the replica failed as a server down does: reads go to the primary
     /// until a check finds it back.
     pub fn failed(&self, error: &sqlx::Error) {
-        let mut state = self.lock();
-        state.status.status = "down";
-        state.status.serving_reads = false;
-        state.status.lag_ms = None;
-        state.status.error = Some(error.to_string());
+        self.lock().unusable("down", error.to_string());
     }
 
     /// The start's check: fails when the URL answers as a primary or as a replica of
     /// another cluster; a replica not answering is only reported.
+    /// Run once the schema is migrated: the replica serves reads only once it has
+    /// replayed the primary's position of now.
     pub async fn check_at_start(&self, primary: &PgPool) -> Result<(), ReplicaError> {
         let deadline = Duration::from_secs(5);
+        if let Ok(Ok(position)) = tokio::time::timeout(deadline, sqlx::query_scalar::<_, i64>(PRIMARY_POSITION).fetch_one(primary)).await {
+            self.schema_at.store(position, Ordering::Relaxed);
+        }
         let recovering = tokio::time::timeout(deadline, sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()").fetch_one(&self.pool)).await;
         match recovering {
             Ok(Ok(false)) => return Err(ReplicaError::NotAReplica),
@@ -178,8 +197,7 @@ impl ReadReplica {
     /// position first, then the replica's replay position.
     pub async fn check(&self, primary: &PgPool) {
         let deadline = Duration::from_secs(2);
-        let position = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8";
-        let primary_at = match tokio::time::timeout(deadline, sqlx::query_scalar::<_, i64>(position).fetch_one(primary)).await {
+        let primary_at = match tokio::time::timeout(deadline, sqlx::query_scalar::<_, i64>(PRIMARY_POSITION).fetch_one(primary)).await {
             Ok(Ok(lsn)) => Some((Instant::now(), lsn)),
             _ => None,
         };
@@ -192,63 +210,49 @@ impl ReadReplica {
         )
         .await;
         let mut state = self.lock();
-        let State { status, samples } = &mut *state;
-        match replica {
-            Err(_) => {
-                *status = ReplicaStatus { status: "down", serving_reads: false, lag_ms: None, error: Some("no answer within 2 s".into()), ..status.clone() };
-                samples.clear();
-            }
-            Ok(Err(e)) => {
-                *status = ReplicaStatus { status: "down", serving_reads: false, lag_ms: None, error: Some(e.to_string()), ..status.clone() };
-                samples.clear();
-            }
+        let replayed = match replica {
+            Err(_) => return state.unusable("down", "no answer within 2 s".into()),
+            Ok(Err(e)) => return state.unusable("down", e.to_string()),
             Ok(Ok((false, _))) => {
-                *status = ReplicaStatus {
-                    status: "not_replica",
-                    serving_reads: false,
-                    lag_ms: None,
-                    error: Some("the server is no longer in recovery (promoted?): reads go to the primary".into()),
-                    ..status.clone()
-                };
-                samples.clear();
+                return state.unusable("not_replica", "the server is no longer in recovery (promoted?): reads go to the primary".into())
             }
-            Ok(Ok((true, replayed))) => {
-                let replayed = replayed.unwrap_or(0);
-                match primary_at {
-                    Some(sample) => {
-                        if samples.back().is_none_or(|(_, lsn)| *lsn < sample.1) {
-                            samples.push_back(sample);
-                        }
-                        while samples.front().is_some_and(|(_, lsn)| *lsn <= replayed) {
-                            samples.pop_front();
-                        }
-                        while samples.len() > MAX_SAMPLES {
-                            samples.pop_front();
-                        }
-                        let lag = samples.front().map_or(Duration::ZERO, |(seen, _)| seen.elapsed());
-                        let within = lag <= self.max_lag;
-                        *status = ReplicaStatus {
-                            status: if within { "up" } else { "lagging" },
-                            serving_reads: within,
-                            lag_ms: Some(lag.as_millis() as u64),
-                            error: None,
-                            ..status.clone()
-                        };
-                    }
-                    // The primary does not answer: the replica is the only server
-                    // that can serve reads, at a lag no one can measure.
-                    None => {
-                        *status = ReplicaStatus {
-                            status: "up",
-                            serving_reads: true,
-                            lag_ms: None,
-                            error: Some("the primary does not answer: lag unknown".into()),
-                            ..status.clone()
-                        };
-                    }
-                }
-            }
+            Ok(Ok((true, replayed))) => replayed,
+        };
+        let replayed = replayed.unwrap_or(0);
+        if replayed < self.schema_at.load(Ordering::Relaxed) {
+            return state.unusable("starting", "replaying up to the schema this version migrated to".into());
         }
+        let State { status, samples } = &mut *state;
+        // The primary does not answer: the replica is the only server that can serve
+        // reads, at a lag no one can measure.
+        let Some(sample) = primary_at else {
+            *status = ReplicaStatus {
+                status: "up",
+                serving_reads: true,
+                lag_ms: None,
+                error: Some("the primary does not answer: lag unknown".into()),
+                ..status.clone()
+            };
+            return;
+        };
+        if samples.back().is_none_or(|(_, lsn)| *lsn < sample.1) {
+            samples.push_back(sample);
+        }
+        while samples.front().is_some_and(|(_, lsn)| *lsn <= replayed) {
+            samples.pop_front();
+        }
+        while samples.len() > MAX_SAMPLES {
+            samples.pop_front();
+        }
+        let lag = samples.front().map_or(Duration::ZERO, |(seen, _)| seen.elapsed());
+        let within = lag <= self.max_lag;
+        *status = ReplicaStatus {
+            status: if within { "up" } else { "lagging" },
+            serving_reads: within,
+            lag_ms: Some(lag.as_millis() as u64),
+            error: None,
+            ..status.clone()
+        };
     }
 }
 
@@ -256,8 +260,6 @@ impl ReadReplica {
 /// replica is unreachable, or cancelled the query for a conflict with recovery
 /// (SQLSTATE 40001 on a standby).
 pub fn retry_on_primary(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(e) => e.code().as_deref() == Some("40001") || e.code().as_deref() == Some("57P01"),
-        e => super::super::is_unreachable(e),
-    }
+    let conflict = matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("40001"));
+    conflict || super::super::is_unreachable(error)
 }
