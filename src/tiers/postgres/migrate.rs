@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "writer shards", include_str!("../../../migrations/0006_writer_shards.sql")),
     (7, "time partitions", include_str!("../../../migrations/0007_time_partitions.sql")),
     (8, "expiry leads", include_str!("../../../migrations/0008_expiry_leads.sql")),
+    (9, "event ids keyed by id", include_str!("../../../migrations/0009_event_ids_key.sql")),
 ];
 
 /// Migrations compiled into the binary: (version, description, SQL).
