@@ -124,9 +124,15 @@ ensure_tools() {
     .tools/venv/bin/pip install -q --disable-pip-version-check schemathesis==4.32.5 \
       || die "cannot install schemathesis from PyPI into .tools/venv"
   fi
-  if [ ! -d tests/tools/node_modules/@grafana/lezer-logql ]; then
-    say "installing the LogQL grammar into tests/tools"
+  if [ ! -d tests/tools/node_modules/@grafana/lezer-logql ] || [ ! -d tests/tools/node_modules/playwright-core ]; then
+    say "installing the LogQL grammar and playwright-core into tests/tools"
     (cd tests/tools && npm ci --silent --no-audit --no-fund) || die "cannot install tests/tools from npm"
+  fi
+  # The console tests drive Debian's Chromium; playwright-core never downloads one.
+  if [ -z "${TIERLOG_TEST_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+    can_install || die "Chromium is needed for the console tests (Debian/Ubuntu: sudo apt-get install chromium), or set TIERLOG_TEST_CHROMIUM to a Chromium binary."
+    say "installing chromium (Debian package) for the console tests"
+    apt_install chromium
   fi
 }
 
@@ -135,6 +141,7 @@ ensure_redis
 ensure_scale_out
 ensure_tools
 export TIERLOG_TEST_COMPOSE="${TIERLOG_TEST_COMPOSE:-$PWD/.tools/venv/bin/docker-compose}"
+export TIERLOG_TEST_CHROMIUM="${TIERLOG_TEST_CHROMIUM:-$(command -v chromium)}"
 export TIERLOG_TEST_SCHEMATHESIS="${TIERLOG_TEST_SCHEMATHESIS:-$PWD/.tools/venv/bin/st}"
 export TIERLOG_TEST_DATABASE_URL="${TIERLOG_TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 export TIERLOG_TEST_REDIS_URL="${TIERLOG_TEST_REDIS_URL:-redis://127.0.0.1:6379}"

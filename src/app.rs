@@ -123,6 +123,13 @@ impl Application {
         if settings.server.bootstrap_key.is_empty() && matches!(database, Database::Sqlite(_)) {
             settings.server.bootstrap_key = embedded_bootstrap_key(&settings)?;
         }
+        if settings.bootstrap_key_is_a_placeholder() {
+            tracing::warn!(
+                "TIERLOG_BOOTSTRAP_KEY (server.bootstrap_key) is a placeholder printed in tierlog's documentation: \
+                 anyone who has read it holds this node's admin key. Set a long random secret \
+                 (openssl rand -hex 24) and restart"
+            );
+        }
         let verified_keys_file = (matches!(database, Database::Postgres(_)) && settings.spool.enabled)
             .then(|| settings.spool.path.join("verified-keys.json"));
         let grace = Duration::from_secs(settings.keys.outage_grace_seconds);

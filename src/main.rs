@@ -27,20 +27,48 @@ use tierlog::keys::{parse_permissions, KeyInfo, NewKey};
 use tierlog::tiers::EncodedBatch;
 use tierlog::tiers::database::Database;
 
+/// The settings every command reads, shown under each command's `--help`.
+const SETTINGS_HELP: &str = "\
+Settings (every command reads the same ones as serve; files, then environment):
+  TIERLOG_CONFIG         a TOML file (default: config/tierlog.toml when it exists);
+                         every setting and its default: config/default.toml
+  DATABASE_URL           Postgres, postgres://user@host:5432/db (migrated on start);
+                         unset: the embedded SQLite store <embedded.data_dir>/tierlog.db
+  DATABASE_READ_URL      a streaming replica of DATABASE_URL for the read endpoints
+  REDIS_URL              the hot tier, redis://host:6379; unset: lists in the process
+  TIERLOG_LISTEN         where serve listens (default 127.0.0.1:8080)
+  TIERLOG_BOOTSTRAP_KEY  the admin API key (16 characters or more)
+  LOGGING_FILE           the JSON-lines event file (default logs/audit.jsonl)
+  LOGGING_LEVEL          tierlog's own log level; its logs go to standard error
+  TIERLOG__SECTION__KEY  any other setting, e.g. TIERLOG__INGEST__WRITERS=4";
+
 #[derive(Parser)]
-#[command(name = "tierlog", version, about = "Tiered audit-logging backend")]
+#[command(name = "tierlog", version, about = "Tiered audit-logging backend", after_help = SETTINGS_HELP)]
 struct Cli {
     /// TOML configuration file (default: config/tierlog.toml when it exists).
     #[arg(long, global = true, env = "TIERLOG_CONFIG")]
     config: Option<PathBuf>,
+    /// Without DATABASE_URL, let a command other than serve create a new embedded
+    /// store in embedded.data_dir (it refuses to, so a command meant for a server's
+    /// Postgres does not silently write into a fresh local file).
+    #[arg(long, global = true)]
+    embedded: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP service.
-    Serve,
+    /// Run the HTTP service (embedded SQLite and in-process lists unless DATABASE_URL
+    /// and REDIS_URL are set).
+    Serve {
+        /// Listen on this port of the configured address (TIERLOG_LISTEN's host).
+        #[arg(long, conflicts_with = "listen")]
+        port: Option<u16>,
+        /// Listen on this host:port (overrides TIERLOG_LISTEN).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Verify the hash chains in the database, or (with --archive) archived or
@@ -77,6 +105,7 @@ enum Command {
     /// Write a tenant's chains, as they are now, in the archive format (gzip NDJSON
     /// with signed manifests) for offline verification with `verify --archive`.
     ExportChain {
+        /// The tenant whose chains are written.
         #[arg(long)]
         tenant: String,
         /// Only this table.
@@ -92,7 +121,8 @@ enum Command {
     /// The deployment's checkpoint signing keys (one identity for every node).
     #[command(subcommand)]
     SigningKey(SigningKeyCommand),
-    /// Health probe for container health checks: GET the URL, exit 0 on a 2xx answer.
+    /// Health probe for container health checks: GET the URL, exit 0 on a 2xx answer
+    /// (reads no settings).
     Probe {
         /// e.g. http://127.0.0.1:8080/readyz
         url: String,
@@ -123,7 +153,10 @@ enum KeysCommand {
         tenant: Option<String>,
     },
     /// Revoke a key by id.
-    Revoke { id: uuid::Uuid },
+    Revoke {
+        /// The key's id, as `keys list` prints it.
+        id: uuid::Uuid,
+    },
 }
 
 #[derive(Subcommand)]
@@ -145,9 +178,80 @@ enum SigningKeyCommand {
     },
 }
 
+impl Command {
+    /// Whether the command opens the database.
+    fn uses_store(&self) -> bool {
+        !matches!(
+            self,
+            Command::Serve { .. }
+                | Command::Probe { .. }
+                | Command::Verify { archive: Some(_), .. }
+                | Command::SigningKey(SigningKeyCommand::Generate)
+        )
+    }
+}
+
+/// The command line, with the settings' environment variables under every command's
+/// `--help`.
+fn parse_command_line() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    fn with_settings_help(command: clap::Command) -> clap::Command {
+        command.after_help(SETTINGS_HELP).mut_subcommands(with_settings_help)
+    }
+    let matches = with_settings_help(Cli::command()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// Where a command's data lives, said on standard error before it runs.
+fn announce_store(settings: &Settings) {
+    let store = if settings.postgres.url.is_empty() {
+        format!("embedded SQLite {}", settings.embedded.data_dir.join("tierlog.db").display())
+    } else {
+        format!("Postgres {}", without_credentials(&settings.postgres.url))
+    };
+    let hot = if !settings.redis.enabled {
+        "off".to_owned()
+    } else if settings.redis.url.is_empty() {
+        "in-process lists".to_owned()
+    } else {
+        format!("Redis {}", settings.redis.urls().map(without_credentials).collect::<Vec<_>>().join(","))
+    };
+    eprintln!("tierlog: store: {store}; hot tier: {hot}");
+}
+
+/// A URL with any user and password left out.
+fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+            match path {
+                Some(path) => format!("{scheme}://{host}/{}", path.split('?').next().unwrap_or("")),
+                None => format!("{scheme}://{host}"),
+            }
+        }
+        None => "(not a URL)".to_owned(),
+    }
+}
+
+/// Refuses to create a new embedded store from a command other than serve unless
+/// `--embedded` asks for one.
+fn check_embedded_store(settings: &Settings, embedded: bool) -> anyhow::Result<()> {
+    let path = settings.embedded.data_dir.join("tierlog.db");
+    if settings.postgres.url.is_empty() && !embedded && !path.exists() {
+        anyhow::bail!(
+            "DATABASE_URL is not set and there is no embedded store at {}: this command would create a new, \
+             empty one. Set DATABASE_URL (and the rest of the server's settings) to work on the server's \
+             database, or pass --embedded to create an embedded store here.",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = parse_command_line();
     if let Command::Probe { url } = &cli.command {
         return probe(url);
     }
@@ -156,10 +260,22 @@ async fn main() -> anyhow::Result<()> {
         tierlog::telemetry::init("warn", "pretty");
         return verify_archive(dir, public_key.as_deref(), checkpoints.as_deref());
     }
-    let settings = Settings::load(cli.config.as_deref())?;
+    let mut settings = Settings::load(cli.config.as_deref())?;
     tierlog::telemetry::init(settings.log_filter()?, &settings.logging.format);
+    if cli.command.uses_store() {
+        check_embedded_store(&settings, cli.embedded)?;
+        announce_store(&settings);
+    }
     match cli.command {
-        Command::Serve => {
+        Command::Serve { port, listen } => {
+            if let Some(listen) = listen {
+                settings.server.listen = listen;
+            } else if let Some(port) = port {
+                let mut addr = settings.listen_addr()?;
+                addr.set_port(port);
+                settings.server.listen = addr.to_string();
+            }
+            settings.listen_addr().context("--listen must be host:port, e.g. 127.0.0.1:8080")?;
             let app = Application::build(settings).await?;
             app.run_until(shutdown_signal()).await
         }

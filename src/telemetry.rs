@@ -1,4 +1,4 @@
-//! tierlog's own logs (JSON lines on stdout through `tracing`) and its counters.
+//! tierlog's own logs (JSON lines on standard error through `tracing`) and its counters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,7 +9,8 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber: `RUST_LOG` if set, else `default_filter`.
 pub fn init(default_filter: &str, format: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    // Standard error: a command's standard output carries its results only.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second call (tests building several apps) keeps the first subscriber.
     let _ = match format {
         "pretty" => builder.try_init(),

@@ -381,6 +381,13 @@ impl Settings {
             .try_deserialize::<Settings>()?)
     }
 
+    /// Whether the bootstrap key is one of the placeholders the documentation and
+    /// earlier compose files printed, or otherwise plainly not a secret.
+    pub fn bootstrap_key_is_a_placeholder(&self) -> bool {
+        let key = self.server.bootstrap_key.to_ascii_lowercase().replace(['-', '_', ' '], "");
+        ["changeme", "alongrandomsecret"].iter().any(|p| key.contains(p))
+    }
+
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
@@ -676,6 +683,18 @@ mod tests {
         assert_eq!(settings.listen_addr().expect("addr").port(), 9000);
         assert_eq!(settings.server.bootstrap_key, "0123456789abcdef0123");
         assert_eq!(settings.ingest.writers, 3);
+    }
+
+    #[test]
+    fn documented_placeholder_bootstrap_keys_are_recognised() {
+        let with = |key: &str| {
+            let settings = Settings::load_from(None, &env(&[("TIERLOG_BOOTSTRAP_KEY", key)])).expect("loads");
+            settings.bootstrap_key_is_a_placeholder()
+        };
+        assert!(with("change-me-to-a-long-random-secret"));
+        assert!(with("CHANGEME_CHANGEME_1234"));
+        assert!(!with("9f2c41d07be3a86e5d1f0c2b7a94e6d3"));
+        assert!(!Settings::load_from(None, &env(&[])).expect("loads").bootstrap_key_is_a_placeholder(), "no key at all");
     }
 
     #[test]

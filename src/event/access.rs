@@ -1,5 +1,6 @@
 //! Events tierlog records about its own use: every read, export and key change
-//! becomes an `audit` event in the same chains as the events it protects.
+//! becomes an `access` event, chained in `audit_logs` like the events it protects,
+//! in a category of its own that views and stats leave out unless asked for.
 
 use chrono::Utc;
 use serde_json::{Map, Value};
@@ -35,7 +36,7 @@ impl AccessRecord<'_> {
             timestamp: now,
             received_at: now,
             tenant_id: self.tenant.unwrap_or(DEFAULT_TENANT).to_owned(),
-            category: Category::Audit,
+            category: Category::Access,
             level: Level::Info,
             logger: Some("tierlog.access".into()),
             message: Some(format!("{} by {}", self.action, self.actor)),

@@ -35,18 +35,28 @@ pub enum Category {
     Error,
     Audit,
     Financial,
+    /// tierlog's own records of who read, exported or changed what (access records):
+    /// written by tierlog only, left out of views and stats unless asked for.
+    Access,
 }
 
 impl Category {
     /// Every category, in a fixed order.
-    pub const ALL: [Category; 6] = [
+    pub const ALL: [Category; 7] = [
         Category::Auth,
         Category::Security,
         Category::Api,
         Category::Error,
         Category::Audit,
         Category::Financial,
+        Category::Access,
     ];
+
+    /// Whether applications may send events of this category (`access` is tierlog's
+    /// own).
+    pub fn is_sent_by_applications(self) -> bool {
+        self != Category::Access
+    }
 
     /// The wire and key name of the category.
     pub fn as_str(self) -> &'static str {
@@ -57,6 +67,7 @@ impl Category {
             Category::Error => "error",
             Category::Audit => "audit",
             Category::Financial => "financial",
+            Category::Access => "access",
         }
     }
 

@@ -132,11 +132,11 @@ impl EventParser {
                 None
             }
             Some(_) => item_check.string(obj, "category", 32).and_then(|raw| {
-                let parsed = Category::parse(&raw);
+                let parsed = Category::parse(&raw).filter(|c| c.is_sent_by_applications());
                 if parsed.is_none() {
                     item_check.fail(
                         "category",
-                        "must be one of auth, security, api, error, audit, financial",
+                        "must be one of auth, security, api, error, audit, financial (access is tierlog's own)",
                     );
                 }
                 parsed

@@ -113,6 +113,11 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 405: the path exists, but not with this method.
+    pub fn method_not_allowed(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message)
+    }
+
     /// 500: logged here with its cause, answered without it.
     pub fn internal(message: &str, cause: &(dyn std::error::Error + 'static)) -> ApiError {
         tracing::error!(error = ?cause, "{message}");

@@ -32,10 +32,13 @@ enum Format {
     Csv,
 }
 
-const CSV_COLUMNS: [&str; 24] = [
+/// Every field of an exported row, in this order. The objects (`details`, `changes`,
+/// `security`, `financial`) are one column each, holding their JSON (as the NDJSON
+/// export writes them); an absent field is an empty cell.
+const CSV_COLUMNS: [&str; 28] = [
     "table", "seq", "hash", "id", "timestamp", "received_at", "tenant_id", "category", "level", "action", "status",
     "event_type", "logger", "message", "application", "user_id", "username", "email", "ip_address", "user_agent",
-    "resource", "resource_id", "request_id", "details",
+    "resource", "resource_id", "request_id", "session_id", "details", "changes", "security", "financial",
 ];
 
 /// One CSV field: quoted when needed; a leading `=`, `+`, `-`, `@` is prefixed with

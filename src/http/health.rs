@@ -34,10 +34,6 @@ impl TierState {
         }
     }
 
-    fn disabled() -> TierState {
-        TierState { status: "disabled", error: None }
-    }
-
     fn is_down(&self) -> bool {
         self.status == "down"
     }
@@ -47,13 +43,18 @@ impl TierState {
 struct Readiness {
     /// `ready`, `degraded` (the hot tier is down: ingest still works) or `down`.
     status: &'static str,
-    /// The system of record: `postgres`, or `sqlite` in embedded mode.
-    postgres: TierState,
-    database: &'static str,
-    /// The hot tier: `redis`, or `memory` when it lives in this process.
-    redis: TierState,
-    hot_tier: &'static str,
-    files: TierState,
+    /// The system of record: `postgres`, or `sqlite` in embedded mode; absent when
+    /// none is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<&'static str>,
+    /// The hot tier: `redis`, or `memory` when it lives in this process; absent when
+    /// switched off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hot_tier: Option<&'static str>,
+    /// Each backend this node has, under its own name (`postgres` or `sqlite`,
+    /// `redis` or `memory`, `files`): a backend that is not configured is not named.
+    #[serde(flatten)]
+    backends: std::collections::BTreeMap<&'static str, TierState>,
     /// Events waiting for Postgres in the spool, and its bound; absent without one.
     #[serde(skip_serializing_if = "Option::is_none")]
     spool: Option<SpoolStatus>,
@@ -80,39 +81,43 @@ struct Readiness {
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses((status = 200, description = "ready or degraded"), (status = 503, description = "a system of record is down")))]
 pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let deadline = Duration::from_secs(2);
-    let postgres = match &state.store {
-        None => TierState::disabled(),
-        Some(store) => TierState::from_result(
+    let database = match &state.store {
+        None => None,
+        Some(store) => Some(TierState::from_result(
             tokio::time::timeout(deadline, store.ping()).await.unwrap_or_else(|_| {
                 Err(crate::tiers::StoreError::Unavailable(sqlx::Error::PoolTimedOut))
             }),
-        ),
+        )),
     };
-    let redis = match &state.hot {
-        None => TierState::disabled(),
-        Some(hot) => TierState::from_result(hot.ping().await),
+    let hot = match &state.hot {
+        None => None,
+        Some(hot) => Some(TierState::from_result(hot.ping().await)),
     };
-    let files = match &state.files {
-        None => TierState::disabled(),
-        Some(files) => TierState::from_result(files.health()),
-    };
+    let files = state.files.as_ref().map(|files| TierState::from_result(files.health()));
+    let is_down = |tier: &Option<TierState>| tier.as_ref().is_some_and(TierState::is_down);
     let spool = state.spool.as_ref().map(|spool| spool.status());
     let spool_takes_events = state.spool.as_ref().is_some_and(|spool| !spool.is_full());
     let spool_backlog = spool.is_some_and(|s| s.pending_events > 0);
-    let (status, code) = if (postgres.is_down() && !spool_takes_events) || files.is_down() {
+    let (status, code) = if (is_down(&database) && !spool_takes_events) || is_down(&files) {
         ("down", StatusCode::SERVICE_UNAVAILABLE)
-    } else if redis.is_down() || postgres.is_down() || spool_backlog {
+    } else if is_down(&hot) || is_down(&database) || spool_backlog {
         ("degraded", StatusCode::OK)
     } else {
         ("ready", StatusCode::OK)
     };
+    let database_name = state.database.as_ref().map(|db| db.name());
+    let hot_name = state.hot.as_ref().map(|hot| hot.name());
+    let mut backends = std::collections::BTreeMap::new();
+    for (name, tier) in [(database_name, database), (hot_name, hot), (Some("files"), files)] {
+        if let (Some(name), Some(tier)) = (name, tier) {
+            backends.insert(name, tier);
+        }
+    }
     let readiness = Readiness {
         status,
-        postgres,
-        database: state.database.as_ref().map_or("disabled", |db| db.name()),
-        redis,
-        hot_tier: state.hot.as_ref().map_or("disabled", |hot| hot.name()),
-        files,
+        database: database_name,
+        hot_tier: hot_name,
+        backends,
         spool,
         redis_misses: Counters::get(&state.counters.redis_misses),
         signing: state.integrity.status(),

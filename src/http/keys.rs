@@ -187,3 +187,25 @@ pub(super) async fn revoke_key(
     .await?;
     Ok(Json(RevokedKey { key }))
 }
+
+/// The `/audit/whoami` answer: the calling key, never its secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    /// The key's id, or `bootstrap`.
+    pub key_id: String,
+    /// The tenant the key is bound to; absent for an all-tenant key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    pub permissions: Vec<String>,
+}
+
+/// The calling key: its id, tenant and permissions (what the console shows and offers).
+#[utoipa::path(get, path = "/audit/whoami", tag = "keys",
+    responses((status = 200, description = "the calling key", body = WhoAmI), CommonErrors))]
+pub(super) async fn whoami(principal: Principal) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        key_id: principal.key_id.clone(),
+        tenant_id: principal.tenant.clone(),
+        permissions: principal.permissions.iter().map(|p| p.as_str().to_owned()).collect(),
+    })
+}

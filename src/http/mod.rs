@@ -2,6 +2,7 @@
 
 mod access;
 pub mod auth;
+mod console;
 pub mod error;
 mod export;
 pub mod extract;
@@ -98,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/events", post(ingest::ingest))
         .route("/audit/keys", post(keys::create_key).get(keys::list_keys))
         .route("/audit/keys/{id}", delete(keys::revoke_key))
+        .route("/audit/whoami", get(keys::whoami))
         .route("/audit/logs", get(query::logs))
         .route("/audit/security-events", get(query::security_events))
         .route("/audit/financial", get(query::financial))
@@ -114,15 +116,33 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/subjects/{id}/export", get(subjects::export))
         .route("/audit/failed-logins", get(stats::failed_logins))
         .route("/audit/users/{id}/activity", get(query::user_activity))
+        .route("/", get(console::root))
+        .route("/console", get(console::index))
+        .route("/console/", get(console::index))
+        .route("/console/console.js", get(console::script))
+        .route("/console/console.css", get(console::style))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), time_reads))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
+        .fallback(no_such_path)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(axum::middleware::map_request(drop_unusable_request_id))
+}
+
+/// 404 for a path the API does not have, in the error envelope.
+async fn no_such_path(uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::not_found(format!("no such path: {}; the API is listed at /docs/", uri.path()))
+}
+
+/// 405 for a path the API has, called with another method, in the error envelope
+/// (axum adds the `Allow` header).
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::method_not_allowed(format!("{} does not take {method}; see the Allow header", uri.path()))
 }
 
 /// Whether a client's `X-Request-ID` is kept: 1 to 128 visible ASCII characters.

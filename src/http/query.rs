@@ -40,7 +40,8 @@ impl From<QueryError> for ApiError {
     }
 }
 
-/// The categories of `candidates` the key may view and the filter asks for; 403 when
+/// The categories of `candidates` the key may view and the filter asks for (`access`
+/// only when the filter names it); 403 when
 /// the key may view none of the endpoint's categories.
 pub(super) fn categories_for(
     principal: &Principal,
@@ -54,7 +55,9 @@ pub(super) fn categories_for(
         return Err(ApiError::forbidden(needed));
     }
     match filters.category {
-        None => Ok(visible),
+        // Access records only when asked for (`category=access`): reading the log
+        // must not crowd the log out of its own views.
+        None => Ok(visible.into_iter().filter(|c| *c != Category::Access).collect()),
         Some(category) if visible.contains(&category) => Ok(vec![category]),
         Some(category) if candidates.contains(&category) => Err(ApiError::forbidden(view_permission(category).as_str())),
         Some(_) => Ok(Vec::new()),

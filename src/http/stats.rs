@@ -19,7 +19,7 @@ use super::query::categories_for;
 use super::AppState;
 use crate::event::Category;
 use crate::keys::Principal;
-use crate::query::Filters;
+use crate::query::{view_permission, Filters};
 use crate::tiers::postgres::stats::{FailureGroup, FailureQuery, GroupBy};
 use crate::tiers::Table;
 
@@ -78,6 +78,11 @@ pub struct Stats {
     pub to: String,
     pub total: i64,
     pub by_category: BTreeMap<String, i64>,
+    /// tierlog's own access records (reads, exports, key changes) in the window,
+    /// counted apart: they are in `total` and `by_category` only when the request
+    /// asks for `category=access`. Absent when the key cannot view them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_records: Option<i64>,
     pub by_status: BTreeMap<String, i64>,
     #[schema(value_type = Vec<Object>)]
     pub by_action: Vec<Value>,
@@ -116,6 +121,19 @@ pub(super) async fn stats(
     actions.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     actions.truncate(50);
     let total = by_category.values().sum();
+    let access_records = match filters.category {
+        Some(Category::Access) => Some(total),
+        Some(_) => None,
+        None if !principal.can(view_permission(Category::Access)) => None,
+        None => {
+            let mut n = 0;
+            for (table, cats) in tables_for(&state, &[Category::Access]) {
+                let counts = pg.counts(table, &filters, &cats).await.map_err(ApiError::read_failed)?;
+                n += counts.iter().map(|c| c.count).sum::<i64>();
+            }
+            Some(n)
+        }
+    };
     let mut details = Map::new();
     details.insert("query".into(), query.clone().unwrap_or_default().into());
     details.insert("result_count".into(), json!(total));
@@ -130,6 +148,7 @@ pub(super) async fn stats(
         to: filters.to.unwrap_or_else(Utc::now).to_rfc3339(),
         total,
         by_category,
+        access_records,
         by_status,
         by_action: actions.into_iter().map(|(action, count)| json!({"action": action, "count": count})).collect(),
         top_failing_ips: merge_groups(ips, 10),

@@ -19,7 +19,7 @@ pub fn view_permission(category: Category) -> Permission {
         Category::Auth => Permission::LogsAuthView,
         Category::Security => Permission::LogsSecurityView,
         Category::Financial => Permission::LogsFinancialView,
-        Category::Audit | Category::Api | Category::Error => Permission::LogsActionsView,
+        Category::Audit | Category::Api | Category::Error | Category::Access => Permission::LogsActionsView,
     }
 }
 

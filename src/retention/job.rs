@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::PolicyHandle;
 use crate::config::RetentionSettings;
 use crate::event::access::AccessRecord;
-use crate::event::{AuditEvent, DEFAULT_TENANT};
+use crate::event::{AuditEvent, Category, DEFAULT_TENANT};
 use crate::integrity::checkpoint::{Keyring, Signer};
 use crate::integrity::checkpoint::ChainHead;
 use crate::tiers::postgres::partitions;
@@ -311,6 +311,8 @@ impl RunReport {
             details,
         };
         let mut event = record.to_event();
+        // Not a use of the log but a change to it: kept in view with the admin actions.
+        event.category = Category::Audit;
         event.event_type = Some("LogRetentionRun".into());
         event.user_id = None;
         event.message = Some(format!(

@@ -494,28 +494,28 @@ impl ServerProcess {
         let stderr = child.stderr.take().expect("stderr");
         let output = Arc::new(std::sync::Mutex::new(String::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
-        let kept = output.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(log) = serde_json::from_str::<Value>(&line) {
-                    if let Some(listen) = log["listen"].as_str() {
-                        let _ = addr_tx.send(listen.to_owned());
+        // Both streams are kept; the logs (standard error) are echoed and say where
+        // the server listens.
+        let follow = |stream: Box<dyn std::io::Read + Send>, echo: bool| {
+            let (kept, addr_tx) = (output.clone(), addr_tx.clone());
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Ok(log) = serde_json::from_str::<Value>(&line) {
+                        if let Some(listen) = log["listen"].as_str() {
+                            let _ = addr_tx.send(listen.to_owned());
+                        }
                     }
+                    if echo {
+                        eprintln!("{line}");
+                    }
+                    let mut all = kept.lock().expect("output");
+                    all.push_str(&line);
+                    all.push('\n');
                 }
-                let mut all = kept.lock().expect("output");
-                all.push_str(&line);
-                all.push('\n');
-            }
-        });
-        let kept = output.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("{line}");
-                let mut all = kept.lock().expect("output");
-                all.push_str(&line);
-                all.push('\n');
-            }
-        });
+            });
+        };
+        follow(Box::new(stdout), false);
+        follow(Box::new(stderr), true);
         let address = addr_rx.recv_timeout(Duration::from_secs(30)).expect("tierlog logs its address");
         ServerProcess { child, address: format!("http://{address}"), output }
     }

@@ -6,6 +6,7 @@ mod numbers;
 mod partitions;
 mod chain;
 mod checkpoints;
+mod console;
 mod masking;
 mod modes;
 mod nodes;

@@ -16,6 +16,9 @@ async fn without_a_redis_url_the_hot_tier_lives_in_the_process() {
 
     let (status, ready) = app.send_json(Method::GET, "/readyz", KEY, None).await;
     assert_eq!((status, ready["status"].clone(), ready["hot_tier"].clone()), (200, json!("ready"), json!("memory")), "{ready}");
+    // Only the backends this node has, each under its own name.
+    assert_eq!((ready["memory"]["status"].clone(), ready["postgres"]["status"].clone()), (json!("up"), json!("up")), "{ready}");
+    assert!(ready.get("redis").is_none() && ready.get("sqlite").is_none(), "{ready}");
 
     let (status, hot) = app.send_json(Method::GET, "/audit/redis?tenant_id=acme", KEY, None).await;
     assert_eq!(status, 200, "{hot}");
@@ -51,6 +54,8 @@ async fn redis_with_the_embedded_store_when_only_redis_url_is_set() {
     assert_eq!(app.redis.list("acme", tierlog::event::Category::Auth).len(), 1, "the hot tier is Redis");
     let (_, ready) = app.send_json(Method::GET, "/readyz", KEY, None).await;
     assert_eq!((ready["database"].clone(), ready["hot_tier"].clone()), (json!("sqlite"), json!("redis")), "{ready}");
+    assert_eq!((ready["sqlite"]["status"].clone(), ready["redis"]["status"].clone()), (json!("up"), json!("up")), "{ready}");
+    assert!(ready.get("postgres").is_none() && ready.get("memory").is_none(), "{ready}");
     let (_, combined) = app.send_json(Method::GET, "/audit/combined?tenant_id=acme", KEY, None).await;
     let tiers: Vec<Value> = combined["items"].as_array().expect("items").iter().map(|i| i["tiers"].clone()).collect();
     assert!(tiers.contains(&json!(["redis", "sqlite"])) && tiers.contains(&json!(["redis"])), "{combined}");

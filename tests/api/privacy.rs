@@ -142,8 +142,9 @@ async fn an_erased_chain_exports_and_verifies_offline() {
         .expect("tierlog runs");
     let stdout = String::from_utf8_lossy(&verify.stdout);
     assert!(verify.status.success(), "{stdout}{}", String::from_utf8_lossy(&verify.stderr));
-    // One checkpoint per chain: the auth chain and the audit chain (a retention class each).
-    assert!(stdout.contains("acme audit_logs") && stdout.contains("2 checkpoint(s) matched"), "{stdout}");
+    // One checkpoint per chain: the auth, audit and access chains (a retention class
+    // each; the erasure's receipt is an access record).
+    assert!(stdout.contains("acme audit_logs") && stdout.contains("3 checkpoint(s) matched"), "{stdout}");
     app.stop().await;
 }
 

@@ -230,6 +230,46 @@ async fn every_read_is_recorded_with_its_filters_and_count() {
 }
 
 #[tokio::test]
+async fn access_records_stay_out_of_views_and_stats_unless_asked_for() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.post_events(&json!([event("auth", "acme"), event("audit", "acme")])).await.status(), 200);
+    for _ in 0..5 {
+        let (status, body) = get_json(&app, KEY, "/audit/combined?tenant_id=acme&limit=2").await;
+        assert_eq!(status, 200, "{body}");
+        let categories: Vec<&str> = body["items"].as_array().expect("items").iter().map(|i| i["category"].as_str().expect("category")).collect();
+        // Reads before this one wrote access records; the view still shows the events.
+        assert_eq!(categories.len(), 2, "{body}");
+        assert!(categories.iter().all(|c| *c != "access"), "{body}");
+    }
+    let (_, logs) = get_json(&app, KEY, "/audit/logs?tenant_id=acme").await;
+    assert_eq!(logs["items"].as_array().expect("items").len(), 2, "{logs}");
+
+    // Asked for, they are there: one per read, in the Redis and Postgres views alike.
+    let (status, access) = get_json(&app, KEY, "/audit/combined?tenant_id=acme&category=access&limit=100").await;
+    assert_eq!(status, 200, "{access}");
+    let items = access["items"].as_array().expect("items");
+    assert_eq!(items.len(), 6, "five combined reads and one logs read: {access}");
+    assert!(items.iter().all(|i| i["category"] == "access" && i["logger"] == "tierlog.access"), "{access}");
+    assert!(items.iter().all(|i| i["tiers"].as_array().is_some_and(|t| t.len() == 2)), "in both tiers: {access}");
+
+    // Stats count them apart.
+    let (_, stats) = get_json(&app, KEY, "/audit/stats?tenant_id=acme").await;
+    assert_eq!(stats["total"], 2, "{stats}");
+    assert!(stats["by_category"].get("access").is_none(), "{stats}");
+    assert_eq!(stats["access_records"], 7, "the reads above and the category=access one: {stats}");
+    let (_, only) = get_json(&app, KEY, "/audit/stats?tenant_id=acme&category=access").await;
+    assert_eq!((only["total"].clone(), only["by_category"]["access"].clone()), (json!(8), json!(8)), "{only}");
+
+    // Applications cannot write into tierlog's own category.
+    let response = app.post_events(&json!([{"category": "access", "tenant_id": "acme", "action": "logs.viewed"}])).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert!(body.to_string().contains("access is tierlog's own"), "{body}");
+    assert_eq!(app.verify_all().await["ok"], true);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn combined_merges_the_tiers_once_per_event_and_says_which_hold_it() {
     let app = TestApp::spawn_with(|s| {
         s.redis.max_len = 3;

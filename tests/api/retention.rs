@@ -125,9 +125,9 @@ async fn expired_rows_go_in_batches_held_tenants_stay_and_chains_still_verify() 
     let at = |shard: i32, n: i64| json!(Chain::new("acme", Table::AuditLogs, shard).base() + n);
     // The auth chain (shard 0): its 10 rows gone, nothing left after them.
     assert_eq!((acme[0]["shard"].clone(), acme[0]["first_seq"].clone(), acme[0]["head_seq"].clone()), (json!(0), at(0, 11), at(0, 10)), "{verdict}");
-    // The audit chain: only the record of the last run is left (its 13th: a policy
-    // record, 10 events and the first run's record came before it).
-    assert_eq!((acme[1]["shard"].clone(), acme[1]["first_seq"].clone()), (json!(audit), at(audit, 13)), "{verdict}");
+    // The audit chain: only the record of the last run is left (its 12th: 10 events and
+    // the first run's record came before it; the policy change is an access record).
+    assert_eq!((acme[1]["shard"].clone(), acme[1]["first_seq"].clone()), (json!(audit), at(audit, 12)), "{verdict}");
 
     // Deleting a retained row by hand is still caught.
     app.tamper("DELETE FROM audit_logs WHERE tenant_id = 'held' AND seq = 3").await;
@@ -441,10 +441,13 @@ async fn retention_erasure_and_archives_keep_each_writer_shards_chain_verifiable
         .iter()
         .filter(|c| c["tenant_id"] == "acme" && c["table"] == "audit_logs")
         .collect();
+    // The server's writer also keeps the tenant's access records (reads, the erasure's
+    // receipt) in a chain of their own.
+    let access = Table::AuditLogs.class_of(tierlog::event::Category::Access);
     let shards: Vec<&Value> = acme.iter().map(|c| &c["shard"]).collect();
-    assert_eq!(shards, [&json!(0), &json!(audit), &json!(auth1), &json!(audit1)], "{verdict}");
-    assert_eq!((&acme[2]["first_seq"], &acme[2]["head_seq"]), (&json!(base(auth1) + 5), &json!(base(auth1) + 4)), "{verdict}");
-    assert_eq!(acme[3]["head_seq"], base(audit1) + 1, "{verdict}");
+    assert_eq!(shards, [&json!(0), &json!(audit), &json!(access), &json!(auth1), &json!(audit1)], "{verdict}");
+    assert_eq!((&acme[3]["first_seq"], &acme[3]["head_seq"]), (&json!(base(auth1) + 5), &json!(base(auth1) + 4)), "{verdict}");
+    assert_eq!(acme[4]["head_seq"], base(audit1) + 1, "{verdict}");
 
     let (_, key) = app.send_json(Method::GET, "/audit/checkpoints/public-key", KEY, None).await;
     let offline = archive_verify(&app, key["public_key"].as_str().expect("key"));

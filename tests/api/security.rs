@@ -87,7 +87,7 @@ async fn state(app: &TestApp) -> Value {
         .expect("count");
     let checkpoints: i64 = sqlx::query_scalar("SELECT count(*) FROM checkpoints").fetch_one(&app.pool).await.expect("count");
     json!({"keys": keys["keys"].as_array().map(Vec::len), "retention": retention["tenants"], "personal": personal,
-           "events": events, "checkpoints": checkpoints, "lines": app.file_lines().iter().filter(|l| l["category"] != "audit").count()})
+           "events": events, "checkpoints": checkpoints, "lines": app.file_lines().iter().filter(|l| l["category"] != "access").count()})
 }
 
 #[tokio::test]

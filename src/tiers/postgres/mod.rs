@@ -86,7 +86,13 @@ impl PgStore {
         // Read queries vary wildly in selectivity per tenant (a term common in one
         // tenant is rare in the next); a generic cached plan picks badly for some of
         // them, so every execution is planned for its own values.
-        let options: PgConnectOptions = settings.url.parse::<PgConnectOptions>()?.application_name("tierlog");
+        // Notices ("relation ... already exists, skipping" from migrations) are not
+        // worth a log line; warnings and errors still reach the client.
+        let options: PgConnectOptions = settings
+            .url
+            .parse::<PgConnectOptions>()?
+            .application_name("tierlog")
+            .options([("client_min_messages", "warning")]);
         let pool_options = || {
             PgPoolOptions::new()
                 .max_connections(settings.max_connections)
