@@ -240,7 +240,7 @@ pub fn is_unreachable(error: &sqlx::Error) -> bool {
 /// Why the hot tier missed a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum HotTierError {
-    #[error("redis command failed")]
+    #[error("redis command failed: {0}")]
     Redis(#[source] ::redis::RedisError),
     #[error("redis did not answer within {0} ms")]
     Timeout(u64),

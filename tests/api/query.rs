@@ -230,6 +230,23 @@ async fn every_read_is_recorded_with_its_filters_and_count() {
 }
 
 #[tokio::test]
+async fn reading_an_empty_hot_tier_leaves_it_up_for_the_next_events() {
+    let app = TestApp::spawn().await;
+    // Nothing in Redis yet under this prefix: the all-tenant views read no list.
+    for path in ["/audit/redis", "/audit/combined"] {
+        let (status, body) = get_json(&app, KEY, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.get("partial").is_none_or(|p| p == false), "{path} read the hot tier: {body}");
+    }
+    let batch = json!([event("auth", "acme")]);
+    assert_eq!(app.post_events(&batch).await.status(), 200);
+    assert_eq!(app.redis.list("acme", tierlog::event::Category::Auth).len(), 1, "the next event reached Redis");
+    let (_, ready) = get_json(&app, KEY, "/readyz").await;
+    assert_eq!((ready["redis"]["status"].clone(), ready["redis_misses"].clone()), (json!("up"), json!(0)), "{ready}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn access_records_stay_out_of_views_and_stats_unless_asked_for() {
     let app = TestApp::spawn().await;
     assert_eq!(app.post_events(&json!([event("auth", "acme"), event("audit", "acme")])).await.status(), 200);

@@ -268,6 +268,12 @@ impl RedisHotTier {
         self.guarded(async {
             let mut connection = self.link.connection().await?;
             let keys = self.list_keys(&mut connection, tenant, categories).await?;
+            if keys.is_empty() {
+                // No list to read (no category asked for, or no tenant has events
+                // yet): an empty pipeline is an error to Redis, which would mark the
+                // hot tier down and make the next batches skip it.
+                return Ok(Vec::new());
+            }
             if self.link.is_cluster() && tenant.is_none() {
                 // Keys of many tenants live in many slots: one request each, at once.
                 let reads = keys.iter().map(|key| {
