@@ -48,9 +48,8 @@ struct Cli {
     /// TOML configuration file (default: config/tierlog.toml when it exists).
     #[arg(long, global = true, env = "TIERLOG_CONFIG")]
     config: Option<PathBuf>,
-    /// Without DATABASE_URL, let a command other than serve create a new embedded
-    /// store in embedded.data_dir (it refuses to, so a command meant for a server's
-    /// Postgres does not silently write into a fresh local file).
+    /// Let a command other than serve create a new embedded store when DATABASE_URL
+    /// is unset and embedded.data_dir holds none (otherwise it refuses).
     #[arg(long, global = true)]
     embedded: bool,
     #[command(subcommand)]
