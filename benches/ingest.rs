@@ -448,7 +448,7 @@ async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Resu
             let heap = rates[0].1;
             for (layout, rate) in &rates {
                 println!(
-                    "raw-pg    the same {persisted} rows, same indexes, {layout:?}, 2 sessions x 1000-row INSERTs (median of 3): rows/s={rate:>7.0}  of heap={:.3}  tierlog/raw={:.2}",
+                    "raw-pg    the same {persisted} rows, same indexes, {layout:?}, 2 sessions x 1000-row INSERTs (median of {RAW_ROUNDS}): rows/s={rate:>7.0}  of heap={:.3}  tierlog/raw={:.2}",
                     rate / heap,
                     persisted as f64 / acked_in.as_secs_f64() / rate
                 );
@@ -733,6 +733,9 @@ impl RawPush<'_> {
     }
 }
 
+/// How many times `--raw-pg` inserts into each layout, interleaved; it reports medians.
+const RAW_ROUNDS: usize = 7;
+
 /// The table layouts `--raw-pg` inserts into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
@@ -819,13 +822,14 @@ async fn raw_copies(pool: &sqlx::PgPool, per_statement: usize, layout: Layout) -
 }
 
 /// Inserts the rows tierlog stored into empty copies of its tables in each layout,
-/// 1,000 rows per statement from two sessions, `ROUNDS` times interleaved, and
+/// 1,000 rows per statement from two sessions, `RAW_ROUNDS` times interleaved (a round
+/// takes seconds: three sittings of three rounds put one layout at 0.93 to 1.05 of
+/// another), and
 /// returns each layout's median rows/s.
 async fn raw_insert_rates(db_url: &str, rows: usize) -> anyhow::Result<Vec<(Layout, f64)>> {
-    const ROUNDS: usize = 3;
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(3).connect(db_url).await?;
     let mut rates: Vec<(Layout, Vec<f64>)> = Layout::ALL.iter().map(|l| (*l, Vec::new())).collect();
-    for _ in 0..ROUNDS {
+    for _ in 0..RAW_ROUNDS {
         for (layout, runs) in &mut rates {
             let statements = Arc::new(raw_copies(&pool, 1000, *layout).await?);
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
