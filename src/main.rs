@@ -218,20 +218,20 @@ fn announce_store(settings: &Settings) {
     eprintln!("tierlog: store: {store}; hot tier: {hot}");
 }
 
-/// A URL with any user and password left out.
+/// A URL with any user, password and query (which may hold a password) left out.
 fn without_credentials(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-            match path {
-                Some(path) => format!("{scheme}://{host}/{}", path.split('?').next().unwrap_or("")),
-                None => format!("{scheme}://{host}"),
-            }
+            // Everything up to the last `@` is credentials, even a password holding an
+            // unescaped `/` or `@`.
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+            let rest = rest.split('?').next().unwrap_or("");
+            format!("{scheme}://{rest}")
         }
         None => "(not a URL)".to_owned(),
     }
 }
+
 
 /// Refuses to create a new embedded store from a command other than serve unless
 /// `--embedded` asks for one.
@@ -596,4 +596,18 @@ async fn verify(pg: &Database, keys: &Keyring, tenant: Option<String>, table: Op
         std::process::exit(1);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_credentials;
+
+    #[test]
+    fn urls_are_shown_without_their_credentials() {
+        assert_eq!(without_credentials("postgres://u:secret@db:5432/tierlog"), "postgres://db:5432/tierlog");
+        assert_eq!(without_credentials("postgres://u:se/cr@et@db/tierlog?sslmode=require"), "postgres://db/tierlog");
+        assert_eq!(without_credentials("postgres://db/tierlog?password=secret"), "postgres://db/tierlog");
+        assert_eq!(without_credentials("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(without_credentials("secret"), "(not a URL)");
+    }
 }
