@@ -97,7 +97,7 @@ impl Application {
         let counters = Arc::new(Counters::default());
         let mut settings = settings;
         let database = if settings.postgres.url.is_empty() {
-            let path = settings.embedded.data_dir.join("tierlog.db");
+            let path = settings.embedded_store_path();
             let store = SqliteStore::open(&path).await.with_context(|| format!("cannot open the embedded store {}", path.display()))?;
             tracing::info!(path = %path.display(), "embedded mode: SQLite store");
             // SQLite has one writer at a time: more writer tasks would only queue on

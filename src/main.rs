@@ -43,7 +43,7 @@ Settings (every command reads the same ones as serve; files, then environment):
   TIERLOG__SECTION__KEY  any other setting, e.g. TIERLOG__INGEST__WRITERS=4";
 
 #[derive(Parser)]
-#[command(name = "tierlog", version, about = "Tiered audit-logging backend", after_help = SETTINGS_HELP)]
+#[command(name = "tierlog", version, about = "Tiered audit-logging backend")]
 struct Cli {
     /// TOML configuration file (default: config/tierlog.toml when it exists).
     #[arg(long, global = true, env = "TIERLOG_CONFIG")]
@@ -204,7 +204,7 @@ fn parse_command_line() -> Cli {
 /// Where a command's data lives, said on standard error before it runs.
 fn announce_store(settings: &Settings) {
     let store = if settings.postgres.url.is_empty() {
-        format!("embedded SQLite {}", settings.embedded.data_dir.join("tierlog.db").display())
+        format!("embedded SQLite {}", settings.embedded_store_path().display())
     } else {
         format!("Postgres {}", without_credentials(&settings.postgres.url))
     };
@@ -236,7 +236,7 @@ fn without_credentials(url: &str) -> String {
 /// Refuses to create a new embedded store from a command other than serve unless
 /// `--embedded` asks for one.
 fn check_embedded_store(settings: &Settings, embedded: bool) -> anyhow::Result<()> {
-    let path = settings.embedded.data_dir.join("tierlog.db");
+    let path = settings.embedded_store_path();
     if settings.postgres.url.is_empty() && !embedded && !path.exists() {
         anyhow::bail!(
             "DATABASE_URL is not set and there is no embedded store at {}: this command would create a new, \

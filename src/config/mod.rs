@@ -603,6 +603,11 @@ impl Settings {
         self.category(category).redis_max_len.unwrap_or(self.redis.max_len)
     }
 
+    /// The embedded SQLite store, used when `postgres.url` is empty.
+    pub fn embedded_store_path(&self) -> PathBuf {
+        self.embedded.data_dir.join("tierlog.db")
+    }
+
     /// The longest a batch waits for more events.
     pub fn batch_max_delay(&self) -> Duration {
         Duration::from_millis(self.ingest.batch_max_delay_ms)

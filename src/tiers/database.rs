@@ -168,7 +168,7 @@ impl Database {
     /// with no URL the embedded store under `embedded.data_dir`.
     pub async fn open(settings: &crate::config::Settings) -> Result<Database, sqlx::Error> {
         if settings.postgres.url.is_empty() {
-            return Ok(Database::Sqlite(SqliteStore::open(&settings.embedded.data_dir.join("tierlog.db")).await?));
+            return Ok(Database::Sqlite(SqliteStore::open(&settings.embedded_store_path()).await?));
         }
         let store = PgStore::connect_lazy(&settings.postgres)?;
         postgres::migrate(store.pool()).await.map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
