@@ -33,9 +33,10 @@
 //! `--raw-pg` adds, after each run, the raw limit for the same work: the rows tierlog
 //! stored, inserted again by two sessions (tierlog's two writers) in 1,000-row
 //! multi-row INSERT statements into empty copies of the same tables with the same
-//! indexes, without tierlog (no HTTP, no hash chains), in three layouts, interleaved
-//! three times (medians printed): one heap per table (the layout before time
-//! partitions), partitioned as tierlog's tables are, and partitioned with each
+//! lookup indexes, without tierlog (no HTTP, no hash chains), in three layouts,
+//! interleaved seven times (medians printed): one heap per table with the keys of the
+//! layout before time partitions, its primary key (tenant_id, seq) and its unique
+//! (id, tenant_id), partitioned as tierlog's tables are, and partitioned with each
 //! statement also recording the ids in a copy of `event_ids` (as tierlog's write
 //! does). Printed as rows/s, each layout's share of the heap's, and tierlog's
 //! persisted rows/s against each. With `--rate R` it gives instead the latency of the
@@ -448,7 +449,7 @@ async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Resu
             let heap = rates[0].1;
             for (layout, rate) in &rates {
                 println!(
-                    "raw-pg    the same {persisted} rows, same indexes, {layout:?}, 2 sessions x 1000-row INSERTs (median of {RAW_ROUNDS}): rows/s={rate:>7.0}  of heap={:.3}  tierlog/raw={:.2}",
+                    "raw-pg    the same {persisted} rows, same lookup indexes, {layout:?}, 2 sessions x 1000-row INSERTs (median of {RAW_ROUNDS}): rows/s={rate:>7.0}  of heap={:.3}  tierlog/raw={:.2}",
                     rate / heap,
                     persisted as f64 / acked_in.as_secs_f64() / rate
                 );
@@ -739,7 +740,8 @@ const RAW_ROUNDS: usize = 7;
 /// The table layouts `--raw-pg` inserts into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
-    /// One heap per table with tierlog's indexes: the layout before time partitions.
+    /// One heap per table with tierlog's lookup indexes and the keys it had before
+    /// time partitions (`PRIMARY KEY (tenant_id, seq)`, `UNIQUE (id, tenant_id)`).
     Heap,
     /// Range-partitioned by `expires_at` with the same partitions as tierlog's tables.
     Partitioned,
@@ -777,7 +779,13 @@ async fn raw_copies(pool: &sqlx::PgPool, per_statement: usize, layout: Layout) -
         sqlx::query(&format!("DROP TABLE IF EXISTS {copy}")).execute(pool).await?;
         match layout {
             Layout::Heap => {
+                // The keys of the tables before time partitions (migrations/0001).
                 sqlx::query(&format!("CREATE TABLE {copy} (LIKE {table} INCLUDING ALL)")).execute(pool).await?;
+                sqlx::query(&format!(
+                    "ALTER TABLE {copy} DROP CONSTRAINT {copy}_pkey, ADD PRIMARY KEY (tenant_id, seq), ADD UNIQUE (id, tenant_id)"
+                ))
+                .execute(pool)
+                .await?;
             }
             Layout::Partitioned | Layout::PartitionedWithIds => {
                 sqlx::query(&format!("CREATE TABLE {copy} (LIKE {table} INCLUDING ALL) PARTITION BY RANGE (expires_at)"))

@@ -60,7 +60,7 @@ pub async fn replay_round(spool: &Arc<Spool>, store: &dyn DurableStore, batch: u
     let (rows, to) = tokio::task::spawn_blocking(move || reader.read(batch)).await??;
     if !rows.is_empty() {
         let requests: Vec<PersistRequest<'_>> = rows.iter().map(SpooledRow::request).collect();
-        store.persist(&requests).await?;
+        store.persist_replayed(&requests).await?;
     }
     let count = rows.len() as u64;
     let advancer = spool.clone();

@@ -255,6 +255,13 @@ pub trait DurableStore: Send + Sync {
     /// skipped, so retries leave one copy.
     fn persist<'a>(&'a self, batch: &'a [PersistRequest<'a>]) -> BoxFuture<'a, Result<usize, StoreError>>;
 
+    /// [`Self::persist`] for a batch replayed from the spool, whose events may have
+    /// been written by an attempt of any age (one whose outcome was unknown): those
+    /// are skipped too, however long ago they were written.
+    fn persist_replayed<'a>(&'a self, batch: &'a [PersistRequest<'a>]) -> BoxFuture<'a, Result<usize, StoreError>> {
+        self.persist(batch)
+    }
+
     /// Answers when the store is reachable.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }

@@ -109,8 +109,8 @@ pub(super) enum Extended {
 /// the locks.
 ///
 /// An event stored already (a retry) makes the statement fail with a unique
-/// violation on `event_ids` (the event tables are partitioned by expiry, so their own
-/// unique index cannot see a retry, which expires later); when the first attempt is
+/// violation on `event_ids` (the event tables are partitioned by expiry, and a retry
+/// expires later, so they hold no unique index on the id); when the first attempt is
 /// still being written by another writer, the violation comes once that one commits.
 pub(super) async fn extend_if_unchanged<'e>(
     executor: impl sqlx::PgExecutor<'e>,

@@ -325,11 +325,14 @@ impl PgStore {
 
     /// Inserts optimistically; only when an id turns out to be stored already (a
     /// retry) is the batch written again with the slower check for known ids.
+    /// `replayed`: the batch comes from the spool, so it may hold events written
+    /// longer ago than the retry window (a write whose outcome was unknown); it takes
+    /// the checked path at once, which also finds those.
     /// Writes `batch` within the write deadline. A write cut off by it has an unknown
     /// outcome: written again (from the spool), its stored ids are skipped, and a
     /// remembered head it may have moved only costs the next batch the locking path.
-    async fn persist_batch(&self, batch: &[PersistRequest<'_>]) -> Result<usize, StoreError> {
-        match tokio::time::timeout(self.write_timeout, self.persist_now(batch)).await {
+    async fn persist_batch(&self, batch: &[PersistRequest<'_>], replayed: bool) -> Result<usize, StoreError> {
+        match tokio::time::timeout(self.write_timeout, self.persist_now(batch, replayed)).await {
             Ok(result) => result,
             Err(_) => {
                 if let Some(writer) = self.shard.get() {
@@ -343,12 +346,12 @@ impl PgStore {
         }
     }
 
-    async fn persist_now(&self, batch: &[PersistRequest<'_>]) -> Result<usize, StoreError> {
+    async fn persist_now(&self, batch: &[PersistRequest<'_>], replayed: bool) -> Result<usize, StoreError> {
         self.schema_ready()?;
         // Before any row: a read by event time may skip partitions only as far as
         // every row allows.
         self.leads.cover(&self.pool, batch).await.map_err(StoreError::Write)?;
-        match self.attempt(batch, false).await {
+        match self.attempt(batch, replayed).await {
             Err(StoreError::Write(sqlx::Error::Database(e))) if e.is_unique_violation() => {
                 tracing::debug!("batch holds stored ids; writing it again without them");
                 self.attempt(batch, true).await
@@ -411,13 +414,13 @@ impl PgStore {
         let mut stored = HashSet::new();
         if skip_stored {
             for table in Table::ALL {
-                let ids: Vec<Uuid> = chains
+                let requests: Vec<&PersistRequest<'_>> = chains
                     .iter()
                     .filter(|((t, _, _), _)| *t == table)
-                    .flat_map(|(_, requests)| requests.iter().map(|r| r.event.id))
+                    .flat_map(|(_, requests)| requests.iter().copied())
                     .collect();
-                if !ids.is_empty() {
-                    let found = stored_ids(&mut tx, table, &ids).await.map_err(StoreError::Write)?;
+                if !requests.is_empty() {
+                    let found = stored_ids(&mut tx, table, &requests).await.map_err(StoreError::Write)?;
                     stored.extend(found.into_iter().map(|(tenant, id)| (table, tenant, id)));
                 }
             }
@@ -507,7 +510,11 @@ impl<'k, 'e> Plan<'k, 'e> {
 
 impl DurableStore for PgStore {
     fn persist<'a>(&'a self, batch: &'a [PersistRequest<'a>]) -> BoxFuture<'a, Result<usize, StoreError>> {
-        Box::pin(self.persist_batch(batch))
+        Box::pin(self.persist_batch(batch, false))
+    }
+
+    fn persist_replayed<'a>(&'a self, batch: &'a [PersistRequest<'a>]) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(self.persist_batch(batch, true))
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -518,13 +525,29 @@ impl DurableStore for PgStore {
     }
 }
 
+/// Which of `requests` (all bound for `table`) are stored already, as (tenant, id):
+/// those whose id `event_ids` holds (a retry within the retry window, whatever its
+/// expiry), and those found as they are, by tenant, event time and id in the
+/// partition of their expiry (a spool replay of a write made before that window).
 async fn stored_ids(
     tx: &mut Transaction<'_, Postgres>,
     table: Table,
-    ids: &[Uuid],
+    requests: &[&PersistRequest<'_>],
 ) -> Result<HashSet<(String, Uuid)>, sqlx::Error> {
-    let sql = format!("SELECT tenant_id, id FROM {table} WHERE id = ANY($1)");
-    let rows = sqlx::query(&sql).bind(ids).fetch_all(&mut **tx).await?;
+    let tenants: Vec<&str> = requests.iter().map(|r| r.event.tenant_id.as_str()).collect();
+    let ids: Vec<Uuid> = requests.iter().map(|r| r.event.id).collect();
+    let times: Vec<chrono::DateTime<chrono::Utc>> = requests.iter().map(|r| r.event.timestamp).collect();
+    let expiries: Vec<chrono::DateTime<chrono::Utc>> = requests.iter().map(|r| r.expires_at).collect();
+    let sql = format!(
+        "SELECT e.tenant_id, e.id FROM event_ids e
+         JOIN unnest($1::text[], $2::uuid[]) AS k(tenant, id) ON e.id = k.id AND e.tenant_id = k.tenant
+         WHERE e.table_name = '{table}'
+         UNION
+         SELECT t.tenant_id, t.id FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::timestamptz[]) AS k(tenant, id, at, expiry)
+         JOIN LATERAL (SELECT tenant_id, id FROM {table}
+                       WHERE tenant_id = k.tenant AND occurred_at = k.at AND id = k.id AND expires_at = k.expiry) t ON true"
+    );
+    let rows = sqlx::query(&sql).bind(&tenants).bind(&ids).bind(&times).bind(&expiries).fetch_all(&mut **tx).await?;
     rows.into_iter()
         .map(|row| Ok((row.try_get("tenant_id")?, row.try_get("id")?)))
         .collect()
