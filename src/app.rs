@@ -205,7 +205,9 @@ impl Application {
     ) -> Application {
         let Tiers { store, database, hot, files, spool } = tiers;
         let Governance { identity, policies, clock } = governance;
+        let tail = crate::stream::Tail::start(crate::stream::CLIENT_BUFFER_EVENTS, crate::stream::RECENT_EVENTS);
         let writer = Arc::new(TierWriter {
+            tail: tail.clone(),
             routing: Routing::with_policies(&settings, policies.clone()),
             store: store.clone(),
             hot: hot.clone(),
@@ -239,6 +241,7 @@ impl Application {
             clock,
             masker,
             lease,
+            tail,
         });
         Application { listener, state, workers }
     }

@@ -33,5 +33,6 @@ pub mod keys;
 pub mod privacy;
 pub mod query;
 pub mod retention;
+pub mod stream;
 pub mod telemetry;
 pub mod tiers;

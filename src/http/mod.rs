@@ -15,6 +15,7 @@ pub mod rate;
 pub mod serve;
 pub mod retention;
 mod stats;
+mod stream;
 mod subjects;
 mod verify;
 
@@ -83,6 +84,8 @@ pub struct Shared {
     pub masker: Arc<Masker>,
     /// The background-work lease this node holds or waits for.
     pub lease: Arc<crate::cluster::lease::Lease>,
+    /// The live tail of accepted events.
+    pub tail: Arc<crate::stream::Tail>,
 }
 
 
@@ -105,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/financial", get(query::financial))
         .route("/audit/redis", get(query::redis))
         .route("/audit/combined", get(query::combined))
+        .route("/audit/stream", get(stream::stream))
         .route("/audit/stats", get(stats::stats))
         .route("/audit/export", get(export::export))
         .route("/audit/verify", get(verify::verify))

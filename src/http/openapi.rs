@@ -350,6 +350,7 @@ pub struct ExportParams {
         super::query::financial,
         super::query::redis,
         super::query::combined,
+        super::stream::stream,
         super::query::user_activity,
         super::stats::stats,
         super::stats::failed_logins,

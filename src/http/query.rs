@@ -154,7 +154,7 @@ fn cursor_after(item: &Value) -> Option<String> {
     memory::sort_key(item).map(|(t, id)| Cursor { t, id }.encode())
 }
 
-async fn record_read(
+pub(super) async fn record_read(
     state: &AppState,
     principal: &Principal,
     filters: &Filters,

@@ -55,6 +55,8 @@ pub struct TierWriter {
     /// Where events for the store wait while it is unreachable.
     pub spool: Option<Arc<Spool>>,
     pub counters: Arc<Counters>,
+    /// The live tail, handed each batch once it is durable.
+    pub tail: Arc<crate::stream::Tail>,
 }
 
 impl TierWriter {
@@ -104,6 +106,9 @@ impl TierWriter {
         };
         let (files_result, ()) = tokio::join!(files, hot);
         tracing::debug!(files_and_hot_ms = started.elapsed().as_secs_f64() * 1e3, "batch written");
+        if files_result.is_ok() {
+            self.tail.offer(&batch);
+        }
         files_result
     }
 }

@@ -34,5 +34,6 @@ mod redis_cluster;
 mod replica;
 mod rotation;
 mod search_upkeep;
+mod stream;
 mod validation;
 mod verify;

@@ -1,0 +1,153 @@
+//! The live tail behind `GET /audit/stream`: events as they are acknowledged, for
+//! the people watching.
+//!
+//! A writer hands each batch to [`Tail::offer`] once the batch is durable. That never
+//! waits: when the tail's queue is full the batch is left out of the tail (counted in
+//! [`Tail::dropped`]), so a tail never slows ingest. The tail's own task keeps the
+//! last `recent` events (so a client that reconnects with `Last-Event-ID` gets what
+//! it missed, for a short while) and broadcasts each one to the connected clients.
+//! Each client reads from a bounded broadcast: a client that falls more than
+//! `buffer` events behind is cut off with a final notice instead of making anything
+//! wait or grow.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc};
+use uuid::Uuid;
+
+use crate::tiers::EncodedBatch;
+
+/// How far (in events) a client may fall behind before it is cut off.
+pub const CLIENT_BUFFER_EVENTS: usize = 4096;
+
+/// How many recent events a node holds for clients resuming with `Last-Event-ID`.
+pub const RECENT_EVENTS: usize = 10_000;
+
+/// How many acknowledged batches may wait for the tail's task before batches are
+/// left out of the tail.
+const QUEUE_BATCHES: usize = 256;
+
+/// One event of the tail: its id and JSON line, parsed when a client first needs it.
+#[derive(Debug)]
+pub struct TailEvent {
+    pub id: Uuid,
+    line: Box<[u8]>,
+    item: OnceLock<Value>,
+}
+
+impl TailEvent {
+    fn new(id: Uuid, line: &[u8]) -> TailEvent {
+        TailEvent { id, line: line.into(), item: OnceLock::new() }
+    }
+
+    /// The event's JSON line, as the files and Redis hold it.
+    pub fn line(&self) -> &[u8] {
+        &self.line
+    }
+
+    /// The event as JSON, parsed once for all clients (`Null` if the line is not JSON).
+    pub fn item(&self) -> &Value {
+        self.item.get_or_init(|| serde_json::from_slice(&self.line).unwrap_or(Value::Null))
+    }
+}
+
+/// Where a subscription starts.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Events from now on.
+    pub live: broadcast::Receiver<Arc<TailEvent>>,
+    /// The held events after the client's `Last-Event-ID`, oldest first.
+    pub missed: Vec<Arc<TailEvent>>,
+    /// False when the client named a `Last-Event-ID` that is no longer held, so
+    /// events may have been missed.
+    pub resumed: bool,
+}
+
+/// The live tail of one node.
+#[derive(Debug)]
+pub struct Tail {
+    queue: mpsc::Sender<Arc<EncodedBatch>>,
+    /// The recent events and the broadcast, under one lock, so that a subscriber
+    /// gets every event exactly once: held before it subscribed, or sent after.
+    state: Mutex<Recent>,
+    dropped: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Recent {
+    events: VecDeque<Arc<TailEvent>>,
+    capacity: usize,
+    sender: broadcast::Sender<Arc<TailEvent>>,
+}
+
+impl Tail {
+    /// A tail keeping the last `recent` events, letting each client fall at most
+    /// `buffer` events behind. Its task ends when the tail is dropped.
+    pub fn start(buffer: usize, recent: usize) -> Arc<Tail> {
+        let (queue, mut batches) = mpsc::channel::<Arc<EncodedBatch>>(QUEUE_BATCHES);
+        let (sender, _) = broadcast::channel(buffer.max(1));
+        let tail = Arc::new(Tail {
+            queue,
+            state: Mutex::new(Recent { events: VecDeque::with_capacity(recent), capacity: recent, sender }),
+            dropped: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&tail);
+        tokio::spawn(async move {
+            while let Some(batch) = batches.recv().await {
+                let Some(tail) = weak.upgrade() else { return };
+                tail.take(&batch);
+            }
+        });
+        tail
+    }
+
+    /// Hands a durable batch to the tail, without waiting.
+    pub fn offer(&self, batch: &Arc<EncodedBatch>) {
+        if self.queue.try_send(batch.clone()).is_err() {
+            self.dropped.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// How many events were left out of the tail because its queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// How many clients are following the tail.
+    pub fn clients(&self) -> usize {
+        self.lock().sender.receiver_count()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn take(&self, batch: &EncodedBatch) {
+        let mut state = self.lock();
+        for (event, line) in batch.iter() {
+            let event = Arc::new(TailEvent::new(event.id, line));
+            if state.capacity > 0 {
+                if state.events.len() == state.capacity {
+                    state.events.pop_front();
+                }
+                state.events.push_back(event.clone());
+            }
+            // No receiver is not an error: nobody is watching.
+            let _ = state.sender.send(event);
+        }
+    }
+
+    /// Follows the tail from now, after the held events that came after `last`.
+    pub fn subscribe(&self, last: Option<Uuid>) -> Subscription {
+        let state = self.lock();
+        let live = state.sender.subscribe();
+        let Some(last) = last else { return Subscription { live, missed: Vec::new(), resumed: true } };
+        match state.events.iter().rposition(|e| e.id == last) {
+            Some(at) => Subscription { live, missed: state.events.iter().skip(at + 1).cloned().collect(), resumed: true },
+            None => Subscription { live, missed: Vec::new(), resumed: false },
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The live tail, `GET /audit/stream`: accepted events as Server-Sent Events, with
+//! the filters, permissions and tenant scope of `/audit/combined`, resumable with
+//! `Last-Event-ID`, and a slow client cut off without holding anything up.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{event, TestApp, KEY};
+
+/// One SSE message: its `event` name (`message` by default), `id` and `data`.
+#[derive(Debug, Clone, PartialEq)]
+struct Message {
+    event: String,
+    id: Option<String>,
+    data: String,
+}
+
+/// A client following the stream.
+struct Follower {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Follower {
+    async fn open(app: &TestApp, query: &str, key: &str, last: Option<&str>) -> Follower {
+        let mut request = app.client.get(format!("{}/audit/stream{query}", app.address)).bearer_auth(key);
+        if let Some(last) = last {
+            request = request.header("Last-Event-ID", last);
+        }
+        let response = request.send().await.expect("stream request");
+        assert_eq!(response.status(), 200, "{:?}", response.headers());
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Follower { response, buffer: String::new() }
+    }
+
+    /// The next message (keep-alive comments skipped), or `None` when the stream ends
+    /// or nothing comes within `wait`.
+    async fn next(&mut self, wait: Duration) -> Option<Message> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut message = Message { event: "message".into(), id: None, data: String::new() };
+                let mut fields = 0;
+                for line in block.lines() {
+                    if let Some((field, value)) = line.split_once(':') {
+                        let value = value.strip_prefix(' ').unwrap_or(value);
+                        match field {
+                            "event" => message.event = value.into(),
+                            "id" => message.id = Some(value.into()),
+                            "data" => message.data.push_str(value),
+                            _ => continue,
+                        }
+                        fields += 1;
+                    }
+                }
+                if fields > 0 {
+                    return Some(message);
+                }
+                continue;
+            }
+            match tokio::time::timeout(wait, self.response.chunk()).await {
+                Ok(Ok(Some(bytes))) => self.buffer.push_str(std::str::from_utf8(&bytes).expect("utf-8")),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next `n` messages, failing if they do not come.
+    async fn take(&mut self, n: usize) -> Vec<Message> {
+        let mut taken = Vec::new();
+        while taken.len() < n {
+            taken.push(self.next(Duration::from_secs(10)).await.unwrap_or_else(|| panic!("only {taken:?} came")));
+        }
+        taken
+    }
+
+    /// Whether nothing more comes within a short while.
+    async fn quiet(&mut self) -> bool {
+        self.next(Duration::from_millis(500)).await.is_none()
+    }
+}
+
+fn item(message: &Message) -> Value {
+    serde_json::from_str(&message.data).expect("the data is the event's JSON line")
+}
+
+const EVERYTHING: [&str; 5] = ["logs.auth.view", "logs.actions.view", "logs.security.view", "logs.financial.view", "events.write"];
+
+#[tokio::test]
+async fn the_tail_streams_accepted_events_within_filters_and_tenant_and_resumes_after_the_last_id() {
+    let app = TestApp::spawn().await;
+    let (_, beta_key) = app.create_key(json!({"name": "beta", "tenant_id": "beta", "permissions": EVERYTHING})).await;
+    let mut all = Follower::open(&app, "", KEY, None).await;
+    let mut security = Follower::open(&app, "?category=security", KEY, None).await;
+    let mut beta = Follower::open(&app, "", &beta_key, None).await;
+
+    let mut locked = event("security", "acme");
+    locked["security"] = json!({"event_type": "account_locked"});
+    let sent = [event("auth", "acme"), locked, event("auth", "beta")];
+    assert_eq!(app.post_events(&json!(sent)).await.status(), 200);
+
+    // In the order the node acknowledged them (tenants may be written by different
+    // writers, so not always the order sent).
+    let got = all.take(3).await;
+    let ids: Vec<&str> = got.iter().map(|m| m.id.as_deref().expect("an id")).collect();
+    for message in &got {
+        assert_eq!(message.event, "message");
+        let sent_as = sent.iter().find(|e| e["id"].as_str() == message.id.as_deref()).expect("a sent event");
+        assert_eq!(item(message)["tenant_id"], sent_as["tenant_id"]);
+        assert_eq!(item(message)["category"], sent_as["category"]);
+    }
+    assert!(all.quiet().await, "each event once, and no access record (the stream's own reads) unless asked for");
+    let only_security = security.take(1).await;
+    assert_eq!(only_security[0].id.as_deref(), sent[1]["id"].as_str());
+    assert!(security.quiet().await);
+    let only_beta = beta.take(1).await;
+    assert_eq!(only_beta[0].id.as_deref(), sent[2]["id"].as_str());
+    assert!(beta.quiet().await, "a tenant key sees its tenant only");
+
+    // A tenant key cannot follow another tenant.
+    let other = app.client.get(format!("{}/audit/stream?tenant_id=acme", app.address)).bearer_auth(&beta_key).send().await.unwrap();
+    assert_eq!(other.status(), 403);
+    // Reconnecting after the first event gets the two that came after it, then more.
+    drop(all);
+    let mut again = Follower::open(&app, "", KEY, Some(ids[0])).await;
+    let missed = again.take(2).await;
+    assert_eq!(missed.iter().map(|m| m.id.as_deref().unwrap()).collect::<Vec<_>>(), ids[1..]);
+    let later = event("audit", "acme");
+    assert_eq!(app.post_events(&later).await.status(), 200);
+    assert_eq!(again.take(1).await[0].id.as_deref(), later["id"].as_str());
+    // An id no longer held: a reset notice, then the live events.
+    let mut unknown = Follower::open(&app, "", KEY, Some(&uuid::Uuid::new_v4().to_string())).await;
+    assert_eq!(unknown.take(1).await[0].event, "reset");
+    // A malformed Last-Event-ID is refused.
+    let bad = app.client.get(format!("{}/audit/stream", app.address)).bearer_auth(KEY).header("Last-Event-ID", "7").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    // No key, no stream.
+    let anonymous = app.client.get(format!("{}/audit/stream", app.address)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+/// One client reads everything while another reads nothing: ingest goes on at once,
+/// the reading client gets every event, and the stalled one, once read again, finds
+/// a `dropped` notice and the end of its stream instead of an unbounded backlog.
+#[tokio::test]
+async fn a_slow_client_is_dropped_with_a_notice_and_holds_up_neither_ingest_nor_other_clients() {
+    let app = TestApp::spawn().await;
+    let mut slow = Follower::open(&app, "?category=api", KEY, None).await;
+    let mut fast = Follower::open(&app, "?category=api", KEY, None).await;
+    const BATCHES: usize = 40;
+    const PER_BATCH: usize = 1000;
+    let reader = tokio::spawn(async move {
+        let mut ids = 0;
+        while let Some(message) = fast.next(Duration::from_secs(20)).await {
+            assert_eq!(message.event, "message");
+            ids += 1;
+            if ids == BATCHES * PER_BATCH {
+                break;
+            }
+        }
+        ids
+    });
+    let started = std::time::Instant::now();
+    for _ in 0..BATCHES {
+        let batch: Vec<Value> = (0..PER_BATCH)
+            .map(|_| {
+                let mut e = event("api", "acme");
+                e["message"] = json!("x".repeat(300));
+                e
+            })
+            .collect();
+        assert_eq!(app.post_events(&json!(batch)).await.status(), 200);
+    }
+    let ingest = started.elapsed();
+    assert_eq!(reader.await.unwrap(), BATCHES * PER_BATCH, "the reading client got every event");
+    let mut received = 0;
+    let mut last = None;
+    while let Some(message) = slow.next(Duration::from_secs(10)).await {
+        if message.event == "message" {
+            received += 1;
+        }
+        last = Some(message);
+    }
+    let last = last.expect("the slow client got something");
+    assert_eq!(last.event, "dropped", "the stream ends with the notice");
+    assert!(last.data.contains("reconnect with Last-Event-ID"), "{last:?}");
+    assert!(received < BATCHES * PER_BATCH, "it was cut off: {received}");
+    println!("stream: {} events ingested in {ingest:?} with a stalled client; it got {received} before the notice", BATCHES * PER_BATCH);
+}
