@@ -75,6 +75,8 @@ pub struct Tiers {
     pub files: Option<Arc<RollingFiles>>,
     /// Where events bound for Postgres wait while it is unreachable.
     pub spool: Option<Arc<Spool>>,
+    /// How the live tail reaches the other nodes (Redis), and how soon it tries again.
+    pub relay: Option<(Arc<crate::stream::relay::Relay>, Duration)>,
 }
 
 /// A built service: listener bound, tiers opened, writers running.
@@ -190,7 +192,14 @@ impl Application {
             }
             _ => None,
         };
-        let tiers = Tiers { store: Some(store), database: Some(database), hot, files, spool };
+        let relay = link.map(|link| {
+            // Named apart from every other running tail (two services in one process
+            // share a node name).
+            let name = format!("{}/{}", settings.cluster.node(), uuid::Uuid::new_v4().simple());
+            let relay = crate::stream::relay::Relay::new(link, &settings.redis.key_prefix, name);
+            (Arc::new(relay), Duration::from_millis(settings.redis.retry_interval_ms.max(100)))
+        });
+        let tiers = Tiers { store: Some(store), database: Some(database), hot, files, spool, relay };
         Ok(Application::assemble(settings, listener, counters, auth, tiers, governance))
     }
 
@@ -203,9 +212,9 @@ impl Application {
         tiers: Tiers,
         governance: Governance,
     ) -> Application {
-        let Tiers { store, database, hot, files, spool } = tiers;
+        let Tiers { store, database, hot, files, spool, relay } = tiers;
         let Governance { identity, policies, clock } = governance;
-        let tail = crate::stream::Tail::start(crate::stream::CLIENT_BUFFER_EVENTS, crate::stream::RECENT_EVENTS);
+        let tail = crate::stream::Tail::start(crate::stream::CLIENT_BUFFER_EVENTS, crate::stream::RECENT_EVENTS, relay);
         let writer = Arc::new(TierWriter {
             tail: tail.clone(),
             routing: Routing::with_policies(&settings, policies.clone()),

@@ -8,7 +8,9 @@
 //! it missed, for a short while) and broadcasts each one to the connected clients.
 //! Each client reads from a bounded broadcast: a client that falls more than
 //! `buffer` events behind is cut off with a final notice instead of making anything
-//! wait or grow.
+//! wait or grow. With Redis, the nodes share their events through it ([`relay`]).
+
+pub mod relay;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,7 +88,7 @@ struct Recent {
 impl Tail {
     /// A tail keeping the last `recent` events, letting each client fall at most
     /// `buffer` events behind. Its task ends when the tail is dropped.
-    pub fn start(buffer: usize, recent: usize) -> Arc<Tail> {
+    pub fn start(buffer: usize, recent: usize, relay: Option<(Arc<relay::Relay>, std::time::Duration)>) -> Arc<Tail> {
         let (queue, mut batches) = mpsc::channel::<Arc<EncodedBatch>>(QUEUE_BATCHES);
         let (sender, _) = broadcast::channel(buffer.max(1));
         let tail = Arc::new(Tail {
@@ -95,12 +97,22 @@ impl Tail {
             dropped: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&tail);
+        let publisher = relay.as_ref().map(|(relay, _)| relay.clone());
         tokio::spawn(async move {
             while let Some(batch) = batches.recv().await {
                 let Some(tail) = weak.upgrade() else { return };
-                tail.take(&batch);
+                tail.take(batch.iter().map(|(event, line)| (event.id, line)));
+                drop(tail);
+                if let Some(relay) = &publisher {
+                    if let Err(e) = relay.publish(relay.message(&batch)).await {
+                        tracing::debug!(error = %e, "the tail's batch reached this node's clients only");
+                    }
+                }
             }
         });
+        if let Some((relay, retry)) = relay {
+            tokio::spawn(relay.listen(Arc::downgrade(&tail), retry));
+        }
         tail
     }
 
@@ -125,10 +137,10 @@ impl Tail {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn take(&self, batch: &EncodedBatch) {
+    fn take<'l>(&self, events: impl Iterator<Item = (Uuid, &'l [u8])>) {
         let mut state = self.lock();
-        for (event, line) in batch.iter() {
-            let event = Arc::new(TailEvent::new(event.id, line));
+        for (id, line) in events {
+            let event = Arc::new(TailEvent::new(id, line));
             if state.capacity > 0 {
                 if state.events.len() == state.capacity {
                     state.events.pop_front();

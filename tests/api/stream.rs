@@ -188,3 +188,41 @@ async fn a_slow_client_is_dropped_with_a_notice_and_holds_up_neither_ingest_nor_
     assert!(received < BATCHES * PER_BATCH, "it was cut off: {received}");
     println!("stream: {} events ingested in {ingest:?} with a stalled client; it got {received} before the notice", BATCHES * PER_BATCH);
 }
+
+/// Two nodes sharing Redis: a client of either follows the events both accept, each
+/// once.
+#[tokio::test]
+async fn a_client_of_one_node_follows_the_events_of_every_node_sharing_redis() {
+    let redis = crate::helpers::TestRedis::new(crate::helpers::redis_url());
+    let prefix = redis.prefix.clone();
+    let a = TestApp::spawn_on(redis, |_| {}).await;
+    let b = TestApp::spawn_on(crate::helpers::TestRedis { url: crate::helpers::redis_url(), prefix }, |_| {}).await;
+    let mut on_a = Follower::open(&a, "", KEY, None).await;
+    let mut on_b = Follower::open(&b, "", KEY, None).await;
+    // Both subscriptions are in place once an event sent to each reaches both.
+    let mut warm = std::collections::HashSet::new();
+    for _ in 0..50 {
+        let probe = event("audit", "acme");
+        assert_eq!(b.post_events(&probe).await.status(), 200);
+        if on_a.next(Duration::from_millis(200)).await.is_some() {
+            warm.insert(probe["id"].as_str().unwrap().to_owned());
+            break;
+        }
+    }
+    assert!(!warm.is_empty(), "node a never heard of node b's events");
+    while on_a.next(Duration::from_millis(300)).await.is_some() {}
+    while on_b.next(Duration::from_millis(300)).await.is_some() {}
+
+    let from_a = event("auth", "acme");
+    let from_b = event("security", "acme");
+    assert_eq!(a.post_events(&from_a).await.status(), 200);
+    assert_eq!(b.post_events(&from_b).await.status(), 200);
+    for follower in [&mut on_a, &mut on_b] {
+        let mut ids: Vec<String> = follower.take(2).await.into_iter().map(|m| m.id.unwrap()).collect();
+        ids.sort();
+        let mut sent = vec![from_a["id"].as_str().unwrap().to_owned(), from_b["id"].as_str().unwrap().to_owned()];
+        sent.sort();
+        assert_eq!(ids, sent);
+        assert!(follower.quiet().await, "each event once");
+    }
+}

@@ -65,6 +65,8 @@ pub struct RedisLink {
     connection: AsyncMutex<Option<Connection>>,
     /// Until when Redis is considered down after a failure.
     down_until: Mutex<Option<Instant>>,
+    /// The cluster's node URLs as configured (for pub/sub).
+    nodes: Vec<String>,
 }
 
 impl RedisLink {
@@ -96,6 +98,7 @@ impl RedisLink {
             retry_interval: Duration::from_millis(settings.retry_interval_ms),
             connection: AsyncMutex::new(None),
             down_until: Mutex::new(None),
+            nodes: settings.urls().map(str::to_owned).collect(),
         })
     }
 
@@ -128,6 +131,27 @@ impl RedisLink {
         };
         *slot = Some(connection.clone());
         Ok(connection)
+    }
+
+    /// A connection for pub/sub (one of its own): to the server, or to the first
+    /// cluster node that answers (a cluster delivers a message published on any
+    /// node to the subscribers of every node).
+    pub async fn pubsub(&self) -> Result<::redis::aio::PubSub, ::redis::RedisError> {
+        let clients = match &self.target {
+            Target::Single(client) => vec![client.clone()],
+            Target::Cluster(_) => self.nodes.iter().filter_map(|url| Client::open(url.as_str()).ok()).collect(),
+        };
+        let mut failure = None;
+        for client in clients {
+            match tokio::time::timeout(self.timeout, client.get_async_pubsub()).await {
+                Ok(Ok(pubsub)) => return Ok(pubsub),
+                Ok(Err(e)) => failure = Some(e),
+                Err(_) => {
+                    failure = Some(::redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "pub/sub connection timed out")))
+                }
+            }
+        }
+        Err(failure.unwrap_or_else(|| ::redis::RedisError::from(std::io::Error::other("no Redis node to subscribe on"))))
     }
 
     /// Drops the shared connection, so the next use opens a fresh one.
