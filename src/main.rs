@@ -120,6 +120,19 @@ enum Command {
     /// The deployment's checkpoint signing keys (one identity for every node).
     #[command(subcommand)]
     SigningKey(SigningKeyCommand),
+    /// Follow the live tail of a running tierlog (GET /audit/stream), printing each
+    /// new event's JSON line as it is accepted (reads no settings).
+    Tail {
+        /// The tierlog to follow.
+        #[arg(long, env = "TIERLOG_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An API key that may read the events to follow.
+        #[arg(long, env = "TIERLOG_API_KEY", hide_env_values = true)]
+        key: String,
+        /// Filters, as for /audit/combined: tenant_id=acme category=auth
+        /// status=failure user_id=… action=… ip_address=10.0.0.0/8 q=words …
+        filters: Vec<String>,
+    },
     /// Health probe for container health checks: GET the URL, exit 0 on a 2xx answer
     /// (reads no settings).
     Probe {
@@ -184,6 +197,7 @@ impl Command {
             self,
             Command::Serve { .. }
                 | Command::Probe { .. }
+                | Command::Tail { .. }
                 | Command::Verify { archive: Some(_), .. }
                 | Command::SigningKey(SigningKeyCommand::Generate)
         )
@@ -251,6 +265,15 @@ fn check_embedded_store(settings: &Settings, embedded: bool) -> anyhow::Result<(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = parse_command_line();
+    if let Command::Tail { url, key, filters } = &cli.command {
+        let mut query = Vec::new();
+        for filter in filters {
+            let (name, value) = filter.split_once('=').with_context(|| format!("a filter is name=value, not {filter:?}"))?;
+            query.push((name, value));
+        }
+        let query = serde_urlencoded::to_string(&query)?;
+        return tierlog::stream::follow::follow(url, key, &query).await;
+    }
     if let Command::Probe { url } = &cli.command {
         return probe(url);
     }
@@ -303,6 +326,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Retention => retention(&settings).await,
         Command::SigningKey(command) => signing_key(&settings, command).await,
         Command::Probe { url } => probe(&url),
+        Command::Tail { .. } => unreachable!("followed above, before the settings are read"),
         Command::ExportChain { tenant, table, out } => export_chain(&settings, &tenant, table.as_deref(), &out).await,
         Command::Keys(command) => {
             let pg = connect(&settings).await?;

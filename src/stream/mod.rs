@@ -10,6 +10,7 @@
 //! `buffer` events behind is cut off with a final notice instead of making anything
 //! wait or grow. With Redis, the nodes share their events through it ([`relay`]).
 
+pub mod follow;
 pub mod relay;
 
 use std::collections::VecDeque;

@@ -226,3 +226,75 @@ async fn a_client_of_one_node_follows_the_events_of_every_node_sharing_redis() {
         assert!(follower.quiet().await, "each event once");
     }
 }
+
+/// `tierlog tail category=security` prints each matching event's line as it is
+/// accepted, and a refused key ends it with the service's answer.
+#[tokio::test]
+async fn tierlog_tail_prints_the_matching_events_as_they_are_accepted() {
+    use std::io::BufRead;
+    let app = TestApp::spawn().await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tierlog"))
+        .args(["tail", "category=security"])
+        .env("TIERLOG_URL", &app.address)
+        .env("TIERLOG_API_KEY", KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tierlog tail starts");
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Send until the tail is connected and prints one, then one more of each kind.
+    let mut first = None;
+    for _ in 0..100 {
+        let mut security = event("security", "acme");
+        security["security"] = json!({"event_type": "account_locked"});
+        assert_eq!(app.post_events(&json!([event("auth", "acme"), security])).await.status(), 200);
+        if let Ok(line) = received.recv_timeout(Duration::from_millis(100)) {
+            first = Some(line);
+            break;
+        }
+    }
+    let first: Value = serde_json::from_str(&first.expect("tierlog tail printed nothing")).expect("a JSON line");
+    assert_eq!(first["category"], "security");
+    while received.recv_timeout(Duration::from_millis(300)).is_ok() {}
+    let mut security = event("security", "acme");
+    security["security"] = json!({"event_type": "account_locked"});
+    assert_eq!(app.post_events(&json!([event("auth", "acme"), security.clone()])).await.status(), 200);
+    let line: Value = serde_json::from_str(&received.recv_timeout(Duration::from_secs(10)).expect("a line")).unwrap();
+    assert_eq!(line["id"], security["id"]);
+    assert!(received.recv_timeout(Duration::from_millis(500)).is_err(), "the auth event is filtered out");
+    child.kill().expect("stopped");
+    let _ = child.wait();
+
+    let mut refused = std::process::Command::new(env!("CARGO_BIN_EXE_tierlog"))
+        .args(["tail"])
+        .env("TIERLOG_URL", &app.address)
+        .env("TIERLOG_API_KEY", "not-a-key")
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tierlog tail runs");
+    let mut status = None;
+    for _ in 0..100 {
+        status = refused.try_wait().expect("wait");
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if status.is_none() {
+        refused.kill().expect("stopped");
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.is_some_and(|s| !s.success()), "a refused key ends the tail: {stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+}
