@@ -1,7 +1,8 @@
 //! The web console at `/console`, driven end to end in Debian's Chromium (headless,
 //! through `playwright-core`, see `tests/tools/console-check.mjs`): sign-in, a
 //! filtered search, paging over a tenant with 100,000 events, an event's detail with
-//! its chain position and before/after diff, stats, a verification, a key created and
+//! its chain position and before/after diff, the live tail showing an event as it is
+//! accepted, stats, a verification, a key created and
 //! revoked, an export, and a tenant-bound key that sees its own tenant only.
 //! Screenshots of each page land in `target/console-screenshots/`.
 
@@ -80,9 +81,9 @@ async fn the_console_signs_in_searches_pages_shows_verifies_and_manages_keys_in_
     let steps: Vec<&str> = report["steps"].as_array().expect("steps").iter().filter_map(Value::as_str).collect();
     assert_eq!(
         steps,
-        ["sign-in", "paging", "filtered search", "event detail", "stats", "verification", "key created and revoked", "export", "tenant isolation"]
+        ["sign-in", "paging", "filtered search", "event detail", "live tail", "stats", "verification", "key created and revoked", "export", "tenant isolation"]
     );
-    assert_eq!(report["screenshots"].as_array().map(Vec::len), Some(10), "{report}");
+    assert_eq!(report["screenshots"].as_array().map(Vec::len), Some(11), "{report}");
     for shot in report["screenshots"].as_array().expect("screenshots") {
         let size = std::fs::metadata(shot.as_str().expect("path")).expect("the screenshot exists").len();
         assert!(size > 10_000, "{shot} holds a page ({size} bytes)");

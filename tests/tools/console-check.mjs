@@ -109,6 +109,29 @@ try {
   await page.fill('#filters input[name="action"]', '');
   report.steps.push('event detail');
 
+  // The live tail: an event accepted while the page follows appears on top.
+  await page.click('#nav a[data-page="live"]');
+  await page.fill('#live-form input[name="tenant_id"]', input.tenant);
+  const following = page.waitForResponse((response) => response.url().includes('/audit/stream'));
+  await page.click('#live-form button[type="submit"]');
+  await following;
+  await page.waitForFunction(() => /Following/.test(document.querySelector('#live-status').textContent));
+  const liveId = crypto.randomUUID();
+  const posted = await fetch(`${input.base}/audit/events`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${input.admin_key}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ id: liveId, category: 'auth', action: 'auth.login_failed', status: 'failure', tenant_id: input.tenant,
+      user_id: 'u-live', ip_address: '203.0.113.77', message: 'seen live' }),
+  });
+  expect(posted.ok, `the live event was accepted: ${posted.status}`);
+  await page.waitForFunction(() => [...document.querySelectorAll('#live-table tbody tr:not(.empty)')].some((row) => row.textContent.includes('seen live')));
+  const liveRows = await page.$$eval('#live-table tbody tr:not(.empty)', (rows) => rows.map((row) => [...row.cells].map((cell) => cell.textContent)));
+  expect(liveRows[0][1] === input.tenant && liveRows[0][5] === 'u-live', `the live row: ${JSON.stringify(liveRows)}`);
+  await shot(page, 'live');
+  await page.click('#live-stop');
+  await page.waitForFunction(() => /Stopped/.test(document.querySelector('#live-status').textContent));
+  report.steps.push('live tail');
+
   // Stats and failed-login groups.
   await page.click('#nav a[data-page="stats"]');
   await page.fill('#stats-form input[name="tenant_id"]', input.tenant);

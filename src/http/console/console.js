@@ -6,7 +6,7 @@
 
 const KEY_STORAGE = 'tierlog.key';
 const PAGE_SIZE = 50;
-const PAGES = ['events', 'stats', 'verify', 'export', 'keys', 'retention'];
+const PAGES = ['events', 'live', 'stats', 'verify', 'export', 'keys', 'retention'];
 // The permission each page needs (events and stats: any view permission).
 const PAGE_PERMISSION = { verify: 'logs.verify', export: 'logs.export', keys: 'keys.manage', retention: 'logs.configure' };
 
@@ -22,9 +22,9 @@ class ApiError extends Error {
 }
 
 /** Calls the API with the session's key; an error answer becomes an ApiError with the envelope's message. */
-async function api(method, path, body) {
+async function api(method, path, body, signal) {
   const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY_STORAGE) ?? ''}` };
-  const init = { method, headers };
+  const init = { method, headers, signal };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -126,6 +126,7 @@ async function signIn(key) {
 }
 
 function signOut(reason) {
+  stopLive();
   sessionStorage.removeItem(KEY_STORAGE);
   state.who = null;
   state.items = [];
@@ -152,6 +153,7 @@ async function route() {
   const requested = location.hash.replace(/^#\//, '') || 'events';
   const page = PAGES.includes(requested) ? requested : 'events';
   show(page);
+  if (page !== 'live') stopLive();
   if (page === 'keys' && can('keys.manage')) await loadKeys();
   if (page === 'retention' && can('logs.configure')) await loadRetention();
 }
@@ -398,6 +400,75 @@ async function saveRetention(form) {
   }
 }
 
+// ---- Live tail -------------------------------------------------------------------------
+
+const LIVE_ROWS = 500;
+let live = null;
+
+function stopLive() {
+  if (live) {
+    live.abort();
+    live = null;
+    setStatus('live-status', 'Stopped.');
+  }
+}
+
+/** One event of the tail as a row, newest on top. */
+function addLiveRow(item) {
+  const tbody = $('#live-table tbody');
+  tbody.querySelector('tr.empty')?.remove();
+  tbody.prepend(el('tr', {}, el('td', {}, formatTime(item.timestamp)), el('td', {}, item.tenant_id ?? ''),
+    el('td', {}, item.category ?? ''), el('td', {}, item.action ?? ''), el('td', {}, item.status ?? ''),
+    el('td', {}, item.user_id ?? ''), el('td', {}, item.message ?? '')));
+  while (tbody.rows.length > LIVE_ROWS) tbody.lastElementChild.remove();
+}
+
+/** Follows GET /audit/stream (read with fetch: EventSource cannot send the key). */
+async function followLive(form) {
+  stopLive();
+  const controller = new AbortController();
+  live = controller;
+  fillRows($('#live-table tbody'), [], 'Waiting for events…');
+  let received = 0;
+  try {
+    const response = await api('GET', `/audit/stream?${formQuery(form)}`, undefined, controller.signal);
+    setStatus('live-status', 'Following: new events appear as they are accepted.');
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let kind = 'message';
+        let data = '';
+        for (const line of block.split('\n')) {
+          const colon = line.indexOf(':');
+          if (colon <= 0) continue;
+          const value = line.slice(colon + 1).replace(/^ /, '');
+          if (line.startsWith('event:')) kind = value;
+          else if (line.startsWith('data:')) data += value;
+        }
+        if (kind === 'message' && data) {
+          addLiveRow(JSON.parse(data));
+          received += 1;
+          setStatus('live-status', `Following: ${received} event(s) so far.`);
+        } else if (kind === 'dropped') {
+          setStatus('live-status', 'The server stopped the stream: this page read too slowly. Follow again to go on.', true);
+        }
+      }
+    }
+    if (live === controller) setStatus('live-status', 'The stream ended. Follow again to go on.');
+  } catch (e) {
+    if (e.name !== 'AbortError') setStatus('live-status', e.message, true);
+  } finally {
+    if (live === controller) live = null;
+  }
+}
+
 // ---- Wiring ---------------------------------------------------------------------------
 
 function onSubmit(selector, handler) {
@@ -421,6 +492,8 @@ document.addEventListener('DOMContentLoaded', async () => {
     }
   });
   onSubmit('#filters', () => searchEvents(false));
+  onSubmit('#live-form', followLive);
+  $('#live-stop').addEventListener('click', stopLive);
   onSubmit('#stats-form', loadStats);
   onSubmit('#verify-form', verify);
   onSubmit('#export-form', exportEvents);
