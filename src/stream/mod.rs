@@ -30,8 +30,9 @@ pub const CLIENT_BUFFER_EVENTS: usize = 4096;
 pub const RECENT_EVENTS: usize = 10_000;
 
 /// How many acknowledged batches may wait for the tail's task before batches are
-/// left out of the tail.
-const QUEUE_BATCHES: usize = 256;
+/// left out of the tail. Each holds its whole batch (events and lines), so this
+/// bounds the tail's memory: 256 held up to 200 MB under load.
+const QUEUE_BATCHES: usize = 8;
 
 /// One event of the tail: its id and JSON line, parsed when a client first needs it.
 #[derive(Debug)]
