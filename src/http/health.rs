@@ -160,6 +160,17 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                     text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
                 }
             }
+            for (name, kind, help, value) in [
+                ("tierlog_tail_clients", "gauge", "Clients following the live tail on this node.", state.tail.clients() as u64),
+                (
+                    "tierlog_tail_dropped_events_total",
+                    "counter",
+                    "Acknowledged events left out of the live tail because its queue was full.",
+                    state.tail.dropped(),
+                ),
+            ] {
+                text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+            }
             if let Some(unshipped) = state.files.as_ref().and_then(|files| files.unshipped_bytes()) {
                 let name = "tierlog_files_unshipped_bytes";
                 text.push_str(&format!(

@@ -94,6 +94,9 @@ async fn the_tail_streams_accepted_events_within_filters_and_tenant_and_resumes_
     let mut all = Follower::open(&app, "", KEY, None).await;
     let mut security = Follower::open(&app, "?category=security", KEY, None).await;
     let mut beta = Follower::open(&app, "", &beta_key, None).await;
+    let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("\ntierlog_tail_clients 3\n"), "{metrics}");
+    assert!(metrics.contains("\ntierlog_tail_dropped_events_total 0\n"), "{metrics}");
 
     let mut locked = event("security", "acme");
     locked["security"] = json!({"event_type": "account_locked"});
