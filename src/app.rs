@@ -77,6 +77,10 @@ pub struct Tiers {
     pub spool: Option<Arc<Spool>>,
     /// How the live tail reaches the other nodes (Redis), and how soon it tries again.
     pub relay: Option<(Arc<crate::stream::relay::Relay>, Duration)>,
+    /// Redis, where detection rules keep their windows (without it, the process).
+    pub link: Option<Arc<RedisLink>>,
+    /// The webhook client (when webhooks are on).
+    pub webhooks: Option<crate::webhooks::deliver::Sender>,
 }
 
 /// A built service: listener bound, tiers opened, writers running.
@@ -192,14 +196,18 @@ impl Application {
             }
             _ => None,
         };
-        let relay = link.map(|link| {
+        let webhooks = match settings.webhooks.enabled {
+            true => Some(crate::webhooks::deliver::Sender::new(&settings.webhooks).map_err(anyhow::Error::msg).context("webhooks")?),
+            false => None,
+        };
+        let relay = link.clone().map(|link| {
             // Named apart from every other running tail (two services in one process
             // share a node name).
             let name = format!("{}/{}", settings.cluster.node(), uuid::Uuid::new_v4().simple());
             let relay = crate::stream::relay::Relay::new(link, &settings.redis.key_prefix, name);
             (Arc::new(relay), Duration::from_millis(settings.redis.retry_interval_ms.max(100)))
         });
-        let tiers = Tiers { store: Some(store), database: Some(database), hot, files, spool, relay };
+        let tiers = Tiers { store: Some(store), database: Some(database), hot, files, spool, relay, link, webhooks };
         Ok(Application::assemble(settings, listener, counters, auth, tiers, governance))
     }
 
@@ -212,10 +220,14 @@ impl Application {
         tiers: Tiers,
         governance: Governance,
     ) -> Application {
-        let Tiers { store, database, hot, files, spool, relay } = tiers;
+        let Tiers { store, database, hot, files, spool, relay, link, webhooks } = tiers;
         let Governance { identity, policies, clock } = governance;
         let tail = crate::stream::Tail::start(crate::stream::CLIENT_BUFFER_EVENTS, crate::stream::RECENT_EVENTS, relay);
+        let detection = settings.detection.enabled.then(|| {
+            crate::detect::Detector::new(Arc::new(crate::detect::RuleBook::new(&settings.detection.rules)))
+        });
         let writer = Arc::new(TierWriter {
+            detector: detection.as_ref().map(|(detector, _)| detector.clone()),
             tail: tail.clone(),
             routing: Routing::with_policies(&settings, policies.clone()),
             store: store.clone(),
@@ -225,6 +237,21 @@ impl Application {
             counters: counters.clone(),
         });
         let (pipeline, workers) = Pipeline::start(&settings, writer, counters.clone());
+        let detector = detection.map(|(detector, batches)| {
+            let state: Arc<dyn crate::detect::state::WindowState> = match link {
+                Some(link) => Arc::new(crate::detect::state::RedisState::new(link)),
+                None => Arc::new(crate::detect::state::MemoryState::default()),
+            };
+            let engine = crate::detect::Engine {
+                book: detector.book.clone(),
+                state,
+                prefix: settings.redis.key_prefix.clone(),
+                clock: clock.clone(),
+                counters: detector.counters.clone(),
+            };
+            tokio::spawn(engine.run(batches, pipeline.clone()));
+            detector
+        });
         // Validated with the rest of the settings.
         let trusted_proxies = settings.trusted_proxies().unwrap_or_default().into();
         let masker = Arc::new(Masker::new(&settings.masking).unwrap_or_else(|_| Masker::disabled()));
@@ -251,6 +278,9 @@ impl Application {
             masker,
             lease,
             tail,
+            detector,
+            webhooks,
+            deliveries: Arc::default(),
         });
         Application { listener, state, workers }
     }
@@ -337,6 +367,29 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     }
     let Some(pg) = state.database.clone() else { return tasks };
     let settings = state.settings.clone();
+    if let Some(detector) = state.detector.clone() {
+        let (db, seconds) = (pg.clone(), settings.detection.refresh_seconds);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(seconds.max(1)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = crate::http::rules::reload(&db, &detector.book).await {
+                    tracing::warn!(error = %e, "cannot reload the saved detection rules");
+                }
+            }
+        }));
+    }
+    if let Some(sender) = state.webhooks.clone() {
+        let dispatcher = crate::webhooks::deliver::Dispatcher {
+            db: pg.clone(),
+            sender,
+            settings: settings.webhooks.clone(),
+            clock: state.clock.clone(),
+            counters: state.deliveries.clone(),
+        };
+        tasks.push(tokio::spawn(dispatcher.run()));
+    }
     // Checkpoints, retention and index upkeep: on the lease holder only.
     let lease = state.lease.clone();
     tasks.push(tokio::spawn(lease.clone().keep()));

@@ -13,6 +13,9 @@
 //! 5. [`tiers`] write the batch: [`tiers::postgres`] first (hash-chained rows, see
 //!    [`integrity`]), then [`tiers::files`] and [`tiers::redis`] side by side.
 //! 6. The request is answered only after its events are durable.
+//! 7. The durable batch goes on to the live tail ([`stream`]) and to detection
+//!    ([`detect`]), whose alerts come back through step 3; the store writes each
+//!    alert's [`webhooks`] messages with it, and every node delivers them.
 //!
 //! Around the flow: [`integrity`] signs chain heads and verifies chains,
 //! [`retention`] deletes (and archives) expired rows, [`privacy`] erases and exports
@@ -25,6 +28,7 @@ pub mod app;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod detect;
 pub mod event;
 pub mod http;
 pub mod ingest;
@@ -36,3 +40,4 @@ pub mod retention;
 pub mod stream;
 pub mod telemetry;
 pub mod tiers;
+pub mod webhooks;

@@ -53,7 +53,42 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub privacy: PrivacySettings,
     pub masking: MaskingSettings,
+    pub detection: DetectionSettings,
+    pub webhooks: WebhookSettings,
     pub categories: BTreeMap<Category, CategoryPolicy>,
+}
+
+/// Detection rules on accepted events (see `docs/detection.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionSettings {
+    pub enabled: bool,
+    /// Rules laid over the built-in ones by name (`enabled = false` switches one off).
+    #[serde(default)]
+    pub rules: Vec<crate::detect::rules::Rule>,
+    /// How often a node reloads the rules saved through `PUT /audit/rules`.
+    pub refresh_seconds: u64,
+}
+
+/// Delivery of alerts to webhook endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub enabled: bool,
+    /// Networks (CIDR) that endpoints may reach although private, loopback or
+    /// link-local (such as `10.0.0.0/8` or `127.0.0.1/32`).
+    pub allow_networks: Vec<String>,
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+    /// First retry delay; each retry doubles it (with jitter) up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// A message still failing this long after it was written is dead-lettered.
+    pub give_up_after_seconds: u64,
+    /// How often each node looks for messages due.
+    pub poll_interval_ms: u64,
+    /// How many messages a node sends at once.
+    pub concurrency: usize,
 }
 
 /// Where events bound for Postgres wait while it is unreachable.
@@ -413,6 +448,26 @@ impl Settings {
             if value == 0 {
                 return Err(ConfigError::invalid(name, "must be greater than 0"));
             }
+        }
+        crate::detect::rules::validate_list(&self.detection.rules, "detection.rules")
+            .map_err(|e| ConfigError::invalid(e.split(':').next().unwrap_or("detection.rules"), e.split_once(": ").map_or(e.as_str(), |(_, why)| why)))?;
+        if let Err((i, why)) = crate::webhooks::guard::parse_networks(&self.webhooks.allow_networks) {
+            return Err(ConfigError::invalid(&format!("webhooks.allow_networks[{i}]"), why));
+        }
+        for (name, value) in [
+            ("webhooks.connect_timeout_ms", self.webhooks.connect_timeout_ms),
+            ("webhooks.timeout_ms", self.webhooks.timeout_ms),
+            ("webhooks.retry_base_ms", self.webhooks.retry_base_ms),
+            ("webhooks.poll_interval_ms", self.webhooks.poll_interval_ms),
+            ("webhooks.concurrency", self.webhooks.concurrency as u64),
+            ("detection.refresh_seconds", self.detection.refresh_seconds),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(name, "must be greater than 0"));
+            }
+        }
+        if self.webhooks.retry_max_ms < self.webhooks.retry_base_ms {
+            return Err(ConfigError::invalid("webhooks.retry_max_ms", "must be at least webhooks.retry_base_ms"));
         }
         if self.spool.max_bytes < limits.max_event_bytes as u64 * 2 {
             return Err(ConfigError::invalid(

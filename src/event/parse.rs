@@ -173,6 +173,10 @@ impl EventParser {
                     "must be a dotted name of letters, digits, '_' and '-' (e.g. auth.login)",
                 );
             }
+            // Alerts start webhooks: only tierlog's detection writes them.
+            if action == crate::detect::alert::ALERT_ACTION {
+                item_check.fail("action", "security.alert is written by tierlog's detection only");
+            }
         }
         let ip_address = item_check.string(obj, "ip_address", 64).and_then(|raw| {
             let parsed = raw.parse::<IpAddr>().ok();

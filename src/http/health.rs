@@ -171,6 +171,27 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
             ] {
                 text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
             }
+            let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+            let mut outward = Vec::new();
+            if let Some(detector) = &state.detector {
+                let c = &detector.counters;
+                outward.extend([
+                    ("tierlog_alerts_total", "Alerts written by detection on this node.", load(&c.alerts)),
+                    ("tierlog_detection_skipped_events_total", "Acknowledged events left out of detection because its queue was full.", load(&c.skipped)),
+                    ("tierlog_detection_faults_total", "Batches whose rules could not be evaluated, or whose alerts could not be written.", load(&c.faults)),
+                ]);
+            }
+            if state.webhooks.is_some() {
+                let c = &state.deliveries;
+                outward.extend([
+                    ("tierlog_webhooks_delivered_total", "Webhook messages this node delivered.", load(&c.delivered)),
+                    ("tierlog_webhooks_failed_attempts_total", "Webhook attempts of this node that failed (retried later).", load(&c.failed_attempts)),
+                    ("tierlog_webhooks_dead_total", "Webhook messages this node dead-lettered.", load(&c.dead)),
+                ]);
+            }
+            for (name, help, value) in outward {
+                text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
+            }
             if let Some(unshipped) = state.files.as_ref().and_then(|files| files.unshipped_bytes()) {
                 let name = "tierlog_files_unshipped_bytes";
                 text.push_str(&format!(

@@ -14,6 +14,9 @@ mod query;
 pub mod rate;
 pub mod serve;
 pub mod retention;
+pub mod rules;
+mod webhooks;
+mod alerts;
 mod stats;
 mod stream;
 mod subjects;
@@ -86,6 +89,11 @@ pub struct Shared {
     pub lease: Arc<crate::cluster::lease::Lease>,
     /// The live tail of accepted events.
     pub tail: Arc<crate::stream::Tail>,
+    /// Detection rules on accepted events (when on).
+    pub detector: Option<Arc<crate::detect::Detector>>,
+    /// The webhook client (when webhooks are on).
+    pub webhooks: Option<crate::webhooks::deliver::Sender>,
+    pub deliveries: Arc<crate::webhooks::deliver::DeliveryCounters>,
 }
 
 
@@ -120,6 +128,13 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/subjects/{id}/export", get(subjects::export))
         .route("/audit/failed-logins", get(stats::failed_logins))
         .route("/audit/users/{id}/activity", get(query::user_activity))
+        .route("/audit/rules", get(rules::get_rules).put(rules::put_rules))
+        .route("/audit/alerts", get(alerts::alerts))
+        .route("/audit/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/audit/webhooks/{id}", axum::routing::put(webhooks::update).delete(webhooks::delete))
+        .route("/audit/webhooks/{id}/test", post(webhooks::test))
+        .route("/audit/webhooks/{id}/messages", get(webhooks::messages))
+        .route("/audit/webhooks/{id}/messages/{message_id}/redeliver", post(webhooks::redeliver))
         .route("/", get(console::root))
         .route("/console", get(console::index))
         .route("/console/", get(console::index))

@@ -57,6 +57,8 @@ pub struct TierWriter {
     pub counters: Arc<Counters>,
     /// The live tail, handed each batch once it is durable.
     pub tail: Arc<crate::stream::Tail>,
+    /// Detection, handed each batch once it is durable (when on).
+    pub detector: Option<Arc<crate::detect::Detector>>,
 }
 
 impl TierWriter {
@@ -108,6 +110,9 @@ impl TierWriter {
         tracing::debug!(files_and_hot_ms = started.elapsed().as_secs_f64() * 1e3, "batch written");
         if files_result.is_ok() {
             self.tail.offer(&batch);
+            if let Some(detector) = &self.detector {
+                detector.offer(&batch);
+            }
         }
         files_result
     }

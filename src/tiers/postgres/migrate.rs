@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "expiry leads", include_str!("../../../migrations/0008_expiry_leads.sql")),
     (9, "event ids keyed by id", include_str!("../../../migrations/0009_event_ids_key.sql")),
     (10, "table id keys dropped", include_str!("../../../migrations/0010_table_id_keys_dropped.sql")),
+    (11, "detection and webhooks", include_str!("../../../migrations/0011_detection_webhooks.sql")),
 ];
 
 /// Migrations compiled into the binary: (version, description, SQL).

@@ -373,7 +373,9 @@ impl PgStore {
         if contended {
             self.contended.fetch_sub(1, Ordering::Relaxed);
         }
-        if !skip_stored && !contended {
+        // A batch with alerts writes their webhook messages in its transaction.
+        let alerts = batch.iter().any(|r| crate::detect::alert::is_alert(r.event));
+        if !skip_stored && !contended && !alerts {
             if let Some(cached) = &cached {
                 let plan = Plan::build(&chains, cached, &HashSet::new());
                 let tables: Vec<(Table, &rows::RowColumns<'_>)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
@@ -437,6 +439,11 @@ impl PgStore {
                 }
                 Err(e) => return Err(StoreError::Write(e)),
             }
+        }
+        let events = || chains.values().flatten().map(|r| r.event);
+        if events().any(crate::detect::alert::is_alert) {
+            let mut conn = crate::webhooks::store::Conn::Pg(&mut tx);
+            crate::webhooks::store::enqueue_alerts(&mut conn, events()).await.map_err(StoreError::Write)?;
         }
         tx.commit().await.map_err(StoreError::Write)?;
         // Heads as locked (chains whose ids were all stored stay there), then moved.

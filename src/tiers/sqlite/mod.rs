@@ -30,7 +30,10 @@ use crate::event::format_timestamp;
 use crate::integrity::chain::{self, GENESIS_HASH};
 
 /// The embedded schema, compiled in.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "embedded schema", include_str!("../../../migrations/sqlite/0001_schema.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "embedded schema", include_str!("../../../migrations/sqlite/0001_schema.sql")),
+    (2, "detection and webhooks", include_str!("../../../migrations/sqlite/0002_detection_webhooks.sql")),
+];
 
 /// Every stored column of an event table, as rows are read back.
 pub(crate) const ROW_SELECT: &str = "tenant_id, seq, id, occurred_at, received_at, expires_at, category, level, logger, \
@@ -93,6 +96,10 @@ impl SqliteStore {
         let mut inserted = 0;
         for ((table, tenant), requests) in chains {
             inserted += extend_chain(&mut tx, table, tenant, &requests).await.map_err(StoreError::Write)?;
+        }
+        if batch.iter().any(|r| crate::detect::alert::is_alert(r.event)) {
+            let mut conn = crate::webhooks::store::Conn::Lite(&mut tx);
+            crate::webhooks::store::enqueue_alerts(&mut conn, batch.iter().map(|r| r.event)).await.map_err(StoreError::Write)?;
         }
         tx.commit().await.map_err(StoreError::Write)?;
         Ok(inserted)
