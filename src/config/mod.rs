@@ -399,6 +399,8 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("webhooks.allow_networks")
                 .source(Some(prefixed)),
         );
         builder = legacy::apply(builder, env)?;

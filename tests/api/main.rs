@@ -7,6 +7,7 @@ mod partitions;
 mod chain;
 mod checkpoints;
 mod console;
+mod detection;
 mod masking;
 mod modes;
 mod nodes;
