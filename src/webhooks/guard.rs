@@ -144,6 +144,19 @@ mod tests {
         assert_eq!(parse_networks(&["8.8.8.8/8".into(), "nope".into()]).unwrap_err().0, 1);
     }
 
+    /// A name is checked at each connection, on every address it resolves to (here
+    /// through the system's real resolver).
+    #[tokio::test]
+    async fn a_name_resolving_inward_is_refused_at_connection() {
+        let name: Name = "localhost".parse().unwrap();
+        // (A `Name` is used up by a resolution.)
+        let refused = GuardedResolver(Guard::default()).resolve(name).await.err().expect("refused");
+        assert!(refused.to_string().contains("internal addresses"), "{refused}");
+        let allowed = GuardedResolver(Guard::new(parse_networks(&["127.0.0.0/8".into(), "::1".into()]).unwrap()));
+        let addresses: Vec<SocketAddr> = allowed.resolve("localhost".parse().unwrap()).await.expect("allowed").collect();
+        assert!(addresses.iter().all(|a| a.ip().is_loopback()) && !addresses.is_empty(), "{addresses:?}");
+    }
+
     #[test]
     fn urls_are_checked_before_use() {
         let guard = Guard::default();

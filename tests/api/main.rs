@@ -38,3 +38,4 @@ mod search_upkeep;
 mod stream;
 mod validation;
 mod verify;
+mod webhooks;
