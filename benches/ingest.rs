@@ -88,8 +88,39 @@ struct Options {
     events_file: Option<String>,
     peer_work: bool,
     nodes: Vec<usize>,
+    rules: Vec<bool>,
+    tail_clients: Vec<usize>,
     tenants: u64,
     repeat: usize,
+}
+
+/// What one run deploys: nodes, detection rules on or off, live-tail clients.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Setup {
+    nodes: usize,
+    rules: bool,
+    tail: usize,
+}
+
+impl std::fmt::Display for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "nodes={} rules={} tail_clients={}", self.nodes, if self.rules { "on" } else { "off" }, self.tail)
+    }
+}
+
+impl Options {
+    /// Every combination of `--nodes`, `--rules` and `--tail-clients`, in that order.
+    fn setups(&self) -> Vec<Setup> {
+        let mut setups = Vec::new();
+        for &nodes in &self.nodes {
+            for &rules in &self.rules {
+                for &tail in &self.tail_clients {
+                    setups.push(Setup { nodes, rules, tail });
+                }
+            }
+        }
+        setups
+    }
 }
 
 fn options() -> Options {
@@ -108,6 +139,8 @@ fn options() -> Options {
         events_file: None,
         peer_work: false,
         nodes: vec![1],
+        rules: vec![true],
+        tail_clients: vec![0],
         tenants: 100,
         repeat: 1,
     };
@@ -125,6 +158,14 @@ fn options() -> Options {
             "--rate" => o.rate = Some(value.parse().expect("--rate R")),
             "--events-file" => o.events_file = Some(value),
             "--nodes" => o.nodes = value.split(',').map(|n| n.parse().expect("--nodes 1,3")).collect(),
+            "--rules" => {
+                o.rules = value.split(',').map(|r| match r {
+                    "on" => true,
+                    "off" => false,
+                    _ => panic!("--rules on,off"),
+                }).collect()
+            }
+            "--tail-clients" => o.tail_clients = value.split(',').map(|n| n.parse().expect("--tail-clients 0,100")).collect(),
             "--tenants" => o.tenants = value.parse::<u64>().expect("--tenants T").max(1),
             "--repeat" => o.repeat = value.parse::<usize>().expect("--repeat K").max(1),
             "--peer-work" => {
@@ -255,7 +296,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// One run; returns its events/s.
-async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Result<f64> {
+async fn run(o: &Options, mix: &str, batch: usize, setup: Setup) -> anyhow::Result<f64> {
+    let nodes = setup.nodes;
     let db_name = format!("tierlog_bench_{}", Uuid::new_v4().simple());
     let mut admin = if o.embedded { None } else { Some(PgConnection::connect(&o.database_url).await?) };
     if let Some(admin) = admin.as_mut() {
@@ -270,7 +312,7 @@ async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Resu
     let seed = tierlog::integrity::checkpoint::Signer::generate_with_seed().1;
     let mut servers = Vec::new();
     for (node, files_dir) in files_dirs.iter().enumerate() {
-        servers.push(start_server(o, &db_url, &prefix, dir.path(), files_dir, &data_dir, &seed, node)?);
+        servers.push(start_server(o, &db_url, &prefix, dir.path(), files_dir, &data_dir, &seed, node, setup.rules)?);
     }
     let client = reqwest::Client::builder().pool_max_idle_per_host(o.concurrency).build()?;
     let started = Instant::now();
@@ -281,6 +323,30 @@ async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Resu
         }
     }
     let server = &servers[0];
+    // Live-tail clients, spread over the nodes, each reading and counting messages.
+    let tail_messages = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tails = Vec::new();
+    for i in 0..setup.tail {
+        let url = format!("{}/audit/stream", servers[i % servers.len()].address);
+        let response = client.get(url).bearer_auth(KEY).send().await?;
+        anyhow::ensure!(response.status() == 200, "the live tail answered {}", response.status());
+        let counted = tail_messages.clone();
+        tails.push(tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut body = response.bytes_stream();
+            let mut last = 0u8;
+            while let Some(Ok(chunk)) = body.next().await {
+                let mut n = 0;
+                for &b in chunk.iter() {
+                    if b == b'\n' && last == b'\n' {
+                        n += 1;
+                    }
+                    last = b;
+                }
+                counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
 
     // Generate every body up front so the load generator spends its time sending.
     let mut generator = Generator { state: 0x9E37_79B9_7F4A_7C15 ^ batch as u64 ^ mix.len() as u64, tenants: o.tenants };
@@ -358,7 +424,39 @@ async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Resu
         None => None,
     };
 
-    // Every acknowledged event must be in every tier it belongs to.
+    for tail in &tails {
+        tail.abort();
+    }
+    let tail_per_client = tail_messages.load(std::sync::atomic::Ordering::Relaxed) / setup.tail.max(1) as u64;
+
+    // The alerts the rules wrote (after the acknowledgements: wait until they settle).
+    let alert_sql = "SELECT tenant_id, count(*) FROM security_events WHERE action = 'security.alert' GROUP BY tenant_id";
+    let mut alerts: HashMap<String, i64> = HashMap::new();
+    if setup.rules {
+        let mut previous = -1;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            alerts = if o.embedded {
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", data_dir.join("tierlog.db").display())).await?;
+                let found = sqlx::query_as::<_, (String, i64)>(alert_sql).fetch_all(&pool).await?;
+                pool.close().await;
+                found.into_iter().collect()
+            } else {
+                let pool = sqlx::PgPool::connect(&db_url).await?;
+                let found = sqlx::query_as::<_, (String, i64)>(alert_sql).fetch_all(&pool).await?;
+                pool.close().await;
+                found.into_iter().collect()
+            };
+            let total: i64 = alerts.values().sum();
+            if total == previous {
+                break;
+            }
+            previous = total;
+        }
+    }
+    let alert_total: i64 = alerts.values().sum();
+
+    // Every acknowledged event must be in every tier it belongs to (and every alert).
     let mut settings = Settings::defaults()?;
     if o.peer_work {
         for category in [tierlog::event::Category::Auth, tierlog::event::Category::Audit] {
@@ -378,6 +476,11 @@ async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Resu
             *expected_rows.entry(table.as_str()).or_default() += 1;
         }
     }
+    for (tenant, n) in &alerts {
+        *hot_lists.entry((tenant.clone(), tierlog::event::Category::Security)).or_default() += n;
+    }
+    let event_rows = expected_rows.clone();
+    *expected_rows.entry("security_events").or_default() += alert_total;
     for table in ["audit_logs", "security_events", "financial_audit_logs"] {
         let sql = format!("SELECT count(*) FROM {table}");
         let rows: i64 = if o.embedded {
@@ -412,9 +515,10 @@ async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Resu
         }
     }
     anyhow::ensure!(failures == 0, "{failures} requests failed");
-    anyhow::ensure!(lines == o.events, "files hold {lines} lines, expected {}", o.events);
+    anyhow::ensure!(lines == o.events + alert_total as usize, "files hold {lines} lines, expected {} and {alert_total} alerts", o.events);
 
     let rss: u64 = servers.iter().map(|s| peak_rss_kib(s.child.id())).sum();
+    let expected_rows = event_rows;
     let hot_only = expected_rows.values().all(|rows| *rows == 0);
     let mean_batch = if o.raw_redis && !o.embedded && hot_only && nodes == 1 {
         Some(mean_batch(&client, &server.address).await?)
@@ -424,7 +528,7 @@ async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Resu
     latencies.sort();
     let persisted: i64 = expected_rows.values().sum();
     println!(
-        "nodes={nodes} tenants={:<3} mix={mix:<9} batch={batch:<4} conns={:<3} {}events={:<7} persisted={:<7} events/s={:>8.0} persisted_rows/s={:>7.0} MB/s={:>6.1} p50={:>7.2}ms p99={:>7.2}ms peak_rss={:>4}MiB cpu/event={:>5.1}us {}verified={}",
+        "{setup} tenants={:<3} mix={mix:<9} batch={batch:<4} conns={:<3} {}events={:<7} persisted={:<7} events/s={:>8.0} persisted_rows/s={:>7.0} MB/s={:>6.1} p50={:>7.2}ms p99={:>7.2}ms peak_rss={:>4}MiB cpu/event={:>5.1}us alerts={alert_total} {}{}verified={}",
         o.tenants,
         o.concurrency,
         o.rate.map(|r| format!("rate={r:.0}/s ")).unwrap_or_default(),
@@ -437,6 +541,7 @@ async fn run(o: &Options, mix: &str, batch: usize, nodes: usize) -> anyhow::Resu
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         rss / 1024,
         server_cpu.as_secs_f64() * 1e6 / o.events as f64,
+        if setup.tail > 0 { format!("tail_events/client={tail_per_client} ") } else { String::new() },
         locks.map(|waits| waits.to_string()).unwrap_or_default(),
         if o.embedded { "sqlite,files" } else { "pg,redis,files" },
     );
@@ -496,23 +601,23 @@ fn median(values: &[f64]) -> f64 {
 }
 
 /// The medians of repeated runs, and each node count's paired ratios against the first.
-fn summarise(o: &Options, mix: &str, batch: usize, rates: &[Vec<f64>]) {
+fn summarise(o: &Options, mix: &str, batch: usize, setups: &[Setup], rates: &[Vec<f64>]) {
     let first = &rates[0];
-    for (nodes, runs) in o.nodes.iter().zip(rates) {
+    for (setup, runs) in setups.iter().zip(rates) {
         let shown: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
         let mut line = format!(
-            "summary   nodes={nodes} tenants={} mix={mix} batch={batch} runs={} median events/s={:.0} (each: {})",
+            "summary   {setup} tenants={} mix={mix} batch={batch} runs={} median events/s={:.0} (each: {})",
             o.tenants,
             runs.len(),
             median(runs),
             shown.join(" ")
         );
-        if nodes != &o.nodes[0] {
+        if setup != &setups[0] {
             let pairs: Vec<f64> = runs.iter().zip(first).map(|(r, f)| r / f).collect();
             let shown: Vec<String> = pairs.iter().map(|r| format!("{r:.2}")).collect();
             line.push_str(&format!(
-                " ratio to nodes={}: median of pairs={:.2} (pairs: {}), of medians={:.2}",
-                o.nodes[0],
+                " ratio to {}: median of pairs={:.2} (pairs: {}), of medians={:.2}",
+                setups[0],
                 median(&pairs),
                 shown.join(" "),
                 median(runs) / median(first)
@@ -533,9 +638,11 @@ fn start_server(
     data_dir: &std::path::Path,
     seed: &str,
     node: usize,
+    rules: bool,
 ) -> anyhow::Result<Server> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_tierlog"));
+    command.env("TIERLOG__DETECTION__ENABLED", if rules { "true" } else { "false" });
     if o.peer_work {
         command.env("TIERLOG__CATEGORIES__AUTH__TABLE", "none").env("TIERLOG__CATEGORIES__AUDIT__TABLE", "none");
     }
@@ -923,21 +1030,24 @@ async fn main() -> anyhow::Result<()> {
         if o.peer_work { " --peer-work" } else { "" },
     );
     println!(
-        "# --nodes {} --tenants {} --repeat {}",
+        "# --nodes {} --rules {} --tail-clients {} --tenants {} --repeat {}",
         o.nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        o.rules.iter().map(|r| if *r { "on" } else { "off" }).collect::<Vec<_>>().join(","),
+        o.tail_clients.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         o.tenants,
         o.repeat
     );
+    let setups = o.setups();
     for mix in &o.mixes {
         for &batch in &o.batches {
-            let mut rates = vec![Vec::new(); o.nodes.len()];
+            let mut rates = vec![Vec::new(); setups.len()];
             for _ in 0..o.repeat {
-                for (i, &nodes) in o.nodes.iter().enumerate() {
-                    rates[i].push(run(&o, mix, batch, nodes).await?);
+                for (i, setup) in setups.iter().enumerate() {
+                    rates[i].push(run(&o, mix, batch, *setup).await?);
                 }
             }
-            if o.repeat > 1 || o.nodes.len() > 1 {
-                summarise(&o, mix, batch, &rates);
+            if o.repeat > 1 || setups.len() > 1 {
+                summarise(&o, mix, batch, &setups, &rates);
             }
         }
     }

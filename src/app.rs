@@ -222,7 +222,7 @@ impl Application {
     ) -> Application {
         let Tiers { store, database, hot, files, spool, relay, link, webhooks } = tiers;
         let Governance { identity, policies, clock } = governance;
-        let tail = crate::stream::Tail::start(crate::stream::CLIENT_BUFFER_EVENTS, crate::stream::RECENT_EVENTS, relay);
+        let tail = crate::stream::Tail::start(settings.stream.client_buffer_events, settings.stream.recent_events, relay);
         let detection = settings.detection.enabled.then(|| {
             crate::detect::Detector::new(Arc::new(crate::detect::RuleBook::new(&settings.detection.rules)))
         });

@@ -53,9 +53,20 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub privacy: PrivacySettings,
     pub masking: MaskingSettings,
+    pub stream: StreamSettings,
     pub detection: DetectionSettings,
     pub webhooks: WebhookSettings,
     pub categories: BTreeMap<Category, CategoryPolicy>,
+}
+
+/// The live tail (`GET /audit/stream`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    /// How far (in events) a client may fall behind before it is cut off.
+    pub client_buffer_events: usize,
+    /// How many recent events a node holds for clients resuming with `Last-Event-ID`.
+    pub recent_events: usize,
 }
 
 /// Detection rules on accepted events (see `docs/detection.md`).
@@ -463,6 +474,7 @@ impl Settings {
             ("webhooks.poll_interval_ms", self.webhooks.poll_interval_ms),
             ("webhooks.concurrency", self.webhooks.concurrency as u64),
             ("detection.refresh_seconds", self.detection.refresh_seconds),
+            ("stream.client_buffer_events", self.stream.client_buffer_events as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(name, "must be greater than 0"));

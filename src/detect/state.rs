@@ -227,6 +227,20 @@ impl RedisState {
         Ok(answers.into_iter().flatten().flatten().collect())
     }
 
+    /// Like [`RedisState::send`]; when a single server's connection turns out to be
+    /// dead (Redis restarted while nothing used it), once more on a fresh one, as
+    /// the hot tier does, so that a stale connection is not taken for a Redis down.
+    async fn send_fresh(&self, pipes: Vec<redis::Pipeline>) -> Result<Vec<redis::Value>, HotTierError> {
+        match self.send(pipes.clone()).await {
+            Err(HotTierError::Redis(e)) if !self.link.is_cluster() && (e.is_connection_dropped() || e.is_io_error()) => {
+                tracing::debug!(error = %e, "redis connection lost; sending the rule calls again on a fresh one");
+                self.link.reset().await;
+                self.send(pipes).await
+            }
+            other => other,
+        }
+    }
+
     fn pipelines<T>(&self, items: &[T], mut add: impl FnMut(&mut redis::Pipeline, &T)) -> Vec<redis::Pipeline> {
         if self.link.is_cluster() {
             items.iter().map(|item| {
@@ -278,7 +292,7 @@ impl WindowState for RedisState {
             let pipes = self.pipelines(observations, |pipe, o| {
                 pipe.invoke_script(&self.invocation(o));
             });
-            let values = self.link.guarded(self.link.timeout(), self.send(pipes)).await?;
+            let values = self.link.guarded(self.link.timeout(), self.send_fresh(pipes)).await?;
             if values.len() != observations.len() {
                 return Err(HotTierError::Redis(redis::RedisError::from((redis::ErrorKind::Client, "short reply from a rule script"))));
             }
@@ -294,7 +308,7 @@ impl WindowState for RedisState {
             let pipes = self.pipelines(keys, |pipe, (key, ms)| {
                 pipe.cmd("SET").arg(format!("{key}:c")).arg(1).arg("NX").arg("PX").arg((*ms).max(1));
             });
-            let values = self.link.guarded(self.link.timeout(), self.send(pipes)).await?;
+            let values = self.link.guarded(self.link.timeout(), self.send_fresh(pipes)).await?;
             Ok(values.iter().map(|v| !matches!(v, redis::Value::Nil)).collect())
         })
     }

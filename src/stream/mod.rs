@@ -23,12 +23,6 @@ use uuid::Uuid;
 
 use crate::tiers::EncodedBatch;
 
-/// How far (in events) a client may fall behind before it is cut off.
-pub const CLIENT_BUFFER_EVENTS: usize = 4096;
-
-/// How many recent events a node holds for clients resuming with `Last-Event-ID`.
-pub const RECENT_EVENTS: usize = 10_000;
-
 /// How many acknowledged batches may wait for the tail's task before batches are
 /// left out of the tail. Each holds its whole batch (events and lines), so this
 /// bounds the tail's memory: 256 held up to 200 MB under load.

@@ -277,13 +277,25 @@ async fn every_dashboard_is_valid_and_its_queries_fit_what_tierlog_writes() {
         {"category": "auth", "tenant_id": "acme", "action": "auth.login", "status": "success", "user_id": "u1", "ip_address": "203.0.113.1"},
         {"category": "auth", "tenant_id": "acme", "action": "auth.login_failed", "status": "failure", "user_id": "u1", "ip_address": "203.0.113.9"},
         {"category": "security", "tenant_id": "acme", "action": "security.lockout", "status": "failure", "level": "WARNING",
-         "security": {"event_type": "account_locked", "severity": "high"}, "ip_address": "203.0.113.9"},
+         "security": {"event_type": "account_locked", "severity": "high"}, "ip_address": "203.0.113.9", "user_id": "u1"},
         {"category": "financial", "tenant_id": "acme", "action": "payment.transfer", "status": "success",
          "financial": {"transaction_id": "t1", "amount": "120.50", "currency": "EUR", "account_id": "a1", "counterparty": "c1"}},
         {"category": "audit", "tenant_id": "acme", "action": "user.role_changed", "status": "success"},
         {"category": "error", "tenant_id": "acme", "level": "ERROR", "status": "error", "message": "boom"}
     ]);
     assert_eq!(app.post_events(&events).await.status(), 200);
+    // The lockout fires a rule: its alert is what the alerts panel shows.
+    let mut alerted = false;
+    for _ in 0..100 {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM security_events WHERE action = 'security.alert'")
+            .fetch_one(&app.pool).await.expect("count");
+        if n > 0 {
+            alerted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(alerted, "the lockout raised an alert");
     assert_eq!(app.send_json(reqwest::Method::POST, "/audit/checkpoints", KEY, None).await.0, 200);
     assert_eq!(app.send_json(reqwest::Method::GET, "/audit/logs?tenant_id=acme", KEY, None).await.0, 200);
 
@@ -395,6 +407,9 @@ async fn every_dashboard_is_valid_and_its_queries_fit_what_tierlog_writes() {
             .await
             .unwrap_or_else(|e| panic!("{title}: {e}\n{}", substitute_sql(query)));
         rows_found += rows.len();
+        if title.ends_with("\"Alerts\"") {
+            assert_eq!(rows.len(), 1, "{title}: the alert");
+        }
     }
     assert!(rows_found > 10, "the queries find the events just written ({rows_found} rows)");
 

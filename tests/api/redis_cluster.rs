@@ -243,6 +243,61 @@ async fn every_hot_tier_operation_works_on_a_redis_cluster() {
     app.stop().await;
 }
 
+/// Two nodes on one Redis Cluster: a client of either follows both nodes' events,
+/// and the nodes count rule windows together (each group's keys in its own slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_tail_and_rule_windows_span_nodes_on_a_redis_cluster() {
+    let cluster = start_cluster().await;
+    let a = app_on(&cluster, |_| {}).await;
+    let b = TestApp::spawn_on(TestRedis { url: cluster.urls(), prefix: a.redis.prefix.clone() }, |s| s.redis.cluster = true).await;
+    let mut on_a = crate::stream::Follower::open(&a, "", KEY, None).await;
+    // The subscription is in place once an event sent to b reaches a's client.
+    let mut heard = false;
+    for _ in 0..50 {
+        assert_eq!(b.post_events(&event("audit", "acme")).await.status(), 200);
+        if on_a.next(Duration::from_millis(200)).await.is_some() {
+            heard = true;
+            break;
+        }
+    }
+    assert!(heard, "node a never heard of node b's events over the cluster");
+    while on_a.next(Duration::from_millis(300)).await.is_some() {}
+    let sent = event("auth", "acme");
+    assert_eq!(b.post_events(&sent).await.status(), 200);
+    let got = on_a.take(1).await;
+    assert_eq!(got[0].id.as_deref(), sent["id"].as_str());
+
+    // Twelve users of several tenants (so several slots), each failing three times
+    // through a and twice through b: one alert per user.
+    let now = chrono::Utc::now();
+    let failure = |tenant: &str, user: &str, second: i64| json!({"category": "auth", "tenant_id": tenant, "status": "failure",
+        "action": "auth.login_failed", "user_id": user, "timestamp": (now + chrono::Duration::seconds(second)).to_rfc3339()});
+    let users: Vec<(String, String)> = (0..12).map(|i| (format!("tenant-{}", i % 4), format!("user-{i}"))).collect();
+    let through_a: Vec<Value> = users.iter().flat_map(|(t, u)| (0..3).map(move |s| (t, u, s))).map(|(t, u, s)| failure(t, u, s)).collect();
+    let through_b: Vec<Value> = users.iter().flat_map(|(t, u)| (3..5).map(move |s| (t, u, s))).map(|(t, u, s)| failure(t, u, s)).collect();
+    assert_eq!(a.post_events(&json!(through_a)).await.status(), 200);
+    assert_eq!(b.post_events(&json!(through_b)).await.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut alerted = std::collections::BTreeSet::new();
+    while alerted.len() < users.len() && Instant::now() < deadline {
+        alerted.clear();
+        for app in [&a, &b] {
+            for tenant in ["tenant-0", "tenant-1", "tenant-2", "tenant-3"] {
+                for alert in crate::detection::alerts(app, tenant, "failed-logins-per-user").await {
+                    assert_eq!(alert["details"]["count"], 5, "{alert}");
+                    assert!(alerted.insert(alert["user_id"].as_str().unwrap().to_owned()), "one alert per user: {alert}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(alerted.len(), users.len(), "{alerted:?}");
+    let spread = cluster.keys_per_master(&a.redis.prefix);
+    assert!(spread.iter().filter(|n| **n > 0).count() >= 2, "rule windows land on several masters: {spread:?}");
+    b.stop().await;
+    a.stop().await;
+}
+
 /// Runs `tierlog serve` expecting it to refuse to start; returns what it printed.
 pub fn refused_start(env: &[(&str, &str)], dir: &Path) -> String {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tierlog"));
