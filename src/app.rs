@@ -310,6 +310,13 @@ impl Application {
         let background = spawn_background(&state);
         tracing::info!(listen = %listener.local_addr()?, "tierlog serving");
         let header_timeout = Duration::from_millis(state.settings.server.header_timeout_ms);
+        // Live-tail streams never end by themselves: end them when shutdown begins, or
+        // the graceful shutdown would wait for them forever.
+        let tail = state.tail.clone();
+        let shutdown = async move {
+            shutdown.await;
+            tail.close();
+        };
         http::serve::serve(listener, http::router(state), header_timeout, shutdown).await.context("http server failed")?;
         tracing::info!("draining the ingest queue");
         workers.stop().await;

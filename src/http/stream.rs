@@ -61,13 +61,22 @@ pub(super) async fn stream(
     let missed: Vec<Event> =
         subscription.missed.iter().filter(|event| wanted(event)).map(|event| message(event)).collect();
     let held = stream::iter(reset.into_iter().chain(missed).map(Ok));
-    let live = stream::unfold(Some(subscription.live), move |receiver| {
+    let live = stream::unfold(Some((subscription.live, subscription.closing)), move |state| {
         let wanted = wanted.clone();
         async move {
-            let mut receiver = receiver?;
+            let (mut receiver, mut closing) = state?;
             loop {
-                match receiver.recv().await {
-                    Ok(event) if wanted(&event) => return Some((Ok(message(&event)), Some(receiver))),
+                let received = tokio::select! {
+                    received = receiver.recv() => received,
+                    _ = closing.wait_for(|closing| *closing) => {
+                        let notice = Event::default().event("closing").data(
+                            r#"{"reason":"this node is shutting down; reconnect (to another node) with Last-Event-ID"}"#,
+                        );
+                        return Some((Ok(notice), None));
+                    }
+                };
+                match received {
+                    Ok(event) if wanted(&event) => return Some((Ok(message(&event)), Some((receiver, closing)))),
                     Ok(_) => continue,
                     Err(RecvError::Lagged(missed)) => {
                         let notice = Event::default().event("dropped").data(format!(

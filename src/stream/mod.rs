@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use uuid::Uuid;
 
 use crate::tiers::EncodedBatch;
@@ -62,6 +62,9 @@ pub struct Subscription {
     /// False when the client named a `Last-Event-ID` that is no longer held, so
     /// events may have been missed.
     pub resumed: bool,
+    /// Turns true when the node shuts down: the stream then ends (a stream never
+    /// ends by itself, and a graceful shutdown waits for every response).
+    pub closing: watch::Receiver<bool>,
 }
 
 /// The live tail of one node.
@@ -72,6 +75,7 @@ pub struct Tail {
     /// gets every event exactly once: held before it subscribed, or sent after.
     state: Mutex<Recent>,
     dropped: AtomicU64,
+    closing: watch::Sender<bool>,
 }
 
 #[derive(Debug)]
@@ -91,6 +95,7 @@ impl Tail {
             queue,
             state: Mutex::new(Recent { events: VecDeque::with_capacity(recent), capacity: recent, sender }),
             dropped: AtomicU64::new(0),
+            closing: watch::channel(false).0,
         });
         let weak = Arc::downgrade(&tail);
         let publisher = relay.as_ref().map(|(relay, _)| relay.clone());
@@ -152,10 +157,19 @@ impl Tail {
     pub fn subscribe(&self, last: Option<Uuid>) -> Subscription {
         let state = self.lock();
         let live = state.sender.subscribe();
-        let Some(last) = last else { return Subscription { live, missed: Vec::new(), resumed: true } };
+        let closing = self.closing.subscribe();
+        let Some(last) = last else { return Subscription { live, missed: Vec::new(), resumed: true, closing } };
         match state.events.iter().rposition(|e| e.id == last) {
-            Some(at) => Subscription { live, missed: state.events.iter().skip(at + 1).cloned().collect(), resumed: true },
-            None => Subscription { live, missed: Vec::new(), resumed: false },
+            Some(at) => {
+                Subscription { live, missed: state.events.iter().skip(at + 1).cloned().collect(), resumed: true, closing }
+            }
+            None => Subscription { live, missed: Vec::new(), resumed: false, closing },
         }
+    }
+
+    /// Ends every stream (the node is shutting down) and refuses none: a stream
+    /// opened after this ends at once.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 }

@@ -202,6 +202,20 @@ async fn a_slow_client_is_dropped_with_a_notice_and_holds_up_neither_ingest_nor_
     println!("stream: the stalled client got {received} of {} events before the notice", BATCHES * PER_BATCH);
 }
 
+/// A node shutting down ends its streams with a notice, so the graceful shutdown
+/// (which waits for every response) is not held up by clients following the tail.
+#[tokio::test]
+async fn shutting_down_ends_the_streams_with_a_notice() {
+    let app = TestApp::spawn().await;
+    let mut follower = Follower::open(&app, "", KEY, None).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), app.stop()).await;
+    assert!(stopped.is_ok(), "the shutdown waited for the stream");
+    let last = follower.next(Duration::from_secs(5)).await.expect("a last message");
+    assert_eq!(last.event, "closing", "{last:?}");
+    assert!(last.data.contains("Last-Event-ID"), "{last:?}");
+    assert!(follower.next(Duration::from_secs(1)).await.is_none(), "and the stream ends");
+}
+
 /// Two nodes sharing Redis: a client of either follows the events both accept, each
 /// once.
 #[tokio::test]
