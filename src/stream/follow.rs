@@ -98,7 +98,7 @@ async fn follow_once(
                     }
                 }
                 "dropped" => return Ok(Ended::Dropped(payload)),
-                "reset" => eprintln!("tierlog tail: {payload}"),
+                "reset" | "closing" => eprintln!("tierlog tail: {payload}"),
                 _ => {}
             }
         }
