@@ -69,8 +69,9 @@ fn store_error(e: crate::keys::KeyStoreError) -> ApiError {
 /// Checks a creation request against what `principal` may grant.
 pub fn plan_key(principal: &Principal, request: CreateKey) -> Result<NewKey, ApiError> {
     let name = request.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 128 {
-        return Err(ApiError::bad_request("name must be 1-128 characters"));
+    // Postgres text cannot hold NUL: refused here, not failed in the store (a 503).
+    if name.is_empty() || name.chars().count() > 128 || name.contains('\0') {
+        return Err(ApiError::bad_request("name must be 1-128 characters, without NUL"));
     }
     let mut permissions = Vec::new();
     for raw in &request.permissions {

@@ -4,7 +4,7 @@
 //! - `PUT /audit/rules`: replaces the overrides of the deployment (all-tenant keys,
 //!   no `tenant_id`) or of one tenant; the change, before and after, is audited.
 
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::access::{self, Access};
 use super::auth::require;
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller};
+use super::extract::{strict_params, ApiJson, Caller};
 #[allow(unused_imports)] // Named in OpenAPI annotations.
 use super::openapi::*;
 use super::AppState;
@@ -34,6 +34,7 @@ pub async fn reload(db: &Database, book: &RuleBook) -> Result<(), sqlx::Error> {
 /// Which rules to show.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Read by the schema generator only.
 pub struct RulesQuery {
     /// The tenant whose rules to show (a tenant-bound key: its own, the default).
     pub tenant_id: Option<String>,
@@ -87,10 +88,11 @@ pub(super) async fn get_rules(
     State(state): State<AppState>,
     principal: Principal,
     caller: Caller,
-    Query(query): Query<RulesQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<RuleSet>, ApiError> {
     require(&principal, Permission::LogsConfigure)?;
-    let tenant = scope(&principal, query.tenant_id)?;
+    let mut params = strict_params(query.as_deref(), &["tenant_id"])?;
+    let tenant = scope(&principal, params.remove("tenant_id"))?;
     let book = book(&state)?;
     reload(state.reader()?, book).await.map_err(ApiError::read_failed)?;
     access::record(

@@ -89,8 +89,8 @@ fn validate(input: &EndpointInput, sender: &Sender) -> Result<(), ApiError> {
             return bad("secret", why);
         }
     }
-    if input.description.as_ref().is_some_and(|d| d.chars().count() > 1024) {
-        return bad("description", "at most 1024 characters");
+    if input.description.as_ref().is_some_and(|d| d.chars().count() > 1024 || d.contains('\0')) {
+        return bad("description", "at most 1024 characters, no NUL");
     }
     if input.rules.len() > 200 {
         return bad("rules", "at most 200 names");
@@ -141,7 +141,7 @@ fn before_after(before: Option<&Endpoint>, after: Option<&Endpoint>) -> Map<Stri
 
 /// Registers a webhook endpoint for a tenant's alerts.
 #[utoipa::path(post, path = "/audit/webhooks", tag = "detection", request_body = EndpointInput,
-    responses((status = 201, description = "the endpoint and its secret (shown once)", body = CreatedEndpoint), (status = 404, description = "no such endpoint or message, or the feature is switched off", body = ErrorEnvelope), CommonErrors))]
+    responses((status = 201, description = "the endpoint and its secret (shown once)", body = CreatedEndpoint), (status = 413, description = "the body is over 2 MiB", body = ErrorEnvelope), (status = 415, description = "the body is not application/json", body = ErrorEnvelope), (status = 404, description = "no such endpoint or message, or the feature is switched off", body = ErrorEnvelope), CommonErrors))]
 pub(super) async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -193,7 +193,7 @@ pub(super) async fn list(
 
 /// Changes a webhook endpoint.
 #[utoipa::path(put, path = "/audit/webhooks/{id}", tag = "detection", request_body = EndpointInput, params(("id" = Uuid, Path)),
-    responses((status = 200, description = "the endpoint as changed", body = Endpoint), (status = 404, description = "no such endpoint or message, or the feature is switched off", body = ErrorEnvelope), CommonErrors))]
+    responses((status = 200, description = "the endpoint as changed", body = Endpoint), (status = 413, description = "the body is over 2 MiB", body = ErrorEnvelope), (status = 415, description = "the body is not application/json", body = ErrorEnvelope), (status = 404, description = "no such endpoint or message, or the feature is switched off", body = ErrorEnvelope), CommonErrors))]
 pub(super) async fn update(
     State(state): State<AppState>,
     principal: Principal,

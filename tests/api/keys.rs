@@ -122,6 +122,7 @@ async fn a_tenant_manager_cannot_escalate_or_reach_another_tenant() {
         (json!({"name": "x", "tenant_id": "beta", "permissions": ["events.write"]}), 403),
         (json!({"name": "x", "permissions": ["no.such.permission"]}), 400),
         (json!({"name": "", "permissions": ["events.write"]}), 400),
+        (json!({"name": "a\u{0}b", "permissions": ["events.write"]}), 400),
         (json!({"name": "x", "permissions": []}), 400),
         (json!({"name": "x", "permissions": ["events.write"], "expires_at": "2000-01-01T00:00:00Z"}), 400),
         (json!({"name": "x", "permissions": ["events.write"], "surprise": 1}), 400),

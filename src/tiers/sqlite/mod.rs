@@ -32,7 +32,8 @@ use crate::integrity::chain::{self, GENESIS_HASH};
 /// The embedded schema, compiled in.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "embedded schema", include_str!("../../../migrations/sqlite/0001_schema.sql")),
-    (2, "detection and webhooks", include_str!("../../../migrations/sqlite/0002_detection_webhooks.sql")),
+    // Written to run on both databases as it is.
+    (2, "detection and webhooks", include_str!("../../../migrations/0011_detection_webhooks.sql")),
 ];
 
 /// Every stored column of an event table, as rows are read back.
