@@ -13,6 +13,8 @@
 #              batches of 100 with the raw limits of the same work, the peer's corpus,
 #              batches of 1 at their maximum, then open loop at half of it
 #   nodes      one node against three on the same database and Redis (private servers)
+#   detection  the mixed workload with every built-in rule against none, and with 100
+#              live-tail clients against none (private servers)
 #   embedded   embedded mode against Redis + Postgres (the machine's servers)
 #   verify     verification speed on a chain of 1,000,000 rows (the machine's Postgres)
 #   query      query speed on 5,000,000 rows (the machine's Postgres)
@@ -27,7 +29,7 @@ OUT=${OUT:-$ROOT/target/bench-sitting/$(date -u +%Y%m%dT%H%MZ)}
 mkdir -p "$OUT"
 PRIVATE="--database-url postgres://postgres@127.0.0.1:5440/postgres --redis-url redis://127.0.0.1:6390"
 PARTS=("$@")
-[ ${#PARTS[@]} -gt 0 ] || PARTS=(baseline ingest nodes embedded verify query retention)
+[ ${#PARTS[@]} -gt 0 ] || PARTS=(baseline ingest nodes detection embedded verify query retention)
 
 # Runs a command, its output appended to $OUT/<part>.txt and shown, between timestamps.
 run() {
@@ -94,6 +96,11 @@ for part in "${PARTS[@]}"; do
         run nodes ingest --events 200000 --concurrency 32 --batch 100 --mix persisted --nodes 1,3 --tenants 1 --repeat 5 $PRIVATE
         run nodes ingest --events 400000 --concurrency 32 --batch 100 --mix hot --nodes 1,3 --tenants 100 --repeat 3 $PRIVATE
         ;;
+    detection)
+        private_servers
+        run detection ingest --events 150000 --concurrency 32 --batch 100 --mix mixed --rules off,on --repeat 5 $PRIVATE
+        run detection ingest --events 150000 --concurrency 32 --batch 100 --mix mixed --tail-clients 0,100 --repeat 5 $PRIVATE
+        ;;
     embedded)
         run embedded ingest --events 30000 --concurrency 16 --batch 1,100 --mix hot,persisted --embedded
         run embedded ingest --events 30000 --concurrency 16 --batch 1,100 --mix hot,persisted
@@ -108,12 +115,12 @@ for part in "${PARTS[@]}"; do
         run retention "$(bench_bin retention)" --rows 5000000 --bench
         ;;
     *)
-        echo "unknown part: $part (baseline, ingest, nodes, embedded, verify, query, retention)" >&2
+        echo "unknown part: $part (baseline, ingest, nodes, detection, embedded, verify, query, retention)" >&2
         exit 2
         ;;
     esac
 done
-if [[ " ${PARTS[*]} " == *" baseline "* || " ${PARTS[*]} " == *" ingest "* || " ${PARTS[*]} " == *" nodes "* ]]; then
+if [[ " ${PARTS[*]} " == *" baseline "* || " ${PARTS[*]} " == *" ingest "* || " ${PARTS[*]} " == *" nodes "* || " ${PARTS[*]} " == *" detection "* ]]; then
     (cd benches/baseline && ./pg_ctl.sh stop && ./redis_ctl.sh stop) || true
 fi
 echo "# sitting done $(date -u +%FT%TZ); output in $OUT"

@@ -327,6 +327,18 @@ pub struct FailureParams {
     min_failures: Option<u32>,
 }
 
+/// A rule's name.
+#[derive(ToSchema)]
+#[schema(pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$")]
+#[allow(dead_code)] // Read by the schema generator only.
+pub struct RuleName(String);
+
+/// A category applications send.
+#[derive(ToSchema)]
+#[schema(pattern = "^(auth|security|api|error|audit|financial)$")]
+#[allow(dead_code)] // Read by the schema generator only.
+pub struct SentCategory(String);
+
 /// Extra parameters of the export.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -382,7 +394,7 @@ pub struct ExportParams {
         super::health::readyz,
         super::health::metrics,
     ),
-    components(schemas(WireEvent, WireChanges, WireSecurity, WireFinancial, Currency, ErrorEnvelope, ErrorBody, IpOrNetwork, IpAddress, crate::retention::TenantPolicy)),
+    components(schemas(RuleName, SentCategory, WireEvent, WireChanges, WireSecurity, WireFinancial, Currency, ErrorEnvelope, ErrorBody, IpOrNetwork, IpAddress, crate::retention::TenantPolicy)),
     modifiers(&BearerAuth, &PlainSummaries),
     security(("bearer" = [])),
     // The order /docs/ shows the groups in: sending events first, operations last.

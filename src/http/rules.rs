@@ -34,9 +34,11 @@ pub async fn reload(db: &Database, book: &RuleBook) -> Result<(), sqlx::Error> {
 /// Which rules to show.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 #[allow(dead_code)] // Read by the schema generator only.
 pub struct RulesQuery {
     /// The tenant whose rules to show (a tenant-bound key: its own, the default).
+    #[param(pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$")]
     pub tenant_id: Option<String>,
 }
 
@@ -57,6 +59,7 @@ pub struct RuleSet {
 #[serde(deny_unknown_fields)]
 pub struct RulesChange {
     /// The tenant whose overrides these are; absent: the deployment's (all-tenant keys).
+    #[schema(pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$")]
     pub tenant_id: Option<String>,
     /// Rules laid over the configured ones by name; they replace every override
     /// saved before for this scope (an empty list removes them).

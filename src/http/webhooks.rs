@@ -28,20 +28,26 @@ use crate::webhooks::{sign, store, Endpoint, Message, MessageState, Pooled};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointInput {
-    /// `https://...` (or `http://`); internal addresses only when
-    /// `webhooks.allow_networks` holds them.
+    /// `https://...` (or `http://`) without credentials; an address that is internal
+    /// (loopback, private, link-local, ...) only when `webhooks.allow_networks` holds it.
+    #[schema(max_length = 2048, pattern = "^https?://")]
     pub url: String,
     /// The tenant whose alerts it takes (all-tenant keys must name one; a
     /// tenant-bound key's own by default).
+    #[schema(pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$")]
     pub tenant_id: Option<String>,
-    /// `whsec_` and base64 of 24-64 bytes; generated when absent (on update: kept).
+    /// `whsec_` and the base64 of 24-64 bytes; generated when absent (on update: kept).
+    #[schema(pattern = "^whsec_[A-Za-z0-9+/]{32,88}={0,2}$")]
     pub secret: Option<String>,
+    #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
     pub description: Option<String>,
     /// Rules whose alerts it takes (empty: all).
     #[serde(default)]
+    #[schema(max_items = 200, value_type = Vec<RuleName>)]
     pub rules: Vec<String>,
     /// Categories of the triggering events (empty: all).
     #[serde(default)]
+    #[schema(value_type = Vec<SentCategory>)]
     pub categories: Vec<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -170,7 +176,29 @@ pub(super) async fn create(
 }
 
 /// The webhook endpoints the key may see.
-#[utoipa::path(get, path = "/audit/webhooks", tag = "detection", params(("tenant_id" = Option<String>, Query, description = "only this tenant's")),
+/// Which endpoints to list.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read by the schema generator only.
+pub struct ListParams {
+    /// Only this tenant's.
+    #[param(pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$")]
+    tenant_id: Option<String>,
+}
+
+/// Which messages to list.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read by the schema generator only.
+pub struct MessageParams {
+    /// Only messages in this state.
+    state: Option<MessageState>,
+    /// How many, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/audit/webhooks", tag = "detection", params(ListParams),
     responses((status = 200, description = "the endpoints the key may see", body = EndpointList), (status = 404, description = "no such endpoint or message, or the feature is switched off", body = ErrorEnvelope), CommonErrors))]
 pub(super) async fn list(
     State(state): State<AppState>,
@@ -268,7 +296,7 @@ pub(super) async fn test(
 
 /// An endpoint's messages and how their delivery went.
 #[utoipa::path(get, path = "/audit/webhooks/{id}/messages", tag = "detection",
-    params(("id" = Uuid, Path), ("state" = Option<MessageState>, Query, description = "pending, delivered or dead"), ("limit" = Option<u32>, Query, description = "1-1000, default 100")),
+    params(("id" = Uuid, Path), MessageParams),
     responses((status = 200, description = "the endpoint's messages, newest first", body = MessageList), (status = 404, description = "no such endpoint or message, or the feature is switched off", body = ErrorEnvelope), CommonErrors))]
 pub(super) async fn messages(
     State(state): State<AppState>,

@@ -226,6 +226,14 @@ async fn rules_are_managed_through_the_api_checked_scoped_and_audited() {
     assert_eq!(record["details"]["after"][0]["name"], "failed-logins-per-user");
     assert_eq!(record["details"]["after"][0]["enabled"], false);
 
+    // Alerts need logs.security.view, whatever the filters.
+    let (_, writer) = app.send_json(Method::POST, "/audit/keys", KEY, Some(&json!({"name": "writer", "permissions": ["events.write", "logs.auth.view"]}))).await;
+    let writer = writer["secret"].as_str().unwrap();
+    for path in ["/audit/alerts", "/audit/alerts?category=auth"] {
+        let (status, _) = app.send_json(Method::GET, path, writer, None).await;
+        assert_eq!(status, 403, "{path}");
+    }
+
     // Applications cannot write alerts of their own.
     let response = app.post_events(&json!({"category": "security", "action": "security.alert"})).await;
     assert_eq!(response.status(), 400);

@@ -7,7 +7,12 @@ also stated in the schema's descriptions and the README:
   ahead of the server's clock; a new key's `expires_at` in the future;
 - values the server issues: `cursor` is the `next_cursor` of an earlier page;
 - numbers inside free-form `details` / `changes` must be kept exactly by every tier
-  (no negative zero, integers within 64 bits), and their strings hold no NUL.
+  (no negative zero, integers within 64 bits), and their strings hold no NUL;
+- a webhook URL must not name an internal address and its secret must be base64 of
+  24-64 bytes (the pattern cannot check the padding); an all-tenant key (the tests'
+  key) names the endpoint's tenant, and an endpoint keeps its tenant;
+- a detection rule's fields depend on its `kind` (a threshold rule needs a threshold
+  and a window, an amount rule a limit or a factor, ...).
 
 The hooks change only generated *valid* (positive) cases, so negative testing still
 sends whatever breaks the schema.
@@ -84,6 +89,19 @@ def map_body(context, body):
         return _event(body)
     if path == "/audit/keys" and isinstance(body, dict) and body.get("expires_at"):
         body["expires_at"] = (_now() + datetime.timedelta(days=1)).isoformat()
+    if path in ("/audit/webhooks", "/audit/webhooks/{id}") and isinstance(body, dict):
+        body["url"] = "https://hooks.example.com/tierlog"
+        if path == "/audit/webhooks" and body.get("tenant_id") is None:
+            body["tenant_id"] = "acme"
+        if path == "/audit/webhooks/{id}":
+            body.pop("tenant_id", None)
+        if body.get("secret") is not None:
+            body["secret"] = "whsec_" + base64.b64encode(uuid.uuid4().bytes + uuid.uuid4().bytes).decode()
+    if path == "/audit/rules" and isinstance(body, dict):
+        body["rules"] = [{
+            "name": "schemathesis-threshold", "kind": "threshold", "when": {"categories": ["auth"], "status": "failure"},
+            "group_by": ["user_id"], "threshold": 3, "window_seconds": 600,
+        }]
     return body
 
 
