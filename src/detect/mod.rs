@@ -253,7 +253,8 @@ impl Engine {
     /// The firings of one batch.
     pub async fn evaluate(&self, events: &[AuditEvent]) -> Result<Vec<Firing>, crate::tiers::HotTierError> {
         let book = self.book.snapshot();
-        let mut groups: BTreeMap<(String, &str), Group<'_>> = BTreeMap::new();
+        // Per tenant, rule and group values; the state's key is made once per group.
+        let mut groups: HashMap<(&str, &str, Vec<(String, String)>), Group<'_>> = HashMap::new();
         let mut matches: Vec<Firing> = Vec::new();
         for event in events {
             if event.category == Category::Access || is_alert(event) {
@@ -285,12 +286,11 @@ impl Engine {
                     });
                     continue;
                 }
-                let key = self.group_key(&event.tenant_id, &rule.name, &values);
-                let group = groups.entry((key.clone(), rule.name.as_str())).or_insert_with(|| Group {
-                    tenant: &event.tenant_id,
+                let group = groups.entry((event.tenant_id.as_str(), rule.name.as_str(), values)).or_insert_with_key(|(tenant, name, values)| Group {
+                    tenant,
                     rule: compiled,
-                    values,
-                    key,
+                    values: values.clone(),
+                    key: self.group_key(tenant, name, values),
                     members: Vec::new(),
                     amounts: Vec::new(),
                     category: event.category,
@@ -319,11 +319,11 @@ impl Engine {
                 }
             }
         }
-        let groups: Vec<Group<'_>> = groups.into_values().filter(|g| !g.members.is_empty() || !g.amounts.is_empty()).collect();
+        let mut groups: Vec<Group<'_>> = groups.into_values().filter(|g| !g.members.is_empty() || !g.amounts.is_empty()).collect();
         let mut observations = Vec::new();
         let mut observed = Vec::new();
         let mut firings = Vec::new();
-        for (i, group) in groups.iter().enumerate() {
+        for (i, group) in groups.iter_mut().enumerate() {
             let rule = &group.rule.rule;
             match rule.kind {
                 RuleKind::Threshold | RuleKind::Distinct => {
@@ -334,7 +334,8 @@ impl Engine {
                         window_ms: rule.window_ms(),
                         cap: threshold.max(100).saturating_mul(2),
                         threshold,
-                        members: group.members.clone(),
+                        // A window's members are not needed again (its ids come back).
+                        members: std::mem::take(&mut group.members),
                     });
                     observed.push(i);
                 }
@@ -351,11 +352,12 @@ impl Engine {
                             let mut facts = Map::new();
                             facts.insert("amount".into(), Value::from(*amount));
                             facts.insert("limit".into(), Value::from(limit));
-                            firings.push(self.firing(group, 1, vec![*id], facts));
+                            firings.push(self.firing(&*group, 1, vec![*id], facts));
                         }
                     }
                     if rule.factor.is_some() {
-                        observations.push(Observation::Norm { key: group.key.clone(), amounts: group.amounts.iter().map(|(a, _)| *a).collect() });
+                        let amounts = group.amounts.iter().map(|(a, _)| *a).collect();
+                        observations.push(Observation::Norm { key: group.key.clone(), amounts });
                         observed.push(i);
                     }
                 }

@@ -373,13 +373,18 @@ impl PgStore {
         if contended {
             self.contended.fetch_sub(1, Ordering::Relaxed);
         }
-        // A batch with alerts writes their webhook messages in its transaction.
+        // A batch with alerts writes their webhook messages in the same transaction
+        // as its rows: the optimistic statement then runs inside one.
         let alerts = batch.iter().any(|r| crate::detect::alert::is_alert(r.event));
-        if !skip_stored && !contended && !alerts {
+        if !skip_stored && !contended {
             if let Some(cached) = &cached {
                 let plan = Plan::build(&chains, cached, &HashSet::new());
                 let tables: Vec<(Table, &rows::RowColumns<'_>)> = plan.tables.iter().map(|(t, r)| (*t, r)).collect();
-                match heads::extend_if_unchanged(&self.writes, &plan.moves, &tables).await {
+                let extended = match alerts {
+                    false => heads::extend_if_unchanged(&self.writes, &plan.moves, &tables).await,
+                    true => self.extend_with_messages(batch, &plan.moves, &tables).await,
+                };
+                match extended {
                     Ok(Extended::Done) => {
                         self.heads.remember(plan.moves.iter().map(|m| (m.key, m.to)));
                         return Ok(plan.inserted);
@@ -401,6 +406,24 @@ impl PgStore {
             self.heads.forget(chains.keys().copied());
         }
         result
+    }
+
+    /// The optimistic statement and the alerts' webhook messages, in one transaction
+    /// (rolled back when the heads moved).
+    async fn extend_with_messages(
+        &self,
+        batch: &[PersistRequest<'_>],
+        moves: &[HeadMove<'_>],
+        tables: &[(Table, &rows::RowColumns<'_>)],
+    ) -> Result<Extended, sqlx::Error> {
+        let mut tx = self.writes.begin().await?;
+        let extended = heads::extend_if_unchanged(&mut *tx, moves, tables).await?;
+        if extended == Extended::Done {
+            let mut conn = crate::webhooks::store::Conn::Pg(&mut tx);
+            crate::webhooks::store::enqueue_alerts(&mut conn, batch.iter().map(|r| r.event)).await?;
+            tx.commit().await?;
+        }
+        Ok(extended)
     }
 
     /// The locking path: creates and locks the batch's heads, inserts, moves them.
