@@ -7,7 +7,7 @@
 //! cargo bench --bench ingest -- [--events N] [--concurrency C] [--batch 1,100]
 //!     [--mix mixed,hot,persisted] [--database-url URL] [--redis-url URL] [--embedded]
 //!     [--rate R] [--raw-pg] [--raw-redis] [--events-file PATH] [--peer-work]
-//!     [--nodes 1,3] [--tenants 100] [--repeat K]
+//!     [--nodes 1,3] [--tenants 100] [--repeat K] [--rules on,off] [--tail-clients 0,100]
 //! ```
 //!
 //! `--nodes N` runs N tierlog processes on the same database and Redis (one signing
@@ -17,6 +17,11 @@
 //! of the run waited on a lock (`lock_wait_share`) and the mean number of sessions
 //! waiting (`lock_waiters`): the cost of nodes queueing on chain heads.
 //! `--tenants T` spreads the generated events over T tenants (default 100).
+//! `--rules on,off` runs with every built-in detection rule (the default) or none;
+//! `--tail-clients 0,100` opens that many live-tail clients before the run, each
+//! following one tenant's events (`tenant_id=tenant-NNN`, so together they receive
+//! every event once) and counting what it gets. The lists combine with `--nodes`
+//! and `--repeat` (each combination a setup, compared with the first).
 //! `--repeat K` runs the node counts K times, interleaved (1, 3, 1, 3, ...), and
 //! ends with the median events/s of each and the median of the K paired ratios: on
 //! a small shared machine one pair can be off by a tenth either way.
@@ -323,11 +328,12 @@ async fn run(o: &Options, mix: &str, batch: usize, setup: Setup) -> anyhow::Resu
         }
     }
     let server = &servers[0];
-    // Live-tail clients, spread over the nodes, each reading and counting messages.
+    // Live-tail clients, spread over the nodes, each following one tenant (an admin
+    // watching their tenant: together they get every event once) and counting.
     let tail_messages = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tails = Vec::new();
     for i in 0..setup.tail {
-        let url = format!("{}/audit/stream", servers[i % servers.len()].address);
+        let url = format!("{}/audit/stream?tenant_id=tenant-{:03}", servers[i % servers.len()].address, i as u64 % o.tenants);
         let response = client.get(url).bearer_auth(KEY).send().await?;
         anyhow::ensure!(response.status() == 200, "the live tail answered {}", response.status());
         let counted = tail_messages.clone();

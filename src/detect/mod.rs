@@ -342,6 +342,7 @@ impl Engine {
                 RuleKind::FirstSeen => {
                     let at_ms = group.members.iter().map(|(_, at, _)| *at).max().unwrap_or_default();
                     let mut values: Vec<String> = group.members.iter().map(|(v, _, _)| v.clone()).collect();
+                    values.sort_unstable();
                     values.dedup();
                     observations.push(Observation::Seen { key: group.key.clone(), horizon_ms: rule.window_ms(), at_ms, values });
                     observed.push(i);

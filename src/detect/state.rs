@@ -68,26 +68,37 @@ local distinct = ARGV[4] == '1'
 local newest = -1
 local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if top[2] then newest = tonumber(top[2]) end
+-- Members in chunks (Lua's unpack takes a few thousand values at most); GT keeps a
+-- member's latest time.
+local adds, ids = {}, {}
+local function flush()
+  if #adds > 0 then redis.call('ZADD', KEYS[1], 'GT', unpack(adds)) end
+  if #ids > 0 then redis.call('HSET', KEYS[2], unpack(ids)) end
+  adds, ids = {}, {}
+end
 for i = 5, #ARGV, 3 do
-  local member, at = ARGV[i], tonumber(ARGV[i + 1])
-  local held = redis.call('ZSCORE', KEYS[1], member)
-  if not held or tonumber(held) < at then
-    redis.call('ZADD', KEYS[1], at, member)
-    if distinct then redis.call('HSET', KEYS[2], member, ARGV[i + 2]) end
+  local at = tonumber(ARGV[i + 1])
+  adds[#adds + 1] = at
+  adds[#adds + 1] = ARGV[i]
+  if distinct then
+    ids[#ids + 1] = ARGV[i]
+    ids[#ids + 1] = ARGV[i + 2]
   end
   if at > newest then newest = at end
+  if #adds >= 2000 then flush() end
 end
+flush()
 local edge = newest - window
 if distinct then
   local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', edge)
-  if #gone > 0 then redis.call('HDEL', KEYS[2], unpack(gone)) end
+  for s = 1, #gone, 1000 do redis.call('HDEL', KEYS[2], unpack(gone, s, math.min(s + 999, #gone))) end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', edge)
 local count = redis.call('ZCARD', KEYS[1])
 if count > cap then
   if distinct then
     local gone = redis.call('ZRANGE', KEYS[1], 0, count - cap - 1)
-    redis.call('HDEL', KEYS[2], unpack(gone))
+    for s = 1, #gone, 1000 do redis.call('HDEL', KEYS[2], unpack(gone, s, math.min(s + 999, #gone))) end
   end
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, count - cap - 1)
   count = cap
@@ -98,10 +109,8 @@ local out = {count}
 if count >= threshold then
   local latest = redis.call('ZREVRANGE', KEYS[1], 0, 19)
   if distinct then
-    if #latest > 0 then
-      for _, id in ipairs(redis.call('HMGET', KEYS[2], unpack(latest))) do
-        if id then table.insert(out, id) end
-      end
+    for _, id in ipairs(redis.call('HMGET', KEYS[2], unpack(latest))) do
+      if id then table.insert(out, id) end
     end
   else
     for _, id in ipairs(latest) do table.insert(out, id) end
@@ -114,19 +123,27 @@ return out
 const SEEN_SCRIPT: &str = r#"
 local at, horizon, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', at - horizon)
-local known = redis.call('ZCARD', KEYS[1]) > 0
+local count = redis.call('ZCARD', KEYS[1])
 local new = {}
-for i = 4, #ARGV do
-  local held = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if not held then
-    if known then table.insert(new, ARGV[i]) end
-    redis.call('ZADD', KEYS[1], at, ARGV[i])
-  elseif tonumber(held) < at then
-    redis.call('ZADD', KEYS[1], at, ARGV[i])
+local values = {}
+for i = 4, #ARGV do values[#values + 1] = ARGV[i] end
+if count > 0 then
+  local held = redis.call('ZMSCORE', KEYS[1], unpack(values))
+  for i, score in ipairs(held) do
+    if not score then table.insert(new, values[i]) end
   end
 end
-local count = redis.call('ZCARD', KEYS[1])
-if count > cap then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, count - cap - 1) end
+local adds = {}
+for _, value in ipairs(values) do
+  adds[#adds + 1] = at
+  adds[#adds + 1] = value
+end
+redis.call('ZADD', KEYS[1], 'GT', unpack(adds))
+count = count + #values
+if count > cap then
+  count = redis.call('ZCARD', KEYS[1])
+  if count > cap then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, count - cap - 1) end
+end
 redis.call('PEXPIRE', KEYS[1], horizon)
 return new
 "#;

@@ -78,7 +78,12 @@ impl Relay {
                         let mut messages = pubsub.on_message();
                         while let Some(message) = messages.next().await {
                             let Some(tail) = tail.upgrade() else { return };
-                            match parse(message.get_payload_bytes()) {
+                            let payload = message.get_payload_bytes();
+                            // This node's own batches come back too: it took them at once.
+                            if payload.starts_with(self.node.as_bytes()) && payload.get(self.node.len()) == Some(&b'\n') {
+                                continue;
+                            }
+                            match parse(payload) {
                                 Some((node, events)) if node != self.node.as_bytes() => tail.take(events.into_iter()),
                                 Some(_) => {}
                                 None => tracing::warn!(channel = %self.channel, "a tail message that is not tierlog's; ignored"),

@@ -127,6 +127,21 @@ pub async fn enqueue_alerts<'e>(conn: &mut Conn<'_>, events: impl Iterator<Item 
     Ok(queued)
 }
 
+/// Whether any of `tenants` has an enabled endpoint (so a batch of their alerts
+/// has messages to write): one query.
+pub async fn any_endpoint(conn: &mut Conn<'_>, tenants: &[&str]) -> Result<bool, sqlx::Error> {
+    if tenants.is_empty() {
+        return Ok(false);
+    }
+    let places: Vec<String> = (1..=tenants.len()).map(|i| format!("${i}")).collect();
+    let sql = format!("SELECT count(*) FROM webhook_endpoints WHERE enabled = 1 AND tenant_id IN ({})", places.join(", "));
+    let found: i64 = match conn {
+        Conn::Pg(c) => tenants.iter().fold(sqlx::query_scalar(&sql), |q, t| q.bind(*t)).fetch_one(&mut **c).await?,
+        Conn::Lite(c) => tenants.iter().fold(sqlx::query_scalar(&lite(&sql)), |q, t| q.bind(*t)).fetch_one(&mut **c).await?,
+    };
+    Ok(found > 0)
+}
+
 /// Saves a new endpoint.
 pub async fn create_endpoint(conn: &mut Conn<'_>, endpoint: &Endpoint, secret: &str) -> Result<(), sqlx::Error> {
     execute!(conn,

@@ -416,6 +416,16 @@ impl PgStore {
         moves: &[HeadMove<'_>],
         tables: &[(Table, &rows::RowColumns<'_>)],
     ) -> Result<Extended, sqlx::Error> {
+        // Most tenants have no endpoint: then there is nothing to write beside the rows.
+        let mut tenants: Vec<&str> =
+            batch.iter().filter(|r| crate::detect::alert::is_alert(r.event)).map(|r| r.event.tenant_id.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let mut pooled = self.writes.acquire().await?;
+        if !crate::webhooks::store::any_endpoint(&mut crate::webhooks::store::Conn::Pg(&mut pooled), &tenants).await? {
+            return heads::extend_if_unchanged(&mut *pooled, moves, tables).await;
+        }
+        drop(pooled);
         let mut tx = self.writes.begin().await?;
         let extended = heads::extend_if_unchanged(&mut *tx, moves, tables).await?;
         if extended == Extended::Done {
