@@ -533,6 +533,16 @@ async fn run(o: &Options, mix: &str, batch: usize, setup: Setup) -> anyhow::Resu
     );
 
     let rss: u64 = servers.iter().map(|s| peak_rss_kib(s.child.id())).sum();
+    // Events detection left out because it fell behind (it never slows ingest).
+    let mut skipped = 0u64;
+    for server in &servers {
+        let text = client.get(format!("{}/metrics", server.address)).send().await?.text().await?;
+        skipped += text
+            .lines()
+            .find_map(|l| l.strip_prefix("tierlog_detection_skipped_events_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
     let expected_rows = event_rows;
     let hot_only = expected_rows.values().all(|rows| *rows == 0);
     let mean_batch = if o.raw_redis && !o.embedded && hot_only && nodes == 1 {
@@ -543,7 +553,7 @@ async fn run(o: &Options, mix: &str, batch: usize, setup: Setup) -> anyhow::Resu
     latencies.sort();
     let persisted: i64 = expected_rows.values().sum();
     println!(
-        "{setup} tenants={:<3} mix={mix:<9} batch={batch:<4} conns={:<3} {}events={:<7} persisted={:<7} events/s={:>8.0} persisted_rows/s={:>7.0} MB/s={:>6.1} p50={:>7.2}ms p99={:>7.2}ms peak_rss={:>4}MiB cpu/event={:>5.1}us alerts={alert_total} {}{}verified={}",
+        "{setup} tenants={:<3} mix={mix:<9} batch={batch:<4} conns={:<3} {}events={:<7} persisted={:<7} events/s={:>8.0} persisted_rows/s={:>7.0} MB/s={:>6.1} p50={:>7.2}ms p99={:>7.2}ms peak_rss={:>4}MiB cpu/event={:>5.1}us alerts={alert_total} detection_skipped={skipped} {}{}verified={}",
         o.tenants,
         o.concurrency,
         o.rate.map(|r| format!("rate={r:.0}/s ")).unwrap_or_default(),

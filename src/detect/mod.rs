@@ -199,6 +199,10 @@ struct Group<'b> {
 impl Engine {
     /// Takes batches until the detector is dropped.
     pub async fn run(self, mut batches: mpsc::Receiver<Arc<EncodedBatch>>, pipeline: Pipeline) {
+        // Alerts are written while the next batches are evaluated (a write waits for
+        // its batch to be durable); at most this many writes at once, then evaluation
+        // waits, and detection's queue fills up rather than memory.
+        let writes = Arc::new(tokio::sync::Semaphore::new(ALERT_WRITES));
         while let Some(batch) = batches.recv().await {
             let firings = match self.evaluate(&batch.events).await {
                 Ok(firings) => firings,
@@ -208,36 +212,22 @@ impl Engine {
                     continue;
                 }
             };
+            drop(batch);
             if firings.is_empty() {
                 continue;
             }
             let now = self.clock.now();
             let alerts: Vec<AuditEvent> = firings.iter().map(|f| f.to_event(now)).collect();
-            let count = alerts.len() as u64;
-            if self.submit(&pipeline, alerts).await {
-                self.counters.alerts.fetch_add(count, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Submits alerts, trying again for a minute while the queue is full or the
-    /// store cannot take them.
-    async fn submit(&self, pipeline: &Pipeline, alerts: Vec<AuditEvent>) -> bool {
-        for attempt in 0..60 {
-            match pipeline.submit(alerts.clone()).await {
-                Ok(()) => return true,
-                Err(crate::ingest::SubmitError::ShuttingDown) => break,
-                Err(e) => {
-                    if attempt == 0 {
-                        tracing::warn!(error = %e, alerts = alerts.len(), "alerts not written yet; trying again");
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+            let Ok(permit) = writes.clone().acquire_owned().await else { return };
+            let (pipeline, counters) = (pipeline.clone(), self.counters.clone());
+            tokio::spawn(async move {
+                let count = alerts.len() as u64;
+                if submit(&pipeline, alerts, &counters).await {
+                    counters.alerts.fetch_add(count, Ordering::Relaxed);
                 }
-            }
+                drop(permit);
+            });
         }
-        self.counters.faults.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(alerts = alerts.len(), "alerts could not be written");
-        false
     }
 
     fn group_key(&self, tenant: &str, rule: &str, values: &[(String, String)]) -> String {
@@ -437,4 +427,27 @@ impl Engine {
         let granted = self.state.claim(&claims).await?;
         Ok(kept.into_iter().filter(|(_, claim)| claim.is_none_or(|i| granted[i])).map(|(f, _)| f).collect())
     }
+}
+
+/// How many alert writes may be under way at once.
+const ALERT_WRITES: usize = 16;
+
+/// Submits alerts, trying again for a minute while the queue is full or the store
+/// cannot take them.
+async fn submit(pipeline: &Pipeline, alerts: Vec<AuditEvent>, counters: &DetectCounters) -> bool {
+    for attempt in 0..60 {
+        match pipeline.submit(alerts.clone()).await {
+            Ok(()) => return true,
+            Err(crate::ingest::SubmitError::ShuttingDown) => break,
+            Err(e) => {
+                if attempt == 0 {
+                    tracing::warn!(error = %e, alerts = alerts.len(), "alerts not written yet; trying again");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    counters.faults.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(alerts = alerts.len(), "alerts could not be written");
+    false
 }

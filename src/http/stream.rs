@@ -54,7 +54,9 @@ pub(super) async fn stream(
     record_read(&state, &principal, &filters, "GET /audit/stream", &caller, query.as_deref(), 0).await?;
 
     let subscription = state.tail.subscribe(last);
-    let wanted = Arc::new(move |event: &TailEvent| memory::matches(&filters, &categories, event.item()));
+    let wanted = Arc::new(move |event: &TailEvent| {
+        filters.tenant.as_deref().is_none_or(|tenant| event.tenant() == tenant) && memory::matches(&filters, &categories, event.item())
+    });
     let reset = (!subscription.resumed).then(|| {
         Event::default().event("reset").data(r#"{"reason":"the events after Last-Event-ID are no longer held; following from now"}"#)
     });

@@ -33,12 +33,23 @@ const QUEUE_BATCHES: usize = 8;
 pub struct TailEvent {
     pub id: Uuid,
     line: Box<[u8]>,
+    /// The tenant, when the node knew it without parsing (its own events).
+    tenant: Option<Box<str>>,
     item: OnceLock<Value>,
 }
 
 impl TailEvent {
-    fn new(id: Uuid, line: &[u8]) -> TailEvent {
-        TailEvent { id, line: line.into(), item: OnceLock::new() }
+    fn new(id: Uuid, tenant: Option<&str>, line: &[u8]) -> TailEvent {
+        TailEvent { id, line: line.into(), tenant: tenant.map(Into::into), item: OnceLock::new() }
+    }
+
+    /// The event's tenant: most clients follow one, so most events are turned away
+    /// by this alone, without parsing.
+    pub fn tenant(&self) -> &str {
+        match &self.tenant {
+            Some(tenant) => tenant,
+            None => self.item()["tenant_id"].as_str().unwrap_or_default(),
+        }
     }
 
     /// The event's JSON line, as the files and Redis hold it.
@@ -102,7 +113,7 @@ impl Tail {
         tokio::spawn(async move {
             while let Some(batch) = batches.recv().await {
                 let Some(tail) = weak.upgrade() else { return };
-                tail.take(batch.iter().map(|(event, line)| (event.id, line)));
+                tail.take(batch.iter().map(|(event, line)| (event.id, Some(event.tenant_id.as_str()), line)));
                 drop(tail);
                 if let Some(relay) = &publisher {
                     if let Err(e) = relay.publish(relay.message(&batch)).await {
@@ -138,10 +149,10 @@ impl Tail {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn take<'l>(&self, events: impl Iterator<Item = (Uuid, &'l [u8])>) {
+    fn take<'l>(&self, events: impl Iterator<Item = (Uuid, Option<&'l str>, &'l [u8])>) {
         let mut state = self.lock();
-        for (id, line) in events {
-            let event = Arc::new(TailEvent::new(id, line));
+        for (id, tenant, line) in events {
+            let event = Arc::new(TailEvent::new(id, tenant, line));
             if state.capacity > 0 {
                 if state.events.len() == state.capacity {
                     state.events.pop_front();

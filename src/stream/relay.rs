@@ -84,7 +84,9 @@ impl Relay {
                                 continue;
                             }
                             match parse(payload) {
-                                Some((node, events)) if node != self.node.as_bytes() => tail.take(events.into_iter()),
+                                Some((node, events)) if node != self.node.as_bytes() => {
+                                    tail.take(events.into_iter().map(|(id, line)| (id, None, line)))
+                                }
                                 Some(_) => {}
                                 None => tracing::warn!(channel = %self.channel, "a tail message that is not tierlog's; ignored"),
                             }
