@@ -25,7 +25,7 @@ use super::AppState;
 use crate::event::Category;
 use crate::keys::Principal;
 use crate::query::{memory, Filters};
-use crate::stream::TailEvent;
+use crate::stream::{TailBatch, TailEvent};
 
 /// `GET /audit/stream`: newly accepted events, as they are acknowledged.
 #[utoipa::path(get, path = "/audit/stream", tag = "read",
@@ -63,11 +63,22 @@ pub(super) async fn stream(
     let missed: Vec<Event> =
         subscription.missed.iter().filter(|event| wanted(event)).map(|event| message(event)).collect();
     let held = stream::iter(reset.into_iter().chain(missed).map(Ok));
-    let live = stream::unfold(Some((subscription.live, subscription.closing)), move |state| {
+    // The batch being sent, and where in it.
+    let pending: Option<(TailBatch, usize)> = None;
+    let live = stream::unfold(Some((subscription.live, subscription.closing, pending)), move |state| {
         let wanted = wanted.clone();
         async move {
-            let (mut receiver, mut closing) = state?;
+            let (mut receiver, mut closing, mut pending) = state?;
             loop {
+                if let Some((batch, at)) = pending.as_mut() {
+                    while *at < batch.len() {
+                        let event = batch[*at].clone();
+                        *at += 1;
+                        if wanted(&event) {
+                            return Some((Ok(message(&event)), Some((receiver, closing, pending))));
+                        }
+                    }
+                }
                 let received = tokio::select! {
                     received = receiver.recv() => received,
                     _ = closing.wait_for(|closing| *closing) => {
@@ -78,11 +89,10 @@ pub(super) async fn stream(
                     }
                 };
                 match received {
-                    Ok(event) if wanted(&event) => return Some((Ok(message(&event)), Some((receiver, closing)))),
-                    Ok(_) => continue,
+                    Ok(batch) => pending = Some((batch, 0)),
                     Err(RecvError::Lagged(missed)) => {
                         let notice = Event::default().event("dropped").data(format!(
-                            r#"{{"reason":"the client fell {missed} events behind; reconnect with Last-Event-ID"}}"#
+                            r#"{{"reason":"the client fell {missed} batches of events behind; reconnect with Last-Event-ID"}}"#
                         ));
                         return Some((Ok(notice), None));
                     }

@@ -66,8 +66,8 @@ impl TailEvent {
 /// Where a subscription starts.
 #[derive(Debug)]
 pub struct Subscription {
-    /// Events from now on.
-    pub live: broadcast::Receiver<Arc<TailEvent>>,
+    /// Batches of events from now on.
+    pub live: broadcast::Receiver<TailBatch>,
     /// The held events after the client's `Last-Event-ID`, oldest first.
     pub missed: Vec<Arc<TailEvent>>,
     /// False when the client named a `Last-Event-ID` that is no longer held, so
@@ -93,15 +93,23 @@ pub struct Tail {
 struct Recent {
     events: VecDeque<Arc<TailEvent>>,
     capacity: usize,
-    sender: broadcast::Sender<Arc<TailEvent>>,
+    sender: broadcast::Sender<TailBatch>,
 }
+
+/// The events of one acknowledged batch, sent to the clients at once: a client
+/// wakes once per batch, not once per event.
+pub type TailBatch = Arc<[Arc<TailEvent>]>;
+
+/// How many events a batch is taken to hold when `client_buffer_events` is turned
+/// into the number of batches a client may fall behind.
+pub const EVENTS_PER_BATCH: usize = 32;
 
 impl Tail {
     /// A tail keeping the last `recent` events, letting each client fall at most
     /// `buffer` events behind. Its task ends when the tail is dropped.
     pub fn start(buffer: usize, recent: usize, relay: Option<(Arc<relay::Relay>, std::time::Duration)>) -> Arc<Tail> {
         let (queue, mut batches) = mpsc::channel::<Arc<EncodedBatch>>(QUEUE_BATCHES);
-        let (sender, _) = broadcast::channel(buffer.max(1));
+        let (sender, _) = broadcast::channel(buffer.div_ceil(EVENTS_PER_BATCH).max(2));
         let tail = Arc::new(Tail {
             queue,
             state: Mutex::new(Recent { events: VecDeque::with_capacity(recent), capacity: recent, sender }),
@@ -150,18 +158,21 @@ impl Tail {
     }
 
     fn take<'l>(&self, events: impl Iterator<Item = (Uuid, Option<&'l str>, &'l [u8])>) {
+        let batch: TailBatch = events.map(|(id, tenant, line)| Arc::new(TailEvent::new(id, tenant, line))).collect();
+        if batch.is_empty() {
+            return;
+        }
         let mut state = self.lock();
-        for (id, tenant, line) in events {
-            let event = Arc::new(TailEvent::new(id, tenant, line));
-            if state.capacity > 0 {
+        if state.capacity > 0 {
+            for event in batch.iter() {
                 if state.events.len() == state.capacity {
                     state.events.pop_front();
                 }
                 state.events.push_back(event.clone());
             }
-            // No receiver is not an error: nobody is watching.
-            let _ = state.sender.send(event);
         }
+        // No receiver is not an error: nobody is watching.
+        let _ = state.sender.send(batch);
     }
 
     /// Follows the tail from now, after the held events that came after `last`.

@@ -149,13 +149,14 @@ async fn the_tail_streams_accepted_events_within_filters_and_tenant_and_resumes_
 /// a `dropped` notice and the end of its stream instead of an unbounded backlog.
 #[tokio::test]
 async fn a_slow_client_is_dropped_with_a_notice_and_holds_up_neither_ingest_nor_other_clients() {
-    let app = TestApp::spawn().await;
+    // A client may fall 10 batches behind (each request below makes a batch or two).
+    let app = TestApp::spawn_with(|s| s.stream.client_buffer_events = 10 * tierlog::stream::EVENTS_PER_BATCH).await;
     let mut slow = Follower::open(&app, "?category=api", KEY, None).await;
     let mut fast = Follower::open(&app, "?category=api", KEY, None).await;
     const BATCHES: usize = 40;
     const PER_BATCH: usize = 1000;
     // The reading client reports how far it got; each batch is sent once it has the
-    // one before, so it stays well within its 4,096 events of slack however busy the
+    // one before, so it stays well within its 10 batches of slack however busy the
     // machine, while the stalled client falls 40,000 behind.
     let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let progress = read.clone();
