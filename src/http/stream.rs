@@ -2,7 +2,8 @@
 //! with the filters, permissions and tenant scope of `/audit/combined`.
 //!
 //! Each event is one SSE message whose `id` is the event id and whose `data` is the
-//! event's JSON line. A client that reconnects with `Last-Event-ID` first gets the
+//! event's JSON line; the matching events of one acknowledged batch go out in one
+//! write. A client that reconnects with `Last-Event-ID` first gets the
 //! events it missed while the node still holds them; when it no longer does, a
 //! `reset` message says so. A client that falls too far behind gets a `dropped`
 //! message and the stream ends.
@@ -12,8 +13,9 @@ use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::stream::{self, Stream, StreamExt};
+use axum::body::{Body, Bytes};
+use axum::http::{header, Response};
+use futures_util::stream;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
@@ -25,7 +27,7 @@ use super::AppState;
 use crate::event::Category;
 use crate::keys::Principal;
 use crate::query::{memory, Filters};
-use crate::stream::{TailBatch, TailEvent};
+use crate::stream::TailEvent;
 
 /// `GET /audit/stream`: newly accepted events, as they are acknowledged.
 #[utoipa::path(get, path = "/audit/stream", tag = "read",
@@ -38,7 +40,7 @@ pub(super) async fn stream(
     caller: Caller,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response<Body>, ApiError> {
     let (filters, _) = Filters::parse(query.as_deref(), &principal, &[])?;
     let categories = categories_for(&principal, &Category::ALL, &filters)?;
     let last = match headers.get("last-event-id") {
@@ -57,54 +59,79 @@ pub(super) async fn stream(
     let wanted = Arc::new(move |event: &TailEvent| {
         filters.tenant.as_deref().is_none_or(|tenant| event.tenant() == tenant) && memory::matches(&filters, &categories, event.item())
     });
-    let reset = (!subscription.resumed).then(|| {
-        Event::default().event("reset").data(r#"{"reason":"the events after Last-Event-ID are no longer held; following from now"}"#)
-    });
-    let missed: Vec<Event> =
-        subscription.missed.iter().filter(|event| wanted(event)).map(|event| message(event)).collect();
-    let held = stream::iter(reset.into_iter().chain(missed).map(Ok));
-    // The batch being sent, and where in it.
-    let pending: Option<(TailBatch, usize)> = None;
-    let live = stream::unfold(Some((subscription.live, subscription.closing, pending)), move |state| {
+    // What was missed (or a reset notice) first, as one chunk.
+    let mut first = Vec::new();
+    if !subscription.resumed {
+        notice(&mut first, "reset", r#"{"reason":"the events after Last-Event-ID are no longer held; following from now"}"#);
+    }
+    for event in subscription.missed.iter().filter(|event| wanted(event)) {
+        message(&mut first, event);
+    }
+    // Then each batch's matching events as one chunk (one write per batch, not per
+    // event), a comment every 15 s while nothing comes, and a last notice when the
+    // client fell behind or the node shuts down.
+    let live = stream::unfold(Some((subscription.live, subscription.closing, first)), move |state| {
         let wanted = wanted.clone();
         async move {
-            let (mut receiver, mut closing, mut pending) = state?;
+            let (mut receiver, mut closing, mut chunk) = state?;
             loop {
-                if let Some((batch, at)) = pending.as_mut() {
-                    while *at < batch.len() {
-                        let event = batch[*at].clone();
-                        *at += 1;
-                        if wanted(&event) {
-                            return Some((Ok(message(&event)), Some((receiver, closing, pending))));
-                        }
-                    }
+                if !chunk.is_empty() {
+                    let out = Bytes::from(std::mem::take(&mut chunk));
+                    return Some((Ok::<_, Infallible>(out), Some((receiver, closing, chunk))));
                 }
                 let received = tokio::select! {
                     received = receiver.recv() => received,
                     _ = closing.wait_for(|closing| *closing) => {
-                        let notice = Event::default().event("closing").data(
-                            r#"{"reason":"this node is shutting down; reconnect (to another node) with Last-Event-ID"}"#,
-                        );
-                        return Some((Ok(notice), None));
+                        notice(&mut chunk, "closing", r#"{"reason":"this node is shutting down; reconnect (to another node) with Last-Event-ID"}"#);
+                        return Some((Ok(Bytes::from(chunk)), None));
+                    }
+                    () = tokio::time::sleep(KEEP_ALIVE) => {
+                        chunk.extend_from_slice(b":\n\n");
+                        continue;
                     }
                 };
                 match received {
-                    Ok(batch) => pending = Some((batch, 0)),
+                    Ok(batch) => {
+                        for event in batch.iter().filter(|event| wanted(event)) {
+                            message(&mut chunk, event);
+                        }
+                    }
                     Err(RecvError::Lagged(missed)) => {
-                        let notice = Event::default().event("dropped").data(format!(
-                            r#"{{"reason":"the client fell {missed} batches of events behind; reconnect with Last-Event-ID"}}"#
-                        ));
-                        return Some((Ok(notice), None));
+                        let reason = format!(r#"{{"reason":"the client fell {missed} batches of events behind; reconnect with Last-Event-ID"}}"#);
+                        notice(&mut chunk, "dropped", &reason);
+                        return Some((Ok(Bytes::from(chunk)), None));
                     }
                     Err(RecvError::Closed) => return None,
                 }
             }
         }
     });
-    Ok(Sse::new(held.chain(live)).keep_alive(KeepAlive::default()))
+    let response = Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(live))
+        .map_err(|e| ApiError::internal("stream response", &e))?;
+    Ok(response)
 }
 
-/// One event as an SSE message: its id, and its JSON line as the data.
-fn message(event: &TailEvent) -> Event {
-    Event::default().id(event.id.to_string()).data(String::from_utf8_lossy(event.line()))
+/// How long a quiet stream waits before a comment keeps the connection open.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Appends a notice: an SSE message with an event name.
+fn notice(out: &mut Vec<u8>, name: &str, data: &str) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(data.as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Appends one event as an SSE message: its id, and its JSON line as the data (a
+/// JSON line holds no newline).
+fn message(out: &mut Vec<u8>, event: &TailEvent) {
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(event.id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(event.line());
+    out.extend_from_slice(b"\n\n");
 }
