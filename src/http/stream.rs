@@ -55,7 +55,7 @@ pub(super) async fn stream(
     };
     record_read(&state, &principal, &filters, "GET /audit/stream", &caller, query.as_deref(), 0).await?;
 
-    let subscription = state.tail.subscribe(last);
+    let subscription = state.tail.subscribe(last, filters.tenant.as_deref());
     let wanted = Arc::new(move |event: &TailEvent| {
         filters.tenant.as_deref().is_none_or(|tenant| event.tenant() == tenant) && memory::matches(&filters, &categories, event.item())
     });

@@ -13,7 +13,7 @@
 pub mod follow;
 pub mod relay;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -94,6 +94,12 @@ struct Recent {
     events: VecDeque<Arc<TailEvent>>,
     capacity: usize,
     sender: broadcast::Sender<TailBatch>,
+    /// Per tenant, for the clients that follow one tenant: they get that tenant's
+    /// events of each batch only, instead of looking at every event. A channel goes
+    /// once its last client has.
+    tenants: HashMap<Box<str>, broadcast::Sender<TailBatch>>,
+    /// Each channel's bound, in batches.
+    batches: usize,
 }
 
 /// The events of one acknowledged batch, sent to the clients at once: a client
@@ -109,10 +115,12 @@ impl Tail {
     /// `buffer` events behind. Its task ends when the tail is dropped.
     pub fn start(buffer: usize, recent: usize, relay: Option<(Arc<relay::Relay>, std::time::Duration)>) -> Arc<Tail> {
         let (queue, mut batches) = mpsc::channel::<Arc<EncodedBatch>>(QUEUE_BATCHES);
-        let (sender, _) = broadcast::channel(buffer.div_ceil(EVENTS_PER_BATCH).max(2));
+        let bound = buffer.div_ceil(EVENTS_PER_BATCH).max(2);
+        let (sender, _) = broadcast::channel(bound);
+        let recent_events = VecDeque::with_capacity(recent);
         let tail = Arc::new(Tail {
             queue,
-            state: Mutex::new(Recent { events: VecDeque::with_capacity(recent), capacity: recent, sender }),
+            state: Mutex::new(Recent { events: recent_events, capacity: recent, sender, tenants: HashMap::new(), batches: bound }),
             dropped: AtomicU64::new(0),
             closing: watch::channel(false).0,
         });
@@ -150,7 +158,8 @@ impl Tail {
 
     /// How many clients are following the tail.
     pub fn clients(&self) -> usize {
-        self.lock().sender.receiver_count()
+        let state = self.lock();
+        state.sender.receiver_count() + state.tenants.values().map(broadcast::Sender::receiver_count).sum::<usize>()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Recent> {
@@ -171,14 +180,35 @@ impl Tail {
                 state.events.push_back(event.clone());
             }
         }
+        if !state.tenants.is_empty() {
+            state.tenants.retain(|_, sender| sender.receiver_count() > 0);
+            let mut shares: HashMap<&str, Vec<Arc<TailEvent>>> = HashMap::new();
+            for event in batch.iter() {
+                if state.tenants.contains_key(event.tenant()) {
+                    shares.entry(event.tenant()).or_default().push(event.clone());
+                }
+            }
+            for (tenant, share) in shares {
+                if let Some(sender) = state.tenants.get(tenant) {
+                    let _ = sender.send(share.into());
+                }
+            }
+        }
         // No receiver is not an error: nobody is watching.
         let _ = state.sender.send(batch);
     }
 
-    /// Follows the tail from now, after the held events that came after `last`.
-    pub fn subscribe(&self, last: Option<Uuid>) -> Subscription {
-        let state = self.lock();
-        let live = state.sender.subscribe();
+    /// Follows the tail (of `tenant` only, when given) from now, after the held
+    /// events that came after `last`.
+    pub fn subscribe(&self, last: Option<Uuid>, tenant: Option<&str>) -> Subscription {
+        let mut state = self.lock();
+        let live = match tenant {
+            None => state.sender.subscribe(),
+            Some(tenant) => {
+                let batches = state.batches;
+                state.tenants.entry(tenant.into()).or_insert_with(|| broadcast::channel(batches).0).subscribe()
+            }
+        };
         let closing = self.closing.subscribe();
         let Some(last) = last else { return Subscription { live, missed: Vec::new(), resumed: true, closing } };
         match state.events.iter().rposition(|e| e.id == last) {
