@@ -22,7 +22,7 @@ pub fn is_alert(event: &AuditEvent) -> bool {
 #[derive(Debug, Clone)]
 pub struct Firing {
     pub tenant: String,
-    pub rule: Rule,
+    pub rule: std::sync::Arc<Rule>,
     /// The group's fields and values.
     pub group: Vec<(String, String)>,
     /// Events (or distinct values) in the window; 1 for a single match.
@@ -33,6 +33,8 @@ pub struct Firing {
     pub source_category: Category,
     /// Kind-specific facts: the amount and mean, the new values.
     pub facts: Map<String, Value>,
+    /// The rule's and group's key in the rule state (its cool-down's too), when made.
+    pub key: Option<String>,
 }
 
 fn level_of(severity: &str) -> Level {

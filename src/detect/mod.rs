@@ -40,7 +40,8 @@ const QUEUE_BATCHES: usize = 64;
 /// A rule ready to run: its fields parsed once.
 #[derive(Debug)]
 pub struct Compiled {
-    pub rule: Rule,
+    /// Shared with every firing of the rule (a firing per matching event is common).
+    pub rule: Arc<Rule>,
     group: Vec<(String, Field)>,
     distinct: Option<Field>,
     fields: Vec<(String, Field)>,
@@ -55,7 +56,7 @@ impl Compiled {
             distinct: rule.distinct.as_deref().and_then(Field::parse),
             fields: parse(&rule.fields),
             limit: rule.limit.as_deref().and_then(|l| l.parse().ok()),
-            rule,
+            rule: Arc::new(rule),
         }
     }
 }
@@ -273,6 +274,7 @@ impl Engine {
                         event_ids: vec![event.id],
                         source_category: event.category,
                         facts: Map::new(),
+                        key: None,
                     });
                     continue;
                 }
@@ -386,16 +388,13 @@ impl Engine {
                 _ => {}
             }
         }
-        for firing in matches {
-            let key = self.group_key(&firing.tenant, &firing.rule.name, &firing.group);
-            firings.push(Firing { facts: Map::from_iter([("group_key".to_owned(), Value::from(key))]), ..firing });
-        }
+        firings.extend(matches);
         self.cool_down(firings).await
     }
 
-    fn firing(&self, group: &Group<'_>, count: u64, event_ids: Vec<Uuid>, mut facts: Map<String, Value>) -> Firing {
-        facts.insert("group_key".into(), group.key.clone().into());
+    fn firing(&self, group: &Group<'_>, count: u64, event_ids: Vec<Uuid>, facts: Map<String, Value>) -> Firing {
         Firing {
+            key: Some(group.key.clone()),
             tenant: group.tenant.to_owned(),
             rule: group.rule.rule.clone(),
             group: group.values.clone(),
@@ -412,14 +411,17 @@ impl Engine {
         let mut kept = Vec::new();
         let mut claims = Vec::new();
         let mut claimed_in_batch = std::collections::HashSet::new();
-        for mut firing in firings {
-            let key = match firing.facts.remove("group_key") {
-                Some(Value::String(key)) => key,
-                _ => continue,
-            };
+        for firing in firings {
             if firing.rule.cooldown_seconds == 0 {
                 kept.push((firing, None));
-            } else if claimed_in_batch.insert(key.clone()) {
+                continue;
+            }
+            // A match's group has no key yet: made here, for the rules with a cool-down.
+            let key = match &firing.key {
+                Some(key) => key.clone(),
+                None => self.group_key(&firing.tenant, &firing.rule.name, &firing.group),
+            };
+            if claimed_in_batch.insert(key.clone()) {
                 claims.push((key, firing.rule.cooldown_seconds * 1000));
                 kept.push((firing, Some(claims.len() - 1)));
             }

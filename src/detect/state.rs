@@ -215,33 +215,34 @@ impl RedisState {
     /// forgotten them.
     async fn send(&self, pipes: Vec<redis::Pipeline>) -> Result<Vec<redis::Value>, HotTierError> {
         let mut connection = self.link.connection().await?;
-        let mut answers = Vec::new();
         let replies = futures_util::future::join_all(pipes.iter().map(|pipe| {
             let mut connection = connection.clone();
             async move { pipe.query_async::<Vec<redis::Value>>(&mut connection).await }
         }))
         .await;
-        let mut retry = Vec::new();
-        for (pipe, reply) in pipes.iter().zip(replies) {
+        // A restarted Redis has forgotten the scripts: every call of such a pipeline
+        // failed, so it is sent again whole once they are loaded.
+        let mut forgotten = Vec::new();
+        let mut answers = Vec::with_capacity(pipes.len());
+        for (i, reply) in replies.into_iter().enumerate() {
             match reply {
-                Ok(values) => answers.push(Some(values)),
+                Ok(values) => answers.push(values),
                 Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                    retry.push(answers.len());
-                    answers.push(None);
-                    let _ = pipe;
+                    forgotten.push(i);
+                    answers.push(Vec::new());
                 }
                 Err(e) => return Err(HotTierError::Redis(e)),
             }
         }
-        if !retry.is_empty() {
+        if !forgotten.is_empty() {
             for script in [&self.window, &self.seen, &self.norm] {
                 script.load_async(&mut connection).await.map_err(HotTierError::Redis)?;
             }
-            for i in retry {
-                answers[i] = Some(pipes[i].query_async::<Vec<redis::Value>>(&mut connection).await.map_err(HotTierError::Redis)?);
+            for i in forgotten {
+                answers[i] = pipes[i].query_async::<Vec<redis::Value>>(&mut connection).await.map_err(HotTierError::Redis)?;
             }
         }
-        Ok(answers.into_iter().flatten().flatten().collect())
+        Ok(answers.into_iter().flatten().collect())
     }
 
     /// Like [`RedisState::send`]; when a single server's connection turns out to be
