@@ -14,6 +14,7 @@
 
 pub mod alert;
 pub mod rules;
+pub mod saved;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap};

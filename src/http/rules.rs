@@ -21,12 +21,13 @@ use crate::detect::RuleBook;
 use crate::event::parse::is_tenant_id;
 use crate::keys::{Permission, Principal};
 use crate::tiers::database::Database;
-use crate::webhooks::{store, Pooled};
+use crate::detect::saved;
+use crate::tiers::portable::Pooled;
 
 /// Loads the saved overrides into `book`.
 pub async fn reload(db: &Database, book: &RuleBook) -> Result<(), sqlx::Error> {
     let mut pooled = Pooled::acquire(db).await?;
-    let saved = store::saved_rules(&mut pooled.conn()).await?;
+    let saved = saved::saved_rules(&mut pooled.conn()).await?;
     book.replace_saved(saved);
     Ok(())
 }
@@ -124,7 +125,7 @@ pub(super) async fn put_rules(
     reload(db, book).await.map_err(ApiError::read_failed)?;
     let before = rule_set(book, tenant.clone());
     let mut pooled = Pooled::acquire(db).await.map_err(ApiError::read_failed)?;
-    store::save_rules(&mut pooled.conn(), tenant.as_deref(), &change.rules, state.clock.now().timestamp_millis())
+    saved::save_rules(&mut pooled.conn(), tenant.as_deref(), &change.rules, state.clock.now().timestamp_millis())
         .await
         .map_err(ApiError::read_failed)?;
     drop(pooled);

@@ -22,7 +22,8 @@ use crate::event::parse::{is_tenant_id, TENANT_ID_RULE};
 use crate::event::Category;
 use crate::keys::{Permission, Principal};
 use crate::webhooks::deliver::{webhook_id, Attempt, Sender};
-use crate::webhooks::{sign, store, Endpoint, Message, MessageState, Pooled};
+use crate::tiers::portable::Pooled;
+use crate::webhooks::{sign, store, Endpoint, Message, MessageState};
 
 /// `POST /audit/webhooks` and `PUT /audit/webhooks/{id}` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

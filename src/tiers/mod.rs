@@ -11,6 +11,7 @@ pub mod chain_walk;
 pub mod database;
 pub mod files;
 pub mod memory;
+pub mod portable;
 pub mod postgres;
 pub mod redis;
 pub mod shipper;

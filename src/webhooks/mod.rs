@@ -21,8 +21,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event::AuditEvent;
-use crate::tiers::database::Database;
-use store::Conn;
+use crate::tiers::portable::Pooled;
 
 /// A registered endpoint (its secret is shown once, when created).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -111,27 +110,4 @@ pub fn payload(alert: &AuditEvent) -> String {
     alert.write_json_line(&mut out);
     out.push(b'}');
     String::from_utf8(out).unwrap_or_default()
-}
-
-/// A pooled connection of either database.
-pub enum Pooled {
-    Pg(sqlx::pool::PoolConnection<sqlx::Postgres>),
-    Lite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
-}
-
-impl Pooled {
-    /// A connection of `db`'s primary.
-    pub async fn acquire(db: &Database) -> Result<Pooled, sqlx::Error> {
-        Ok(match db {
-            Database::Postgres(store) => Pooled::Pg(store.pool().acquire().await?),
-            Database::Sqlite(store) => Pooled::Lite(store.pool().acquire().await?),
-        })
-    }
-
-    pub fn conn(&mut self) -> Conn<'_> {
-        match self {
-            Pooled::Pg(c) => Conn::Pg(&mut *c),
-            Pooled::Lite(c) => Conn::Lite(&mut *c),
-        }
-    }
 }

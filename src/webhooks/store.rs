@@ -1,6 +1,6 @@
-//! Webhook endpoints, the outbox and the saved rules, in Postgres or the embedded
-//! store. The statements are the same on both (ids as text, times as milliseconds,
-//! flags as integers); [`Conn`] runs them on either.
+//! Webhook endpoints and the outbox, in Postgres or the embedded store. The
+//! statements are the same on both (ids as text, times as milliseconds, flags as
+//! integers), run on either by [`crate::tiers::portable`].
 
 use std::collections::BTreeMap;
 
@@ -8,42 +8,10 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{Endpoint, Message, MessageState};
+use crate::tiers::portable::Conn;
+use crate::tiers::portable::{execute, fetch, lite};
 use crate::detect::alert::is_alert;
-use crate::detect::rules::Rule;
 use crate::event::AuditEvent;
-
-/// A connection of either database.
-pub enum Conn<'c> {
-    Pg(&'c mut sqlx::PgConnection),
-    Lite(&'c mut sqlx::SqliteConnection),
-}
-
-/// A statement written for Postgres (`$1`), as SQLite numbers its parameters (`?1`).
-pub fn lite(sql: &str) -> String {
-    sql.replace('$', "?")
-}
-
-/// Runs a statement on a [`Conn`]; the rows it changed.
-macro_rules! execute {
-    ($conn:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
-        match $conn {
-            Conn::Pg(c) => sqlx::query($sql)$(.bind($arg))*.execute(&mut **c).await.map(|r| r.rows_affected()),
-            Conn::Lite(c) => sqlx::query(&lite($sql))$(.bind($arg))*.execute(&mut **c).await.map(|r| r.rows_affected()),
-        }
-    };
-}
-
-/// Runs a query on a [`Conn`] and maps each row with `|row| ...` (a `Result`).
-macro_rules! fetch {
-    ($conn:expr, $sql:expr, [$($arg:expr),* $(,)?], |$row:ident| $map:expr) => {
-        match $conn {
-            Conn::Pg(c) => sqlx::query($sql)$(.bind($arg))*.fetch_all(&mut **c).await
-                .and_then(|rows| rows.iter().map(|$row| $map).collect::<Result<Vec<_>, sqlx::Error>>()),
-            Conn::Lite(c) => sqlx::query(&lite($sql))$(.bind($arg))*.fetch_all(&mut **c).await
-                .and_then(|rows| rows.iter().map(|$row| $map).collect::<Result<Vec<_>, sqlx::Error>>()),
-        }
-    };
-}
 
 fn uuid(text: String) -> Result<Uuid, sqlx::Error> {
     text.parse().map_err(|e: uuid::Error| sqlx::Error::Decode(e.into()))
@@ -276,31 +244,4 @@ pub async fn record(conn: &mut Conn<'_>, id: Uuid, now: i64, outcome: Recorded<'
 pub async fn state_counts(conn: &mut Conn<'_>) -> Result<Vec<(String, i64)>, sqlx::Error> {
     fetch!(conn, "SELECT state, count(*) AS n FROM webhook_messages GROUP BY state", [],
         |row| Ok((row.try_get::<String, _>("state")?, row.try_get::<i64, _>("n")?)))
-}
-
-/// Every saved rule override: `None` the deployment's, `Some` a tenant's.
-pub async fn saved_rules(conn: &mut Conn<'_>) -> Result<BTreeMap<Option<String>, Vec<Rule>>, sqlx::Error> {
-    let rows = fetch!(conn, "SELECT scope, rules FROM detection_rules", [],
-        |row| Ok((row.try_get::<String, _>("scope")?, row.try_get::<String, _>("rules")?)))?;
-    rows.into_iter()
-        .map(|(scope, rules)| {
-            let rules: Vec<Rule> = serde_json::from_str(&rules).map_err(|e| sqlx::Error::Decode(e.into()))?;
-            Ok(((scope != "*").then_some(scope), rules))
-        })
-        .collect()
-}
-
-/// Saves the overrides of one scope (`None`: the deployment's); an empty list
-/// removes them.
-pub async fn save_rules(conn: &mut Conn<'_>, scope: Option<&str>, rules: &[Rule], now: i64) -> Result<(), sqlx::Error> {
-    let scope = scope.unwrap_or("*");
-    if rules.is_empty() {
-        execute!(conn, "DELETE FROM detection_rules WHERE scope = $1", scope)?;
-    } else {
-        execute!(conn,
-            "INSERT INTO detection_rules (scope, rules, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (scope) DO UPDATE SET rules = excluded.rules, updated_at = excluded.updated_at",
-            scope, serde_json::to_string(rules).unwrap_or_default(), now)?;
-    }
-    Ok(())
 }

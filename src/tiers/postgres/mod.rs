@@ -422,14 +422,14 @@ impl PgStore {
         tenants.sort_unstable();
         tenants.dedup();
         let mut pooled = self.writes.acquire().await?;
-        if !crate::webhooks::store::any_endpoint(&mut crate::webhooks::store::Conn::Pg(&mut pooled), &tenants).await? {
+        if !crate::webhooks::store::any_endpoint(&mut crate::tiers::portable::Conn::Pg(&mut pooled), &tenants).await? {
             return heads::extend_if_unchanged(&mut *pooled, moves, tables).await;
         }
         drop(pooled);
         let mut tx = self.writes.begin().await?;
         let extended = heads::extend_if_unchanged(&mut *tx, moves, tables).await?;
         if extended == Extended::Done {
-            let mut conn = crate::webhooks::store::Conn::Pg(&mut tx);
+            let mut conn = crate::tiers::portable::Conn::Pg(&mut tx);
             crate::webhooks::store::enqueue_alerts(&mut conn, batch.iter().map(|r| r.event)).await?;
             tx.commit().await?;
         }
@@ -475,7 +475,7 @@ impl PgStore {
         }
         let events = || chains.values().flatten().map(|r| r.event);
         if events().any(crate::detect::alert::is_alert) {
-            let mut conn = crate::webhooks::store::Conn::Pg(&mut tx);
+            let mut conn = crate::tiers::portable::Conn::Pg(&mut tx);
             crate::webhooks::store::enqueue_alerts(&mut conn, events()).await.map_err(StoreError::Write)?;
         }
         tx.commit().await.map_err(StoreError::Write)?;

@@ -99,7 +99,7 @@ impl SqliteStore {
             inserted += extend_chain(&mut tx, table, tenant, &requests).await.map_err(StoreError::Write)?;
         }
         if batch.iter().any(|r| crate::detect::alert::is_alert(r.event)) {
-            let mut conn = crate::webhooks::store::Conn::Lite(&mut tx);
+            let mut conn = crate::tiers::portable::Conn::Lite(&mut tx);
             crate::webhooks::store::enqueue_alerts(&mut conn, batch.iter().map(|r| r.event)).await.map_err(StoreError::Write)?;
         }
         tx.commit().await.map_err(StoreError::Write)?;
