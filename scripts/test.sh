@@ -124,8 +124,21 @@ ensure_tools() {
     .tools/venv/bin/pip install -q --disable-pip-version-check schemathesis==4.32.5 \
       || die "cannot install schemathesis from PyPI into .tools/venv"
   fi
-  if [ ! -d tests/tools/node_modules/@grafana/lezer-logql ] || [ ! -d tests/tools/node_modules/playwright-core ]; then
-    say "installing the LogQL grammar and playwright-core into tests/tools"
+  # The OpenTelemetry SDK (the OTLP intake's real client) and what the Python client's
+  # tests use; the client itself is installed again each run, from clients/python.
+  if [ ! -f .tools/venv/.otel-1 ]; then
+    say "installing the OpenTelemetry SDK, pytest and the Python client's test needs into .tools/venv"
+    .tools/venv/bin/pip install -q --disable-pip-version-check opentelemetry-sdk==1.45.2 \
+      opentelemetry-exporter-otlp-proto-http==1.45.2 pytest==9.2.0 'psycopg[binary]==3.3.9' redis==8.2.0 \
+      starlette==1.10.0 httpx==0.29.0 \
+      || die "cannot install the OpenTelemetry SDK and pytest from PyPI into .tools/venv"
+    touch .tools/venv/.otel-1
+  fi
+  .tools/venv/bin/pip install -q --disable-pip-version-check --no-deps --force-reinstall ./clients/python \
+    || die "cannot install clients/python (pip install ./clients/python) into .tools/venv"
+  if [ ! -d tests/tools/node_modules/@grafana/lezer-logql ] || [ ! -d tests/tools/node_modules/playwright-core ] \
+     || [ ! -d tests/tools/node_modules/@opentelemetry/exporter-logs-otlp-http ]; then
+    say "installing the LogQL grammar, playwright-core and the OpenTelemetry JS SDK into tests/tools"
     (cd tests/tools && npm ci --silent --no-audit --no-fund) || die "cannot install tests/tools from npm"
   fi
   # The console tests drive Debian's Chromium; playwright-core never downloads one.

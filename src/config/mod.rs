@@ -67,6 +67,9 @@ pub struct StreamSettings {
     pub client_buffer_events: usize,
     /// How many recent events a node holds for clients resuming with `Last-Event-ID`.
     pub recent_events: usize,
+    /// How long (ms) a client's stream gathers events before writing them: what
+    /// arrives within it goes out in one write (0: each batch at once).
+    pub flush_ms: u64,
 }
 
 /// Detection rules on accepted events (see `docs/detection.md`).
@@ -479,6 +482,9 @@ impl Settings {
             if value == 0 {
                 return Err(ConfigError::invalid(name, "must be greater than 0"));
             }
+        }
+        if self.stream.flush_ms > 10_000 {
+            return Err(ConfigError::invalid("stream.flush_ms", "at most 10000 (a live tail that waits longer is not live)"));
         }
         if self.webhooks.retry_max_ms < self.webhooks.retry_base_ms {
             return Err(ConfigError::invalid("webhooks.retry_max_ms", "must be at least webhooks.retry_base_ms"));

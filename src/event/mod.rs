@@ -9,6 +9,7 @@ pub mod currency;
 pub mod exact;
 pub mod json;
 pub mod mask;
+pub mod otlp;
 pub mod parse;
 pub mod wire;
 

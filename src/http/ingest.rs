@@ -93,27 +93,7 @@ pub(super) async fn ingest(
             "send application/json (an event or an array of events) or application/x-ndjson",
         )
     })?;
-    let encoding = ContentEncoding::of(&headers)?;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let too_large = || ApiError::too_large(format!("the body is larger than {} bytes", limits.max_request_bytes));
-    if declared.is_some_and(|len| len > limits.max_request_bytes) {
-        return Err(too_large());
-    }
-    let deadline = std::time::Duration::from_millis(state.settings.server.body_timeout_ms);
-    let bytes = tokio::time::timeout(deadline, axum::body::to_bytes(body, limits.max_request_bytes))
-        .await
-        .map_err(|_| ApiError::request_timeout(format!("the body did not arrive within {} ms; nothing was written", deadline.as_millis())))?
-        .map_err(|e| {
-            if e.into_inner().is::<http_body_util::LengthLimitError>() {
-                too_large()
-            } else {
-                ApiError::bad_request("the body could not be read")
-            }
-        })?;
-    let bytes = encoding.decode(bytes, limits.max_request_bytes).await?;
+    let bytes = read_body(&state, &headers, body).await?;
     let items = split_items(&bytes, format, limits.max_event_bytes, limits.max_batch_events).map_err(|e| match e {
         BodyError::EventTooLarge { .. } | BodyError::TooManyEvents { .. } => ApiError::too_large(e.to_string()),
         BodyError::NumbersOutOfRange(fields) => ApiError::validation(fields),
@@ -142,8 +122,42 @@ pub(super) async fn ingest(
         return Ok(Json(IngestResponse { accepted: 0, ids: Vec::new() }));
     }
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    let retry_after = state.settings.ingest.retry_after_seconds;
-    state.pipeline.submit(events).await.map_err(|e| match e {
+    state.pipeline.submit(events).await.map_err(|e| submit_error(e, state.settings.ingest.retry_after_seconds))?;
+    Counters::add(&state.counters.bytes_accepted, bytes.len() as u64);
+    Ok(Json(IngestResponse { accepted: ids.len(), ids }))
+}
+
+/// The request's body as sent before compression: refused past
+/// `limits.max_request_bytes` (declared, read or decompressed), when it arrives too
+/// slowly, or in an encoding other than none or gzip.
+pub(super) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, ApiError> {
+    let limits = state.settings.limits;
+    let encoding = ContentEncoding::of(headers)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large = || ApiError::too_large(format!("the body is larger than {} bytes", limits.max_request_bytes));
+    if declared.is_some_and(|len| len > limits.max_request_bytes) {
+        return Err(too_large());
+    }
+    let deadline = std::time::Duration::from_millis(state.settings.server.body_timeout_ms);
+    let bytes = tokio::time::timeout(deadline, axum::body::to_bytes(body, limits.max_request_bytes))
+        .await
+        .map_err(|_| ApiError::request_timeout(format!("the body did not arrive within {} ms; nothing was written", deadline.as_millis())))?
+        .map_err(|e| {
+            if e.into_inner().is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                ApiError::bad_request("the body could not be read")
+            }
+        })?;
+    encoding.decode(bytes, limits.max_request_bytes).await
+}
+
+/// Why accepted events were not acknowledged, as a 503 with `Retry-After`.
+pub(super) fn submit_error(e: SubmitError, retry_after: u64) -> ApiError {
+    match e {
         SubmitError::QueueFull => ApiError::unavailable(
             "queue_full",
             "the ingest queue is full; nothing was written, retry later",
@@ -162,7 +176,5 @@ pub(super) async fn ingest(
             "the events could not be made durable; nothing was acknowledged, retry with the same ids",
             retry_after,
         ),
-    })?;
-    Counters::add(&state.counters.bytes_accepted, bytes.len() as u64);
-    Ok(Json(IngestResponse { accepted: ids.len(), ids }))
+    }
 }

@@ -8,6 +8,7 @@ mod export;
 pub mod extract;
 mod health;
 mod ingest;
+mod otlp;
 pub mod keys;
 pub mod openapi;
 mod query;
@@ -108,6 +109,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/audit/events", post(ingest::ingest))
+        .route("/v1/logs", post(otlp::logs))
         .route("/audit/keys", post(keys::create_key).get(keys::list_keys))
         .route("/audit/keys/{id}", delete(keys::revoke_key))
         .route("/audit/whoami", get(keys::whoami))

@@ -357,6 +357,7 @@ pub struct ExportParams {
     info(title = "tierlog", description = "Tiered audit-logging backend: Redis hot tier, tamper-evident Postgres, rolling JSON-lines files."),
     paths(
         super::ingest::ingest,
+        super::otlp::logs,
         super::query::logs,
         super::query::security_events,
         super::query::financial,

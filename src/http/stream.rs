@@ -2,14 +2,17 @@
 //! with the filters, permissions and tenant scope of `/audit/combined`.
 //!
 //! Each event is one SSE message whose `id` is the event id and whose `data` is the
-//! event's JSON line; the matching events of one acknowledged batch go out in one
-//! write. A client that reconnects with `Last-Event-ID` first gets the
+//! event's JSON line; the matching events that arrive within `stream.flush_ms`
+//! (100 ms by default) go out in one write. A client that reconnects with `Last-Event-ID` first gets the
 //! events it missed while the node still holds them; when it no longer does, a
 //! `reset` message says so. A client that falls too far behind gets a `dropped`
 //! message and the stream ends.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
@@ -56,8 +59,16 @@ pub(super) async fn stream(
     record_read(&state, &principal, &filters, "GET /audit/stream", &caller, query.as_deref(), 0).await?;
 
     let subscription = state.tail.subscribe(last, filters.tenant.as_deref());
+    // Most clients follow a tenant (and some categories) and nothing else: that is
+    // decided without parsing each event.
+    let only_tenant_and_category = filters.narrows_to_tenant_and_category_only();
     let wanted = Arc::new(move |event: &TailEvent| {
-        filters.tenant.as_deref().is_none_or(|tenant| event.tenant() == tenant) && memory::matches(&filters, &categories, event.item())
+        filters.tenant.as_deref().is_none_or(|tenant| event.tenant() == tenant)
+            && if only_tenant_and_category {
+                event.category().is_some_and(|c| categories.contains(&c))
+            } else {
+                memory::matches(&filters, &categories, event.item())
+            }
     });
     // What was missed (or a reset notice) first, as one chunk.
     let mut first = Vec::new();
@@ -67,39 +78,54 @@ pub(super) async fn stream(
     for event in subscription.missed.iter().filter(|event| wanted(event)) {
         message(&mut first, event);
     }
-    // Then each batch's matching events as one chunk (one write per batch, not per
-    // event), a comment every 15 s while nothing comes, and a last notice when the
-    // client fell behind or the node shuts down.
-    let live = stream::unfold(Some((subscription.live, subscription.closing, first)), move |state| {
+    // Then the matching events of each batch, gathered for `stream.flush_ms` and
+    // written as one chunk (one write per interval, not per batch or event), a
+    // comment every 15 s while nothing comes, and a last notice when the client fell
+    // behind or the node shuts down.
+    let flush = Duration::from_millis(state.settings.stream.flush_ms);
+    let due = (!first.is_empty()).then(Instant::now);
+    let follow = Follow { receiver: subscription.live, closing: subscription.closing, chunk: first, due };
+    let live = stream::unfold(Some(follow), move |follow| {
         let wanted = wanted.clone();
         async move {
-            let (mut receiver, mut closing, mut chunk) = state?;
+            let mut f = follow?;
             loop {
-                if !chunk.is_empty() {
-                    let out = Bytes::from(std::mem::take(&mut chunk));
-                    return Some((Ok::<_, Infallible>(out), Some((receiver, closing, chunk))));
+                if !f.chunk.is_empty() && (f.chunk.len() >= MAX_CHUNK || f.due.is_some_and(|due| due <= Instant::now())) {
+                    f.due = None;
+                    let out = Bytes::from(std::mem::take(&mut f.chunk));
+                    return Some((Ok::<_, Infallible>(out), Some(f)));
                 }
+                let wake = match f.due {
+                    Some(due) if !f.chunk.is_empty() => due,
+                    _ => Instant::now() + KEEP_ALIVE,
+                };
                 let received = tokio::select! {
-                    received = receiver.recv() => received,
-                    _ = closing.wait_for(|closing| *closing) => {
-                        notice(&mut chunk, "closing", r#"{"reason":"this node is shutting down; reconnect (to another node) with Last-Event-ID"}"#);
-                        return Some((Ok(Bytes::from(chunk)), None));
+                    received = f.receiver.recv() => received,
+                    _ = f.closing.wait_for(|closing| *closing) => {
+                        notice(&mut f.chunk, "closing", r#"{"reason":"this node is shutting down; reconnect (to another node) with Last-Event-ID"}"#);
+                        return Some((Ok(Bytes::from(f.chunk)), None));
                     }
-                    () = tokio::time::sleep(KEEP_ALIVE) => {
-                        chunk.extend_from_slice(b":\n\n");
+                    () = tokio::time::sleep_until(wake) => {
+                        if f.chunk.is_empty() {
+                            f.chunk.extend_from_slice(b":\n\n");
+                        }
+                        f.due = Some(Instant::now());
                         continue;
                     }
                 };
                 match received {
                     Ok(batch) => {
                         for event in batch.iter().filter(|event| wanted(event)) {
-                            message(&mut chunk, event);
+                            message(&mut f.chunk, event);
+                        }
+                        if !f.chunk.is_empty() && f.due.is_none() {
+                            f.due = Some(Instant::now() + flush);
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {
                         let reason = format!(r#"{{"reason":"the client fell {missed} batches of events behind; reconnect with Last-Event-ID"}}"#);
-                        notice(&mut chunk, "dropped", &reason);
-                        return Some((Ok(Bytes::from(chunk)), None));
+                        notice(&mut f.chunk, "dropped", &reason);
+                        return Some((Ok(Bytes::from(f.chunk)), None));
                     }
                     Err(RecvError::Closed) => return None,
                 }
@@ -115,7 +141,19 @@ pub(super) async fn stream(
 }
 
 /// How long a quiet stream waits before a comment keeps the connection open.
-const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A chunk this large is written without waiting for the rest of its interval.
+const MAX_CHUNK: usize = 256 * 1024;
+
+/// One client's stream between writes.
+struct Follow {
+    receiver: tokio::sync::broadcast::Receiver<crate::stream::TailBatch>,
+    closing: tokio::sync::watch::Receiver<bool>,
+    /// What is waiting to be written...
+    chunk: Vec<u8>,
+    /// ...and when (set when the chunk got its first bytes).
+    due: Option<Instant>,
+}
 
 /// Appends a notice: an SSE message with an event name.
 fn notice(out: &mut Vec<u8>, name: &str, data: &str) {

@@ -146,6 +146,21 @@ pub const MAX_LIMIT: usize = 1000;
 pub const DEFAULT_LIMIT: usize = 100;
 
 impl Filters {
+    /// Whether these filters narrow by nothing but tenant and category.
+    pub fn narrows_to_tenant_and_category_only(&self) -> bool {
+        let Filters { tenant: _, category: _, user_id, action, status, resource, resource_id, ip, request_id, from, to, q, limit: _, cursor: _, include_total: _ } = self;
+        user_id.is_none()
+            && action.is_none()
+            && status.is_none()
+            && resource.is_none()
+            && resource_id.is_none()
+            && ip.is_none()
+            && request_id.is_none()
+            && from.is_none()
+            && to.is_none()
+            && q.is_none()
+    }
+
     /// Everything of `tenant` (all tenants with `None`), a page of the default size.
     pub fn of_tenant(tenant: Option<String>) -> Filters {
         Filters {

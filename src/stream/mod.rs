@@ -21,6 +21,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
 use uuid::Uuid;
 
+use crate::event::Category;
 use crate::tiers::EncodedBatch;
 
 /// How many acknowledged batches may wait for the tail's task before batches are
@@ -33,22 +34,32 @@ const QUEUE_BATCHES: usize = 8;
 pub struct TailEvent {
     pub id: Uuid,
     line: Box<[u8]>,
-    /// The tenant, when the node knew it without parsing (its own events).
-    tenant: Option<Box<str>>,
+    /// The tenant and category, when the node knew them without parsing (its own
+    /// events).
+    known: Option<(Box<str>, Category)>,
     item: OnceLock<Value>,
 }
 
 impl TailEvent {
-    fn new(id: Uuid, tenant: Option<&str>, line: &[u8]) -> TailEvent {
-        TailEvent { id, line: line.into(), tenant: tenant.map(Into::into), item: OnceLock::new() }
+    fn new(id: Uuid, known: Option<(&str, Category)>, line: &[u8]) -> TailEvent {
+        TailEvent { id, line: line.into(), known: known.map(|(tenant, category)| (tenant.into(), category)), item: OnceLock::new() }
     }
 
     /// The event's tenant: most clients follow one, so most events are turned away
     /// by this alone, without parsing.
     pub fn tenant(&self) -> &str {
-        match &self.tenant {
-            Some(tenant) => tenant,
+        match &self.known {
+            Some((tenant, _)) => tenant,
             None => self.item()["tenant_id"].as_str().unwrap_or_default(),
+        }
+    }
+
+    /// The event's category: a client whose only filters are tenant and category
+    /// decides with this and [`TailEvent::tenant`] alone, without parsing the event.
+    pub fn category(&self) -> Option<Category> {
+        match &self.known {
+            Some((_, category)) => Some(*category),
+            None => self.item()["category"].as_str().and_then(Category::parse),
         }
     }
 
@@ -129,7 +140,7 @@ impl Tail {
         tokio::spawn(async move {
             while let Some(batch) = batches.recv().await {
                 let Some(tail) = weak.upgrade() else { return };
-                tail.take(batch.iter().map(|(event, line)| (event.id, Some(event.tenant_id.as_str()), line)));
+                tail.take(batch.iter().map(|(event, line)| (event.id, Some((event.tenant_id.as_str(), event.category)), line)));
                 drop(tail);
                 if let Some(relay) = &publisher {
                     if let Err(e) = relay.publish(relay.message(&batch)).await {
@@ -166,8 +177,8 @@ impl Tail {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn take<'l>(&self, events: impl Iterator<Item = (Uuid, Option<&'l str>, &'l [u8])>) {
-        let batch: TailBatch = events.map(|(id, tenant, line)| Arc::new(TailEvent::new(id, tenant, line))).collect();
+    fn take<'l>(&self, events: impl Iterator<Item = (Uuid, Option<(&'l str, Category)>, &'l [u8])>) {
+        let batch: TailBatch = events.map(|(id, known, line)| Arc::new(TailEvent::new(id, known, line))).collect();
         if batch.is_empty() {
             return;
         }

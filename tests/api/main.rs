@@ -11,6 +11,8 @@ mod detection;
 mod masking;
 mod modes;
 mod nodes;
+mod otlp;
+mod python_client;
 mod operations;
 mod privacy;
 mod quickstart;

@@ -256,8 +256,9 @@ async fn a_client_of_one_node_follows_the_events_of_every_node_sharing_redis() {
 }
 
 /// `tierlog tail category=security` prints each matching event's line as it is
-/// accepted, and a refused key ends it with the service's answer.
-#[tokio::test]
+/// accepted, and a refused key ends it with the service's answer. (The test waits on
+/// the command's output with blocking calls: the service needs threads of its own.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tierlog_tail_prints_the_matching_events_as_they_are_accepted() {
     use std::io::BufRead;
     let app = TestApp::spawn().await;
@@ -296,7 +297,7 @@ async fn tierlog_tail_prints_the_matching_events_as_they_are_accepted() {
     security["security"] = json!({"event_type": "account_locked"});
     assert_eq!(app.post_events(&json!([event("auth", "acme"), security.clone()])).await.status(), 200);
     let line: Value = serde_json::from_str(&received.recv_timeout(Duration::from_secs(10)).expect("a line")).unwrap();
-    assert_eq!(line["id"], security["id"]);
+    assert_eq!(line["id"], security["id"], "{line}");
     assert!(received.recv_timeout(Duration::from_millis(500)).is_err(), "the auth event is filtered out");
     child.kill().expect("stopped");
     let _ = child.wait();
