@@ -8,6 +8,7 @@
 //!     [--mix mixed,hot,persisted] [--database-url URL] [--redis-url URL] [--embedded]
 //!     [--rate R] [--raw-pg] [--raw-redis] [--events-file PATH] [--peer-work]
 //!     [--nodes 1,3] [--tenants 100] [--repeat K] [--rules on,off] [--tail-clients 0,100]
+//!     [--otlp]
 //! ```
 //!
 //! `--nodes N` runs N tierlog processes on the same database and Redis (one signing
@@ -20,8 +21,11 @@
 //! `--rules on,off` runs with every built-in detection rule (the default) or none;
 //! `--tail-clients 0,100` opens that many live-tail clients before the run, each
 //! following one tenant's events (`tenant_id=tenant-NNN`, so together they receive
-//! every event once) and counting what it gets. The lists combine with `--nodes`
-//! and `--repeat` (each combination a setup, compared with the first).
+//! every event once) and counting what it gets. `--otlp` sends the same events
+//! also as OpenTelemetry logs (OTLP/HTTP protobuf, `POST /v1/logs`: each event a log
+//! record, its fields attributes), after the same run as JSON to `/audit/events`.
+//! The lists combine with `--nodes` and `--repeat` (each combination a setup,
+//! compared with the first).
 //! `--repeat K` runs the node counts K times, interleaved (1, 3, 1, 3, ...), and
 //! ends with the median events/s of each and the median of the K paired ratios: on
 //! a small shared machine one pair can be off by a tenth either way.
@@ -95,6 +99,9 @@ struct Options {
     nodes: Vec<usize>,
     rules: Vec<bool>,
     tail_clients: Vec<usize>,
+    /// Whether the events go as JSON to /audit/events (false) or as OTLP protobuf to
+    /// /v1/logs (true).
+    otlp: Vec<bool>,
     tenants: u64,
     repeat: usize,
 }
@@ -105,22 +112,27 @@ struct Setup {
     nodes: usize,
     rules: bool,
     tail: usize,
+    otlp: bool,
 }
 
 impl std::fmt::Display for Setup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "nodes={} rules={} tail_clients={}", self.nodes, if self.rules { "on" } else { "off" }, self.tail)
+        let on = |b: bool| if b { "on" } else { "off" };
+        write!(f, "nodes={} rules={} tail_clients={} otlp={}", self.nodes, on(self.rules), self.tail, on(self.otlp))
     }
 }
 
 impl Options {
-    /// Every combination of `--nodes`, `--rules` and `--tail-clients`, in that order.
+    /// Every combination of `--nodes`, `--rules`, `--tail-clients` and `--otlp`, in
+    /// that order.
     fn setups(&self) -> Vec<Setup> {
         let mut setups = Vec::new();
         for &nodes in &self.nodes {
             for &rules in &self.rules {
                 for &tail in &self.tail_clients {
-                    setups.push(Setup { nodes, rules, tail });
+                    for &otlp in &self.otlp {
+                        setups.push(Setup { nodes, rules, tail, otlp });
+                    }
                 }
             }
         }
@@ -146,6 +158,7 @@ fn options() -> Options {
         nodes: vec![1],
         rules: vec![true],
         tail_clients: vec![0],
+        otlp: vec![false],
         tenants: 100,
         repeat: 1,
     };
@@ -173,6 +186,11 @@ fn options() -> Options {
             "--tail-clients" => o.tail_clients = value.split(',').map(|n| n.parse().expect("--tail-clients 0,100")).collect(),
             "--tenants" => o.tenants = value.parse::<u64>().expect("--tenants T").max(1),
             "--repeat" => o.repeat = value.parse::<usize>().expect("--repeat K").max(1),
+            "--otlp" => {
+                o.otlp = vec![false, true];
+                i += 1;
+                continue;
+            }
             "--peer-work" => {
                 o.peer_work = true;
                 i += 1;
@@ -300,6 +318,45 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// A batch of events as an OTLP/HTTP log export (protobuf): each event one log
+/// record, its message the body and every other field an attribute of its own name
+/// (objects as maps), as an application using an OpenTelemetry SDK would send it.
+fn otlp_body(events: &[Value]) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, KeyValue, KeyValueList};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use prost::Message;
+    fn any(value: &Value) -> Option<AnyValue> {
+        let value = match value {
+            Value::Null => return None,
+            Value::Bool(b) => any_value::Value::BoolValue(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => any_value::Value::IntValue(i),
+                None => any_value::Value::DoubleValue(n.as_f64().unwrap_or_default()),
+            },
+            Value::String(s) => any_value::Value::StringValue(s.clone()),
+            Value::Array(items) => any_value::Value::ArrayValue(ArrayValue { values: items.iter().filter_map(any).collect() }),
+            Value::Object(map) => any_value::Value::KvlistValue(KeyValueList { values: attributes(map) }),
+        };
+        Some(AnyValue { value: Some(value) })
+    }
+    fn attributes(map: &serde_json::Map<String, Value>) -> Vec<KeyValue> {
+        map.iter().filter_map(|(k, v)| Some(KeyValue { key: k.clone(), value: Some(any(v)?), ..Default::default() })).collect()
+    }
+    let log_records = events
+        .iter()
+        .map(|event| {
+            let mut fields = event.as_object().cloned().unwrap_or_default();
+            let body = fields.remove("message").and_then(|m| any(&m));
+            LogRecord { body, attributes: attributes(&fields), ..Default::default() }
+        })
+        .collect();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs { scope_logs: vec![ScopeLogs { log_records, ..Default::default() }], ..Default::default() }],
+    }
+    .encode_to_vec()
+}
+
 /// One run; returns its events/s.
 async fn run(o: &Options, mix: &str, batch: usize, setup: Setup) -> anyhow::Result<f64> {
     let nodes = setup.nodes;
@@ -368,10 +425,15 @@ async fn run(o: &Options, mix: &str, batch: usize, setup: Setup) -> anyhow::Resu
         None => (0..o.events).map(|_| generator.event(mix)).collect(),
     };
     anyhow::ensure!(events.len() == o.events, "the events file holds fewer than {} events", o.events);
-    let bodies: Vec<Vec<u8>> = events
-        .chunks(batch)
-        .map(|chunk| if batch == 1 { serde_json::to_vec(&chunk[0]) } else { serde_json::to_vec(chunk) })
-        .collect::<Result<_, _>>()?;
+    let bodies: Vec<Vec<u8>> = if setup.otlp {
+        events.chunks(batch).map(otlp_body).collect()
+    } else {
+        events
+            .chunks(batch)
+            .map(|chunk| if batch == 1 { serde_json::to_vec(&chunk[0]) } else { serde_json::to_vec(chunk) })
+            .collect::<Result<_, _>>()?
+    };
+    let (path, content_type) = if setup.otlp { ("/v1/logs", "application/x-protobuf") } else { ("/audit/events", "application/json") };
     let body_bytes: usize = bodies.iter().map(Vec::len).sum();
     let bodies = Arc::new(bodies);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -386,7 +448,7 @@ async fn run(o: &Options, mix: &str, batch: usize, setup: Setup) -> anyhow::Resu
         let client = client.clone();
         let bodies = bodies.clone();
         let next = next.clone();
-        let url = format!("{}/audit/events", servers[worker % servers.len()].address);
+        let url = format!("{}{path}", servers[worker % servers.len()].address);
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut failures = 0usize;
@@ -404,7 +466,7 @@ async fn run(o: &Options, mix: &str, batch: usize, setup: Setup) -> anyhow::Resu
                 let response = client
                     .post(&url)
                     .bearer_auth(KEY)
-                    .header("content-type", "application/json")
+                    .header("content-type", content_type)
                     .body(body.clone())
                     .send()
                     .await;
