@@ -226,7 +226,9 @@ impl Application {
         let detection = settings.detection.enabled.then(|| {
             crate::detect::Detector::new(Arc::new(crate::detect::RuleBook::new(&settings.detection.rules)))
         });
+        let loki = (!settings.loki.push_url.is_empty()).then(|| crate::ship::loki::LokiPush::start(settings.loki.clone()));
         let writer = Arc::new(TierWriter {
+            loki: loki.clone(),
             detector: detection.as_ref().map(|(detector, _)| detector.clone()),
             tail: tail.clone(),
             routing: Routing::with_policies(&settings, policies.clone()),
@@ -279,6 +281,7 @@ impl Application {
             lease,
             tail,
             detector,
+            loki,
             webhooks,
             deliveries: Arc::default(),
         });

@@ -37,6 +37,7 @@ pub mod keys;
 pub mod privacy;
 pub mod query;
 pub mod retention;
+pub mod ship;
 pub mod stream;
 pub mod telemetry;
 pub mod tiers;

@@ -21,6 +21,7 @@ enum Kind {
 const LEGACY: &[(&str, &str, Kind)] = &[
     ("DATABASE_URL", "postgres.url", Kind::Text),
     ("DATABASE_READ_URL", "postgres.read_url", Kind::Text),
+    ("LOKI_PUSH_URL", "loki.push_url", Kind::Text),
     ("REDIS_URL", "redis.url", Kind::Text),
     ("REDIS_CLUSTER", "redis.cluster", Kind::Flag),
     ("REDIS_LOG_DB", "redis.db", Kind::Whole),

@@ -56,6 +56,7 @@ pub struct Settings {
     pub stream: StreamSettings,
     pub detection: DetectionSettings,
     pub webhooks: WebhookSettings,
+    pub loki: LokiSettings,
     pub categories: BTreeMap<Category, CategoryPolicy>,
 }
 
@@ -82,6 +83,28 @@ pub struct DetectionSettings {
     pub rules: Vec<crate::detect::rules::Rule>,
     /// How often a node reloads the rules saved through `PUT /audit/rules`.
     pub refresh_seconds: u64,
+}
+
+/// The direct push of every event to Loki's push API (off while `push_url` is empty).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LokiSettings {
+    /// Loki's push endpoint, e.g. `http://loki:3100/loki/api/v1/push` (LOKI_PUSH_URL).
+    pub push_url: String,
+    /// Sent as `X-Scope-OrgID` when set (a multi-tenant Loki).
+    pub org_id: String,
+    /// Sent as a Bearer token when set (a Loki behind an authenticating proxy).
+    pub bearer_token: String,
+    /// Lines per push, at most...
+    pub batch_lines: usize,
+    /// ...and how long the first line of a push waits for the others.
+    pub batch_wait_ms: u64,
+    /// Lines that may wait for Loki (while it is slow or down) before more are
+    /// dropped from the push.
+    pub queue_lines: usize,
+    pub timeout_ms: u64,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
 }
 
 /// Delivery of alerts to webhook endpoints.
@@ -475,6 +498,11 @@ impl Settings {
             ("webhooks.timeout_ms", self.webhooks.timeout_ms),
             ("webhooks.retry_base_ms", self.webhooks.retry_base_ms),
             ("webhooks.poll_interval_ms", self.webhooks.poll_interval_ms),
+            ("loki.batch_lines", self.loki.batch_lines as u64),
+            ("loki.batch_wait_ms", self.loki.batch_wait_ms),
+            ("loki.queue_lines", self.loki.queue_lines as u64),
+            ("loki.timeout_ms", self.loki.timeout_ms),
+            ("loki.retry_base_ms", self.loki.retry_base_ms),
             ("webhooks.concurrency", self.webhooks.concurrency as u64),
             ("detection.refresh_seconds", self.detection.refresh_seconds),
             ("stream.client_buffer_events", self.stream.client_buffer_events as u64),
@@ -485,6 +513,15 @@ impl Settings {
         }
         if self.stream.flush_ms > 10_000 {
             return Err(ConfigError::invalid("stream.flush_ms", "at most 10000 (a live tail that waits longer is not live)"));
+        }
+        if self.loki.retry_max_ms < self.loki.retry_base_ms {
+            return Err(ConfigError::invalid("loki.retry_max_ms", "must be at least loki.retry_base_ms"));
+        }
+        if !self.loki.push_url.is_empty() {
+            match url::Url::parse(&self.loki.push_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                _ => return Err(ConfigError::invalid("loki.push_url (LOKI_PUSH_URL)", "must be an http(s) URL such as http://loki:3100/loki/api/v1/push")),
+            }
         }
         if self.webhooks.retry_max_ms < self.webhooks.retry_base_ms {
             return Err(ConfigError::invalid("webhooks.retry_max_ms", "must be at least webhooks.retry_base_ms"));

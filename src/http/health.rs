@@ -181,6 +181,14 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                     ("tierlog_detection_faults_total", "Batches whose rules could not be evaluated, or whose alerts could not be written.", load(&c.faults)),
                 ]);
             }
+            if let Some(loki) = &state.loki {
+                let c = &loki.counters;
+                outward.extend([
+                    ("tierlog_loki_pushed_lines_total", "Lines this node pushed to Loki.", load(&c.pushed)),
+                    ("tierlog_loki_retries_total", "Loki pushes of this node that failed and were sent again.", load(&c.retries)),
+                    ("tierlog_loki_dropped_lines_total", "Lines left out of the Loki push (queue full, or refused by Loki); the files still hold them.", load(&c.dropped)),
+                ]);
+            }
             if state.webhooks.is_some() {
                 let c = &state.deliveries;
                 outward.extend([

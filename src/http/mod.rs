@@ -92,6 +92,8 @@ pub struct Shared {
     pub tail: Arc<crate::stream::Tail>,
     /// Detection rules on accepted events (when on).
     pub detector: Option<Arc<crate::detect::Detector>>,
+    /// The direct push to Loki (when `loki.push_url` is set).
+    pub loki: Option<Arc<crate::ship::loki::LokiPush>>,
     /// The webhook client (when webhooks are on).
     pub webhooks: Option<crate::webhooks::deliver::Sender>,
     pub deliveries: Arc<crate::webhooks::deliver::DeliveryCounters>,

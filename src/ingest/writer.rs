@@ -59,6 +59,8 @@ pub struct TierWriter {
     pub tail: Arc<crate::stream::Tail>,
     /// Detection, handed each batch once it is durable (when on).
     pub detector: Option<Arc<crate::detect::Detector>>,
+    /// The direct push to Loki, handed each batch once it is durable (when on).
+    pub loki: Option<Arc<crate::ship::loki::LokiPush>>,
 }
 
 impl TierWriter {
@@ -112,6 +114,9 @@ impl TierWriter {
             self.tail.offer(&batch);
             if let Some(detector) = &self.detector {
                 detector.offer(&batch);
+            }
+            if let Some(loki) = &self.loki {
+                loki.offer(&batch);
             }
         }
         files_result

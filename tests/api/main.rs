@@ -31,6 +31,7 @@ mod isolation;
 mod keys;
 mod limits;
 mod load;
+mod loki;
 mod promises;
 mod query;
 mod redis_cluster;
