@@ -8,7 +8,7 @@
 //!     [--mix mixed,hot,persisted] [--database-url URL] [--redis-url URL] [--embedded]
 //!     [--rate R] [--raw-pg] [--raw-redis] [--events-file PATH] [--peer-work]
 //!     [--nodes 1,3] [--tenants 100] [--repeat K] [--rules on,off] [--tail-clients 0,100]
-//!     [--otlp]
+//!     [--otlp] [--loki-push off,on]
 //! ```
 //!
 //! `--nodes N` runs N tierlog processes on the same database and Redis (one signing
@@ -24,6 +24,9 @@
 //! every event once) and counting what it gets. `--otlp` sends the same events
 //! also as OpenTelemetry logs (OTLP/HTTP protobuf, `POST /v1/logs`: each event a log
 //! record, its fields attributes), after the same run as JSON to `/audit/events`.
+//! `--loki-push off,on` runs without and with tierlog's direct push to Loki (to a
+//! stand-in receiver in this process that takes each push and answers 204; the run
+//! waits until every line was pushed and fails if any was dropped).
 //! The lists combine with `--nodes` and `--repeat` (each combination a setup,
 //! compared with the first).
 //! `--repeat K` runs the node counts K times, interleaved (1, 3, 1, 3, ...), and
@@ -102,6 +105,8 @@ struct Options {
     /// Whether the events go as JSON to /audit/events (false) or as OTLP protobuf to
     /// /v1/logs (true).
     otlp: Vec<bool>,
+    /// Whether tierlog also pushes every event to Loki (a stand-in receiver here).
+    loki_push: Vec<bool>,
     tenants: u64,
     repeat: usize,
 }
@@ -113,25 +118,28 @@ struct Setup {
     rules: bool,
     tail: usize,
     otlp: bool,
+    loki: bool,
 }
 
 impl std::fmt::Display for Setup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let on = |b: bool| if b { "on" } else { "off" };
-        write!(f, "nodes={} rules={} tail_clients={} otlp={}", self.nodes, on(self.rules), self.tail, on(self.otlp))
+        write!(f, "nodes={} rules={} tail_clients={} otlp={} loki_push={}", self.nodes, on(self.rules), self.tail, on(self.otlp), on(self.loki))
     }
 }
 
 impl Options {
-    /// Every combination of `--nodes`, `--rules`, `--tail-clients` and `--otlp`, in
-    /// that order.
+    /// Every combination of `--nodes`, `--rules`, `--tail-clients`, `--otlp` and
+    /// `--loki-push`, in that order.
     fn setups(&self) -> Vec<Setup> {
         let mut setups = Vec::new();
         for &nodes in &self.nodes {
             for &rules in &self.rules {
                 for &tail in &self.tail_clients {
                     for &otlp in &self.otlp {
-                        setups.push(Setup { nodes, rules, tail, otlp });
+                        for &loki in &self.loki_push {
+                            setups.push(Setup { nodes, rules, tail, otlp, loki });
+                        }
                     }
                 }
             }
@@ -159,6 +167,7 @@ fn options() -> Options {
         rules: vec![true],
         tail_clients: vec![0],
         otlp: vec![false],
+        loki_push: vec![false],
         tenants: 100,
         repeat: 1,
     };
@@ -181,6 +190,13 @@ fn options() -> Options {
                     "on" => true,
                     "off" => false,
                     _ => panic!("--rules on,off"),
+                }).collect()
+            }
+            "--loki-push" => {
+                o.loki_push = value.split(',').map(|r| match r {
+                    "on" => true,
+                    "off" => false,
+                    _ => panic!("--loki-push off,on"),
                 }).collect()
             }
             "--tail-clients" => o.tail_clients = value.split(',').map(|n| n.parse().expect("--tail-clients 0,100")).collect(),
@@ -318,6 +334,39 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// A stand-in for Loki's push endpoint: takes every push (reading its body) and
+/// answers 204, so that the run measures what pushing costs tierlog.
+struct LokiStandIn {
+    url: String,
+    requests: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl LokiStandIn {
+    async fn start() -> anyhow::Result<LokiStandIn> {
+        let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = requests.clone();
+        let app = axum::Router::new().route(
+            "/loki/api/v1/push",
+            axum::routing::post(move |_body: axum::body::Bytes| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async { axum::http::StatusCode::NO_CONTENT }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/loki/api/v1/push", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(LokiStandIn { url, requests })
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn metric_value(text: &str, name: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
 /// A batch of events as an OTLP/HTTP log export (protobuf): each event one log
 /// record, its message the body and every other field an attribute of its own name
 /// (objects as maps), as an application using an OpenTelemetry SDK would send it.
@@ -372,9 +421,10 @@ async fn run(o: &Options, mix: &str, batch: usize, setup: Setup) -> anyhow::Resu
     let data_dir = dir.path().join("data");
     anyhow::ensure!(nodes == 1 || !o.embedded, "--nodes above 1 needs Postgres and Redis");
     let seed = tierlog::integrity::checkpoint::Signer::generate_with_seed().1;
+    let loki = if setup.loki { Some(LokiStandIn::start().await?) } else { None };
     let mut servers = Vec::new();
     for (node, files_dir) in files_dirs.iter().enumerate() {
-        servers.push(start_server(o, &db_url, &prefix, dir.path(), files_dir, &data_dir, &seed, node, setup.rules)?);
+        servers.push(start_server(o, &db_url, &prefix, dir.path(), files_dir, &data_dir, &seed, node, setup, loki.as_ref().map(|l| l.url.as_str()))?);
     }
     let client = reqwest::Client::builder().pool_max_idle_per_host(o.concurrency).build()?;
     let started = Instant::now();
@@ -597,6 +647,26 @@ async fn run(o: &Options, mix: &str, batch: usize, setup: Setup) -> anyhow::Resu
     let rss: u64 = servers.iter().map(|s| peak_rss_kib(s.child.id())).sum();
     // Events detection left out because it fell behind (it never slows ingest).
     let mut skipped = 0u64;
+    // With the Loki push: every line pushed (waiting for the last pushes) and none dropped.
+    if let Some(loki) = &loki {
+        let want = (o.events + alert_total as usize + setup.tail) as u64;
+        let waited = Instant::now();
+        loop {
+            let (mut pushed, mut dropped) = (0, 0);
+            for server in &servers {
+                let text = client.get(format!("{}/metrics", server.address)).send().await?.text().await?;
+                pushed += metric_value(&text, "tierlog_loki_pushed_lines_total");
+                dropped += metric_value(&text, "tierlog_loki_dropped_lines_total");
+            }
+            anyhow::ensure!(dropped == 0, "{dropped} lines were left out of the Loki push");
+            if pushed >= want {
+                anyhow::ensure!(loki.requests() > 0, "the Loki stand-in got nothing");
+                break;
+            }
+            anyhow::ensure!(waited.elapsed() < Duration::from_secs(60), "only {pushed} of {want} lines reached Loki");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     for server in &servers {
         let text = client.get(format!("{}/metrics", server.address)).send().await?.text().await?;
         skipped += text
@@ -725,11 +795,15 @@ fn start_server(
     data_dir: &std::path::Path,
     seed: &str,
     node: usize,
-    rules: bool,
+    setup: Setup,
+    loki: Option<&str>,
 ) -> anyhow::Result<Server> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_tierlog"));
-    command.env("TIERLOG__DETECTION__ENABLED", if rules { "true" } else { "false" });
+    command.env("TIERLOG__DETECTION__ENABLED", if setup.rules { "true" } else { "false" });
+    if let Some(url) = loki {
+        command.env("LOKI_PUSH_URL", url);
+    }
     if o.peer_work {
         command.env("TIERLOG__CATEGORIES__AUTH__TABLE", "none").env("TIERLOG__CATEGORIES__AUDIT__TABLE", "none");
     }

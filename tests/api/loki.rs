@@ -1,15 +1,17 @@
 //! The direct push to Loki (`loki.push_url`), against a real HTTP receiver in the
-//! test that holds each request to Loki's documented push format (JSON, gzip):
+//! test that holds each request to Loki's push format (protobuf `PushRequest` of
+//! Loki's `push.proto`, snappy-compressed; the messages are written out here from
+//! the .proto, apart from tierlog's own):
 //! every event pushed once with the shippers' labels and structured metadata,
 //! pushes retried while the receiver fails, and ingest never held up by it.
 
-use std::io::Read as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use prost::Message;
 use serde_json::{json, Value};
 
 use crate::helpers::{eventually, event, TestApp, KEY};
@@ -48,14 +50,11 @@ impl Receiver {
         if n < self.fail_first {
             return (StatusCode::SERVICE_UNAVAILABLE, "ingester not ready".into());
         }
-        // Loki's push API: JSON, here gzip-compressed.
-        assert_eq!(headers["content-type"], "application/json");
-        assert_eq!(headers["content-encoding"], "gzip");
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(body.as_ref()).read_to_string(&mut text).expect("a gzip body");
-        let request: Value = serde_json::from_str(&text).expect("a JSON body");
-        check_push_format(&request);
-        self.taken.lock().unwrap().push(request);
+        // Loki's push API: protobuf, snappy-compressed (block format).
+        assert_eq!(headers["content-type"], "application/x-protobuf");
+        let raw = snap::raw::Decoder::new().decompress_vec(&body).expect("a snappy body");
+        let request = PushRequest::decode(raw.as_slice()).expect("a logproto.PushRequest");
+        self.taken.lock().unwrap().push(check_push_format(&request));
         (StatusCode::NO_CONTENT, String::new())
     }
 
@@ -74,27 +73,86 @@ impl Receiver {
     }
 }
 
-/// Loki's documented push body: `{"streams": [{"stream": {label: value},
-/// "values": [[ns, line, {metadata}?]]}]}`, every label and metadata value a
-/// string and every time a string of nanoseconds.
-fn check_push_format(request: &Value) {
-    let object = request.as_object().expect("an object");
-    assert_eq!(object.keys().collect::<Vec<_>>(), ["streams"]);
-    for stream in request["streams"].as_array().expect("streams is an array") {
-        assert_eq!(stream.as_object().unwrap().len(), 2, "{stream}");
-        let labels = stream["stream"].as_object().expect("stream is an object");
-        assert!(!labels.is_empty() && labels.values().all(Value::is_string), "{labels:?}");
-        for value in stream["values"].as_array().expect("values is an array") {
-            let entry = value.as_array().expect("an entry is an array");
-            assert!(entry.len() == 2 || entry.len() == 3, "{value}");
-            let ns = entry[0].as_str().expect("the time is a string");
-            assert!(!ns.is_empty() && ns.bytes().all(|b| b.is_ascii_digit()), "{ns}");
-            assert!(entry[1].is_string());
-            if let Some(metadata) = entry.get(2) {
-                assert!(metadata.as_object().expect("metadata is an object").values().all(Value::is_string), "{metadata}");
-            }
+/// `logproto.PushRequest`, `StreamAdapter`, `EntryAdapter`, `LabelPairAdapter` and
+/// `google.protobuf.Timestamp`, from Loki's `pkg/push/push.proto`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PushRequest {
+    #[prost(message, repeated, tag = "1")]
+    streams: Vec<Stream>,
+}
+#[derive(Clone, PartialEq, prost::Message)]
+struct Stream {
+    #[prost(string, tag = "1")]
+    labels: String,
+    #[prost(message, repeated, tag = "2")]
+    entries: Vec<Entry>,
+    #[prost(uint64, tag = "3")]
+    hash: u64,
+}
+#[derive(Clone, PartialEq, prost::Message)]
+struct Entry {
+    #[prost(message, optional, tag = "1")]
+    timestamp: Option<Timestamp>,
+    #[prost(string, tag = "2")]
+    line: String,
+    #[prost(message, repeated, tag = "3")]
+    structured_metadata: Vec<LabelPair>,
+}
+#[derive(Clone, PartialEq, prost::Message)]
+struct Timestamp {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+#[derive(Clone, PartialEq, prost::Message)]
+struct LabelPair {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    value: String,
+}
+
+/// Checks a push against what Loki accepts (labels in Prometheus form with valid
+/// names, a time on every entry, metadata names valid) and returns it as JSON:
+/// `{"streams": [{"stream": {label: value}, "values": [[ns, line, {metadata}]]}]}`.
+fn check_push_format(request: &PushRequest) -> Value {
+    let valid_name = |name: &str| {
+        !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+    };
+    let mut streams = Vec::new();
+    for stream in &request.streams {
+        let inner = stream.labels.strip_prefix('{').and_then(|l| l.strip_suffix('}')).expect("labels in braces");
+        let mut labels = serde_json::Map::new();
+        for pair in inner.split(", ") {
+            let (name, value) = pair.split_once('=').expect("name=value");
+            assert!(valid_name(name), "label name {name}");
+            let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).expect("a quoted value");
+            labels.insert(name.into(), Value::String(value.into()));
         }
+        assert!(!stream.entries.is_empty());
+        let values: Vec<Value> = stream
+            .entries
+            .iter()
+            .map(|entry| {
+                let time = entry.timestamp.as_ref().expect("every entry has a time");
+                assert!((0..1_000_000_000).contains(&time.nanos));
+                let metadata: serde_json::Map<String, Value> = entry
+                    .structured_metadata
+                    .iter()
+                    .map(|pair| {
+                        assert!(valid_name(&pair.name), "metadata name {}", pair.name);
+                        (pair.name.clone(), Value::String(pair.value.clone()))
+                    })
+                    .collect();
+                json!([(time.seconds as i128 * 1_000_000_000 + time.nanos as i128).to_string(), entry.line, metadata])
+            })
+            .collect();
+        streams.push(json!({"stream": labels, "values": values}));
     }
+    json!({"streams": streams})
 }
 
 async fn metric(app: &TestApp, name: &str) -> u64 {
