@@ -15,6 +15,8 @@
 #   nodes      one node against three on the same database and Redis (private servers)
 #   detection  the mixed workload with every built-in rule against none, and with 100
 #              live-tail clients against none (private servers)
+#   intake     the mixed workload as OTLP protobuf against native JSON, and without
+#              and with the direct Loki push (private servers)
 #   embedded   embedded mode against Redis + Postgres (the machine's servers)
 #   verify     verification speed on a chain of 1,000,000 rows (the machine's Postgres)
 #   query      query speed on 5,000,000 rows (the machine's Postgres)
@@ -29,7 +31,7 @@ OUT=${OUT:-$ROOT/target/bench-sitting/$(date -u +%Y%m%dT%H%MZ)}
 mkdir -p "$OUT"
 PRIVATE="--database-url postgres://postgres@127.0.0.1:5440/postgres --redis-url redis://127.0.0.1:6390"
 PARTS=("$@")
-[ ${#PARTS[@]} -gt 0 ] || PARTS=(baseline ingest nodes detection embedded verify query retention)
+[ ${#PARTS[@]} -gt 0 ] || PARTS=(baseline ingest nodes detection intake embedded verify query retention)
 
 # Runs a command, its output appended to $OUT/<part>.txt and shown, between timestamps.
 run() {
@@ -100,6 +102,11 @@ for part in "${PARTS[@]}"; do
         private_servers
         run detection ingest --events 150000 --concurrency 32 --batch 100 --mix mixed --rules off,on --repeat 5 $PRIVATE
         run detection ingest --events 150000 --concurrency 32 --batch 100 --mix mixed --tail-clients 0,100 --repeat 5 $PRIVATE
+        ;;
+    intake)
+        private_servers
+        run intake ingest --events 150000 --concurrency 32 --batch 100 --mix mixed --otlp --repeat 5 $PRIVATE
+        run intake ingest --events 150000 --concurrency 32 --batch 100 --mix mixed --loki-push off,on --repeat 5 $PRIVATE
         ;;
     embedded)
         run embedded ingest --events 30000 --concurrency 16 --batch 1,100 --mix hot,persisted --embedded

@@ -8,6 +8,7 @@ mod export;
 pub mod extract;
 mod health;
 mod ingest;
+mod lockouts;
 mod otlp;
 pub mod keys;
 pub mod openapi;
@@ -132,6 +133,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/subjects/{id}/export", get(subjects::export))
         .route("/audit/failed-logins", get(stats::failed_logins))
         .route("/audit/users/{id}/activity", get(query::user_activity))
+        .route("/audit/users/{id}/lockouts", get(lockouts::lockouts))
         .route("/audit/rules", get(rules::get_rules).put(rules::put_rules))
         .route("/audit/alerts", get(alerts::alerts))
         .route("/audit/webhooks", post(webhooks::create).get(webhooks::list))

@@ -365,6 +365,7 @@ pub struct ExportParams {
         super::query::combined,
         super::stream::stream,
         super::query::user_activity,
+        super::lockouts::lockouts,
         super::stats::stats,
         super::stats::failed_logins,
         super::export::export,

@@ -53,6 +53,35 @@ impl Encoding {
     }
 }
 
+/// The JSON encoding of an export request, as the API description shows it (the
+/// OTLP specification defines the rest of each record).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // A description: requests are read by the OTLP types.
+pub struct ExportLogsRequest {
+    #[serde(rename = "resourceLogs", default)]
+    resource_logs: Vec<ResourceLogsJson>,
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ResourceLogsJson {
+    /// `{"attributes": [{"key": ..., "value": {"stringValue": ...}}]}`
+    resource: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(rename = "scopeLogs", default)]
+    scope_logs: Vec<ScopeLogsJson>,
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ScopeLogsJson {
+    /// `{"name": "app.audit"}`
+    scope: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Each a log record: `timeUnixNano`, `severityNumber`, `body`, `attributes`, ...
+    #[serde(rename = "logRecords", default)]
+    log_records: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
 /// How many refused records a partial success describes by position and reason.
 const DESCRIBED: usize = 5;
 
@@ -60,7 +89,7 @@ const DESCRIBED: usize = 5;
 #[tracing::instrument(skip_all, fields(key.id = %principal.key_id, records = tracing::field::Empty))]
 #[utoipa::path(post, path = "/v1/logs", tag = "ingest",
     description = "OpenTelemetry logs (OTLP/HTTP): an ExportLogsServiceRequest as protobuf (application/x-protobuf) or JSON (application/json), gzip-compressed or not. Each log record becomes an event (mapping in docs/otlp.md); records that cannot be mapped are refused in the response's partialSuccess, the others are durable when it returns.",
-    request_body(content = serde_json::Value, content_type = "application/json", description = "an OTLP ExportLogsServiceRequest (JSON encoding); application/x-protobuf is accepted too"),
+    request_body(content = ExportLogsRequest, content_type = "application/json", description = "an OTLP ExportLogsServiceRequest (JSON encoding); application/x-protobuf is accepted too"),
     responses((status = 200, description = "the records not counted in partialSuccess.rejectedLogRecords are durable", body = serde_json::Value), (status = 413, description = "over a size limit", body = ErrorEnvelope), (status = 415, description = "unsupported content type", body = ErrorEnvelope), CommonErrors))]
 pub(super) async fn logs(
     State(state): State<AppState>,

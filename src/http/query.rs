@@ -244,7 +244,7 @@ pub(super) async fn user_activity(
 }
 
 /// One page of the merged view for `filters`.
-async fn merged_page(state: &AppState, principal: &Principal, filters: &Filters) -> Result<ListResponse, ApiError> {
+pub(super) async fn merged_page(state: &AppState, principal: &Principal, filters: &Filters) -> Result<ListResponse, ApiError> {
     let categories = categories_for(principal, &Category::ALL, filters)?;
     let pg = state.reader()?;
 

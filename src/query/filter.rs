@@ -95,7 +95,7 @@ impl Cursor {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
     }
 
-    fn decode(raw: &str) -> Result<Cursor, QueryError> {
+    pub fn decode(raw: &str) -> Result<Cursor, QueryError> {
         let bad = || invalid("cursor", "is not a cursor this service issued");
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
         let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;

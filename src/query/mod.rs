@@ -6,6 +6,7 @@
 //! read, however many events arrive meanwhile.
 
 pub mod filter;
+pub mod lockouts;
 pub mod memory;
 
 pub use filter::{Cursor, Filters, IpFilter, QueryError};

@@ -121,3 +121,79 @@ async fn a_users_activity_spans_categories_and_tiers_newest_first() {
     assert_eq!(same["items"].as_array().map(Vec::len), Some(3));
     app.stop().await;
 }
+
+/// `/audit/users/{id}/lockouts`: each lockout with the failed attempts inside the
+/// failed-login window before it and the unlock that ended it, tenant-scoped and
+/// behind `logs.auth.view`.
+#[tokio::test]
+async fn lockout_diagnostics_show_what_led_to_each_lockout_and_what_ended_it() {
+    let app = TestApp::spawn_with(|s| s.detection.enabled = true).await;
+    let at = |minute: u32| json!(format!("2026-11-20T08:{minute:02}:00Z"));
+    let mut events = Vec::new();
+    let attempt = |minute: u32, ip: &str, agent: &str| {
+        let mut e = failed_login("acme", "u-7", ip);
+        e["timestamp"] = at(minute);
+        e["user_agent"] = json!(agent);
+        e
+    };
+    let early = attempt(0, "203.0.113.1", "curl/8"); // more than 15 minutes before
+    let a1 = attempt(20, "203.0.113.1", "curl/8");
+    let a2 = attempt(21, "198.51.100.2", "python-requests/2.32");
+    let a3 = attempt(22, "198.51.100.2", "python-requests/2.32");
+    let mut locked = event("auth", "acme");
+    locked["action"] = json!("auth.account_locked");
+    locked["status"] = json!("failure");
+    locked["user_id"] = json!("u-7");
+    locked["timestamp"] = at(23);
+    let mut unlocked = event("auth", "acme");
+    unlocked["action"] = json!("auth.account_unlocked");
+    unlocked["user_id"] = json!("u-7");
+    unlocked["timestamp"] = at(53);
+    // Another user's, and another tenant's, attempts stay out.
+    let mut other_user = failed_login("acme", "u-8", "192.0.2.1");
+    other_user["timestamp"] = at(22);
+    let mut other_tenant = failed_login("globex", "u-7", "192.0.2.1");
+    other_tenant["timestamp"] = at(22);
+    events.extend([early, a1.clone(), a2.clone(), a3.clone(), locked.clone(), unlocked.clone(), other_user, other_tenant]);
+    assert_eq!(app.post_events(&Value::Array(events)).await.status(), 200);
+
+    let (status, body) = get_json(&app, KEY, "/audit/users/u-7/lockouts?tenant_id=acme").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["window_seconds"], 900);
+    let lockouts = body["lockouts"].as_array().expect("lockouts");
+    assert_eq!(lockouts.len(), 1, "{body}");
+    let lockout = &lockouts[0];
+    assert_eq!(lockout["lockout"]["id"], locked["id"]);
+    let attempts: Vec<&Value> = lockout["attempts"].as_array().unwrap().iter().collect();
+    assert_eq!(attempts.iter().map(|a| &a["id"]).collect::<Vec<_>>(), vec![&a1["id"], &a2["id"], &a3["id"]]);
+    assert_eq!(attempts[1]["ip_address"], "198.51.100.2");
+    assert_eq!(attempts[1]["user_agent"], "python-requests/2.32");
+    assert_eq!(attempts[1]["outcome"], "failure");
+    assert_eq!(attempts[1]["timestamp"], "2026-11-20T08:21:00.000000Z");
+    assert_eq!((lockout["distinct_ips"].clone(), lockout["distinct_user_agents"].clone()), (json!(2), json!(2)));
+    assert_eq!(lockout["reset"]["id"], unlocked["id"]);
+    assert_eq!(lockout["locked_seconds"], 30 * 60);
+
+    // A tenant's own window (its failed-login rule) is the one used.
+    let rule = json!({"tenant_id": "acme", "rules": [{"name": "failed-logins-per-user", "kind": "threshold",
+        "when": {"categories": ["auth"], "status": "failure"}, "group_by": ["user_id"], "threshold": 5, "window_seconds": 120}]});
+    let (status, answer) = app.send_json(reqwest::Method::PUT, "/audit/rules", KEY, Some(&rule)).await;
+    assert_eq!(status, 200, "{answer}");
+    let (_, narrow) = get_json(&app, KEY, "/audit/users/u-7/lockouts?tenant_id=acme").await;
+    assert_eq!(narrow["window_seconds"], 120);
+    assert_eq!(narrow["lockouts"][0]["attempts"].as_array().map(Vec::len), Some(2), "{narrow}");
+
+    // Scope and permission: another tenant's key sees nothing of acme; a key without
+    // logs.auth.view is refused.
+    let (_, globex) = app.create_key(json!({"name": "globex", "tenant_id": "globex", "permissions": ["logs.auth.view"]})).await;
+    let (status, theirs) = get_json(&app, &globex, "/audit/users/u-7/lockouts").await;
+    assert_eq!((status, theirs["lockouts"].clone(), theirs["tenant_id"].clone()), (200, json!([]), json!("globex")));
+    let (status, _) = get_json(&app, &globex, "/audit/users/u-7/lockouts?tenant_id=acme").await;
+    assert_eq!(status, 403);
+    let (_, finance) = app.create_key(json!({"name": "finance", "permissions": ["logs.financial.view"]})).await;
+    let (status, _) = get_json(&app, &finance, "/audit/users/u-7/lockouts?tenant_id=acme").await;
+    assert_eq!(status, 403);
+    let (status, bad) = get_json(&app, KEY, "/audit/users/u-7/lockouts?tenant_id=acme&from=yesterday").await;
+    assert_eq!(status, 400, "{bad}");
+    app.stop().await;
+}
