@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::extract::Caller;
 #[allow(unused_imports)] // Named in OpenAPI annotations.
 use super::openapi::*;
-use super::query::{categories_for, merged_page, record_read};
+use super::query::{categories_for, check_user_id, merged_page, record_read};
 use super::AppState;
 use crate::event::Category;
 use crate::keys::Principal;
@@ -51,9 +51,7 @@ pub(super) async fn lockouts(
     Path(user_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<LockoutsResponse>, ApiError> {
-    if user_id.is_empty() || user_id.chars().count() > 1024 || user_id.contains('\0') {
-        return Err(ApiError::bad_request("the user id must be 1-1024 characters"));
-    }
+    check_user_id(&user_id)?;
     let (mut filters, _) = Filters::parse(query.as_deref(), &principal, &[])?;
     // Lockouts and failed logins are authentication events.
     categories_for(&principal, &[Category::Auth], &Filters { category: Some(Category::Auth), ..filters.clone() })?;

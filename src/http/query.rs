@@ -225,9 +225,7 @@ pub(super) async fn user_activity(
     Path(user_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ListResponse>, ApiError> {
-    if user_id.is_empty() || user_id.chars().count() > 1024 || user_id.contains('\0') {
-        return Err(ApiError::bad_request("the user id must be 1-1024 characters"));
-    }
+    check_user_id(&user_id)?;
     let (mut filters, _) = Filters::parse(query.as_deref(), &principal, &[])?;
     // Filters are all met at once: a `user_id` filter naming another user than the
     // path matches nothing.
@@ -241,6 +239,14 @@ pub(super) async fn user_activity(
     record_read(&state, &principal, &filters, "GET /audit/users/{id}/activity", &caller, query.as_deref(), response.items.len())
         .await?;
     Ok(Json(response))
+}
+
+/// A user id of a path (`/audit/users/{id}/...`): 1-1024 characters, no NUL.
+pub(super) fn check_user_id(user_id: &str) -> Result<(), ApiError> {
+    if user_id.is_empty() || user_id.chars().count() > 1024 || user_id.contains('\0') {
+        return Err(ApiError::bad_request("the user id must be 1-1024 characters"));
+    }
+    Ok(())
 }
 
 /// One page of the merged view for `filters`.

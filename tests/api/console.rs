@@ -2,7 +2,7 @@
 //! through `playwright-core`, see `tests/tools/console-check.mjs`): sign-in, a
 //! filtered search, paging over a tenant with 100,000 events, an event's detail with
 //! its chain position and before/after diff, the live tail showing an event as it is
-//! accepted, stats, a verification, a key created and
+//! accepted, stats, lockout diagnostics, a verification, a key created and
 //! revoked, an export, and a tenant-bound key that sees its own tenant only.
 //! Screenshots of each page land in `target/console-screenshots/`.
 
@@ -33,6 +33,13 @@ async fn the_console_signs_in_searches_pages_shows_verifies_and_manages_keys_in_
         failed["message"] = json!("invalid password");
         batch.push(failed);
     }
+    // u-4's account is locked after its failure (a second later, so that it follows).
+    let mut locked = event("auth", "acme");
+    locked["action"] = json!("auth.account_locked");
+    locked["status"] = json!("failure");
+    locked["user_id"] = json!("u-4");
+    locked["timestamp"] = json!((chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339());
+    batch.push(locked);
     let mut change = event("audit", "acme");
     change["action"] = json!("user.role_changed");
     change["changes"] = json!({"before": {"role": "viewer", "team": "ops"}, "after": {"role": "admin", "team": "ops"}});
@@ -81,9 +88,9 @@ async fn the_console_signs_in_searches_pages_shows_verifies_and_manages_keys_in_
     let steps: Vec<&str> = report["steps"].as_array().expect("steps").iter().filter_map(Value::as_str).collect();
     assert_eq!(
         steps,
-        ["sign-in", "paging", "filtered search", "event detail", "live tail", "stats", "verification", "key created and revoked", "export", "tenant isolation"]
+        ["sign-in", "paging", "filtered search", "event detail", "live tail", "stats", "lockouts", "verification", "key created and revoked", "export", "tenant isolation"]
     );
-    assert_eq!(report["screenshots"].as_array().map(Vec::len), Some(11), "{report}");
+    assert_eq!(report["screenshots"].as_array().map(Vec::len), Some(12), "{report}");
     for shot in report["screenshots"].as_array().expect("screenshots") {
         let size = std::fs::metadata(shot.as_str().expect("path")).expect("the screenshot exists").len();
         assert!(size > 10_000, "{shot} holds a page ({size} bytes)");

@@ -142,6 +142,17 @@ try {
   await shot(page, 'stats');
   report.steps.push('stats');
 
+  // Lockout diagnostics of the user whose account was locked.
+  await page.fill('#lockouts-form input[name="tenant_id"]', input.tenant);
+  await page.fill('#lockouts-form input[name="user_id"]', 'u-4');
+  await page.click('#lockouts-form button');
+  await page.waitForFunction(() => document.querySelectorAll('#lockouts tbody tr:not(.empty)').length > 0);
+  const lockouts = await page.$$eval('#lockouts tbody tr:not(.empty)', (rows) => rows.map((row) => [...row.cells].map((cell) => cell.textContent)));
+  expect(lockouts.length === 1 && lockouts[0][0].includes('auth.account_locked') && lockouts[0][1].includes('203.0.113.9') && lockouts[0][2] === 'not ended',
+    `the lockout: ${JSON.stringify(lockouts)}`);
+  await shot(page, 'lockouts');
+  report.steps.push('lockouts');
+
   // Verification, then again.
   await page.click('#nav a[data-page="verify"]');
   await page.fill('#verify-form input[name="tenant_id"]', input.tenant);

@@ -276,6 +276,24 @@ async function loadStats() {
   }
 }
 
+async function loadLockouts(form) {
+  const user = form.elements.user_id.value.trim();
+  const params = formQuery(form, ['user_id']);
+  setStatus('lockouts-status', 'Looking…');
+  try {
+    const answer = await apiJson('GET', `/audit/users/${encodeURIComponent(user)}/lockouts?${params}`);
+    const attempt = (a) => el('li', {}, [formatTime(a.timestamp), a.ip_address ?? '?', a.user_agent ?? '?', a.outcome ?? ''].join(' · '));
+    const rows = answer.lockouts.map((l) => el('tr', {},
+      el('td', {}, `${formatTime(l.lockout.timestamp)} ${l.lockout.action ?? ''}`),
+      el('td', {}, l.attempts.length ? el('ul', {}, ...l.attempts.map(attempt)) : 'none in the window'),
+      el('td', {}, l.reset ? `${l.reset.action} at ${formatTime(l.reset.timestamp)} (${Math.round(l.locked_seconds / 60)} min)` : 'not ended')));
+    fillRows($('#lockouts tbody'), rows, 'No lockouts of this user.');
+    setStatus('lockouts-status', `${answer.lockouts.length} lockout(s); failed attempts counted within ${answer.window_seconds} s before each`);
+  } catch (e) {
+    setStatus('lockouts-status', e.message, true);
+  }
+}
+
 // ---- Verification ---------------------------------------------------------------------
 
 async function verify() {
@@ -495,6 +513,7 @@ document.addEventListener('DOMContentLoaded', async () => {
   onSubmit('#live-form', followLive);
   $('#live-stop').addEventListener('click', stopLive);
   onSubmit('#stats-form', loadStats);
+  onSubmit('#lockouts-form', loadLockouts);
   onSubmit('#verify-form', verify);
   onSubmit('#export-form', exportEvents);
   onSubmit('#key-form', createKey);
