@@ -36,6 +36,7 @@ pub mod integrity;
 pub mod keys;
 pub mod privacy;
 pub mod query;
+pub mod report;
 pub mod retention;
 pub mod ship;
 pub mod stream;

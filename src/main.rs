@@ -133,6 +133,37 @@ enum Command {
         /// status=failure user_id=… action=… ip_address=10.0.0.0/8 q=words …
         filters: Vec<String>,
     },
+    /// Fetch a signed compliance report of one tenant and period from a running
+    /// tierlog (GET /audit/reports) into a file (reads no settings).
+    Report {
+        #[arg(long, env = "TIERLOG_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An API key with logs.export.
+        #[arg(long, env = "TIERLOG_API_KEY", hide_env_values = true)]
+        key: String,
+        #[arg(long)]
+        tenant: String,
+        /// RFC 3339, e.g. 2026-11-01T00:00:00Z (default: 30 days before --to).
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339 (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// json (signed) or html (printable).
+        #[arg(long, default_value = "json")]
+        format: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a report's signature offline (no settings, no database).
+    VerifyReport {
+        /// The report (JSON) written by `tierlog report` or GET /audit/reports.
+        file: PathBuf,
+        /// The deployment's public key (base64), as GET /audit/checkpoints/public-key
+        /// or `tierlog signing-key show` print it.
+        #[arg(long)]
+        public_key: String,
+    },
     /// Health probe for container health checks: GET the URL, exit 0 on a 2xx answer
     /// (reads no settings).
     Probe {
@@ -198,6 +229,8 @@ impl Command {
             Command::Serve { .. }
                 | Command::Probe { .. }
                 | Command::Tail { .. }
+                | Command::Report { .. }
+                | Command::VerifyReport { .. }
                 | Command::Verify { archive: Some(_), .. }
                 | Command::SigningKey(SigningKeyCommand::Generate)
         )
@@ -277,6 +310,20 @@ async fn main() -> anyhow::Result<()> {
     if let Command::Probe { url } = &cli.command {
         return probe(url);
     }
+    if let Command::Report { url, key, tenant, from, to, format, out } = &cli.command {
+        return fetch_report(url, key, tenant, from.as_deref(), to.as_deref(), format, out).await;
+    }
+    if let Command::VerifyReport { file, public_key } = &cli.command {
+        let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let report: serde_json::Value = serde_json::from_slice(&text).context("the report is not JSON")?;
+        return match tierlog::report::verify(&report, public_key) {
+            Ok(()) => {
+                println!("the report's signature holds (key {})", report["key_id"].as_str().unwrap_or("?"));
+                Ok(())
+            }
+            Err(why) => anyhow::bail!("{}: {why}", file.display()),
+        };
+    }
     if let Command::Verify { archive: Some(dir), public_key, checkpoints, .. } = &cli.command {
         // Offline: no configuration, no database.
         tierlog::telemetry::init("warn", "pretty");
@@ -326,7 +373,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Retention => retention(&settings).await,
         Command::SigningKey(command) => signing_key(&settings, command).await,
         Command::Probe { url } => probe(&url),
-        Command::Tail { .. } => unreachable!("followed above, before the settings are read"),
+        Command::Tail { .. } | Command::Report { .. } | Command::VerifyReport { .. } => {
+            unreachable!("run above, before the settings are read")
+        }
         Command::ExportChain { tenant, table, out } => export_chain(&settings, &tenant, table.as_deref(), &out).await,
         Command::Keys(command) => {
             let pg = connect(&settings).await?;
@@ -634,4 +683,33 @@ mod tests {
         assert_eq!(without_credentials("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(without_credentials("secret"), "(not a URL)");
     }
+}
+
+/// `tierlog report`: GET /audit/reports into `out`.
+async fn fetch_report(
+    url: &str,
+    key: &str,
+    tenant: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    format: &str,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let mut query = vec![("tenant_id", tenant), ("format", format)];
+    query.extend(from.map(|f| ("from", f)));
+    query.extend(to.map(|t| ("to", t)));
+    let response = reqwest::Client::new()
+        .get(format!("{}/audit/reports?{}", url.trim_end_matches('/'), serde_urlencoded::to_string(&query)?))
+        .bearer_auth(key)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    if !status.is_success() {
+        anyhow::bail!("the service answered {status}: {}", String::from_utf8_lossy(&body).trim());
+    }
+    std::fs::write(out, &body).with_context(|| format!("cannot write {}", out.display()))?;
+    println!("{} bytes written to {}", body.len(), out.display());
+    Ok(())
 }

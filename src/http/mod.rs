@@ -8,6 +8,7 @@ mod export;
 pub mod extract;
 mod health;
 mod ingest;
+mod reports;
 mod lockouts;
 mod otlp;
 pub mod keys;
@@ -125,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/stats", get(stats::stats))
         .route("/audit/export", get(export::export))
         .route("/audit/verify", get(verify::verify))
+        .route("/audit/reports", get(reports::report))
         .route("/audit/checkpoints", get(verify::list_checkpoints).post(verify::create_checkpoints))
         .route("/audit/checkpoints/public-key", get(verify::public_key))
         .route("/audit/retention", get(retention::get_retention).put(retention::put_retention))

@@ -366,6 +366,7 @@ pub struct ExportParams {
         super::stream::stream,
         super::query::user_activity,
         super::lockouts::lockouts,
+        super::reports::report,
         super::stats::stats,
         super::stats::failed_logins,
         super::export::export,

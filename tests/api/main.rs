@@ -34,6 +34,7 @@ mod load;
 mod loki;
 mod promises;
 mod query;
+mod reports;
 mod redis_cluster;
 mod replica;
 mod rotation;

@@ -5,6 +5,7 @@
 
 pub(crate) mod migrate;
 pub mod query;
+pub mod report;
 pub mod stats;
 pub mod verify;
 pub mod checkpoints;

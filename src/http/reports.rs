@@ -1,0 +1,73 @@
+//! `GET /audit/reports`: a signed compliance report of one tenant and period
+//! ([`crate::report`]), as JSON (signed, canonical) or a printable HTML page.
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, Response, StatusCode};
+use serde_json::Map;
+
+use super::access::{self, Access};
+use super::error::ApiError;
+use super::extract::{scoped_request, Caller};
+#[allow(unused_imports)] // Named in OpenAPI annotations.
+use super::openapi::*;
+use super::AppState;
+use crate::keys::{Permission, Principal};
+use crate::report::{Period, ReportError};
+use crate::retention::Policies;
+
+/// `GET /audit/reports`.
+#[utoipa::path(get, path = "/audit/reports", tag = "integrity",
+    description = "a compliance report of one tenant and period (logs.export): authentication, privileged changes, access to the logs, security and financial activity, data lifecycle and integrity; JSON signed with the deployment's checkpoint key (check it offline with `tierlog verify-report`), or a printable HTML page",
+    params(
+        ("tenant_id" = Option<String>, Query, description = "the tenant (a tenant key's own by default; all-tenant keys must name one)"),
+        ("from" = Option<String>, Query, description = "RFC 3339; default 30 days before `to`; not before the retention horizon"),
+        ("to" = Option<String>, Query, description = "RFC 3339; default now"),
+        ("format" = Option<String>, Query, description = "json (default) or html"),
+    ),
+    responses((status = 200, description = "the report (application/json, signed; or text/html)", body = Object), CommonErrors))]
+pub(super) async fn report(
+    State(state): State<AppState>,
+    principal: Principal,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Response<Body>, ApiError> {
+    let (params, tenant) = scoped_request(&principal, Permission::LogsExport, query.as_deref(), &["from", "to", "format"])?;
+    let tenant = tenant.ok_or_else(|| ApiError::bad_request("tenant_id: a report is of one tenant; name it"))?;
+    let html = match params.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("html") => true,
+        Some(_) => return Err(ApiError::bad_request("format: json or html")),
+    };
+    let pg = state.reader()?;
+    let now = state.clock.now();
+    let policies = pg.load_policies(&Policies::from_settings(&state.settings)).await.map_err(ApiError::read_failed)?;
+    let horizon = crate::report::horizon(&policies, &tenant, now);
+    let period = Period::parse(tenant, params.get("from").map(String::as_str), params.get("to").map(String::as_str), now, horizon)
+        .map_err(|(_, why)| ApiError::bad_request(why))?;
+    let keyring = state.integrity.keyring(pg).await;
+    let report = crate::report::build(pg, &period, &policies, &keyring, state.integrity.signer(), now).await.map_err(|e| match e {
+        ReportError::NeedsPostgres => ApiError::not_found(e.to_string()),
+        ReportError::Database(e) => ApiError::read_failed(e),
+    })?;
+    let mut details = Map::new();
+    details.insert("from".into(), period.from.to_rfc3339().into());
+    details.insert("to".into(), period.to.to_rfc3339().into());
+    details.insert("format".into(), (if html { "html" } else { "json" }).into());
+    access::record(
+        &state,
+        &principal,
+        Access { action: "reports.generated", tenant: Some(&period.tenant), endpoint: "GET /audit/reports", caller: &caller, details },
+    )
+    .await?;
+    let (content_type, body) = if html {
+        ("text/html; charset=utf-8", crate::report::html::render(&report).into_bytes())
+    } else {
+        ("application/json", serde_json::to_vec_pretty(&serde_json::Value::Object(report)).map_err(|e| ApiError::internal("report", &e))?)
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
+        .map_err(|e| ApiError::internal("report", &e))
+}
