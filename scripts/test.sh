@@ -141,6 +141,12 @@ ensure_tools() {
     say "installing the LogQL grammar, playwright-core and the OpenTelemetry JS SDK into tests/tools"
     (cd tests/tools && npm ci --silent --no-audit --no-fund) || die "cannot install tests/tools from npm"
   fi
+  # The report tests read the PDF with poppler's pdftotext and pdftoppm.
+  if ! command -v pdftotext >/dev/null || ! command -v pdftoppm >/dev/null; then
+    can_install || die "pdftotext and pdftoppm are needed for the report tests (Debian/Ubuntu: sudo apt-get install poppler-utils)."
+    say "installing poppler-utils (pdftotext, pdftoppm) for the report tests"
+    apt_install poppler-utils
+  fi
   # The console tests drive Debian's Chromium; playwright-core never downloads one.
   if [ -z "${TIERLOG_TEST_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
     can_install || die "Chromium is needed for the console tests (Debian/Ubuntu: sudo apt-get install chromium), or set TIERLOG_TEST_CHROMIUM to a Chromium binary."

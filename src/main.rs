@@ -149,7 +149,7 @@ enum Command {
         /// RFC 3339 (default: now).
         #[arg(long)]
         to: Option<String>,
-        /// json (signed) or html (printable).
+        /// json (signed), html (printable) or pdf.
         #[arg(long, default_value = "json")]
         format: String,
         #[arg(long)]

@@ -1,5 +1,5 @@
 //! `GET /audit/reports`: a signed compliance report of one tenant and period
-//! ([`crate::report`]), as JSON (signed, canonical) or a printable HTML page.
+//! ([`crate::report`]), as JSON (signed, canonical), a printable HTML page or a PDF.
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -18,14 +18,14 @@ use crate::retention::Policies;
 
 /// `GET /audit/reports`.
 #[utoipa::path(get, path = "/audit/reports", tag = "integrity",
-    description = "a compliance report of one tenant and period (logs.export): authentication, privileged changes, access to the logs, security and financial activity, data lifecycle and integrity; JSON signed with the deployment's checkpoint key (check it offline with `tierlog verify-report`), or a printable HTML page",
+    description = "a compliance report of one tenant and period (logs.export): authentication, privileged changes, access to the logs, security and financial activity, data lifecycle and integrity; JSON signed with the deployment's checkpoint key (check it offline with `tierlog verify-report`), or a printable HTML page, or a PDF with the signature's fingerprint on its first page",
     params(
         ("tenant_id" = Option<String>, Query, description = "the tenant (a tenant key's own by default; all-tenant keys must name one)"),
         ("from" = Option<String>, Query, description = "RFC 3339; default 30 days before `to`; not before the retention horizon"),
         ("to" = Option<String>, Query, description = "RFC 3339; default now"),
-        ("format" = Option<String>, Query, description = "json (default) or html"),
+        ("format" = Option<String>, Query, description = "json (default, signed), html or pdf"),
     ),
-    responses((status = 200, description = "the report (application/json, signed; or text/html)", body = Object), CommonErrors))]
+    responses((status = 200, description = "the report (application/json, signed; text/html; application/pdf); the X-Report-Signature header holds its signature (the fingerprint on the page and the PDF's first page is made from it)", body = Object), CommonErrors))]
 pub(super) async fn report(
     State(state): State<AppState>,
     principal: Principal,
@@ -34,10 +34,10 @@ pub(super) async fn report(
 ) -> Result<Response<Body>, ApiError> {
     let (params, tenant) = scoped_request(&principal, Permission::LogsExport, query.as_deref(), &["from", "to", "format"])?;
     let tenant = tenant.ok_or_else(|| ApiError::bad_request("tenant_id: a report is of one tenant; name it"))?;
-    let html = match params.get("format").map(String::as_str) {
-        None | Some("json") => false,
-        Some("html") => true,
-        Some(_) => return Err(ApiError::bad_request("format: json or html")),
+    let format = match params.get("format").map(String::as_str) {
+        None => "json",
+        Some(format @ ("json" | "html" | "pdf")) => format,
+        Some(_) => return Err(ApiError::bad_request("format: json, html or pdf")),
     };
     let pg = state.reader()?;
     let now = state.clock.now();
@@ -53,21 +53,24 @@ pub(super) async fn report(
     let mut details = Map::new();
     details.insert("from".into(), period.from.to_rfc3339().into());
     details.insert("to".into(), period.to.to_rfc3339().into());
-    details.insert("format".into(), (if html { "html" } else { "json" }).into());
+    details.insert("format".into(), format.into());
     access::record(
         &state,
         &principal,
         Access { action: "reports.generated", tenant: Some(&period.tenant), endpoint: "GET /audit/reports", caller: &caller, details },
     )
     .await?;
-    let (content_type, body) = if html {
-        ("text/html; charset=utf-8", crate::report::html::render(&report).into_bytes())
-    } else {
-        ("application/json", serde_json::to_vec_pretty(&serde_json::Value::Object(report)).map_err(|e| ApiError::internal("report", &e))?)
+    // The signature, whatever the form: what a PDF's or page's fingerprint is made of.
+    let signature = report.get("signature").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+    let (content_type, body) = match format {
+        "html" => ("text/html; charset=utf-8", crate::report::html::render(&report).into_bytes()),
+        "pdf" => ("application/pdf", crate::report::pdf::render(&report)),
+        _ => ("application/json", serde_json::to_vec_pretty(&serde_json::Value::Object(report)).map_err(|e| ApiError::internal("report", &e))?),
     };
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type)
+        .header("x-report-signature", signature)
         .body(Body::from(body))
         .map_err(|e| ApiError::internal("report", &e))
 }

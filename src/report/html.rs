@@ -22,7 +22,11 @@ fn show(value: &Value) -> String {
 /// The first 16 bytes of SHA-256 of the signature, in hex groups: what a reader
 /// compares with the JSON's `signature`.
 pub fn fingerprint(report: &Map<String, Value>) -> String {
-    let signature = report.get("signature").and_then(Value::as_str).unwrap_or("");
+    fingerprint_of(report.get("signature").and_then(Value::as_str).unwrap_or(""))
+}
+
+/// The fingerprint of a signature (base64, as the report holds it).
+pub fn fingerprint_of(signature: &str) -> String {
     let digest = Sha256::digest(signature.as_bytes());
     hex::encode(&digest[..16]).as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(" ")
 }

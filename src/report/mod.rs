@@ -21,6 +21,7 @@ use crate::tiers::database::Database;
 pub const FORMAT: &str = "tierlog.compliance-report.v1";
 
 pub mod html;
+pub mod pdf;
 
 /// One report's scope.
 #[derive(Debug, Clone)]

@@ -1,7 +1,8 @@
 //! `GET /audit/reports`: a compliance report over a seeded period, checked field by
 //! field against what was sent; its signature verifies (in the library and with
-//! `tierlog verify-report`) and fails after one byte is edited; a tampered chain
-//! shows as a break; tenant scope, permission and bad periods.
+//! `tierlog verify-report`) and fails after one byte is edited; the PDF's text
+//! (pdftotext) holds the same figures; a tampered chain shows as a break; tenant
+//! scope, permission and bad periods.
 
 use serde_json::{json, Value};
 
@@ -159,6 +160,56 @@ async fn a_report_holds_what_was_sent_is_signed_and_shows_a_tampered_chain() {
     std::fs::write(kept.join("report.json"), &body).unwrap();
     std::fs::write(kept.join("report.html"), &html).unwrap();
 
+    // The PDF: its text (poppler's pdftotext) holds the same figures, and its first
+    // page the signature's fingerprint; a PNG of that page is kept.
+    let response = app.request_with(reqwest::Method::GET, "/audit/reports?tenant_id=acme&from=2026-11-01T00:00:00Z&format=pdf", KEY).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/pdf");
+    let signature = response.headers()["x-report-signature"].to_str().unwrap().to_owned();
+    let pdf = response.bytes().await.unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
+    std::fs::write(kept.join("report.pdf"), &pdf).unwrap();
+    let pdftotext = |first_page_only: bool| {
+        let mut command = std::process::Command::new("pdftotext");
+        command.args(["-layout"]);
+        if first_page_only {
+            command.args(["-f", "1", "-l", "1"]);
+        }
+        let output = command.arg(kept.join("report.pdf")).arg("-").output().expect("pdftotext runs (scripts/test.sh installs poppler-utils)");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let first_page = pdftotext(true);
+    assert!(first_page.contains("Compliance report - tenant acme"), "{first_page}");
+    let fingerprint = tierlog::report::html::fingerprint_of(&signature);
+    assert_eq!(tierlog::report::html::fingerprint(r.as_object().unwrap()), tierlog::report::html::fingerprint_of(r["signature"].as_str().unwrap()));
+    assert!(first_page.contains(&fingerprint), "the fingerprint {fingerprint} on the first page:\n{first_page}");
+    let text = pdftotext(false);
+    let words = |line: &str| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let lines: Vec<Vec<String>> = text.lines().map(words).collect();
+    // The same figures as the JSON: the totals row, the top failing user and
+    // address, the lockout, the change, the money and the verdict.
+    for row in [
+        vec!["3", "4", "1", "1", "1"],
+        vec!["u-2", "3"],
+        vec!["203.0.113.9", "3"],
+        vec!["EUR", "success", "2", "30.75"],
+        vec!["USD", "failure", "1", "5"],
+        vec!["brute_force", "high", "1"],
+        vec!["rate_limited", "medium", "2"],
+    ] {
+        assert!(lines.iter().any(|l| l == &row), "a line {row:?} in:\n{text}");
+    }
+    assert!(text.contains("admin-1") && text.contains("user.role_changed") && text.contains("every chain holds"), "{text}");
+    let png = std::process::Command::new("pdftoppm")
+        .args(["-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile"])
+        .arg(kept.join("report.pdf"))
+        .arg(kept.join("report-page-1"))
+        .status()
+        .expect("pdftoppm runs");
+    assert!(png.success());
+    assert!(std::fs::metadata(kept.join("report-page-1.png")).unwrap().len() > 5_000);
+
     // A tampered row shows as a break.
     app.tamper("UPDATE audit_logs SET message = 'nothing happened' WHERE tenant_id = 'acme' AND category = 'auth' AND user_id = 'u-3'").await;
     let (_, _, body) = report(&app, KEY, "tenant_id=acme&from=2026-11-01T00:00:00Z").await;
@@ -186,7 +237,7 @@ async fn reports_are_scoped_need_logs_export_and_refuse_bad_periods() {
         ("tenant_id=acme&from=2026-11-20T00:00:00Z&to=2026-11-10T00:00:00Z", "from:"),
         ("tenant_id=acme&to=yesterday", "to:"),
         ("tenant_id=acme&from=1990-01-01T00:00:00Z", "from:"),
-        ("tenant_id=acme&format=pdfx", "format:"),
+        ("tenant_id=acme&format=docx", "format:"),
         ("", "tenant_id:"),
     ] {
         let (status, _, body) = report(&app, KEY, query).await;
