@@ -88,11 +88,16 @@ pub async fn build(
     now: DateTime<Utc>,
 ) -> Result<Map<String, Value>, ReportError> {
     let Database::Postgres(store) = database else { return Err(ReportError::NeedsPostgres) };
-    let sections = crate::tiers::postgres::report::gather(store.pool(), &period.tenant, period.from, period.to).await?;
-    let mut chains = Vec::new();
-    for (chain, _) in database.chains(Some(&period.tenant), None).await? {
-        chains.push(database.verify_chain(keyring, &chain).await?);
-    }
+    // The figures and the verification of every chain, side by side.
+    let verified = async {
+        let mut reports = Vec::new();
+        for (chain, _) in database.chains(Some(&period.tenant), None).await? {
+            reports.push(database.verify_chain(keyring, &chain).await?);
+        }
+        Ok::<_, sqlx::Error>(reports)
+    };
+    let gathered = crate::tiers::postgres::report::gather(store.pool(), &period.tenant, period.from, period.to);
+    let (sections, chains) = tokio::try_join!(gathered, verified)?;
     let checkpoints: Vec<Value> = database
         .list_checkpoints(Some(&period.tenant), None, 10_000)
         .await?

@@ -39,41 +39,22 @@ pub async fn gather(pool: &PgPool, tenant: &str, from: DateTime<Utc>, to: DateTi
     let period = "tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3";
     let auth = format!("{period} AND category = 'auth'");
 
-    let totals = sqlx::query(&format!(
-        "SELECT count(*) FILTER (WHERE {LOGIN}) AS logins, count(*) FILTER (WHERE {FAILED}) AS failed,
+    // One scan of the period's authentication events: counts per day, and failed
+    // logins per user and per address (GROUPING SETS), ranked here.
+    let auth_rows_sql = format!(
+        "SELECT to_char(date_trunc('day', occurred_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD') AS day, user_id, host(ip_address) AS ip,
+                GROUPING(to_char(date_trunc('day', occurred_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD')) AS not_day, GROUPING(user_id) AS not_user,
+                count(*) FILTER (WHERE {LOGIN}) AS logins, count(*) FILTER (WHERE {FAILED}) AS failed,
                 count(*) FILTER (WHERE {LOCKOUT}) AS lockouts, count(*) FILTER (WHERE {RESET}) AS resets,
                 count(*) FILTER (WHERE {LOGOUT}) AS logouts, count(*) AS events
-         FROM audit_logs WHERE {auth}"
-    ))
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .fetch_one(pool)
-    .await?;
-    let by_day = sqlx::query(&format!(
-        "SELECT to_char(date_trunc('day', occurred_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD') AS day,
-                count(*) FILTER (WHERE {LOGIN}) AS logins, count(*) FILTER (WHERE {FAILED}) AS failed,
-                count(*) FILTER (WHERE {LOCKOUT}) AS lockouts, count(*) FILTER (WHERE {RESET}) AS resets
-         FROM audit_logs WHERE {auth} GROUP BY 1 ORDER BY 1"
-    ))
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
-    let top = |column: &'static str| {
-        let sql = format!(
-            "SELECT {column}::text AS key, count(*) AS n FROM audit_logs WHERE {auth} AND {FAILED} AND {column} IS NOT NULL
-             GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10"
-        );
-        async move { sqlx::query(&sql).bind(tenant).bind(from).bind(to).fetch_all(pool).await }
-    };
-    let top_users = top("user_id").await?;
-    let top_ips = top("host(ip_address)").await?;
+         FROM audit_logs WHERE {auth}
+         GROUP BY GROUPING SETS ((1), (user_id), (host(ip_address)))"
+    );
+    let auth_rows = sqlx::query(&auth_rows_sql).bind(tenant).bind(from).bind(to).fetch_all(pool);
     // Each lockout and the next unlock or reset of the same user (unless another
     // lockout comes first).
     let outer_lockout = LOCKOUT.replace("action", "l.action");
-    let lockouts = sqlx::query(&format!(
+    let lockouts_sql = format!(
         "SELECT l.id, l.occurred_at, l.user_id, l.action, r.occurred_at AS ended_at, r.action AS ended_by
          FROM audit_logs l
          LEFT JOIN LATERAL (
@@ -83,82 +64,71 @@ pub async fn gather(pool: &PgPool, tenant: &str, from: DateTime<Utc>, to: DateTi
              ORDER BY occurred_at LIMIT 1) r ON r.action ~* '(unlock|reset)'
          WHERE l.tenant_id = $1 AND l.occurred_at >= $2 AND l.occurred_at < $3 AND l.category = 'auth' AND {outer_lockout}
          ORDER BY l.occurred_at, l.id LIMIT {LIST_CAP}"
-    ))
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
+    );
+    let lockouts = sqlx::query(&lockouts_sql).bind(tenant).bind(from).bind(to).fetch_all(pool);
 
-    let changes = sqlx::query(&format!(
+    let changes_sql = format!(
         "SELECT id, occurred_at, action, user_id, username, resource, resource_id, changes->'before' AS before,
                 changes->'after' AS after, count(*) OVER () AS total
          FROM audit_logs WHERE {period} AND category = 'audit' AND {PRIVILEGED}
          ORDER BY occurred_at, id LIMIT {LIST_CAP}"
-    ))
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
+    );
+    let changes = sqlx::query(&changes_sql).bind(tenant).bind(from).bind(to).fetch_all(pool);
 
-    let access_by_action = sqlx::query(&format!(
+    let access_by_action_sql = format!(
         "SELECT action, count(*) AS n FROM audit_logs WHERE {period} AND category = 'access' GROUP BY 1 ORDER BY 1"
-    ))
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
-    let access = sqlx::query(&format!(
+    );
+    let access_by_action = sqlx::query(&access_by_action_sql).bind(tenant).bind(from).bind(to).fetch_all(pool);
+    let access_sql = format!(
         "SELECT id, occurred_at, action, user_id, username, details->>'endpoint' AS endpoint,
                 details->>'result_count' AS result_count, host(ip_address) AS ip
          FROM audit_logs WHERE {period} AND category = 'access'
            AND action IN ('logs.exported','logs.verified','subject.erased','subject.exported','checkpoints.exported','reports.generated')
          ORDER BY occurred_at, id LIMIT {LIST_CAP}"
-    ))
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
+    );
+    let access = sqlx::query(&access_sql).bind(tenant).bind(from).bind(to).fetch_all(pool);
 
-    let security = sqlx::query(&format!(
+    let security_sql = format!(
         "SELECT coalesce(security->>'event_type', event_type, action) AS kind, coalesce(security->>'severity', '') AS severity,
                 count(*) AS n
          FROM security_events WHERE {period} GROUP BY 1, 2 ORDER BY 1, 2"
-    ))
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
-    let financial = sqlx::query(&format!(
+    );
+    let security = sqlx::query(&security_sql).bind(tenant).bind(from).bind(to).fetch_all(pool);
+    let financial_sql = format!(
         "SELECT coalesce(financial->>'currency', '') AS currency, coalesce(status, '') AS status, count(*) AS n,
                 sum(CASE WHEN financial->>'amount' ~ '^-?[0-9]+(\\.[0-9]+)?$' THEN (financial->>'amount')::numeric END)::text AS amount
          FROM financial_audit_logs WHERE {period} GROUP BY 1, 2 ORDER BY 1, 2"
-    ))
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
+    );
+    let financial = sqlx::query(&financial_sql).bind(tenant).bind(from).bind(to).fetch_all(pool);
 
     // Tierlog's own records of the tenant's data lifecycle.
-    let lifecycle = sqlx::query(&format!(
+    let lifecycle_sql = format!(
         "SELECT id, occurred_at, action, details FROM audit_logs
          WHERE {period} AND action IN ('retention.run','retention.changed','retention.plans_changed','subject.erased')
          ORDER BY occurred_at, id LIMIT {LIST_CAP}"
-    ))
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
+    );
+    let lifecycle = sqlx::query(&lifecycle_sql).bind(tenant).bind(from).bind(to).fetch_all(pool);
 
+    // Independent queries, side by side on the read pool: the three long scans, then
+    // the short ones (at most five connections at once, leaving the pool to others;
+    // the chains' verification takes one more).
+    let (auth_rows, lockouts, changes) = tokio::try_join!(auth_rows, lockouts, changes)?;
+    let (access_by_action, access, security, financial, lifecycle) =
+        tokio::try_join!(access_by_action, access, security, financial, lifecycle)?;
     let count = |row: &sqlx::postgres::PgRow, column: &str| row.try_get::<i64, _>(column).unwrap_or(0);
-    let ranked = |rows: &[sqlx::postgres::PgRow], name: &str| -> Value {
-        rows.iter().map(|r| json!({name: r.get::<String, _>("key"), "failures": count(r, "n")})).collect()
+    // The grouped rows: per day (the totals are their sum), per user, per address.
+    let mut by_day: Vec<&sqlx::postgres::PgRow> = auth_rows.iter().filter(|r| r.get::<i32, _>("not_day") == 0).collect();
+    by_day.sort_by_key(|r| r.get::<String, _>("day"));
+    let total = |column: &str| by_day.iter().map(|r| count(r, column)).sum::<i64>();
+    let ranked = |column: &str, name: &str, per_user: bool| -> Value {
+        let mut ranks: Vec<(String, i64)> = auth_rows
+            .iter()
+            .filter(|r| r.get::<i32, _>("not_day") == 1 && (r.get::<i32, _>("not_user") == 0) == per_user)
+            .filter_map(|r| Some((r.get::<Option<String>, _>(column)?, count(r, "failed"))))
+            .filter(|(_, failed)| *failed > 0)
+            .collect();
+        ranks.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        ranks.into_iter().take(10).map(|(key, failures)| json!({name: key, "failures": failures})).collect()
     };
     let change_total = changes.first().map_or(0, |r| count(r, "total"));
     let lifecycle_items: Vec<Value> = lifecycle
@@ -179,12 +149,12 @@ pub async fn gather(pool: &PgPool, tenant: &str, from: DateTime<Utc>, to: DateTi
     Ok(json!({
         "authentication": {
             "totals": {
-                "logins": count(&totals, "logins"),
-                "failed_logins": count(&totals, "failed"),
-                "lockouts": count(&totals, "lockouts"),
-                "resets": count(&totals, "resets"),
-                "logouts": count(&totals, "logouts"),
-                "auth_events": count(&totals, "events"),
+                "logins": total("logins"),
+                "failed_logins": total("failed"),
+                "lockouts": total("lockouts"),
+                "resets": total("resets"),
+                "logouts": total("logouts"),
+                "auth_events": total("events"),
             },
             "by_day": by_day.iter().map(|r| json!({
                 "day": r.get::<String, _>("day"),
@@ -193,8 +163,8 @@ pub async fn gather(pool: &PgPool, tenant: &str, from: DateTime<Utc>, to: DateTi
                 "lockouts": count(r, "lockouts"),
                 "resets": count(r, "resets"),
             })).collect::<Vec<_>>(),
-            "top_failing_users": ranked(&top_users, "user_id"),
-            "top_failing_ips": ranked(&top_ips, "ip_address"),
+            "top_failing_users": ranked("user_id", "user_id", true),
+            "top_failing_ips": ranked("ip", "ip_address", false),
             "lockouts": lockouts.iter().map(|r| {
                 let at: DateTime<Utc> = r.get("occurred_at");
                 let ended: Option<DateTime<Utc>> = r.get("ended_at");
