@@ -16,14 +16,24 @@ use crate::keys::{Permission, Principal};
 use crate::report::{Period, ReportError};
 use crate::retention::Policies;
 
+/// The forms of a report.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // A description: the query is read as text.
+pub enum ReportFormat {
+    Json,
+    Html,
+    Pdf,
+}
+
 /// `GET /audit/reports`.
 #[utoipa::path(get, path = "/audit/reports", tag = "integrity",
     description = "a compliance report of one tenant and period (logs.export): authentication, privileged changes, access to the logs, security and financial activity, data lifecycle and integrity; JSON signed with the deployment's checkpoint key (check it offline with `tierlog verify-report`), or a printable HTML page, or a PDF with the signature's fingerprint on its first page",
     params(
-        ("tenant_id" = Option<String>, Query, description = "the tenant (a tenant key's own by default; all-tenant keys must name one)"),
-        ("from" = Option<String>, Query, description = "RFC 3339; default 30 days before `to`; not before the retention horizon"),
-        ("to" = Option<String>, Query, description = "RFC 3339; default now"),
-        ("format" = Option<String>, Query, description = "json (default, signed), html or pdf"),
+        ("tenant_id" = String, Query, description = "the tenant (a tenant key may only name its own)", pattern = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$"),
+        ("from" = Option<String>, Query, description = "RFC 3339; default 30 days before `to`; not before the retention horizon", format = DateTime),
+        ("to" = Option<String>, Query, description = "RFC 3339; default now", format = DateTime),
+        ("format" = Option<ReportFormat>, Query, description = "json (default, signed), html or pdf"),
     ),
     responses((status = 200, description = "the report (application/json, signed; text/html; application/pdf); the X-Report-Signature header holds its signature (the fingerprint on the page and the PDF's first page is made from it)", body = Object), CommonErrors))]
 pub(super) async fn report(

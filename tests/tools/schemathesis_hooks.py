@@ -107,6 +107,11 @@ def map_body(context, body):
 
 @schemathesis.hook
 def map_query(context, query):
+    if _positive(context) and isinstance(query, dict) and context.operation.path == "/audit/reports":
+        # A period the server takes: to after from, within retention (the defaults:
+        # the last 30 days). The refusals are tests/api/reports.rs's.
+        query.pop("from", None)
+        query.pop("to", None)
     if _positive(context) and isinstance(query, dict) and "cursor" in query:
         # A position such as the server issues: base64url of {"t": microseconds, "id"}.
         position = {"t": 1_800_000_000_000_000, "id": str(uuid.UUID(int=0))}
