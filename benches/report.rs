@@ -101,8 +101,21 @@ fn event(n: usize, r: u64, month_start: chrono::DateTime<chrono::Utc>, span_s: i
 async fn main() -> anyhow::Result<()> {
     let o = options();
     let db_name = format!("tierlog_bench_{}", Uuid::new_v4().simple());
+    let prefix = format!("tierlog-bench-{}", Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&o.database_url).await?;
     sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&mut admin).await?;
+    let outcome = run(&o, &db_name, &prefix).await;
+    // Whatever happened, nothing of the run is left behind.
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&mut admin).await?;
+    let mut redis = redis::Client::open(o.redis_url.as_str())?.get_connection()?;
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query(&mut redis)?;
+    for chunk in keys.chunks(500) {
+        redis::cmd("DEL").arg(chunk).query::<()>(&mut redis)?;
+    }
+    outcome
+}
+
+async fn run(o: &Options, db_name: &str, prefix: &str) -> anyhow::Result<()> {
     let db_url = format!("{}/{db_name}", o.database_url.rsplit_once('/').map_or(o.database_url.as_str(), |(b, _)| b));
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -111,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
             .arg("serve")
             .env("DATABASE_URL", &db_url)
             .env("REDIS_URL", &o.redis_url)
-            .env("TIERLOG__REDIS__KEY_PREFIX", format!("tierlog-bench-{}", Uuid::new_v4().simple()))
+            .env("TIERLOG__REDIS__KEY_PREFIX", prefix)
             .env("TIERLOG__DETECTION__ENABLED", "false")
             .env("TIERLOG_LISTEN", format!("127.0.0.1:{port}"))
             .env("TIERLOG_BOOTSTRAP_KEY", KEY)
@@ -210,6 +223,5 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     drop(server);
-    sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)")).execute(&mut admin).await?;
     Ok(())
 }
