@@ -91,13 +91,17 @@ pub fn events(request: &ExportLogsServiceRequest, max_record_bytes: usize) -> Ve
                     out.push(Err(format!("the record is {size} bytes, over the {max_record_bytes} an event may have")));
                     continue;
                 }
-                let mut seed = Sha256::new();
-                for part in [&resource_bytes, &scope_bytes] {
-                    seed.update((part.len() as u64).to_be_bytes());
-                    seed.update(part);
-                }
-                seed.update(record.encode_to_vec());
-                out.push(Ok(event(&base, scope_logs.scope.as_ref(), record, seed)));
+                // Hashed only for a record that names no id of its own.
+                let digest = || {
+                    let mut seed = Sha256::new();
+                    for part in [&resource_bytes, &scope_bytes] {
+                        seed.update((part.len() as u64).to_be_bytes());
+                        seed.update(part);
+                    }
+                    seed.update(record.encode_to_vec());
+                    seed.finalize()
+                };
+                out.push(Ok(event(&base, scope_logs.scope.as_ref(), record, digest)));
             }
         }
     }
@@ -130,7 +134,12 @@ fn field_for(name: &str) -> Option<&'static str> {
     FIELDS.iter().chain(&OBJECTS).find(|f| **f == name).copied().or_else(|| ALIASES.iter().find(|(alias, _)| *alias == name).map(|(_, f)| *f))
 }
 
-fn event(base: &Map<String, Value>, scope: Option<&InstrumentationScope>, record: &LogRecord, seed: Sha256) -> Value {
+fn event(
+    base: &Map<String, Value>,
+    scope: Option<&InstrumentationScope>,
+    record: &LogRecord,
+    digest: impl FnOnce() -> sha2::digest::Output<Sha256>,
+) -> Value {
     let mut event = base.clone();
     if let Some(scope) = scope.filter(|s| !s.name.is_empty()) {
         event.entry("logger").or_insert_with(|| Value::String(scope.name.clone()));
@@ -177,7 +186,7 @@ fn event(base: &Map<String, Value>, scope: Option<&InstrumentationScope>, record
         event.entry("timestamp").or_insert_with(|| Value::String(time.to_rfc3339_opts(SecondsFormat::Micros, true)));
     }
     event.entry("id").or_insert_with(|| {
-        let digest = seed.finalize();
+        let digest = digest();
         let millis = time.map_or(0, |t| t.timestamp_millis().max(0) as u64);
         let mut random = [0u8; 10];
         random.copy_from_slice(&digest[..10]);

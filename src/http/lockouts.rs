@@ -10,10 +10,10 @@ use super::error::ApiError;
 use super::extract::Caller;
 #[allow(unused_imports)] // Named in OpenAPI annotations.
 use super::openapi::*;
-use super::query::{categories_for, check_user_id, merged_page, record_read};
+use super::auth::require;
+use super::query::{check_user_id, merged_page, record_read};
 use super::AppState;
-use crate::event::Category;
-use crate::keys::Principal;
+use crate::keys::{Permission, Principal};
 use crate::query::filter::{Cursor, Filters, MAX_LIMIT};
 use crate::query::lockouts::{diagnose, Lockout};
 
@@ -54,7 +54,7 @@ pub(super) async fn lockouts(
     check_user_id(&user_id)?;
     let (mut filters, _) = Filters::parse(query.as_deref(), &principal, &[])?;
     // Lockouts and failed logins are authentication events.
-    categories_for(&principal, &[Category::Auth], &Filters { category: Some(Category::Auth), ..filters.clone() })?;
+    require(&principal, Permission::LogsAuthView)?;
     let another_user = filters.user_id.as_ref().is_some_and(|asked| *asked != user_id);
     filters.user_id = Some(user_id.clone());
     filters.limit = MAX_LIMIT;

@@ -3,8 +3,8 @@
 //!
 //! Each event is one SSE message whose `id` is the event id and whose `data` is the
 //! event's JSON line; the matching events that arrive within `stream.flush_ms`
-//! (100 ms by default) go out in one write. A client that reconnects with `Last-Event-ID` first gets the
-//! events it missed while the node still holds them; when it no longer does, a
+//! (100 ms by default) go out in one write. A client that reconnects with
+//! `Last-Event-ID` first gets the events it missed while the node still holds them; when it no longer does, a
 //! `reset` message says so. A client that falls too far behind gets a `dropped`
 //! message and the stream ends.
 
