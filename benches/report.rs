@@ -6,8 +6,13 @@
 //! makes them.
 //!
 //! ```text
-//! cargo bench --bench report -- [--events 1000000] [--database-url URL] [--redis-url URL]
+//! cargo bench --bench report -- [--events 1000000] [--database-url URL] [--redis-url URL] [--keep]
+//! cargo bench --bench report -- --reuse DATABASE    # times the reports again on a kept database
 //! ```
+//!
+//! `--keep` leaves the database (and its Redis keys) behind and prints its name;
+//! `--reuse` starts tierlog on such a database without sending anything, for working
+//! on the report's speed without ingesting the month again.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,6 +28,8 @@ struct Options {
     events: usize,
     database_url: String,
     redis_url: String,
+    keep: bool,
+    reuse: Option<String>,
 }
 
 fn options() -> Options {
@@ -30,6 +37,8 @@ fn options() -> Options {
         events: 1_000_000,
         database_url: std::env::var("TIERLOG_BENCH_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
         redis_url: std::env::var("TIERLOG_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        keep: false,
+        reuse: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -39,6 +48,12 @@ fn options() -> Options {
             "--events" => o.events = value.parse().expect("--events N"),
             "--database-url" => o.database_url = value,
             "--redis-url" => o.redis_url = value,
+            "--reuse" => o.reuse = Some(value),
+            "--keep" => {
+                o.keep = true;
+                i += 1;
+                continue;
+            }
             _ => {
                 i += 1;
                 continue;
@@ -100,11 +115,19 @@ fn event(n: usize, r: u64, month_start: chrono::DateTime<chrono::Utc>, span_s: i
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let o = options();
+    if let Some(db_name) = &o.reuse {
+        // A kept database: its Redis keys are named after it, its month is read from it.
+        return run(&o, db_name, &format!("{db_name}-redis")).await;
+    }
     let db_name = format!("tierlog_bench_{}", Uuid::new_v4().simple());
-    let prefix = format!("tierlog-bench-{}", Uuid::new_v4().simple());
+    let prefix = format!("{db_name}-redis");
     let mut admin = PgConnection::connect(&o.database_url).await?;
     sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&mut admin).await?;
     let outcome = run(&o, &db_name, &prefix).await;
+    if o.keep {
+        println!("kept database {db_name} (and Redis keys {prefix}:*): --reuse {db_name}");
+        return outcome;
+    }
     // Whatever happened, nothing of the run is left behind.
     sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&mut admin).await?;
     let mut redis = redis::Client::open(o.redis_url.as_str())?.get_connection()?;
@@ -146,9 +169,74 @@ async fn run(o: &Options, db_name: &str, prefix: &str) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // One month, ending a day ago.
-    let month_start = chrono::Utc::now() - chrono::Duration::days(31);
-    let span_s = 30 * 86_400;
+    let (month_start, span_s) = match &o.reuse {
+        // A kept database: its month is the span of its events.
+        Some(_) => {
+            let mut db = PgConnection::connect(&db_url).await?;
+            let (first, last): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+                "SELECT min(occurred_at), max(occurred_at) FROM audit_logs WHERE action <> 'reports.generated'",
+            )
+            .fetch_one(&mut db)
+            .await?;
+            (first - chrono::Duration::seconds(1), (last - first).num_seconds() + 2)
+        }
+        None => {
+            // One month, ending a day ago.
+            let (month_start, span_s) = (chrono::Utc::now() - chrono::Duration::days(31), 30 * 86_400);
+            ingest(o, &client, &base, month_start, span_s).await?;
+            // A month's report is asked for when its rows are days old, long after
+            // autovacuum has analysed and frozen them: the same done here at once, so
+            // that the report is not timed against a vacuum of the million new rows.
+            let began = Instant::now();
+            let mut db = PgConnection::connect(&db_url).await?;
+            sqlx::query("VACUUM (ANALYZE)").execute(&mut db).await?;
+            println!("vacuumed and analysed in {:.1} s", began.elapsed().as_secs_f64());
+            (month_start, span_s)
+        }
+    };
+    println!("# cargo bench --bench report -- --events {}", o.events);
+
+    // The server's peak RSS from here on (writing 5 to clear_refs resets VmHWM).
+    println!("server_rss_before_reports={}MiB", status_kib(pid, "VmRSS:") / 1024);
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    let from = month_start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let to = (month_start + chrono::Duration::seconds(span_s)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for format in ["json", "html", "pdf"] {
+        let began = Instant::now();
+        let response = client
+            .get(format!("{base}/audit/reports"))
+            .query(&[("tenant_id", TENANT), ("from", &from), ("to", &to), ("format", format)])
+            .bearer_auth(KEY)
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        let took = began.elapsed();
+        anyhow::ensure!(status.is_success(), "the {format} report answered {status}: {}", String::from_utf8_lossy(&body));
+        let summary = if format == "json" {
+            let report: Value = serde_json::from_slice(&body)?;
+            let t = &report["authentication"]["totals"];
+            format!(
+                " logins={} failed={} lockouts={} privileged_changes={} chains={} rows_checked={} integrity_ok={}",
+                t["logins"], t["failed_logins"], t["lockouts"], report["privileged_changes"]["count"],
+                report["integrity"]["chains_verified"], report["integrity"]["rows_checked"], report["integrity"]["ok"]
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "report format={format:<4} seconds={:>6.2} bytes={:>9} server_peak_rss={}MiB{summary}",
+            took.as_secs_f64(),
+            body.len(),
+            status_kib(pid, "VmHWM:") / 1024
+        );
+    }
+    drop(server);
+    Ok(())
+}
+
+/// Sends the month's events, 1,000 a request over eight connections.
+async fn ingest(o: &Options, client: &reqwest::Client, base: &str, month_start: chrono::DateTime<chrono::Utc>, span_s: i64) -> anyhow::Result<()> {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let bodies: Vec<Vec<u8>> = (0..o.events)
         .map(|n| {
@@ -185,43 +273,7 @@ async fn run(o: &Options, db_name: &str, prefix: &str) -> anyhow::Result<()> {
     for worker in workers {
         worker.await??;
     }
-    println!("# cargo bench --bench report -- --events {}", o.events);
     println!("ingested {} events of one tenant over 30 days in {:.1} s", o.events, sent.elapsed().as_secs_f64());
 
-    // The server's peak RSS from here on (writing 5 to clear_refs resets VmHWM).
-    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
-    let from = month_start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let to = (month_start + chrono::Duration::seconds(span_s)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    for format in ["json", "html", "pdf"] {
-        let began = Instant::now();
-        let response = client
-            .get(format!("{base}/audit/reports"))
-            .query(&[("tenant_id", TENANT), ("from", &from), ("to", &to), ("format", format)])
-            .bearer_auth(KEY)
-            .send()
-            .await?;
-        let status = response.status();
-        let body = response.bytes().await?;
-        let took = began.elapsed();
-        anyhow::ensure!(status.is_success(), "the {format} report answered {status}: {}", String::from_utf8_lossy(&body));
-        let summary = if format == "json" {
-            let report: Value = serde_json::from_slice(&body)?;
-            let t = &report["authentication"]["totals"];
-            format!(
-                " logins={} failed={} lockouts={} privileged_changes={} chains={} rows_checked={} integrity_ok={}",
-                t["logins"], t["failed_logins"], t["lockouts"], report["privileged_changes"]["count"],
-                report["integrity"]["chains_verified"], report["integrity"]["rows_checked"], report["integrity"]["ok"]
-            )
-        } else {
-            String::new()
-        };
-        println!(
-            "report format={format:<4} seconds={:>6.2} bytes={:>9} server_peak_rss={}MiB{summary}",
-            took.as_secs_f64(),
-            body.len(),
-            status_kib(pid, "VmHWM:") / 1024
-        );
-    }
-    drop(server);
     Ok(())
 }
