@@ -8,7 +8,7 @@
 //!     [--mix mixed,hot,persisted] [--database-url URL] [--redis-url URL] [--embedded]
 //!     [--rate R] [--raw-pg] [--raw-redis] [--events-file PATH] [--peer-work]
 //!     [--nodes 1,3] [--tenants 100] [--repeat K] [--rules on,off] [--tail-clients 0,100]
-//!     [--otlp] [--loki-push off,on]
+//!     [--otlp] [--loki-push off,on] [--role-share 5]
 //! ```
 //!
 //! `--nodes N` runs N tierlog processes on the same database and Redis (one signing
@@ -29,6 +29,10 @@
 //! waits until every line was pushed and fails if any was dropped).
 //! The lists combine with `--nodes` and `--repeat` (each combination a setup,
 //! compared with the first).
+//! `--role-share P` makes P% of the mix's admin changes role changes (default 5,
+//! one in twenty; the others change an invoice's status): each role change is an
+//! alert of the `privilege-change` rule when rules are on, so `--role-share 100`
+//! (every tenth event of the mixed workload a role change) measures an alert storm.
 //! `--repeat K` runs the node counts K times, interleaved (1, 3, 1, 3, ...), and
 //! ends with the median events/s of each and the median of the K paired ratios: on
 //! a small shared machine one pair can be off by a tenth either way.
@@ -108,6 +112,7 @@ struct Options {
     /// Whether tierlog also pushes every event to Loki (a stand-in receiver here).
     loki_push: Vec<bool>,
     tenants: u64,
+    role_share: u64,
     repeat: usize,
 }
 
@@ -169,6 +174,7 @@ fn options() -> Options {
         otlp: vec![false],
         loki_push: vec![false],
         tenants: 100,
+        role_share: 5,
         repeat: 1,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -201,6 +207,7 @@ fn options() -> Options {
             }
             "--tail-clients" => o.tail_clients = value.split(',').map(|n| n.parse().expect("--tail-clients 0,100")).collect(),
             "--tenants" => o.tenants = value.parse::<u64>().expect("--tenants T").max(1),
+            "--role-share" => o.role_share = value.parse::<u64>().expect("--role-share P").min(100),
             "--repeat" => o.repeat = value.parse::<usize>().expect("--repeat K").max(1),
             "--otlp" => {
                 o.otlp = vec![false, true];
@@ -242,6 +249,8 @@ fn options() -> Options {
 struct Generator {
     state: u64,
     tenants: u64,
+    /// Percent of admin changes that change a role.
+    role_share: u64,
 }
 
 impl Generator {
@@ -282,7 +291,8 @@ impl Generator {
             "login" => json!({"category": "auth", "action": "auth.login", "status": "success", "message": "user logged in", "details": {"method": "password", "mfa": true}}),
             "login_failed" => json!({"category": "auth", "action": "auth.login_failed", "status": "failure", "level": "WARNING", "message": "invalid password", "details": {"attempt": (r >> 40) % 5 + 1}}),
             "api" => json!({"category": "api", "action": "api.request", "status": "success", "message": "GET /v1/invoices 200", "details": {"method": "GET", "path": "/v1/invoices", "status_code": 200, "duration_ms": (r >> 40) % 300}}),
-            "admin" => json!({"category": "audit", "action": "user.role_changed", "status": "success", "resource": "user", "resource_id": format!("user-{}", (r >> 44) % 5000), "message": "role changed", "changes": {"before": {"role": "member"}, "after": {"role": "admin"}}}),
+            "admin" if (r >> 52) % 100 < self.role_share => json!({"category": "audit", "action": "user.role_changed", "status": "success", "resource": "user", "resource_id": format!("user-{}", (r >> 44) % 5000), "message": "role changed", "changes": {"before": {"role": "member"}, "after": {"role": "admin"}}}),
+            "admin" => json!({"category": "audit", "action": "invoice.updated", "status": "success", "resource": "invoice", "resource_id": format!("inv-{}", (r >> 44) % 5000), "message": "invoice sent", "changes": {"before": {"status": "draft"}, "after": {"status": "sent"}}}),
             "security" => json!({"category": "security", "action": "security.rate_limited", "status": "failure", "level": "WARNING", "message": "rate limit exceeded", "security": {"event_type": "rate_limited", "severity": "medium"}, "details": {"limit": 100, "window_s": 60}}),
             "financial" => json!({"category": "financial", "action": "payment.transfer", "status": "success", "message": "transfer executed", "financial": {"transaction_id": format!("tx-{:x}", r), "amount": format!("{}.{:02}", (r >> 40) % 10000, (r >> 20) % 100), "currency": "EUR", "account_id": format!("acc-{}", (r >> 30) % 1000), "counterparty": "ACME Supplies GmbH"}}),
             "error" => json!({"category": "error", "action": "app.exception", "status": "error", "level": "ERROR", "message": "unhandled exception in invoice export", "details": {"exception": "TimeoutError"}}),
@@ -325,6 +335,29 @@ fn cpu_time(pid: u32) -> Duration {
     // SAFETY: sysconf only reads a configuration value.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
+/// CPU time of every `postgres` process on this machine (the server, its backends
+/// and its background workers).
+fn postgres_cpu() -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Duration::ZERO };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .map(cpu_time)
+        .sum()
+}
+
+/// Redis's CPU time (user and system), from `INFO cpu`.
+fn redis_cpu(connection: Option<&mut redis::Connection>) -> Duration {
+    let Some(connection) = connection else { return Duration::ZERO };
+    let info: String = redis::cmd("INFO").arg("cpu").query(connection).unwrap_or_default();
+    let seconds: f64 = info
+        .lines()
+        .filter_map(|l| l.strip_prefix("used_cpu_sys:").or_else(|| l.strip_prefix("used_cpu_user:")))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum();
+    Duration::from_secs_f64(seconds)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -462,7 +495,7 @@ async fn run(o: &Options, mix: &str, batch: usize, setup: Setup) -> anyhow::Resu
     }
 
     // Generate every body up front so the load generator spends its time sending.
-    let mut generator = Generator { state: 0x9E37_79B9_7F4A_7C15 ^ batch as u64 ^ mix.len() as u64, tenants: o.tenants };
+    let mut generator = Generator { state: 0x9E37_79B9_7F4A_7C15 ^ batch as u64 ^ mix.len() as u64, tenants: o.tenants, role_share: o.role_share };
     let events: Vec<Value> = match &o.events_file {
         Some(path) => {
             use std::io::BufRead;
@@ -490,6 +523,9 @@ async fn run(o: &Options, mix: &str, batch: usize, setup: Setup) -> anyhow::Resu
 
     let cpu = || servers.iter().map(|s| cpu_time(s.child.id())).sum::<Duration>();
     let cpu_before = cpu();
+    // Redis's and Postgres's CPU over the same span (the parts share the machine).
+    let mut redis_probe = if o.embedded { None } else { redis::Client::open(o.redis_url.as_str())?.get_connection().ok() };
+    let (redis_before, pg_before) = (redis_cpu(redis_probe.as_mut()), postgres_cpu());
     let locks = (!o.embedded).then(|| LockSampler::start(&db_url, &db_name));
     let t0 = Instant::now();
     let interval = o.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
@@ -537,6 +573,8 @@ async fn run(o: &Options, mix: &str, batch: usize, setup: Setup) -> anyhow::Resu
     }
     let acked_in = t0.elapsed();
     let server_cpu = cpu().saturating_sub(cpu_before);
+    let redis_used = redis_cpu(redis_probe.as_mut()).saturating_sub(redis_before);
+    let pg_used = postgres_cpu().saturating_sub(pg_before);
     let locks = match locks {
         Some(sampler) => Some(sampler.stop().await?),
         None => None,
@@ -685,7 +723,7 @@ async fn run(o: &Options, mix: &str, batch: usize, setup: Setup) -> anyhow::Resu
     latencies.sort();
     let persisted: i64 = expected_rows.values().sum();
     println!(
-        "{setup} tenants={:<3} mix={mix:<9} batch={batch:<4} conns={:<3} {}events={:<7} persisted={:<7} events/s={:>8.0} persisted_rows/s={:>7.0} MB/s={:>6.1} p50={:>7.2}ms p99={:>7.2}ms peak_rss={:>4}MiB cpu/event={:>5.1}us alerts={alert_total} detection_skipped={skipped} {}{}verified={}",
+        "{setup} tenants={:<3} mix={mix:<9} batch={batch:<4} conns={:<3} {}events={:<7} persisted={:<7} events/s={:>8.0} persisted_rows/s={:>7.0} MB/s={:>6.1} p50={:>7.2}ms p99={:>7.2}ms peak_rss={:>4}MiB cpu/event={:>5.1}us redis_cpu/event={:>5.1}us pg_cpu/event={:>5.1}us alerts={alert_total} detection_skipped={skipped} {}{}verified={}",
         o.tenants,
         o.concurrency,
         o.rate.map(|r| format!("rate={r:.0}/s ")).unwrap_or_default(),
@@ -698,6 +736,8 @@ async fn run(o: &Options, mix: &str, batch: usize, setup: Setup) -> anyhow::Resu
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         rss / 1024,
         server_cpu.as_secs_f64() * 1e6 / o.events as f64,
+        redis_used.as_secs_f64() * 1e6 / o.events as f64,
+        pg_used.as_secs_f64() * 1e6 / o.events as f64,
         if setup.tail > 0 { format!("tail_events/client={tail_per_client} ") } else { String::new() },
         locks.map(|waits| waits.to_string()).unwrap_or_default(),
         if o.embedded { "sqlite,files" } else { "pg,redis,files" },
@@ -1191,11 +1231,12 @@ async fn main() -> anyhow::Result<()> {
         if o.peer_work { " --peer-work" } else { "" },
     );
     println!(
-        "# --nodes {} --rules {} --tail-clients {} --tenants {} --repeat {}",
+        "# --nodes {} --rules {} --tail-clients {} --tenants {} --role-share {} --repeat {}",
         o.nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         o.rules.iter().map(|r| if *r { "on" } else { "off" }).collect::<Vec<_>>().join(","),
         o.tail_clients.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         o.tenants,
+        o.role_share,
         o.repeat
     );
     let setups = o.setups();

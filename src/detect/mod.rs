@@ -246,7 +246,7 @@ impl Engine {
     pub async fn evaluate(&self, events: &[AuditEvent]) -> Result<Vec<Firing>, crate::tiers::HotTierError> {
         let book = self.book.snapshot();
         // Per tenant, rule and group values; the state's key is made once per group.
-        let mut groups: HashMap<(&str, &str, Vec<(String, String)>), Group<'_>> = HashMap::new();
+        let mut groups: foldhash::HashMap<(&str, &str, Vec<(String, String)>), Group<'_>> = foldhash::HashMap::default();
         let mut matches: Vec<Firing> = Vec::new();
         for event in events {
             if event.category == Category::Access || is_alert(event) {

@@ -3,9 +3,15 @@
 //! together), or in the process (embedded mode, or no Redis configured).
 //!
 //! Each call takes a whole batch's observations: to Redis they go as one pipeline of
-//! script calls (one call per rule and group), so a batch costs one round trip
-//! however many rules it touches. Each script touches the keys of one group, tagged
-//! (`{...}`) into one slot, so the same calls work on a Redis Cluster.
+//! plain commands (four to seven per rule and group: a sorted set added to, trimmed
+//! to its window, counted and given its time to live), so a batch costs one round
+//! trip however many rules it touches, and a second only for the groups at their
+//! threshold (the ids of their latest events). Plain commands cost Redis about half
+//! of what the same work costs as a script's calls; only the running mean, a
+//! read-modify-write, is a script. Each group's keys are tagged (`{...}`) into one
+//! slot, so the same commands work on a Redis Cluster.
+//!
+//! A window ends at the newest event of the batch that touches it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,94 +66,6 @@ pub trait WindowState: Send + Sync {
     fn claim<'a>(&'a self, keys: &'a [(String, u64)]) -> BoxFuture<'a, Result<Vec<bool>, HotTierError>>;
 }
 
-/// `KEYS`: the window (member -> time) and, for a distinct count, member -> event id.
-/// `ARGV`: window ms, cap, threshold, distinct flag, then (member, ms, id) triples.
-const WINDOW_SCRIPT: &str = r#"
-local window, cap, threshold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local distinct = ARGV[4] == '1'
-local newest = -1
-local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if top[2] then newest = tonumber(top[2]) end
--- Members in chunks (Lua's unpack takes a few thousand values at most); GT keeps a
--- member's latest time.
-local adds, ids = {}, {}
-local function flush()
-  if #adds > 0 then redis.call('ZADD', KEYS[1], 'GT', unpack(adds)) end
-  if #ids > 0 then redis.call('HSET', KEYS[2], unpack(ids)) end
-  adds, ids = {}, {}
-end
-for i = 5, #ARGV, 3 do
-  local at = tonumber(ARGV[i + 1])
-  adds[#adds + 1] = at
-  adds[#adds + 1] = ARGV[i]
-  if distinct then
-    ids[#ids + 1] = ARGV[i]
-    ids[#ids + 1] = ARGV[i + 2]
-  end
-  if at > newest then newest = at end
-  if #adds >= 2000 then flush() end
-end
-flush()
-local edge = newest - window
-if distinct then
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', edge)
-  for s = 1, #gone, 1000 do redis.call('HDEL', KEYS[2], unpack(gone, s, math.min(s + 999, #gone))) end
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', edge)
-local count = redis.call('ZCARD', KEYS[1])
-if count > cap then
-  if distinct then
-    local gone = redis.call('ZRANGE', KEYS[1], 0, count - cap - 1)
-    for s = 1, #gone, 1000 do redis.call('HDEL', KEYS[2], unpack(gone, s, math.min(s + 999, #gone))) end
-  end
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, count - cap - 1)
-  count = cap
-end
-redis.call('PEXPIRE', KEYS[1], window + 60000)
-if distinct then redis.call('PEXPIRE', KEYS[2], window + 60000) end
-local out = {count}
-if count >= threshold then
-  local latest = redis.call('ZREVRANGE', KEYS[1], 0, 19)
-  if distinct then
-    for _, id in ipairs(redis.call('HMGET', KEYS[2], unpack(latest))) do
-      if id then table.insert(out, id) end
-    end
-  else
-    for _, id in ipairs(latest) do table.insert(out, id) end
-  end
-end
-return out
-"#;
-
-/// `KEYS`: value -> last seen ms. `ARGV`: at ms, horizon ms, cap, values.
-const SEEN_SCRIPT: &str = r#"
-local at, horizon, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', at - horizon)
-local count = redis.call('ZCARD', KEYS[1])
-local new = {}
-local values = {}
-for i = 4, #ARGV do values[#values + 1] = ARGV[i] end
-if count > 0 then
-  local held = redis.call('ZMSCORE', KEYS[1], unpack(values))
-  for i, score in ipairs(held) do
-    if not score then table.insert(new, values[i]) end
-  end
-end
-local adds = {}
-for _, value in ipairs(values) do
-  adds[#adds + 1] = at
-  adds[#adds + 1] = value
-end
-redis.call('ZADD', KEYS[1], 'GT', unpack(adds))
-count = count + #values
-if count > cap then
-  count = redis.call('ZCARD', KEYS[1])
-  if count > cap then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, count - cap - 1) end
-end
-redis.call('PEXPIRE', KEYS[1], horizon)
-return new
-"#;
-
 /// `KEYS`: a hash of `mean` and `n`. `ARGV`: alpha, ttl ms, then amounts. Returns
 /// (mean, n) before each amount, as strings.
 const NORM_SCRIPT: &str = r#"
@@ -170,34 +88,81 @@ return out
 /// Rule state in Redis, shared by every node on it.
 pub struct RedisState {
     link: Arc<RedisLink>,
-    window: Script,
-    seen: Script,
     norm: Script,
+}
+
+/// How long a window's keys outlive its newest member.
+const WINDOW_GRACE_MS: i64 = 60_000;
+
+/// The keys of one observation: a window's members (value -> ms); a distinct
+/// count's latest event ids (id -> ms); a first-seen set (value -> ms); a mean.
+fn window_key(key: &str) -> String {
+    format!("{key}:w")
+}
+fn ids_key(key: &str) -> String {
+    format!("{key}:d")
+}
+
+/// What a window's first round trip left to do: fetch the ids of the latest events
+/// (at the threshold or over) and trim it to its cap.
+struct FollowUp {
+    index: usize,
+    count: u64,
 }
 
 impl RedisState {
     pub fn new(link: Arc<RedisLink>) -> RedisState {
-        RedisState { link, window: Script::new(WINDOW_SCRIPT), seen: Script::new(SEEN_SCRIPT), norm: Script::new(NORM_SCRIPT) }
+        RedisState { link, norm: Script::new(NORM_SCRIPT) }
     }
 
-    fn invocation(&self, observation: &Observation) -> redis::ScriptInvocation<'_> {
+    /// The commands of one observation; returns how many replies they give (the
+    /// trims' and the times to live are ignored).
+    fn commands(&self, pipe: &mut redis::Pipeline, observation: &Observation) -> usize {
         match observation {
-            Observation::Window { key, distinct, window_ms, cap, threshold, members } => {
-                let mut call = self.window.prepare_invoke();
-                call.key(format!("{key}:w")).key(format!("{key}:i"));
-                call.arg(*window_ms).arg(*cap).arg(*threshold).arg(if *distinct { "1" } else { "0" });
-                for (member, at, id) in members {
-                    call.arg(member.as_str()).arg(*at).arg(id.to_string());
+            Observation::Window { key, distinct, window_ms, members, .. } => {
+                let newest = members.iter().map(|(_, at, _)| *at).max().unwrap_or_default();
+                let (w, ttl, edge) = (window_key(key), window_ms + WINDOW_GRACE_MS, newest - window_ms);
+                if trims(members.iter().map(|(_, _, id)| id.as_u128() as u64)) {
+                    pipe.cmd("ZREMRANGEBYSCORE").arg(&w).arg("-inf").arg(edge).ignore();
+                    if *distinct {
+                        // The latest ids are all an alert names.
+                        pipe.cmd("ZREMRANGEBYRANK").arg(ids_key(key)).arg(0).arg(-(ALERT_IDS as i64) - 1).ignore();
+                    }
                 }
-                call
+                // GT keeps a member's latest time.
+                let add = pipe.cmd("ZADD").arg(&w).arg("GT");
+                for (member, at, _) in members {
+                    add.arg(*at).arg(member.as_str());
+                }
+                add.ignore();
+                if *distinct {
+                    let ids = pipe.cmd("ZADD").arg(ids_key(key)).arg("GT");
+                    for (_, at, id) in members {
+                        ids.arg(*at).arg(id.to_string());
+                    }
+                    ids.ignore();
+                    pipe.cmd("PEXPIRE").arg(ids_key(key)).arg(ttl).ignore();
+                }
+                // Inside the window: after its edge.
+                pipe.cmd("ZCOUNT").arg(&w).arg(format!("({edge}")).arg("+inf");
+                pipe.cmd("PEXPIRE").arg(&w).arg(ttl).ignore();
+                1
             }
             Observation::Seen { key, horizon_ms, at_ms, values } => {
-                let mut call = self.seen.prepare_invoke();
-                call.key(format!("{key}:s")).arg(*at_ms).arg(*horizon_ms).arg(SEEN_CAP);
-                for value in values {
-                    call.arg(value.as_str());
+                let (s, edge) = (format!("{key}:s"), at_ms - horizon_ms);
+                if trims([*at_ms as u64]) {
+                    pipe.cmd("ZREMRANGEBYSCORE").arg(&s).arg("-inf").arg(edge).ignore();
+                    pipe.cmd("ZREMRANGEBYRANK").arg(&s).arg(0).arg(-i64::from(SEEN_CAP) - 1).ignore();
                 }
-                call
+                pipe.cmd("ZMSCORE").arg(&s).arg(values);
+                let add = pipe.cmd("ZADD").arg(&s).arg("GT");
+                for value in values {
+                    add.arg(*at_ms).arg(value.as_str());
+                }
+                add.ignore();
+                pipe.cmd("ZCOUNT").arg(&s).arg(format!("({edge}")).arg("+inf");
+                pipe.cmd("PEXPIRE").arg(&s).arg(*horizon_ms).ignore();
+                2
             }
             Observation::Norm { key, amounts } => {
                 let mut call = self.norm.prepare_invoke();
@@ -205,129 +170,175 @@ impl RedisState {
                 for amount in amounts {
                     call.arg(*amount);
                 }
-                call
+                pipe.invoke_script(&call);
+                1
             }
         }
     }
 
-    /// Sends `pipes` at once (one for a single server; one per call for a cluster,
-    /// whose calls go to different slots), loading the scripts when Redis has
-    /// forgotten them.
-    async fn send(&self, pipes: Vec<redis::Pipeline>) -> Result<Vec<redis::Value>, HotTierError> {
+    /// Sends `pipes` at once (one for a single server; one per observation for a
+    /// cluster, whose observations go to different slots), loading the mean's script
+    /// when Redis has forgotten it.
+    async fn send(&self, pipes: &[redis::Pipeline]) -> Result<Vec<Vec<redis::Value>>, HotTierError> {
         let mut connection = self.link.connection().await?;
         let replies = futures_util::future::join_all(pipes.iter().map(|pipe| {
             let mut connection = connection.clone();
             async move { pipe.query_async::<Vec<redis::Value>>(&mut connection).await }
         }))
         .await;
-        // A restarted Redis has forgotten the scripts: every call of such a pipeline
-        // failed, so it is sent again whole once they are loaded.
-        let mut forgotten = Vec::new();
+        // A restarted Redis has forgotten the script: every command of such a pipeline
+        // failed, and the script's writes are not done, so it is sent again whole once
+        // the script is loaded (the other commands are safe to repeat).
         let mut answers = Vec::with_capacity(pipes.len());
-        for (i, reply) in replies.into_iter().enumerate() {
+        let mut loaded = false;
+        for (pipe, reply) in pipes.iter().zip(replies) {
             match reply {
                 Ok(values) => answers.push(values),
                 Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                    forgotten.push(i);
-                    answers.push(Vec::new());
+                    if !loaded {
+                        self.norm.load_async(&mut connection).await.map_err(HotTierError::Redis)?;
+                        loaded = true;
+                    }
+                    answers.push(pipe.query_async::<Vec<redis::Value>>(&mut connection).await.map_err(HotTierError::Redis)?);
                 }
                 Err(e) => return Err(HotTierError::Redis(e)),
             }
         }
-        if !forgotten.is_empty() {
-            for script in [&self.window, &self.seen, &self.norm] {
-                script.load_async(&mut connection).await.map_err(HotTierError::Redis)?;
-            }
-            for i in forgotten {
-                answers[i] = pipes[i].query_async::<Vec<redis::Value>>(&mut connection).await.map_err(HotTierError::Redis)?;
-            }
-        }
-        Ok(answers.into_iter().flatten().collect())
+        Ok(answers)
     }
 
     /// Like [`RedisState::send`]; when a single server's connection turns out to be
     /// dead (Redis restarted while nothing used it), once more on a fresh one, as
     /// the hot tier does, so that a stale connection is not taken for a Redis down.
-    async fn send_fresh(&self, pipes: Vec<redis::Pipeline>) -> Result<Vec<redis::Value>, HotTierError> {
-        match self.send(pipes.clone()).await {
+    async fn send_fresh(&self, pipes: Vec<redis::Pipeline>) -> Result<Vec<Vec<redis::Value>>, HotTierError> {
+        match self.send(&pipes).await {
             Err(HotTierError::Redis(e)) if !self.link.is_cluster() && (e.is_connection_dropped() || e.is_io_error()) => {
-                tracing::debug!(error = %e, "redis connection lost; sending the rule calls again on a fresh one");
+                tracing::debug!(error = %e, "redis connection lost; sending the rule commands again on a fresh one");
                 self.link.reset().await;
-                self.send(pipes).await
+                self.send(&pipes).await
             }
             other => other,
         }
     }
 
-    fn pipelines<T>(&self, items: &[T], mut add: impl FnMut(&mut redis::Pipeline, &T)) -> Vec<redis::Pipeline> {
-        if self.link.is_cluster() {
-            items.iter().map(|item| {
-                let mut pipe = redis::pipe();
-                add(&mut pipe, item);
-                pipe
-            }).collect()
-        } else {
-            let mut pipe = redis::pipe();
-            items.iter().for_each(|item| add(&mut pipe, item));
-            vec![pipe]
+    /// One round trip for `items`: their commands (`add` says how many replies an
+    /// item's give) and, per item, its replies.
+    async fn round_trip<T>(&self, items: &[T], add: impl Fn(&mut redis::Pipeline, &T) -> usize) -> Result<Vec<Vec<redis::Value>>, HotTierError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
         }
+        // One pipeline for a single server; one per item for a cluster (an item's keys
+        // share a slot, different items' do not).
+        let mut pipes = vec![redis::pipe()];
+        let mut counts = Vec::with_capacity(items.len());
+        for item in items {
+            if self.link.is_cluster() && !pipes[pipes.len() - 1].is_empty() {
+                pipes.push(redis::pipe());
+            }
+            counts.push(add(pipes.last_mut().expect("a pipeline"), item));
+        }
+        let replies: Vec<redis::Value> = self.link.guarded(self.link.timeout(), self.send_fresh(pipes)).await?.into_iter().flatten().collect();
+        if replies.len() != counts.iter().sum::<usize>() {
+            return Err(HotTierError::Redis(redis::RedisError::from((redis::ErrorKind::Client, "short reply from the rule commands"))));
+        }
+        let mut replies = replies.into_iter();
+        Ok(counts.into_iter().map(|n| replies.by_ref().take(n).collect()).collect())
     }
 }
 
 fn texts(value: &redis::Value) -> Vec<String> {
     match value {
-        redis::Value::Array(items) => items.iter().filter_map(|v| redis::from_redis_value::<String>(v.clone()).ok()).collect(),
+        redis::Value::Array(items) => items.iter().filter_map(|v| redis::from_redis_value_ref::<String>(v).ok()).collect(),
         _ => Vec::new(),
     }
 }
 
-fn decode(observation: &Observation, value: &redis::Value) -> Outcome {
+fn number(value: Option<&redis::Value>) -> u64 {
+    value.and_then(|v| redis::from_redis_value_ref::<u64>(v).ok()).unwrap_or(0)
+}
+
+/// An observation's outcome from its replies (a window's ids come later).
+fn decode(observation: &Observation, replies: &[redis::Value]) -> Outcome {
     match observation {
-        Observation::Window { .. } => {
-            let items = match value {
-                redis::Value::Array(items) => items.as_slice(),
-                _ => &[],
-            };
-            let count = items.first().and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok()).unwrap_or(0);
-            let ids = items.iter().skip(1).filter_map(|v| redis::from_redis_value::<String>(v.clone()).ok()).filter_map(|s| s.parse().ok()).collect();
-            Outcome::Window { count, ids }
+        Observation::Window { .. } => Outcome::Window { count: number(replies.first()), ids: Vec::new() },
+        Observation::Seen { values, at_ms, horizon_ms, .. } => {
+            // A value is new unless held within the horizon; the set held others when
+            // it counts more than the new ones once they are added.
+            let edge = (at_ms - horizon_ms) as f64;
+            let held: Vec<Option<f64>> = replies.first().and_then(|v| redis::from_redis_value_ref(v).ok()).unwrap_or_default();
+            let new: Vec<String> = values
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !held.get(*i).copied().flatten().is_some_and(|at| at > edge))
+                .map(|(_, v)| v.clone())
+                .collect();
+            let after = number(replies.get(1));
+            Outcome::Seen { new: if after > new.len() as u64 { new } else { Vec::new() } }
         }
-        Observation::Seen { .. } => Outcome::Seen { new: texts(value) },
         Observation::Norm { .. } => {
-            let items = texts(value);
+            let items = replies.first().map(texts).unwrap_or_default();
             let before = items.chunks(2).map(|pair| (pair[0].parse().unwrap_or(0.0), pair.get(1).and_then(|n| n.parse().ok()).unwrap_or(0))).collect();
             Outcome::Norm { before }
         }
     }
 }
 
+/// Whether an observation also trims its keys (about one in eight, chosen by the
+/// random bits of its events' ids or its time): the count itself only looks inside
+/// the window, so what fell out of it can wait for a trim.
+fn trims(bits: impl IntoIterator<Item = u64>) -> bool {
+    bits.into_iter().any(|b| b % 8 == 0)
+}
+
 impl WindowState for RedisState {
     fn observe<'a>(&'a self, observations: &'a [Observation]) -> BoxFuture<'a, Result<Vec<Outcome>, HotTierError>> {
         Box::pin(async move {
-            if observations.is_empty() {
-                return Ok(Vec::new());
+            let replies = self.round_trip(observations, |pipe, o| self.commands(pipe, o)).await?;
+            let mut outcomes: Vec<Outcome> = observations.iter().zip(&replies).map(|(o, r)| decode(o, r)).collect();
+            // Windows at their threshold: the ids of their latest events, and the
+            // trim of those over their cap (a flood keeps the newest members).
+            let mut follow: Vec<FollowUp> = Vec::new();
+            for (index, (observation, outcome)) in observations.iter().zip(&outcomes).enumerate() {
+                if let (Observation::Window { threshold, .. }, Outcome::Window { count, .. }) = (observation, outcome) {
+                    if *count >= u64::from(*threshold) {
+                        follow.push(FollowUp { index, count: *count });
+                    }
+                }
             }
-            let pipes = self.pipelines(observations, |pipe, o| {
-                pipe.invoke_script(&self.invocation(o));
-            });
-            let values = self.link.guarded(self.link.timeout(), self.send_fresh(pipes)).await?;
-            if values.len() != observations.len() {
-                return Err(HotTierError::Redis(redis::RedisError::from((redis::ErrorKind::Client, "short reply from a rule script"))));
+            let latest = self
+                .round_trip(&follow, |pipe, f| {
+                    let Observation::Window { key, distinct, window_ms, cap, members, .. } = &observations[f.index] else { return 0 };
+                    let (w, edge) = (window_key(key), members.iter().map(|(_, at, _)| *at).max().unwrap_or_default() - window_ms);
+                    pipe.cmd("ZREMRANGEBYSCORE").arg(&w).arg("-inf").arg(edge).ignore();
+                    if f.count > u64::from(*cap) {
+                        pipe.cmd("ZREMRANGEBYRANK").arg(&w).arg(0).arg(-i64::from(*cap) - 1).ignore();
+                    }
+                    if *distinct {
+                        pipe.cmd("ZREVRANGEBYSCORE").arg(ids_key(key)).arg("+inf").arg(format!("({edge}")).arg("LIMIT").arg(0).arg(ALERT_IDS);
+                    } else {
+                        pipe.cmd("ZREVRANGE").arg(&w).arg(0).arg(ALERT_IDS as i64 - 1);
+                    }
+                    1
+                })
+                .await?;
+            for (f, replies) in follow.iter().zip(latest) {
+                let Observation::Window { cap, .. } = &observations[f.index] else { continue };
+                let ids = replies.first().map(texts).unwrap_or_default().iter().filter_map(|s| s.parse().ok()).take(ALERT_IDS).collect();
+                outcomes[f.index] = Outcome::Window { count: f.count.min(u64::from(*cap)), ids };
             }
-            Ok(observations.iter().zip(&values).map(|(o, v)| decode(o, v)).collect())
+            Ok(outcomes)
         })
     }
 
     fn claim<'a>(&'a self, keys: &'a [(String, u64)]) -> BoxFuture<'a, Result<Vec<bool>, HotTierError>> {
         Box::pin(async move {
-            if keys.is_empty() {
-                return Ok(Vec::new());
-            }
-            let pipes = self.pipelines(keys, |pipe, (key, ms)| {
-                pipe.cmd("SET").arg(format!("{key}:c")).arg(1).arg("NX").arg("PX").arg((*ms).max(1));
-            });
-            let values = self.link.guarded(self.link.timeout(), self.send_fresh(pipes)).await?;
-            Ok(values.iter().map(|v| !matches!(v, redis::Value::Nil)).collect())
+            let replies = self
+                .round_trip(keys, |pipe, (key, ms)| {
+                    pipe.cmd("SET").arg(format!("{key}:c")).arg(1).arg("NX").arg("PX").arg((*ms).max(1));
+                    1
+                })
+                .await?;
+            Ok(replies.iter().map(|r| !matches!(r.first(), Some(redis::Value::Nil) | None)).collect())
         })
     }
 }
@@ -352,13 +363,13 @@ impl MemoryState {
         match observation {
             Observation::Window { key, window_ms, cap, threshold, members, .. } => {
                 let window = memory.windows.entry(key.clone()).or_default();
-                let mut newest = window.values().map(|(at, _)| *at).max().unwrap_or(i64::MIN);
+                // The window ends at the batch's newest member, as in Redis.
+                let newest = members.iter().map(|(_, at, _)| *at).max().unwrap_or(i64::MIN);
                 for (member, at, id) in members {
                     let held = window.entry(member.clone()).or_insert((*at, *id));
                     if held.0 < *at {
                         *held = (*at, *id);
                     }
-                    newest = newest.max(*at);
                 }
                 let edge = newest - window_ms;
                 window.retain(|_, (at, _)| *at > edge);

@@ -1,7 +1,7 @@
 //! Detection rules on accepted events: each built-in kind at its edges, alerts as
 //! `security.alert` events grouped per cool-down, rules managed through
-//! `/audit/rules`, two nodes counting together through Redis, and the embedded mode
-//! counting in the process.
+//! `/audit/rules`, two nodes counting together through Redis, the embedded mode
+//! counting in the process, and the Redis state answering as the process's does.
 
 use std::time::Duration;
 
@@ -285,4 +285,86 @@ async fn the_embedded_mode_counts_in_the_process() {
     let fired = settled_alerts(&app, "default", "failed-logins-per-user", 1).await;
     assert_eq!(fired[0]["details"]["count"], 5);
     app.stop().await;
+}
+
+/// The rule state in Redis and the one in the process answer alike, over a long run
+/// of batches whose times step across window edges and first-seen horizons: window
+/// counts and first-seen values equal, threshold ids equal, a distinct count's ids
+/// among its group's events inside the window. Redis trims only about one
+/// observation in eight, so most answers here come from untrimmed sets.
+#[tokio::test]
+async fn the_redis_state_answers_as_the_process_state_across_window_edges() {
+    use tierlog::detect::state::{MemoryState, Observation, Outcome, RedisState, WindowState};
+
+    let redis = TestRedis::new(crate::helpers::redis_url());
+    let mut settings = tierlog::config::Settings::defaults().expect("defaults");
+    settings.redis.url = redis.url.clone();
+    let link = std::sync::Arc::new(tierlog::tiers::redis::RedisLink::new(&settings.redis).expect("redis link"));
+    let (in_redis, in_process) = (RedisState::new(link), MemoryState::default());
+
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let key = |kind: &str, group: u64| format!("{}:v1:rule:{{t|{kind}|{group}}}", redis.prefix);
+    let (window_ms, horizon_ms) = (60_000i64, 300_000i64);
+    let mut now = 1_700_000_000_000i64;
+    let mut events: std::collections::HashMap<String, Vec<(i64, Uuid)>> = std::collections::HashMap::new();
+    let (mut fired, mut new_values) = (0, 0);
+    for _ in 0..400 {
+        // Steps of up to 40 s, now and then exactly a window or a horizon.
+        now += match next() % 20 {
+            0 => window_ms,
+            1 => horizon_ms,
+            _ => (next() % 40_000) as i64,
+        };
+        // A batch observes each key once, as the engine's batches do.
+        let mut batch = Vec::new();
+        let groups: std::collections::BTreeSet<u64> = (0..1 + next() % 4).map(|_| next() % 3).collect();
+        for group in groups {
+            let distinct = next() % 2 == 0;
+            let members: Vec<(String, i64, Uuid)> = (0..1 + next() % 3)
+                .map(|_| {
+                    let id = Uuid::now_v7();
+                    let member = if distinct { format!("user-{}", next() % 6) } else { id.to_string() };
+                    // Half at the batch's time exactly: a step of one window puts them on
+                    // a later batch's edge.
+                    let offset = if next() % 2 == 0 { 0 } else { (next() % 1000) as i64 };
+                    (member, now - offset, id)
+                })
+                .collect();
+            let k = key(if distinct { "distinct" } else { "threshold" }, group);
+            events.entry(k.clone()).or_default().extend(members.iter().map(|(_, at, id)| (*at, *id)));
+            batch.push(Observation::Window { key: k, distinct, window_ms, cap: 200, threshold: 3, members });
+            let values: Vec<String> = (0..1 + next() % 2).map(|_| format!("ip={}", next() % 5)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            batch.push(Observation::Seen { key: key("seen", group), horizon_ms, at_ms: now, values });
+        }
+        let (a, b) = (in_redis.observe(&batch).await.expect("redis state"), in_process.observe(&batch).await.expect("process state"));
+        for ((observation, redis_answer), process_answer) in batch.iter().zip(&a).zip(&b) {
+            match (observation, redis_answer, process_answer) {
+                (Observation::Window { key, distinct, members, .. }, Outcome::Window { count, ids }, Outcome::Window { count: want, ids: want_ids }) => {
+                    assert_eq!(count, want, "{key} at {now}");
+                    if *distinct {
+                        let newest = members.iter().map(|(_, at, _)| *at).max().unwrap();
+                        let inside: Vec<Uuid> = events[key].iter().filter(|(at, _)| *at > newest - window_ms).map(|(_, id)| *id).collect();
+                        assert_eq!(ids.is_empty(), want_ids.is_empty(), "{key} at {now}");
+                        assert!(ids.iter().all(|id| inside.contains(id)), "{key} at {now}: ids outside the window");
+                    } else {
+                        assert_eq!(ids, want_ids, "{key} at {now}");
+                    }
+                    fired += usize::from(!ids.is_empty());
+                }
+                (Observation::Seen { key, .. }, Outcome::Seen { new }, Outcome::Seen { new: want }) => {
+                    assert_eq!(new, want, "{key} at {now}");
+                    new_values += new.len();
+                }
+                other => panic!("answers of different kinds: {other:?}"),
+            }
+        }
+    }
+    // The run reached both kinds of answer, not only quiet ones.
+    assert!(fired > 20 && new_values > 20, "{fired} windows at their threshold, {new_values} new values");
 }
