@@ -37,6 +37,8 @@ use state::{Observation, Outcome, WindowState};
 
 /// How many acknowledged batches may wait for detection before batches are skipped.
 const QUEUE_BATCHES: usize = 64;
+/// The most events evaluated together when batches have queued.
+const COALESCE_EVENTS: usize = 2000;
 
 /// A rule ready to run: its fields parsed once.
 #[derive(Debug)]
@@ -205,16 +207,26 @@ impl Engine {
         // its batch to be durable); at most this many writes at once, then evaluation
         // waits, and detection's queue fills up rather than memory.
         let writes = Arc::new(tokio::sync::Semaphore::new(ALERT_WRITES));
-        while let Some(batch) = batches.recv().await {
-            let firings = match self.evaluate(&batch.events).await {
+        while let Some(first) = batches.recv().await {
+            // The batches that queued meanwhile go with it, up to a bound: one round
+            // trip to the state for them all, and a group spread over them is one
+            // observation.
+            let mut taken = vec![first];
+            let mut events = taken[0].events.len();
+            while events < COALESCE_EVENTS {
+                let Ok(more) = batches.try_recv() else { break };
+                events += more.events.len();
+                taken.push(more);
+            }
+            let firings = match self.evaluate(taken.iter().flat_map(|b| b.events.iter())).await {
                 Ok(firings) => firings,
                 Err(e) => {
                     self.counters.faults.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, events = batch.events.len(), "rules could not be evaluated on a batch");
+                    tracing::warn!(error = %e, events, "rules could not be evaluated on a batch");
                     continue;
                 }
             };
-            drop(batch);
+            drop(taken);
             if firings.is_empty() {
                 continue;
             }
@@ -242,8 +254,8 @@ impl Engine {
         format!("{}:v1:rule:{{{tenant}|{rule}|{digest}}}", self.prefix)
     }
 
-    /// The firings of one batch.
-    pub async fn evaluate(&self, events: &[AuditEvent]) -> Result<Vec<Firing>, crate::tiers::HotTierError> {
+    /// The firings of a batch of events (in the order accepted).
+    pub async fn evaluate<'e>(&self, events: impl IntoIterator<Item = &'e AuditEvent>) -> Result<Vec<Firing>, crate::tiers::HotTierError> {
         let book = self.book.snapshot();
         // Per tenant, rule and group values; the state's key is made once per group.
         let mut groups: foldhash::HashMap<(&str, &str, Vec<(String, String)>), Group<'_>> = foldhash::HashMap::default();

@@ -103,6 +103,22 @@ fn ids_key(key: &str) -> String {
     format!("{key}:d")
 }
 
+/// A command on `key` with room for `args` more arguments of `bytes` in all (built
+/// once, without regrowing).
+fn command(name: &str, key: &str, args: usize, bytes: usize) -> redis::Cmd {
+    let mut cmd = redis::Cmd::with_capacity(args + 2, name.len() + key.len() + bytes);
+    cmd.arg(name).arg(key);
+    cmd
+}
+
+/// Moves `cmd` into `pipe`; its reply is kept only when `reply`.
+fn send(pipe: &mut redis::Pipeline, cmd: &mut redis::Cmd, reply: bool) {
+    pipe.add_command(std::mem::take(cmd));
+    if !reply {
+        pipe.ignore();
+    }
+}
+
 /// What a window's first round trip left to do: fetch the ids of the latest events
 /// (at the threshold or over) and trim it to its cap.
 struct FollowUp {
@@ -122,46 +138,52 @@ impl RedisState {
             Observation::Window { key, distinct, window_ms, members, .. } => {
                 let newest = members.iter().map(|(_, at, _)| *at).max().unwrap_or_default();
                 let (w, ttl, edge) = (window_key(key), window_ms + WINDOW_GRACE_MS, newest - window_ms);
+                let d = ids_key(key);
                 if trims(members.iter().map(|(_, _, id)| id.as_u128() as u64)) {
-                    pipe.cmd("ZREMRANGEBYSCORE").arg(&w).arg("-inf").arg(edge).ignore();
+                    send(pipe, command("ZREMRANGEBYSCORE", &w, 2, 24).arg("-inf").arg(edge), false);
                     if *distinct {
                         // The latest ids are all an alert names.
-                        pipe.cmd("ZREMRANGEBYRANK").arg(ids_key(key)).arg(0).arg(-(ALERT_IDS as i64) - 1).ignore();
+                        send(pipe, command("ZREMRANGEBYRANK", &d, 2, 8).arg(0).arg(-(ALERT_IDS as i64) - 1), false);
                     }
                 }
                 // GT keeps a member's latest time.
-                let add = pipe.cmd("ZADD").arg(&w).arg("GT");
+                let mut add = command("ZADD", &w, 1 + 2 * members.len(), 2 + members.iter().map(|(m, _, _)| m.len() + 13).sum::<usize>());
+                add.arg("GT");
                 for (member, at, _) in members {
                     add.arg(*at).arg(member.as_str());
                 }
-                add.ignore();
+                send(pipe, &mut add, false);
                 if *distinct {
-                    let ids = pipe.cmd("ZADD").arg(ids_key(key)).arg("GT");
+                    let mut ids = command("ZADD", &d, 1 + 2 * members.len(), 2 + members.len() * 49);
+                    ids.arg("GT");
+                    let mut text = Uuid::encode_buffer();
                     for (_, at, id) in members {
-                        ids.arg(*at).arg(id.to_string());
+                        ids.arg(*at).arg(&*id.hyphenated().encode_lower(&mut text));
                     }
-                    ids.ignore();
-                    pipe.cmd("PEXPIRE").arg(ids_key(key)).arg(ttl).ignore();
+                    send(pipe, &mut ids, false);
+                    send(pipe, command("PEXPIRE", &d, 1, 12).arg(ttl), false);
                 }
                 // Inside the window: after its edge.
-                pipe.cmd("ZCOUNT").arg(&w).arg(format!("({edge}")).arg("+inf");
-                pipe.cmd("PEXPIRE").arg(&w).arg(ttl).ignore();
+                send(pipe, command("ZCOUNT", &w, 2, 24).arg(format!("({edge}")).arg("+inf"), true);
+                send(pipe, command("PEXPIRE", &w, 1, 12).arg(ttl), false);
                 1
             }
             Observation::Seen { key, horizon_ms, at_ms, values } => {
                 let (s, edge) = (format!("{key}:s"), at_ms - horizon_ms);
                 if trims([*at_ms as u64]) {
-                    pipe.cmd("ZREMRANGEBYSCORE").arg(&s).arg("-inf").arg(edge).ignore();
-                    pipe.cmd("ZREMRANGEBYRANK").arg(&s).arg(0).arg(-i64::from(SEEN_CAP) - 1).ignore();
+                    send(pipe, command("ZREMRANGEBYSCORE", &s, 2, 24).arg("-inf").arg(edge), false);
+                    send(pipe, command("ZREMRANGEBYRANK", &s, 2, 8).arg(0).arg(-i64::from(SEEN_CAP) - 1), false);
                 }
-                pipe.cmd("ZMSCORE").arg(&s).arg(values);
-                let add = pipe.cmd("ZADD").arg(&s).arg("GT");
+                let bytes = values.iter().map(String::len).sum::<usize>();
+                send(pipe, command("ZMSCORE", &s, values.len(), bytes).arg(values), true);
+                let mut add = command("ZADD", &s, 1 + 2 * values.len(), 2 + bytes + 13 * values.len());
+                add.arg("GT");
                 for value in values {
                     add.arg(*at_ms).arg(value.as_str());
                 }
-                add.ignore();
-                pipe.cmd("ZCOUNT").arg(&s).arg(format!("({edge}")).arg("+inf");
-                pipe.cmd("PEXPIRE").arg(&s).arg(*horizon_ms).ignore();
+                send(pipe, &mut add, false);
+                send(pipe, command("ZCOUNT", &s, 2, 24).arg(format!("({edge}")).arg("+inf"), true);
+                send(pipe, command("PEXPIRE", &s, 1, 12).arg(*horizon_ms), false);
                 2
             }
             Observation::Norm { key, amounts } => {
