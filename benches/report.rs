@@ -194,7 +194,10 @@ async fn run(o: &Options, db_name: &str, prefix: &str) -> anyhow::Result<()> {
             (month_start, span_s)
         }
     };
-    println!("# cargo bench --bench report -- --events {}", o.events);
+    match &o.reuse {
+        Some(db_name) => println!("# cargo bench --bench report -- --reuse {db_name}"),
+        None => println!("# cargo bench --bench report -- --events {}", o.events),
+    }
 
     // The server's peak RSS from here on (writing 5 to clear_refs resets VmHWM).
     println!("server_rss_before_reports={}MiB", status_kib(pid, "VmRSS:") / 1024);

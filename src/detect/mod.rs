@@ -4,7 +4,8 @@
 //! A writer hands each batch to [`Detector::offer`] once the batch is durable, as it
 //! does to the live tail: without waiting. A full queue leaves the batch out of
 //! detection (counted as skipped), so rules never slow or fail ingest. The
-//! detector's task groups the batch's matching events by rule and group, asks the
+//! detector's task groups the batch's matching events (with the batches queued behind
+//! it, up to 2,000 events) by rule and group, asks the
 //! [`state`] (Redis, or the process in embedded mode) for the windows in one round
 //! trip, claims the cool-downs of the groups that fired, and submits one
 //! `security.alert` event per firing group through the pipeline ([`alert`]). The

@@ -3,10 +3,10 @@
 //! together), or in the process (embedded mode, or no Redis configured).
 //!
 //! Each call takes a whole batch's observations: to Redis they go as one pipeline of
-//! plain commands (four to seven per rule and group: a sorted set added to, trimmed
-//! to its window, counted and given its time to live), so a batch costs one round
-//! trip however many rules it touches, and a second only for the groups at their
-//! threshold (the ids of their latest events). Plain commands cost Redis about half
+//! plain commands (three to five per rule and group: a sorted set added to, counted
+//! inside its window and given its time to live; trimmed on about one observation in
+//! eight), so a batch costs one round trip however many rules it touches, and a
+//! second only for the groups at their threshold (the ids of their latest events). Plain commands cost Redis about half
 //! of what the same work costs as a script's calls; only the running mean, a
 //! read-modify-write, is a script. Each group's keys are tagged (`{...}`) into one
 //! slot, so the same commands work on a Redis Cluster.
@@ -94,11 +94,11 @@ pub struct RedisState {
 /// How long a window's keys outlive its newest member.
 const WINDOW_GRACE_MS: i64 = 60_000;
 
-/// The keys of one observation: a window's members (value -> ms); a distinct
-/// count's latest event ids (id -> ms); a first-seen set (value -> ms); a mean.
+/// A window's members (value -> ms) under a group's key.
 fn window_key(key: &str) -> String {
     format!("{key}:w")
 }
+/// A distinct count's latest event ids (id -> ms) under a group's key.
 fn ids_key(key: &str) -> String {
     format!("{key}:d")
 }
@@ -112,7 +112,7 @@ fn command(name: &str, key: &str, args: usize, bytes: usize) -> redis::Cmd {
 }
 
 /// Moves `cmd` into `pipe`; its reply is kept only when `reply`.
-fn send(pipe: &mut redis::Pipeline, cmd: &mut redis::Cmd, reply: bool) {
+fn queue(pipe: &mut redis::Pipeline, cmd: &mut redis::Cmd, reply: bool) {
     pipe.add_command(std::mem::take(cmd));
     if !reply {
         pipe.ignore();
@@ -138,12 +138,12 @@ impl RedisState {
             Observation::Window { key, distinct, window_ms, members, .. } => {
                 let newest = members.iter().map(|(_, at, _)| *at).max().unwrap_or_default();
                 let (w, ttl, edge) = (window_key(key), window_ms + WINDOW_GRACE_MS, newest - window_ms);
-                let d = ids_key(key);
+                let d = if *distinct { ids_key(key) } else { String::new() };
                 if trims(members.iter().map(|(_, _, id)| id.as_u128() as u64)) {
-                    send(pipe, command("ZREMRANGEBYSCORE", &w, 2, 24).arg("-inf").arg(edge), false);
+                    queue(pipe, command("ZREMRANGEBYSCORE", &w, 2, 24).arg("-inf").arg(edge), false);
                     if *distinct {
                         // The latest ids are all an alert names.
-                        send(pipe, command("ZREMRANGEBYRANK", &d, 2, 8).arg(0).arg(-(ALERT_IDS as i64) - 1), false);
+                        queue(pipe, command("ZREMRANGEBYRANK", &d, 2, 8).arg(0).arg(-(ALERT_IDS as i64) - 1), false);
                     }
                 }
                 // GT keeps a member's latest time.
@@ -152,7 +152,7 @@ impl RedisState {
                 for (member, at, _) in members {
                     add.arg(*at).arg(member.as_str());
                 }
-                send(pipe, &mut add, false);
+                queue(pipe, &mut add, false);
                 if *distinct {
                     let mut ids = command("ZADD", &d, 1 + 2 * members.len(), 2 + members.len() * 49);
                     ids.arg("GT");
@@ -160,30 +160,30 @@ impl RedisState {
                     for (_, at, id) in members {
                         ids.arg(*at).arg(&*id.hyphenated().encode_lower(&mut text));
                     }
-                    send(pipe, &mut ids, false);
-                    send(pipe, command("PEXPIRE", &d, 1, 12).arg(ttl), false);
+                    queue(pipe, &mut ids, false);
+                    queue(pipe, command("PEXPIRE", &d, 1, 12).arg(ttl), false);
                 }
                 // Inside the window: after its edge.
-                send(pipe, command("ZCOUNT", &w, 2, 24).arg(format!("({edge}")).arg("+inf"), true);
-                send(pipe, command("PEXPIRE", &w, 1, 12).arg(ttl), false);
+                queue(pipe, command("ZCOUNT", &w, 2, 24).arg(format!("({edge}")).arg("+inf"), true);
+                queue(pipe, command("PEXPIRE", &w, 1, 12).arg(ttl), false);
                 1
             }
             Observation::Seen { key, horizon_ms, at_ms, values } => {
                 let (s, edge) = (format!("{key}:s"), at_ms - horizon_ms);
                 if trims([*at_ms as u64]) {
-                    send(pipe, command("ZREMRANGEBYSCORE", &s, 2, 24).arg("-inf").arg(edge), false);
-                    send(pipe, command("ZREMRANGEBYRANK", &s, 2, 8).arg(0).arg(-i64::from(SEEN_CAP) - 1), false);
+                    queue(pipe, command("ZREMRANGEBYSCORE", &s, 2, 24).arg("-inf").arg(edge), false);
+                    queue(pipe, command("ZREMRANGEBYRANK", &s, 2, 8).arg(0).arg(-i64::from(SEEN_CAP) - 1), false);
                 }
                 let bytes = values.iter().map(String::len).sum::<usize>();
-                send(pipe, command("ZMSCORE", &s, values.len(), bytes).arg(values), true);
+                queue(pipe, command("ZMSCORE", &s, values.len(), bytes).arg(values), true);
                 let mut add = command("ZADD", &s, 1 + 2 * values.len(), 2 + bytes + 13 * values.len());
                 add.arg("GT");
                 for value in values {
                     add.arg(*at_ms).arg(value.as_str());
                 }
-                send(pipe, &mut add, false);
-                send(pipe, command("ZCOUNT", &s, 2, 24).arg(format!("({edge}")).arg("+inf"), true);
-                send(pipe, command("PEXPIRE", &s, 1, 12).arg(*horizon_ms), false);
+                queue(pipe, &mut add, false);
+                queue(pipe, command("ZCOUNT", &s, 2, 24).arg(format!("({edge}")).arg("+inf"), true);
+                queue(pipe, command("PEXPIRE", &s, 1, 12).arg(*horizon_ms), false);
                 2
             }
             Observation::Norm { key, amounts } => {
