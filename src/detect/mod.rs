@@ -18,6 +18,7 @@ pub mod rules;
 pub mod saved;
 pub mod state;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -34,7 +35,7 @@ use crate::ingest::Pipeline;
 use crate::tiers::EncodedBatch;
 use alert::{is_alert, Firing};
 use rules::{Field, Rule, RuleKind};
-use state::{Observation, Outcome, WindowState};
+use state::{Member, Observation, Outcome, WindowState};
 
 /// How many acknowledged batches may wait for detection before batches are skipped.
 const QUEUE_BATCHES: usize = 64;
@@ -189,16 +190,31 @@ impl Detector {
     }
 }
 
+/// A group's values, borrowed from its events where they hold them as text.
+type Values<'e> = smallvec::SmallVec<[Cow<'e, str>; 2]>;
+
 /// One rule's and group's share of a batch.
-struct Group<'b> {
-    tenant: &'b str,
+struct Group<'b, 'e> {
+    tenant: &'e str,
     rule: &'b Compiled,
-    values: Vec<(String, String)>,
+    values: Values<'e>,
     key: String,
-    /// Window members, first-seen values or amounts, with their events.
-    members: Vec<(String, i64, Uuid)>,
+    /// The newest event's time, ms.
+    newest: i64,
+    /// Window members (threshold, distinct).
+    members: Vec<Member<'e>>,
+    /// First-seen values (`field=value`), with their events.
+    seen: Vec<(String, Uuid)>,
+    /// Amounts, with their events.
     amounts: Vec<(f64, Uuid)>,
     category: Category,
+}
+
+impl Group<'_, '_> {
+    /// The group's values, named by the rule's `group_by`.
+    fn named(&self) -> Vec<(String, String)> {
+        self.rule.group.iter().zip(&self.values).map(|((name, _), value)| (name.clone(), value.clone().into_owned())).collect()
+    }
 }
 
 impl Engine {
@@ -245,9 +261,9 @@ impl Engine {
         }
     }
 
-    fn group_key(&self, tenant: &str, rule: &str, values: &[(String, String)]) -> String {
+    fn group_key<'v>(&self, tenant: &str, rule: &str, values: impl IntoIterator<Item = &'v str>) -> String {
         let mut hash = Sha256::new();
-        for (_, value) in values {
+        for value in values {
             hash.update(value.as_bytes());
             hash.update([0]);
         }
@@ -258,24 +274,20 @@ impl Engine {
     /// The firings of a batch of events (in the order accepted).
     pub async fn evaluate<'e>(&self, events: impl IntoIterator<Item = &'e AuditEvent>) -> Result<Vec<Firing>, crate::tiers::HotTierError> {
         let book = self.book.snapshot();
-        // Per tenant, rule and group values; the state's key is made once per group.
-        let mut groups: foldhash::HashMap<(&str, &str, Vec<(String, String)>), Group<'_>> = foldhash::HashMap::default();
+        // Per tenant, rule (its place in the tenant's rules) and group values, which
+        // borrow from the events; the state's key is made once per group.
+        let mut groups: foldhash::HashMap<(&'e str, usize, Values<'e>), Group<'_, 'e>> = foldhash::HashMap::default();
         let mut matches: Vec<Firing> = Vec::new();
         for event in events {
             if event.category == Category::Access || is_alert(event) {
                 continue;
             }
-            for compiled in book.rules_for(&event.tenant_id) {
+            for (index, compiled) in book.rules_for(&event.tenant_id).iter().enumerate() {
                 let rule = &compiled.rule;
                 if !rule.when.matches(event) {
                     continue;
                 }
-                let Some(values) = compiled
-                    .group
-                    .iter()
-                    .map(|(name, field)| field.value(event).map(|v| (name.clone(), v.into_owned())))
-                    .collect::<Option<Vec<_>>>()
-                else {
+                let Some(values) = compiled.group.iter().map(|(_, field)| field.value(event)).collect::<Option<Values<'e>>>() else {
                     continue;
                 };
                 let at = event.timestamp.timestamp_millis();
@@ -283,7 +295,7 @@ impl Engine {
                     matches.push(Firing {
                         tenant: event.tenant_id.clone(),
                         rule: rule.clone(),
-                        group: values,
+                        group: compiled.group.iter().zip(values).map(|((name, _), value)| (name.clone(), value.into_owned())).collect(),
                         count: 1,
                         event_ids: vec![event.id],
                         source_category: event.category,
@@ -292,26 +304,28 @@ impl Engine {
                     });
                     continue;
                 }
-                let group = groups.entry((event.tenant_id.as_str(), rule.name.as_str(), values)).or_insert_with_key(|(tenant, name, values)| Group {
+                let group = groups.entry((event.tenant_id.as_str(), index, values)).or_insert_with_key(|(tenant, _, values)| Group {
                     tenant,
                     rule: compiled,
                     values: values.clone(),
-                    key: self.group_key(tenant, name, values),
+                    key: String::new(),
+                    newest: i64::MIN,
                     members: Vec::new(),
+                    seen: Vec::new(),
                     amounts: Vec::new(),
                     category: event.category,
                 });
                 match rule.kind {
-                    RuleKind::Threshold => group.members.push((event.id.to_string(), at, event.id)),
+                    RuleKind::Threshold => group.members.push(Member { value: None, at, id: event.id }),
                     RuleKind::Distinct => {
                         if let Some(value) = compiled.distinct.as_ref().and_then(|f| f.value(event)) {
-                            group.members.push((value.into_owned(), at, event.id));
+                            group.members.push(Member { value: Some(value), at, id: event.id });
                         }
                     }
                     RuleKind::FirstSeen => {
                         for (name, field) in &compiled.fields {
                             if let Some(value) = field.value(event) {
-                                group.members.push((format!("{name}={value}"), at, event.id));
+                                group.seen.push((format!("{name}={value}"), event.id));
                             }
                         }
                     }
@@ -323,14 +337,17 @@ impl Engine {
                     }
                     RuleKind::Match => {}
                 }
+                group.newest = group.newest.max(at);
             }
         }
-        let mut groups: Vec<Group<'_>> = groups.into_values().filter(|g| !g.members.is_empty() || !g.amounts.is_empty()).collect();
-        let mut observations = Vec::new();
-        let mut observed = Vec::new();
+        let mut groups: Vec<Group<'_, 'e>> =
+            groups.into_values().filter(|g| !g.members.is_empty() || !g.seen.is_empty() || !g.amounts.is_empty()).collect();
+        let mut observations = Vec::with_capacity(groups.len());
+        let mut observed = Vec::with_capacity(groups.len());
         let mut firings = Vec::new();
         for (i, group) in groups.iter_mut().enumerate() {
             let rule = &group.rule.rule;
+            group.key = self.group_key(group.tenant, &rule.name, group.values.iter().map(|v| v.as_ref()));
             match rule.kind {
                 RuleKind::Threshold | RuleKind::Distinct => {
                     let threshold = rule.threshold.unwrap_or(1);
@@ -346,11 +363,10 @@ impl Engine {
                     observed.push(i);
                 }
                 RuleKind::FirstSeen => {
-                    let at_ms = group.members.iter().map(|(_, at, _)| *at).max().unwrap_or_default();
-                    let mut values: Vec<String> = group.members.iter().map(|(v, _, _)| v.clone()).collect();
+                    let mut values: Vec<String> = group.seen.iter().map(|(v, _)| v.clone()).collect();
                     values.sort_unstable();
                     values.dedup();
-                    observations.push(Observation::Seen { key: group.key.clone(), horizon_ms: rule.window_ms(), at_ms, values });
+                    observations.push(Observation::Seen { key: group.key.clone(), horizon_ms: rule.window_ms(), at_ms: group.newest, values });
                     observed.push(i);
                 }
                 RuleKind::Amount => {
@@ -364,7 +380,7 @@ impl Engine {
                     }
                     if rule.factor.is_some() {
                         let amounts = group.amounts.iter().map(|(a, _)| *a).collect();
-                        observations.push(Observation::Norm { key: group.key.clone(), amounts });
+                        observations.push(Observation::Norm { key: group.key.clone(), at_ms: group.newest, amounts });
                         observed.push(i);
                     }
                 }
@@ -372,6 +388,7 @@ impl Engine {
             }
         }
         let outcomes = self.state.observe(&observations).await?;
+        drop(observations);
         for (i, outcome) in observed.into_iter().zip(outcomes) {
             let group = &groups[i];
             let rule = &group.rule.rule;
@@ -380,8 +397,7 @@ impl Engine {
                     firings.push(self.firing(group, count, ids, Map::new()));
                 }
                 Outcome::Seen { new } if !new.is_empty() => {
-                    let ids: Vec<Uuid> =
-                        group.members.iter().filter(|(v, _, _)| new.contains(v)).map(|(_, _, id)| *id).rev().take(state::ALERT_IDS).collect();
+                    let ids: Vec<Uuid> = group.seen.iter().filter(|(v, _)| new.contains(v)).map(|(_, id)| *id).rev().take(state::ALERT_IDS).collect();
                     let mut facts = Map::new();
                     facts.insert("new_values".into(), Value::from(new.clone()));
                     firings.push(self.firing(group, new.len() as u64, ids, facts));
@@ -406,12 +422,12 @@ impl Engine {
         self.cool_down(firings).await
     }
 
-    fn firing(&self, group: &Group<'_>, count: u64, event_ids: Vec<Uuid>, facts: Map<String, Value>) -> Firing {
+    fn firing(&self, group: &Group<'_, '_>, count: u64, event_ids: Vec<Uuid>, facts: Map<String, Value>) -> Firing {
         Firing {
             key: Some(group.key.clone()),
             tenant: group.tenant.to_owned(),
             rule: group.rule.rule.clone(),
-            group: group.values.clone(),
+            group: group.named(),
             count,
             event_ids,
             source_category: group.category,
@@ -433,7 +449,7 @@ impl Engine {
             // A match's group has no key yet: made here, for the rules with a cool-down.
             let key = match &firing.key {
                 Some(key) => key.clone(),
-                None => self.group_key(&firing.tenant, &firing.rule.name, &firing.group),
+                None => self.group_key(&firing.tenant, &firing.rule.name, firing.group.iter().map(|(_, v)| v.as_str())),
             };
             if claimed_in_batch.insert(key.clone()) {
                 claims.push((key, firing.rule.cooldown_seconds * 1000));

@@ -6,33 +6,53 @@
 //! plain commands (three to five per rule and group: a sorted set added to, counted
 //! inside its window and given its time to live; trimmed on about one observation in
 //! eight), so a batch costs one round trip however many rules it touches, and a
-//! second only for the groups at their threshold (the ids of their latest events). Plain commands cost Redis about half
-//! of what the same work costs as a script's calls; only the running mean, a
-//! read-modify-write, is a script. Each group's keys are tagged (`{...}`) into one
-//! slot, so the same commands work on a Redis Cluster.
+//! second only for the groups at their threshold (the ids of their latest events).
+//! Plain commands cost Redis a fraction of what the same work costs as a script's
+//! calls (a script call alone costs about ten plain commands), so there is no
+//! script: the recent mean of amounts is kept as sums and counts per day, which
+//! several nodes add to without reading first. Each group's keys are tagged
+//! (`{...}`) into one slot, so the same commands work on a Redis Cluster.
 //!
 //! A window ends at the newest event of the batch that touches it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
-use redis::Script;
 use uuid::Uuid;
 
 use crate::tiers::redis::RedisLink;
 use crate::tiers::HotTierError;
 
-/// What one rule saw of one group in one batch.
+/// One event's part in a sliding window.
 #[derive(Debug, Clone)]
-pub enum Observation {
-    /// Members entering a sliding window: `(member, time in ms, event id)`. For a
-    /// threshold the member is the event id; for a distinct count, the counted value.
-    Window { key: String, distinct: bool, window_ms: i64, cap: u32, threshold: u32, members: Vec<(String, i64, Uuid)> },
+pub struct Member<'e> {
+    /// The counted value of a distinct count; `None` for a threshold, which counts
+    /// events (the member is the event's id).
+    pub value: Option<Cow<'e, str>>,
+    /// The event's time, ms.
+    pub at: i64,
+    pub id: Uuid,
+}
+
+impl Member<'_> {
+    /// The member as stored.
+    fn text(&self) -> String {
+        self.value.as_deref().map_or_else(|| self.id.to_string(), str::to_owned)
+    }
+}
+
+/// What one rule saw of one group in one batch (borrowing the batch's events).
+#[derive(Debug, Clone)]
+pub enum Observation<'e> {
+    /// Members entering a sliding window.
+    Window { key: String, distinct: bool, window_ms: i64, cap: u32, threshold: u32, members: Vec<Member<'e>> },
     /// Values shown by one group at `at_ms`; those not seen within `horizon_ms` are new.
     Seen { key: String, horizon_ms: i64, at_ms: i64, values: Vec<String> },
-    /// Amounts, in order, for a running mean.
-    Norm { key: String, amounts: Vec<f64> },
+    /// Amounts, in order, shown by one group on the (UTC) day of `at_ms`, against the
+    /// group's mean over the [`NORM_DAYS`] days ending that day.
+    Norm { key: String, at_ms: i64, amounts: Vec<f64> },
 }
 
 /// What the state answered for one [`Observation`].
@@ -43,52 +63,33 @@ pub enum Outcome {
     Window { count: u64, ids: Vec<Uuid> },
     /// The values new to a group that had shown others before.
     Seen { new: Vec<String> },
-    /// For each amount, the mean and count before it.
+    /// For each amount, the recent mean and the number of amounts it is of, before it.
     Norm { before: Vec<(f64, u64)> },
 }
 
 /// How many event ids an alert carries.
 pub const ALERT_IDS: usize = 20;
-/// Weight of the newest amount in a running mean: about the last 100 amounts count.
-pub const NORM_ALPHA: f64 = 2.0 / 101.0;
+/// The days (today included) whose amounts make a group's recent mean.
+pub const NORM_DAYS: i64 = 7;
+const DAY_MS: i64 = 86_400_000;
 /// The most values a first-seen set keeps per group (least recent go first).
 const SEEN_CAP: u32 = 1000;
-/// How long a running mean outlives its last amount.
-const NORM_TTL_MS: i64 = 90 * 86_400_000;
+/// How long a group's sums outlive its last amount.
+const NORM_TTL_MS: i64 = (NORM_DAYS + 1) * DAY_MS;
 
 /// The state behind the rules.
 pub trait WindowState: Send + Sync {
     /// Applies a batch's observations; one outcome per observation, in order.
-    fn observe<'a>(&'a self, observations: &'a [Observation]) -> BoxFuture<'a, Result<Vec<Outcome>, HotTierError>>;
+    fn observe<'a>(&'a self, observations: &'a [Observation<'_>]) -> BoxFuture<'a, Result<Vec<Outcome>, HotTierError>>;
 
     /// Claims cool-downs: `true` for each key not claimed within its length (ms),
     /// which is then claimed.
     fn claim<'a>(&'a self, keys: &'a [(String, u64)]) -> BoxFuture<'a, Result<Vec<bool>, HotTierError>>;
 }
 
-/// `KEYS`: a hash of `mean` and `n`. `ARGV`: alpha, ttl ms, then amounts. Returns
-/// (mean, n) before each amount, as strings.
-const NORM_SCRIPT: &str = r#"
-local alpha = tonumber(ARGV[1])
-local mean = tonumber(redis.call('HGET', KEYS[1], 'mean') or '0')
-local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
-local out = {}
-for i = 3, #ARGV do
-  local x = tonumber(ARGV[i])
-  table.insert(out, string.format('%.17g', mean))
-  table.insert(out, tostring(n))
-  if n == 0 then mean = x else mean = mean + alpha * (x - mean) end
-  n = n + 1
-end
-redis.call('HSET', KEYS[1], 'mean', string.format('%.17g', mean), 'n', tostring(n))
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
-return out
-"#;
-
 /// Rule state in Redis, shared by every node on it.
 pub struct RedisState {
     link: Arc<RedisLink>,
-    norm: Script,
 }
 
 /// How long a window's keys outlive its newest member.
@@ -128,18 +129,18 @@ struct FollowUp {
 
 impl RedisState {
     pub fn new(link: Arc<RedisLink>) -> RedisState {
-        RedisState { link, norm: Script::new(NORM_SCRIPT) }
+        RedisState { link }
     }
 
     /// The commands of one observation; returns how many replies they give (the
-    /// trims' and the times to live are ignored).
-    fn commands(&self, pipe: &mut redis::Pipeline, observation: &Observation) -> usize {
+    /// trims', the additions' and the times to live are ignored).
+    fn commands(pipe: &mut redis::Pipeline, observation: &Observation<'_>) -> usize {
         match observation {
             Observation::Window { key, distinct, window_ms, members, .. } => {
-                let newest = members.iter().map(|(_, at, _)| *at).max().unwrap_or_default();
+                let newest = members.iter().map(|m| m.at).max().unwrap_or_default();
                 let (w, ttl, edge) = (window_key(key), window_ms + WINDOW_GRACE_MS, newest - window_ms);
                 let d = if *distinct { ids_key(key) } else { String::new() };
-                if trims(members.iter().map(|(_, _, id)| id.as_u128() as u64)) {
+                if trims(members.iter().map(|m| m.id.as_u128() as u64)) {
                     queue(pipe, command("ZREMRANGEBYSCORE", &w, 2, 24).arg("-inf").arg(edge), false);
                     if *distinct {
                         // The latest ids are all an alert names.
@@ -147,18 +148,22 @@ impl RedisState {
                     }
                 }
                 // GT keeps a member's latest time.
-                let mut add = command("ZADD", &w, 1 + 2 * members.len(), 2 + members.iter().map(|(m, _, _)| m.len() + 13).sum::<usize>());
+                let mut add = command("ZADD", &w, 1 + 2 * members.len(), 2 + members.iter().map(|m| m.value.as_ref().map_or(36, |v| v.len()) + 13).sum::<usize>());
                 add.arg("GT");
-                for (member, at, _) in members {
-                    add.arg(*at).arg(member.as_str());
+                let mut text = Uuid::encode_buffer();
+                for m in members {
+                    add.arg(m.at);
+                    match &m.value {
+                        Some(value) => add.arg(value.as_ref()),
+                        None => add.arg(&*m.id.hyphenated().encode_lower(&mut text)),
+                    };
                 }
                 queue(pipe, &mut add, false);
                 if *distinct {
                     let mut ids = command("ZADD", &d, 1 + 2 * members.len(), 2 + members.len() * 49);
                     ids.arg("GT");
-                    let mut text = Uuid::encode_buffer();
-                    for (_, at, id) in members {
-                        ids.arg(*at).arg(&*id.hyphenated().encode_lower(&mut text));
+                    for m in members {
+                        ids.arg(m.at).arg(&*m.id.hyphenated().encode_lower(&mut text));
                     }
                     queue(pipe, &mut ids, false);
                     queue(pipe, command("PEXPIRE", &d, 1, 12).arg(ttl), false);
@@ -186,47 +191,36 @@ impl RedisState {
                 queue(pipe, command("PEXPIRE", &s, 1, 12).arg(*horizon_ms), false);
                 2
             }
-            Observation::Norm { key, amounts } => {
-                let mut call = self.norm.prepare_invoke();
-                call.key(format!("{key}:n")).arg(NORM_ALPHA).arg(NORM_TTL_MS);
-                for amount in amounts {
-                    call.arg(*amount);
+            Observation::Norm { key, at_ms, amounts } => {
+                // A hash of `s:<day>` (sum) and `n:<day>` (count) per day: read the
+                // recent days, then add today's amounts (the reads see the sums as
+                // they were before this batch; the mean before each of its amounts
+                // is worked out here).
+                let (h, day) = (format!("{key}:m"), at_ms.div_euclid(DAY_MS));
+                let fields = |days: std::ops::Range<i64>| days.flat_map(|d| [format!("s:{d}"), format!("n:{d}")]).collect::<Vec<_>>();
+                if trims([*at_ms as u64]) {
+                    // The days that left the mean lately (older ones left with the key).
+                    queue(pipe, command("HDEL", &h, 2 * NORM_DAYS as usize, 24 * NORM_DAYS as usize).arg(fields(day - 2 * NORM_DAYS + 1..day - NORM_DAYS + 1)), false);
                 }
-                pipe.invoke_script(&call);
+                queue(pipe, command("HMGET", &h, 2 * NORM_DAYS as usize, 24 * NORM_DAYS as usize).arg(fields(day - NORM_DAYS + 1..day + 1)), true);
+                queue(pipe, command("HINCRBYFLOAT", &h, 2, 40).arg(format!("s:{day}")).arg(amounts.iter().sum::<f64>()), false);
+                queue(pipe, command("HINCRBY", &h, 2, 24).arg(format!("n:{day}")).arg(amounts.len()), false);
+                queue(pipe, command("PEXPIRE", &h, 1, 12).arg(NORM_TTL_MS), false);
                 1
             }
         }
     }
 
     /// Sends `pipes` at once (one for a single server; one per observation for a
-    /// cluster, whose observations go to different slots), loading the mean's script
-    /// when Redis has forgotten it.
+    /// cluster, whose observations go to different slots).
     async fn send(&self, pipes: &[redis::Pipeline]) -> Result<Vec<Vec<redis::Value>>, HotTierError> {
-        let mut connection = self.link.connection().await?;
+        let connection = self.link.connection().await?;
         let replies = futures_util::future::join_all(pipes.iter().map(|pipe| {
             let mut connection = connection.clone();
             async move { pipe.query_async::<Vec<redis::Value>>(&mut connection).await }
         }))
         .await;
-        // A restarted Redis has forgotten the script: every command of such a pipeline
-        // failed, and the script's writes are not done, so it is sent again whole once
-        // the script is loaded (the other commands are safe to repeat).
-        let mut answers = Vec::with_capacity(pipes.len());
-        let mut loaded = false;
-        for (pipe, reply) in pipes.iter().zip(replies) {
-            match reply {
-                Ok(values) => answers.push(values),
-                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                    if !loaded {
-                        self.norm.load_async(&mut connection).await.map_err(HotTierError::Redis)?;
-                        loaded = true;
-                    }
-                    answers.push(pipe.query_async::<Vec<redis::Value>>(&mut connection).await.map_err(HotTierError::Redis)?);
-                }
-                Err(e) => return Err(HotTierError::Redis(e)),
-            }
-        }
-        Ok(answers)
+        replies.into_iter().map(|r| r.map_err(HotTierError::Redis)).collect()
     }
 
     /// Like [`RedisState::send`]; when a single server's connection turns out to be
@@ -280,7 +274,7 @@ fn number(value: Option<&redis::Value>) -> u64 {
 }
 
 /// An observation's outcome from its replies (a window's ids come later).
-fn decode(observation: &Observation, replies: &[redis::Value]) -> Outcome {
+fn decode(observation: &Observation<'_>, replies: &[redis::Value]) -> Outcome {
     match observation {
         Observation::Window { .. } => Outcome::Window { count: number(replies.first()), ids: Vec::new() },
         Observation::Seen { values, at_ms, horizon_ms, .. } => {
@@ -297,12 +291,30 @@ fn decode(observation: &Observation, replies: &[redis::Value]) -> Outcome {
             let after = number(replies.get(1));
             Outcome::Seen { new: if after > new.len() as u64 { new } else { Vec::new() } }
         }
-        Observation::Norm { .. } => {
-            let items = replies.first().map(texts).unwrap_or_default();
-            let before = items.chunks(2).map(|pair| (pair[0].parse().unwrap_or(0.0), pair.get(1).and_then(|n| n.parse().ok()).unwrap_or(0))).collect();
-            Outcome::Norm { before }
+        Observation::Norm { amounts, .. } => {
+            // The days' sums and counts, in pairs (absent days are nil).
+            let held: Vec<Option<String>> = replies.first().and_then(|v| redis::from_redis_value_ref(v).ok()).unwrap_or_default();
+            let (mut sum, mut n) = (0.0, 0);
+            for pair in held.chunks(2) {
+                sum += pair[0].as_deref().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+                n += pair.get(1).and_then(|c| c.as_deref()).and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
+            }
+            Outcome::Norm { before: running_means(sum, n, amounts) }
         }
     }
+}
+
+/// The mean and count before each of `amounts`, from `sum` of `n` amounts before them.
+fn running_means(mut sum: f64, mut n: u64, amounts: &[f64]) -> Vec<(f64, u64)> {
+    amounts
+        .iter()
+        .map(|x| {
+            let before = (if n == 0 { 0.0 } else { sum / n as f64 }, n);
+            sum += x;
+            n += 1;
+            before
+        })
+        .collect()
 }
 
 /// Whether an observation also trims its keys (about one in eight, chosen by the
@@ -313,9 +325,9 @@ fn trims(bits: impl IntoIterator<Item = u64>) -> bool {
 }
 
 impl WindowState for RedisState {
-    fn observe<'a>(&'a self, observations: &'a [Observation]) -> BoxFuture<'a, Result<Vec<Outcome>, HotTierError>> {
+    fn observe<'a>(&'a self, observations: &'a [Observation<'_>]) -> BoxFuture<'a, Result<Vec<Outcome>, HotTierError>> {
         Box::pin(async move {
-            let replies = self.round_trip(observations, |pipe, o| self.commands(pipe, o)).await?;
+            let replies = self.round_trip(observations, RedisState::commands).await?;
             let mut outcomes: Vec<Outcome> = observations.iter().zip(&replies).map(|(o, r)| decode(o, r)).collect();
             // Windows at their threshold: the ids of their latest events, and the
             // trim of those over their cap (a flood keeps the newest members).
@@ -330,7 +342,7 @@ impl WindowState for RedisState {
             let latest = self
                 .round_trip(&follow, |pipe, f| {
                     let Observation::Window { key, distinct, window_ms, cap, members, .. } = &observations[f.index] else { return 0 };
-                    let (w, edge) = (window_key(key), members.iter().map(|(_, at, _)| *at).max().unwrap_or_default() - window_ms);
+                    let (w, edge) = (window_key(key), members.iter().map(|m| m.at).max().unwrap_or_default() - window_ms);
                     pipe.cmd("ZREMRANGEBYSCORE").arg(&w).arg("-inf").arg(edge).ignore();
                     if f.count > u64::from(*cap) {
                         pipe.cmd("ZREMRANGEBYRANK").arg(&w).arg(0).arg(-i64::from(*cap) - 1).ignore();
@@ -376,21 +388,22 @@ struct Memory {
     /// key -> member -> (ms, event id)
     windows: HashMap<String, HashMap<String, (i64, Uuid)>>,
     seen: HashMap<String, HashMap<String, i64>>,
-    norms: HashMap<String, (f64, u64)>,
+    /// key -> day -> (sum, count)
+    norms: HashMap<String, std::collections::BTreeMap<i64, (f64, u64)>>,
     cooldowns: HashMap<String, std::time::Instant>,
 }
 
 impl MemoryState {
-    fn apply(memory: &mut Memory, observation: &Observation) -> Outcome {
+    fn apply(memory: &mut Memory, observation: &Observation<'_>) -> Outcome {
         match observation {
             Observation::Window { key, window_ms, cap, threshold, members, .. } => {
                 let window = memory.windows.entry(key.clone()).or_default();
                 // The window ends at the batch's newest member, as in Redis.
-                let newest = members.iter().map(|(_, at, _)| *at).max().unwrap_or(i64::MIN);
-                for (member, at, id) in members {
-                    let held = window.entry(member.clone()).or_insert((*at, *id));
-                    if held.0 < *at {
-                        *held = (*at, *id);
+                let newest = members.iter().map(|m| m.at).max().unwrap_or(i64::MIN);
+                for m in members {
+                    let held = window.entry(m.text()).or_insert((m.at, m.id));
+                    if held.0 < m.at {
+                        *held = (m.at, m.id);
                     }
                 }
                 let edge = newest - window_ms;
@@ -434,22 +447,21 @@ impl MemoryState {
                 }
                 Outcome::Seen { new }
             }
-            Observation::Norm { key, amounts } => {
-                let (mean, n) = memory.norms.entry(key.clone()).or_insert((0.0, 0));
-                let mut before = Vec::with_capacity(amounts.len());
-                for x in amounts {
-                    before.push((*mean, *n));
-                    *mean = if *n == 0 { *x } else { *mean + NORM_ALPHA * (x - *mean) };
-                    *n += 1;
-                }
-                Outcome::Norm { before }
+            Observation::Norm { key, at_ms, amounts } => {
+                let day = at_ms.div_euclid(DAY_MS);
+                let days = memory.norms.entry(key.clone()).or_default();
+                days.retain(|d, _| *d > day - NORM_DAYS);
+                let (sum, n) = days.values().fold((0.0, 0), |(s, n), (ds, dn)| (s + ds, n + dn));
+                let today = days.entry(day).or_insert((0.0, 0));
+                *today = (today.0 + amounts.iter().sum::<f64>(), today.1 + amounts.len() as u64);
+                Outcome::Norm { before: running_means(sum, n, amounts) }
             }
         }
     }
 }
 
 impl WindowState for MemoryState {
-    fn observe<'a>(&'a self, observations: &'a [Observation]) -> BoxFuture<'a, Result<Vec<Outcome>, HotTierError>> {
+    fn observe<'a>(&'a self, observations: &'a [Observation<'_>]) -> BoxFuture<'a, Result<Vec<Outcome>, HotTierError>> {
         let mut memory = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let outcomes = observations.iter().map(|o| MemoryState::apply(&mut memory, o)).collect();
         Box::pin(async move { Ok(outcomes) })

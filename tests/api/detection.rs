@@ -294,7 +294,7 @@ async fn the_embedded_mode_counts_in_the_process() {
 /// observation in eight, so most answers here come from untrimmed sets.
 #[tokio::test]
 async fn the_redis_state_answers_as_the_process_state_across_window_edges() {
-    use tierlog::detect::state::{MemoryState, Observation, Outcome, RedisState, WindowState};
+    use tierlog::detect::state::{Member, MemoryState, Observation, Outcome, RedisState, WindowState};
 
     let redis = TestRedis::new(crate::helpers::redis_url());
     let mut settings = tierlog::config::Settings::defaults().expect("defaults");
@@ -314,6 +314,9 @@ async fn the_redis_state_answers_as_the_process_state_across_window_edges() {
     let mut now = 1_700_000_000_000i64;
     let mut events: std::collections::HashMap<String, Vec<(i64, Uuid)>> = std::collections::HashMap::new();
     let (mut fired, mut new_values) = (0, 0);
+    // The days of the amounts, stepping by 0 to 2 days a batch, now and then 8.
+    let mut norm_day = 19_700i64;
+    let (mut means_from_days, mut lapsed, mut seen_norm) = (0, 0, std::collections::HashSet::new());
     for _ in 0..400 {
         // Steps of up to 40 s, now and then exactly a window or a horizon.
         now += match next() % 20 {
@@ -326,29 +329,36 @@ async fn the_redis_state_answers_as_the_process_state_across_window_edges() {
         let groups: std::collections::BTreeSet<u64> = (0..1 + next() % 4).map(|_| next() % 3).collect();
         for group in groups {
             let distinct = next() % 2 == 0;
-            let members: Vec<(String, i64, Uuid)> = (0..1 + next() % 3)
+            let members: Vec<Member<'_>> = (0..1 + next() % 3)
                 .map(|_| {
                     let id = Uuid::now_v7();
-                    let member = if distinct { format!("user-{}", next() % 6) } else { id.to_string() };
+                    let value = distinct.then(|| format!("user-{}", next() % 6).into());
                     // Half at the batch's time exactly: a step of one window puts them on
                     // a later batch's edge.
                     let offset = if next() % 2 == 0 { 0 } else { (next() % 1000) as i64 };
-                    (member, now - offset, id)
+                    Member { value, at: now - offset, id }
                 })
                 .collect();
             let k = key(if distinct { "distinct" } else { "threshold" }, group);
-            events.entry(k.clone()).or_default().extend(members.iter().map(|(_, at, id)| (*at, *id)));
+            events.entry(k.clone()).or_default().extend(members.iter().map(|m| (m.at, m.id)));
             batch.push(Observation::Window { key: k, distinct, window_ms, cap: 200, threshold: 3, members });
             let values: Vec<String> = (0..1 + next() % 2).map(|_| format!("ip={}", next() % 5)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
             batch.push(Observation::Seen { key: key("seen", group), horizon_ms, at_ms: now, values });
+            // Amounts on days that the steps carry past the mean's seven.
+            let amounts: Vec<f64> = (0..1 + next() % 3).map(|_| (next() % 100_000) as f64 / 100.0).collect();
+            batch.push(Observation::Norm { key: key("norm", group), at_ms: norm_day * 86_400_000 + (next() % 86_400_000) as i64, amounts });
         }
+        norm_day += match next() % 20 {
+            0 => 8,
+            step => (step % 3) as i64,
+        };
         let (a, b) = (in_redis.observe(&batch).await.expect("redis state"), in_process.observe(&batch).await.expect("process state"));
         for ((observation, redis_answer), process_answer) in batch.iter().zip(&a).zip(&b) {
             match (observation, redis_answer, process_answer) {
                 (Observation::Window { key, distinct, members, .. }, Outcome::Window { count, ids }, Outcome::Window { count: want, ids: want_ids }) => {
                     assert_eq!(count, want, "{key} at {now}");
                     if *distinct {
-                        let newest = members.iter().map(|(_, at, _)| *at).max().unwrap();
+                        let newest = members.iter().map(|m| m.at).max().unwrap();
                         let inside: Vec<Uuid> = events[key].iter().filter(|(at, _)| *at > newest - window_ms).map(|(_, id)| *id).collect();
                         assert_eq!(ids.is_empty(), want_ids.is_empty(), "{key} at {now}");
                         assert!(ids.iter().all(|id| inside.contains(id)), "{key} at {now}: ids outside the window");
@@ -361,10 +371,21 @@ async fn the_redis_state_answers_as_the_process_state_across_window_edges() {
                     assert_eq!(new, want, "{key} at {now}");
                     new_values += new.len();
                 }
+                (Observation::Norm { key, amounts, .. }, Outcome::Norm { before }, Outcome::Norm { before: want }) => {
+                    assert_eq!(before.len(), amounts.len());
+                    for ((mean, n), (want_mean, want_n)) in before.iter().zip(want) {
+                        assert_eq!(n, want_n, "{key} on day {norm_day}");
+                        assert!((mean - want_mean).abs() < 1e-6 * want_mean.max(1.0), "{key} on day {norm_day}: {mean} against {want_mean}");
+                    }
+                    means_from_days += usize::from(before.first().is_some_and(|(_, n)| *n > 0));
+                    lapsed += usize::from(before.first().is_some_and(|(_, n)| *n == 0) && seen_norm.contains(key));
+                    seen_norm.insert(key.clone());
+                }
                 other => panic!("answers of different kinds: {other:?}"),
             }
         }
     }
     // The run reached both kinds of answer, not only quiet ones.
     assert!(fired > 20 && new_values > 20, "{fired} windows at their threshold, {new_values} new values");
+    assert!(means_from_days > 100 && lapsed > 0, "{means_from_days} means over earlier amounts, {lapsed} after every day lapsed");
 }
