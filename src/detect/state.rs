@@ -74,6 +74,9 @@ pub const NORM_DAYS: i64 = 7;
 const DAY_MS: i64 = 86_400_000;
 /// The most values a first-seen set keeps per group (least recent go first).
 const SEEN_CAP: u32 = 1000;
+/// The member of a first-seen set scored with the newest time it was added to (no
+/// value is named so: values are `field=value`).
+const LATEST: &str = "*latest";
 /// How long a group's sums outlive its last amount.
 const NORM_TTL_MS: i64 = (NORM_DAYS + 1) * DAY_MS;
 
@@ -174,22 +177,25 @@ impl RedisState {
                 1
             }
             Observation::Seen { key, horizon_ms, at_ms, values } => {
+                // The set's values, and the sentinel LATEST scored with the newest
+                // time any value was added: the group showed some value within the
+                // horizon when the sentinel's score lies inside it.
                 let (s, edge) = (format!("{key}:s"), at_ms - horizon_ms);
                 if trims([*at_ms as u64]) {
                     queue(pipe, command("ZREMRANGEBYSCORE", &s, 2, 24).arg("-inf").arg(edge), false);
-                    queue(pipe, command("ZREMRANGEBYRANK", &s, 2, 8).arg(0).arg(-i64::from(SEEN_CAP) - 1), false);
+                    // The sentinel holds the top score: the lowest ranks are values.
+                    queue(pipe, command("ZREMRANGEBYRANK", &s, 2, 8).arg(0).arg(-i64::from(SEEN_CAP) - 2), false);
                 }
-                let bytes = values.iter().map(String::len).sum::<usize>();
-                queue(pipe, command("ZMSCORE", &s, values.len(), bytes).arg(values), true);
-                let mut add = command("ZADD", &s, 1 + 2 * values.len(), 2 + bytes + 13 * values.len());
+                let bytes = values.iter().map(String::len).sum::<usize>() + LATEST.len();
+                queue(pipe, command("ZMSCORE", &s, values.len() + 1, bytes).arg(values).arg(LATEST), true);
+                let mut add = command("ZADD", &s, 3 + 2 * values.len(), 2 + bytes + 13 * (values.len() + 1));
                 add.arg("GT");
-                for value in values {
-                    add.arg(*at_ms).arg(value.as_str());
+                for value in values.iter().map(String::as_str).chain([LATEST]) {
+                    add.arg(*at_ms).arg(value);
                 }
                 queue(pipe, &mut add, false);
-                queue(pipe, command("ZCOUNT", &s, 2, 24).arg(format!("({edge}")).arg("+inf"), true);
                 queue(pipe, command("PEXPIRE", &s, 1, 12).arg(*horizon_ms), false);
-                2
+                1
             }
             Observation::Norm { key, at_ms, amounts } => {
                 // A hash of `s:<day>` (sum) and `n:<day>` (count) per day: read the
@@ -278,18 +284,14 @@ fn decode(observation: &Observation<'_>, replies: &[redis::Value]) -> Outcome {
     match observation {
         Observation::Window { .. } => Outcome::Window { count: number(replies.first()), ids: Vec::new() },
         Observation::Seen { values, at_ms, horizon_ms, .. } => {
-            // A value is new unless held within the horizon; the set held others when
-            // it counts more than the new ones once they are added.
+            // A value is new unless held within the horizon; the group had shown
+            // values (ours or others) when the sentinel, last, is within it too.
             let edge = (at_ms - horizon_ms) as f64;
             let held: Vec<Option<f64>> = replies.first().and_then(|v| redis::from_redis_value_ref(v).ok()).unwrap_or_default();
-            let new: Vec<String> = values
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !held.get(*i).copied().flatten().is_some_and(|at| at > edge))
-                .map(|(_, v)| v.clone())
-                .collect();
-            let after = number(replies.get(1));
-            Outcome::Seen { new: if after > new.len() as u64 { new } else { Vec::new() } }
+            let inside = |i: usize| held.get(i).copied().flatten().is_some_and(|at| at > edge);
+            let known = inside(values.len());
+            let new: Vec<String> = values.iter().enumerate().filter(|(i, _)| known && !inside(*i)).map(|(_, v)| v.clone()).collect();
+            Outcome::Seen { new }
         }
         Observation::Norm { amounts, .. } => {
             // The days' sums and counts, in pairs (absent days are nil).
