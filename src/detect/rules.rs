@@ -470,7 +470,7 @@ pub fn builtin() -> Vec<Rule> {
             factor: Some(10.0),
             min_samples: Some(20),
             cooldown_seconds: 0,
-            ..rule("large-amount", RuleKind::Amount, "an amount 10 times the tenant's recent mean in its currency (add a limit per tenant)")
+            ..rule("large-amount", RuleKind::Amount, "an amount 10 times the tenant's mean over the last 7 days in its currency (add a limit per tenant)")
         },
         Rule {
             when: Condition { categories: vec![Category::Auth], status: Some(Status::Success), ..Condition::default() },
