@@ -98,19 +98,40 @@ pub struct RedisState {
 /// How long a window's keys outlive its newest member.
 const WINDOW_GRACE_MS: i64 = 60_000;
 
+/// An argument written as it displays, straight into the command (no string made
+/// for it): a group's key with its suffix, an exclusive bound, a hash field.
+#[derive(Clone, Copy)]
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> redis::ToRedisArgs for Shown<T> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        out.write_arg_fmt(&self.0);
+    }
+}
+
+/// One of a group's keys: the group's key and a suffix.
+#[derive(Clone, Copy)]
+struct Suffixed<'k>(&'k str, &'static str);
+
+impl std::fmt::Display for Suffixed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.0, self.1)
+    }
+}
+
 /// A window's members (value -> ms) under a group's key.
-fn window_key(key: &str) -> String {
-    format!("{key}:w")
+fn window_key(key: &str) -> Shown<Suffixed<'_>> {
+    Shown(Suffixed(key, "w"))
 }
 /// A distinct count's latest event ids (id -> ms) under a group's key.
-fn ids_key(key: &str) -> String {
-    format!("{key}:d")
+fn ids_key(key: &str) -> Shown<Suffixed<'_>> {
+    Shown(Suffixed(key, "d"))
 }
 
 /// A command on `key` with room for `args` more arguments of `bytes` in all (built
 /// once, without regrowing).
-fn command(name: &str, key: &str, args: usize, bytes: usize) -> redis::Cmd {
-    let mut cmd = redis::Cmd::with_capacity(args + 2, name.len() + key.len() + bytes);
+fn command(name: &str, key: Shown<Suffixed<'_>>, args: usize, bytes: usize) -> redis::Cmd {
+    let mut cmd = redis::Cmd::with_capacity(args + 2, name.len() + key.0 .0.len() + 2 + bytes);
     cmd.arg(name).arg(key);
     cmd
 }
@@ -142,16 +163,16 @@ impl RedisState {
             Observation::Window { key, distinct, window_ms, members, .. } => {
                 let newest = members.iter().map(|m| m.at).max().unwrap_or_default();
                 let (w, ttl, edge) = (window_key(key), window_ms + WINDOW_GRACE_MS, newest - window_ms);
-                let d = if *distinct { ids_key(key) } else { String::new() };
+                let d = ids_key(key);
                 if trims(members.iter().map(|m| m.id.as_u128() as u64)) {
-                    queue(pipe, command("ZREMRANGEBYSCORE", &w, 2, 24).arg("-inf").arg(edge), false);
+                    queue(pipe, command("ZREMRANGEBYSCORE", w, 2, 24).arg("-inf").arg(edge), false);
                     if *distinct {
                         // The latest ids are all an alert names.
-                        queue(pipe, command("ZREMRANGEBYRANK", &d, 2, 8).arg(0).arg(-(ALERT_IDS as i64) - 1), false);
+                        queue(pipe, command("ZREMRANGEBYRANK", d, 2, 8).arg(0).arg(-(ALERT_IDS as i64) - 1), false);
                     }
                 }
                 // GT keeps a member's latest time.
-                let mut add = command("ZADD", &w, 1 + 2 * members.len(), 2 + members.iter().map(|m| m.value.as_ref().map_or(36, |v| v.len()) + 13).sum::<usize>());
+                let mut add = command("ZADD", w, 1 + 2 * members.len(), 2 + members.iter().map(|m| m.value.as_ref().map_or(36, |v| v.len()) + 13).sum::<usize>());
                 add.arg("GT");
                 let mut text = Uuid::encode_buffer();
                 for m in members {
@@ -163,38 +184,38 @@ impl RedisState {
                 }
                 queue(pipe, &mut add, false);
                 if *distinct {
-                    let mut ids = command("ZADD", &d, 1 + 2 * members.len(), 2 + members.len() * 49);
+                    let mut ids = command("ZADD", d, 1 + 2 * members.len(), 2 + members.len() * 49);
                     ids.arg("GT");
                     for m in members {
                         ids.arg(m.at).arg(&*m.id.hyphenated().encode_lower(&mut text));
                     }
                     queue(pipe, &mut ids, false);
-                    queue(pipe, command("PEXPIRE", &d, 1, 12).arg(ttl), false);
+                    queue(pipe, command("PEXPIRE", d, 1, 12).arg(ttl), false);
                 }
                 // Inside the window: after its edge.
-                queue(pipe, command("ZCOUNT", &w, 2, 24).arg(format!("({edge}")).arg("+inf"), true);
-                queue(pipe, command("PEXPIRE", &w, 1, 12).arg(ttl), false);
+                queue(pipe, command("ZCOUNT", w, 2, 24).arg(Shown(format_args!("({edge}"))).arg("+inf"), true);
+                queue(pipe, command("PEXPIRE", w, 1, 12).arg(ttl), false);
                 1
             }
             Observation::Seen { key, horizon_ms, at_ms, values } => {
                 // The set's values, and the sentinel LATEST scored with the newest
                 // time any value was added: the group showed some value within the
                 // horizon when the sentinel's score lies inside it.
-                let (s, edge) = (format!("{key}:s"), at_ms - horizon_ms);
+                let (s, edge) = (Shown(Suffixed(key, "s")), at_ms - horizon_ms);
                 if trims([*at_ms as u64]) {
-                    queue(pipe, command("ZREMRANGEBYSCORE", &s, 2, 24).arg("-inf").arg(edge), false);
+                    queue(pipe, command("ZREMRANGEBYSCORE", s, 2, 24).arg("-inf").arg(edge), false);
                     // The sentinel holds the top score: the lowest ranks are values.
-                    queue(pipe, command("ZREMRANGEBYRANK", &s, 2, 8).arg(0).arg(-i64::from(SEEN_CAP) - 2), false);
+                    queue(pipe, command("ZREMRANGEBYRANK", s, 2, 8).arg(0).arg(-i64::from(SEEN_CAP) - 2), false);
                 }
                 let bytes = values.iter().map(String::len).sum::<usize>() + LATEST.len();
-                queue(pipe, command("ZMSCORE", &s, values.len() + 1, bytes).arg(values).arg(LATEST), true);
-                let mut add = command("ZADD", &s, 3 + 2 * values.len(), 2 + bytes + 13 * (values.len() + 1));
+                queue(pipe, command("ZMSCORE", s, values.len() + 1, bytes).arg(values).arg(LATEST), true);
+                let mut add = command("ZADD", s, 3 + 2 * values.len(), 2 + bytes + 13 * (values.len() + 1));
                 add.arg("GT");
                 for value in values.iter().map(String::as_str).chain([LATEST]) {
                     add.arg(*at_ms).arg(value);
                 }
                 queue(pipe, &mut add, false);
-                queue(pipe, command("PEXPIRE", &s, 1, 12).arg(*horizon_ms), false);
+                queue(pipe, command("PEXPIRE", s, 1, 12).arg(*horizon_ms), false);
                 1
             }
             Observation::Norm { key, at_ms, amounts } => {
@@ -202,16 +223,24 @@ impl RedisState {
                 // recent days, then add today's amounts (the reads see the sums as
                 // they were before this batch; the mean before each of its amounts
                 // is worked out here).
-                let (h, day) = (format!("{key}:m"), at_ms.div_euclid(DAY_MS));
-                let fields = |days: std::ops::Range<i64>| days.flat_map(|d| [format!("s:{d}"), format!("n:{d}")]).collect::<Vec<_>>();
+                let (h, day) = (Shown(Suffixed(key, "m")), at_ms.div_euclid(DAY_MS));
+                let fields = |cmd: &mut redis::Cmd, days: std::ops::Range<i64>| {
+                    for d in days {
+                        cmd.arg(Shown(format_args!("s:{d}"))).arg(Shown(format_args!("n:{d}")));
+                    }
+                };
                 if trims([*at_ms as u64]) {
                     // The days that left the mean lately (older ones left with the key).
-                    queue(pipe, command("HDEL", &h, 2 * NORM_DAYS as usize, 24 * NORM_DAYS as usize).arg(fields(day - 2 * NORM_DAYS + 1..day - NORM_DAYS + 1)), false);
+                    let mut hdel = command("HDEL", h, 2 * NORM_DAYS as usize, 24 * NORM_DAYS as usize);
+                    fields(&mut hdel, day - 2 * NORM_DAYS + 1..day - NORM_DAYS + 1);
+                    queue(pipe, &mut hdel, false);
                 }
-                queue(pipe, command("HMGET", &h, 2 * NORM_DAYS as usize, 24 * NORM_DAYS as usize).arg(fields(day - NORM_DAYS + 1..day + 1)), true);
-                queue(pipe, command("HINCRBYFLOAT", &h, 2, 40).arg(format!("s:{day}")).arg(amounts.iter().sum::<f64>()), false);
-                queue(pipe, command("HINCRBY", &h, 2, 24).arg(format!("n:{day}")).arg(amounts.len()), false);
-                queue(pipe, command("PEXPIRE", &h, 1, 12).arg(NORM_TTL_MS), false);
+                let mut hmget = command("HMGET", h, 2 * NORM_DAYS as usize, 24 * NORM_DAYS as usize);
+                fields(&mut hmget, day - NORM_DAYS + 1..day + 1);
+                queue(pipe, &mut hmget, true);
+                queue(pipe, command("HINCRBYFLOAT", h, 2, 40).arg(Shown(format_args!("s:{day}"))).arg(amounts.iter().sum::<f64>()), false);
+                queue(pipe, command("HINCRBY", h, 2, 24).arg(Shown(format_args!("n:{day}"))).arg(amounts.len()), false);
+                queue(pipe, command("PEXPIRE", h, 1, 12).arg(NORM_TTL_MS), false);
                 1
             }
         }
@@ -251,7 +280,7 @@ impl RedisState {
         }
         // One pipeline for a single server; one per item for a cluster (an item's keys
         // share a slot, different items' do not).
-        let mut pipes = vec![redis::pipe()];
+        let mut pipes = vec![redis::Pipeline::with_capacity(if self.link.is_cluster() { 4 } else { 4 * items.len() })];
         let mut counts = Vec::with_capacity(items.len());
         for item in items {
             if self.link.is_cluster() && !pipes[pipes.len() - 1].is_empty() {
@@ -345,14 +374,14 @@ impl WindowState for RedisState {
                 .round_trip(&follow, |pipe, f| {
                     let Observation::Window { key, distinct, window_ms, cap, members, .. } = &observations[f.index] else { return 0 };
                     let (w, edge) = (window_key(key), members.iter().map(|m| m.at).max().unwrap_or_default() - window_ms);
-                    pipe.cmd("ZREMRANGEBYSCORE").arg(&w).arg("-inf").arg(edge).ignore();
+                    pipe.cmd("ZREMRANGEBYSCORE").arg(w).arg("-inf").arg(edge).ignore();
                     if f.count > u64::from(*cap) {
-                        pipe.cmd("ZREMRANGEBYRANK").arg(&w).arg(0).arg(-i64::from(*cap) - 1).ignore();
+                        pipe.cmd("ZREMRANGEBYRANK").arg(w).arg(0).arg(-i64::from(*cap) - 1).ignore();
                     }
                     if *distinct {
-                        pipe.cmd("ZREVRANGEBYSCORE").arg(ids_key(key)).arg("+inf").arg(format!("({edge}")).arg("LIMIT").arg(0).arg(ALERT_IDS);
+                        pipe.cmd("ZREVRANGEBYSCORE").arg(ids_key(key)).arg("+inf").arg(Shown(format_args!("({edge}"))).arg("LIMIT").arg(0).arg(ALERT_IDS);
                     } else {
-                        pipe.cmd("ZREVRANGE").arg(&w).arg(0).arg(ALERT_IDS as i64 - 1);
+                        pipe.cmd("ZREVRANGE").arg(w).arg(0).arg(ALERT_IDS as i64 - 1);
                     }
                     1
                 })
@@ -370,7 +399,7 @@ impl WindowState for RedisState {
         Box::pin(async move {
             let replies = self
                 .round_trip(keys, |pipe, (key, ms)| {
-                    pipe.cmd("SET").arg(format!("{key}:c")).arg(1).arg("NX").arg("PX").arg((*ms).max(1));
+                    pipe.cmd("SET").arg(Shown(Suffixed(key, "c"))).arg(1).arg("NX").arg("PX").arg((*ms).max(1));
                     1
                 })
                 .await?;
