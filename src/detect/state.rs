@@ -1,12 +1,13 @@
 //! Where rules keep what they have seen: sliding windows, first-seen sets, recent
-//! means of amounts and cool-downs. In Redis (shared by every node: several nodes count
-//! together), or in the process (embedded mode, or no Redis configured).
+//! means of amounts and cool-downs. In Redis (shared by every node: several nodes
+//! count together), or in the process (embedded mode, or no Redis configured).
 //!
 //! Each call takes a whole batch's observations: to Redis they go as one pipeline of
 //! plain commands (three to five per rule and group: a sorted set added to, counted
 //! inside its window or read, and given its time to live; trimmed on about one
-//! observation in eight), so a batch costs one round trip however many rules it touches, and a
-//! second only for the groups at their threshold (the ids of their latest events).
+//! observation in eight), so a batch costs one round trip however many rules it
+//! touches, and a second only for the groups at their threshold (the ids of their
+//! latest events).
 //! Plain commands cost Redis a fraction of what the same work costs as a script's
 //! calls (a script call alone costs about ten plain commands), so there is no
 //! script: the recent mean of amounts is kept as sums and counts per day, which
