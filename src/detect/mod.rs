@@ -300,10 +300,11 @@ impl Engine {
                     });
                     continue;
                 }
-                let group = groups.entry((event.tenant_id.as_str(), index, values)).or_insert_with_key(|(tenant, _, values)| Group {
-                    tenant,
+                let group = groups.entry((event.tenant_id.as_str(), index, values)).or_insert_with(|| Group {
+                    tenant: &event.tenant_id,
                     rule: compiled,
-                    values: values.clone(),
+                    // Moved out of the map's key once the events are grouped.
+                    values: Values::new(),
                     key: String::new(),
                     newest: i64::MIN,
                     members: Vec::new(),
@@ -336,8 +337,11 @@ impl Engine {
                 group.newest = group.newest.max(at);
             }
         }
-        let mut groups: Vec<Group<'_, 'e>> =
-            groups.into_values().filter(|g| !g.members.is_empty() || !g.seen.is_empty() || !g.amounts.is_empty()).collect();
+        let mut groups: Vec<Group<'_, 'e>> = groups
+            .into_iter()
+            .filter(|(_, g)| !g.members.is_empty() || !g.seen.is_empty() || !g.amounts.is_empty())
+            .map(|((_, _, values), group)| Group { values, ..group })
+            .collect();
         let mut observations = Vec::with_capacity(groups.len());
         let mut observed = Vec::with_capacity(groups.len());
         let mut firings = Vec::new();
@@ -384,7 +388,6 @@ impl Engine {
             }
         }
         let outcomes = self.state.observe(&observations).await?;
-        drop(observations);
         for (i, outcome) in observed.into_iter().zip(outcomes) {
             let group = &groups[i];
             let rule = &group.rule.rule;

@@ -110,7 +110,9 @@ impl<T: std::fmt::Display> redis::ToRedisArgs for Shown<T> {
     }
 }
 
-/// One of a group's keys: the group's key and a suffix.
+/// One of a group's keys: the group's key and a suffix (`w` a window's members,
+/// value -> ms; `d` a distinct count's latest event ids, id -> ms; `s` a first-seen
+/// set, value -> ms; `m` the sums and counts of amounts per day; `c` a cool-down).
 #[derive(Clone, Copy)]
 struct Suffixed<'k>(&'k str, &'static str);
 
@@ -120,19 +122,16 @@ impl std::fmt::Display for Suffixed<'_> {
     }
 }
 
-/// A window's members (value -> ms) under a group's key.
-fn window_key(key: &str) -> Shown<Suffixed<'_>> {
-    Shown(Suffixed(key, "w"))
-}
-/// A distinct count's latest event ids (id -> ms) under a group's key.
-fn ids_key(key: &str) -> Shown<Suffixed<'_>> {
-    Shown(Suffixed(key, "d"))
+/// The group's key `key` with `suffix`, as a command argument.
+fn part<'k>(key: &'k str, suffix: &'static str) -> Shown<Suffixed<'k>> {
+    Shown(Suffixed(key, suffix))
 }
 
 /// A command on `key` with room for `args` more arguments of `bytes` in all (built
 /// once, without regrowing).
 fn command(name: &str, key: Shown<Suffixed<'_>>, args: usize, bytes: usize) -> redis::Cmd {
-    let mut cmd = redis::Cmd::with_capacity(args + 2, name.len() + key.0 .0.len() + 2 + bytes);
+    let Shown(Suffixed(group, suffix)) = key;
+    let mut cmd = redis::Cmd::with_capacity(args + 2, name.len() + group.len() + 1 + suffix.len() + bytes);
     cmd.arg(name).arg(key);
     cmd
 }
@@ -163,8 +162,8 @@ impl RedisState {
         match observation {
             Observation::Window { key, distinct, window_ms, members, .. } => {
                 let newest = members.iter().map(|m| m.at).max().unwrap_or_default();
-                let (w, ttl, edge) = (window_key(key), window_ms + WINDOW_GRACE_MS, newest - window_ms);
-                let d = ids_key(key);
+                let (w, ttl, edge) = (part(key, "w"), window_ms + WINDOW_GRACE_MS, newest - window_ms);
+                let d = part(key, "d");
                 if trims(members.iter().map(|m| m.id.as_u128() as u64)) {
                     queue(pipe, command("ZREMRANGEBYSCORE", w, 2, 24).arg("-inf").arg(edge), false);
                     if *distinct {
@@ -202,7 +201,7 @@ impl RedisState {
                 // The set's values, and the sentinel LATEST scored with the newest
                 // time any value was added: the group showed some value within the
                 // horizon when the sentinel's score lies inside it.
-                let (s, edge) = (Shown(Suffixed(key, "s")), at_ms - horizon_ms);
+                let (s, edge) = (part(key, "s"), at_ms - horizon_ms);
                 if trims([*at_ms as u64]) {
                     queue(pipe, command("ZREMRANGEBYSCORE", s, 2, 24).arg("-inf").arg(edge), false);
                     // The sentinel holds the top score: the lowest ranks are values.
@@ -224,7 +223,7 @@ impl RedisState {
                 // recent days, then add today's amounts (the reads see the sums as
                 // they were before this batch; the mean before each of its amounts
                 // is worked out here).
-                let (h, day) = (Shown(Suffixed(key, "m")), at_ms.div_euclid(DAY_MS));
+                let (h, day) = (part(key, "m"), at_ms.div_euclid(DAY_MS));
                 let fields = |cmd: &mut redis::Cmd, days: std::ops::Range<i64>| {
                     for d in days {
                         cmd.arg(Shown(format_args!("s:{d}"))).arg(Shown(format_args!("n:{d}")));
@@ -349,11 +348,13 @@ fn running_means(mut sum: f64, mut n: u64, amounts: &[f64]) -> Vec<(f64, u64)> {
         .collect()
 }
 
-/// Whether an observation also trims its keys (about one in eight, chosen by the
-/// random bits of its events' ids or its time): the count itself only looks inside
-/// the window, so what fell out of it can wait for a trim.
+/// Whether an observation also trims its keys (about one in eight, chosen by its
+/// events' ids or its time): the count itself only looks inside the window, so what
+/// fell out of it can wait for a trim. The choice takes the top bits of a
+/// multiplicative hash, not the low bits: times given in whole seconds are all
+/// multiples of 8 ms.
 fn trims(bits: impl IntoIterator<Item = u64>) -> bool {
-    bits.into_iter().any(|b| b % 8 == 0)
+    bits.into_iter().any(|b| b.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61 == 0)
 }
 
 impl WindowState for RedisState {
@@ -374,13 +375,13 @@ impl WindowState for RedisState {
             let latest = self
                 .round_trip(&follow, |pipe, f| {
                     let Observation::Window { key, distinct, window_ms, cap, members, .. } = &observations[f.index] else { return 0 };
-                    let (w, edge) = (window_key(key), members.iter().map(|m| m.at).max().unwrap_or_default() - window_ms);
+                    let (w, edge) = (part(key, "w"), members.iter().map(|m| m.at).max().unwrap_or_default() - window_ms);
                     pipe.cmd("ZREMRANGEBYSCORE").arg(w).arg("-inf").arg(edge).ignore();
                     if f.count > u64::from(*cap) {
                         pipe.cmd("ZREMRANGEBYRANK").arg(w).arg(0).arg(-i64::from(*cap) - 1).ignore();
                     }
                     if *distinct {
-                        pipe.cmd("ZREVRANGEBYSCORE").arg(ids_key(key)).arg("+inf").arg(Shown(format_args!("({edge}"))).arg("LIMIT").arg(0).arg(ALERT_IDS);
+                        pipe.cmd("ZREVRANGEBYSCORE").arg(part(key, "d")).arg("+inf").arg(Shown(format_args!("({edge}"))).arg("LIMIT").arg(0).arg(ALERT_IDS);
                     } else {
                         pipe.cmd("ZREVRANGE").arg(w).arg(0).arg(ALERT_IDS as i64 - 1);
                     }
@@ -400,7 +401,7 @@ impl WindowState for RedisState {
         Box::pin(async move {
             let replies = self
                 .round_trip(keys, |pipe, (key, ms)| {
-                    pipe.cmd("SET").arg(Shown(Suffixed(key, "c"))).arg(1).arg("NX").arg("PX").arg((*ms).max(1));
+                    pipe.cmd("SET").arg(part(key, "c")).arg(1).arg("NX").arg("PX").arg((*ms).max(1));
                     1
                 })
                 .await?;
@@ -514,5 +515,21 @@ impl WindowState for MemoryState {
             })
             .collect();
         Box::pin(async move { Ok(claimed) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn about_one_observation_in_eight_trims_whatever_the_times_precision() {
+        let base = 1_700_000_000_000u64;
+        for step in [1, 1000, 60_000] {
+            let trimmed = (0..8000u64).filter(|i| trims([base + i * step])).count();
+            assert!((800..1200).contains(&trimmed), "times {step} ms apart: {trimmed} of 8000 trim");
+        }
+        let ids = (0..8000).filter(|_| trims([Uuid::new_v4().as_u128() as u64])).count();
+        assert!((800..1200).contains(&ids), "random ids: {ids} of 8000 trim");
     }
 }
